@@ -1,0 +1,266 @@
+"""The op registry: every op is one ``OpDef`` subclass declaring all of its aspects side by side.
+
+Aspects of an op (see docs/architecture.md):
+
+* ``infer(in_types, attrs)``  -> output types; raises ShapeError naming the op and input types.
+* ``numpy(xs, attrs)``        -> reference semantics on numpy arrays (tuple of outputs).
+* ``torch(xs, attrs)``        -> the same semantics on torch tensors (used by the torch callable).
+* ``symbolic(xs, attrs)``     -> z3 semantics over numpy object arrays of z3 terms. The default
+  runs ``numpy`` on object arrays, which is exact for linear and structural ops; non-linear ops
+  override it with uninterpreted functions whose axioms are declared in the same file.
+* ``cost(in_types, out_types, attrs)`` -> Cost(flops, bytes, launches).
+* ``onnx`` / ``aten``         -> the ONNX op types and aten targets it maps to (data); the
+  frontends and exporter look up ``from_onnx`` / ``to_onnx`` / ``from_aten`` here.
+* ``triton``                  -> dotted path of its lowering in graphopt.codegen (never imported here).
+* ``examples(rng)``           -> sample (inputs, attrs); the conformance test runs every op
+  through every aspect with them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+
+import numpy as np
+
+from ..errors import ShapeError, UnknownOpError
+from ..ir.types import DType, TensorType, ValueType
+
+if TYPE_CHECKING:
+    from ..ir.node import Attrs, Origin
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Work of one op: floating-point ops, bytes read+written at its boundary, kernel launches."""
+
+    flops: float = 0.0
+    bytes: float = 0.0
+    launches: int = 1
+
+    def __add__(self, o: "Cost") -> "Cost":
+        return Cost(self.flops + o.flops, self.bytes + o.bytes, self.launches + o.launches)
+
+
+@dataclass
+class Example:
+    """Sample inputs and attrs for an op, used by the conformance test."""
+
+    inputs: list[np.ndarray]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    # ops whose numerics differ a bit between numpy and torch (e.g. erf) loosen this
+    rtol: float = 1e-5
+    atol: float = 1e-6
+    # False where z3 cannot express the op on these inputs (e.g. integer division)
+    symbolic: bool = True
+
+
+class Unsupported(Exception):
+    """A frontend node this op cannot model faithfully; the node stays opaque (reason kept)."""
+
+
+class NotSymbolic(Exception):
+    """The op has no z3 semantics (the verifier treats it as opaque)."""
+
+
+class OpDef:
+    """Base class of op declarations. Subclasses set ``name`` and override the aspects."""
+
+    name: ClassVar[str] = ""
+    min_inputs: ClassVar[int] = 0
+    max_inputs: ClassVar[int | None] = None  # None: unbounded
+    pure: ClassVar[bool] = True  # False: never CSE'd or folded (random ops, opaque nodes)
+    commutative: ClassVar[bool] = False
+    elementwise: ClassVar[bool] = False  # pointwise with numpy broadcasting
+    onnx: ClassVar[tuple[str, ...]] = ()
+    aten: ClassVar[tuple[str, ...]] = ()
+    triton: ClassVar[str | None] = None
+
+    # ---- types ---------------------------------------------------------------------------
+    def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: "Attrs") -> "Attrs":
+        """Canonical attrs (e.g. negative axes made positive). Default: unchanged."""
+        return attrs
+
+    def infer(self, in_types: tuple[ValueType, ...], attrs: "Attrs") -> tuple[ValueType, ...]:
+        raise NotImplementedError(f"{self.name}.infer")
+
+    def checked_infer(self, in_types: tuple[ValueType, ...], attrs: "Attrs",
+                      origin: "Origin | None" = None) -> tuple[ValueType, ...]:
+        n = len(in_types)
+        if n < self.min_inputs or (self.max_inputs is not None and n > self.max_inputs):
+            want = (f"{self.min_inputs}" if self.max_inputs == self.min_inputs else
+                    f"{self.min_inputs}..{self.max_inputs if self.max_inputs is not None else ''}")
+            raise ShapeError(f"{self.name} takes {want} inputs, got {n}",
+                             where=_where(self.name, origin))
+        try:
+            return tuple(self.infer(in_types, attrs))
+        except ShapeError as e:
+            if e.where is None:
+                e.where = _where(self.name, origin)
+            raise
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            ins = ", ".join(map(str, in_types))
+            raise ShapeError(f"{self.name}({ins}) {dict(attrs)}: {e}",
+                             where=_where(self.name, origin)) from e
+
+    # ---- semantics -----------------------------------------------------------------------
+    def numpy(self, xs: Sequence[np.ndarray], attrs: "Attrs") -> tuple[np.ndarray, ...]:
+        raise NotImplementedError(f"{self.name}.numpy")
+
+    def torch(self, xs: Sequence[Any], attrs: "Attrs") -> tuple[Any, ...]:
+        raise NotImplementedError(f"{self.name}.torch")
+
+    def symbolic(self, xs: Sequence[np.ndarray], attrs: "Attrs") -> tuple[np.ndarray, ...]:
+        """z3 semantics over object arrays; default: the numpy reference (exact for linear ops)."""
+        return self.numpy(xs, attrs)
+
+    # ---- cost ----------------------------------------------------------------------------
+    def cost(self, in_types: tuple[ValueType, ...], out_types: tuple[ValueType, ...],
+             attrs: "Attrs") -> Cost:
+        """Default: memory-bound op touching its inputs and outputs once, one flop per output."""
+        b = sum(_nbytes(t) for t in in_types) + sum(_nbytes(t) for t in out_types)
+        f = sum(_numel(t) for t in out_types)
+        return Cost(float(f), float(b), 1)
+
+    # ---- frontends and exporter ----------------------------------------------------------
+    def from_onnx(self, ctx: Any) -> "Sequence[Any] | None":
+        """Lift one ONNX node (``ctx``: frontends.onnx.ImportCtx) into IR values, one per ONNX
+        output; return None (or raise Unsupported(reason)) to keep the node opaque.
+
+        Default: ONNX inputs map 1:1 onto this op's inputs and the node has no attributes."""
+        if ctx.attrs or any(v is None for v in ctx.inputs):
+            raise Unsupported(f"{ctx.op_type} with attributes {sorted(ctx.attrs)}")
+        return ctx.build(self.name, ctx.inputs).node.outputs
+
+    def to_onnx(self, ctx: Any, node: Any) -> None:
+        """Emit ONNX nodes computing ``node`` (``ctx``: frontends.onnx_export.ExportCtx).
+        Default: one node of type ``onnx[0]`` over the same inputs, no attributes."""
+        if not self.onnx:
+            from ..errors import ExportError
+
+            raise ExportError(f"op {self.name} has no ONNX mapping")
+        ctx.emit(self.onnx[0], [ctx.name(v) for v in node.inputs], ctx.out_names(node))
+
+    def from_aten(self, ctx: Any) -> Any:
+        """Lift one aten call (``ctx``: frontends.fx.AtenCtx) into IR values.
+        Default: the tensor positional args map 1:1 onto this op's inputs."""
+        return ctx.build(self.name, ctx.tensor_args())
+
+    # ---- samples -------------------------------------------------------------------------
+    def examples(self, rng: np.random.Generator) -> list[Example]:
+        return []
+
+    def __repr__(self) -> str:
+        return f"<op {self.name}>"
+
+
+def _where(name: str, origin: "Origin | None") -> str:
+    return f"op {name}" + (f" at {origin}" if origin else "")
+
+
+SYM_DEFAULT = 8  # symbolic dims count as this size in cost estimates
+
+
+def _numel(t: ValueType) -> int:
+    return t.static_numel(SYM_DEFAULT) if isinstance(t, TensorType) else 1
+
+
+def _nbytes(t: ValueType) -> float:
+    return _numel(t) * t.dtype.itemsize if isinstance(t, TensorType) else 8.0
+
+
+numel = _numel
+nbytes = _nbytes
+
+_REGISTRY: dict[str, OpDef] = {}
+_BY_ONNX: dict[str, list[OpDef]] = {}
+_BY_ATEN: dict[str, list[OpDef]] = {}
+
+
+def register(cls: type[OpDef]) -> type[OpDef]:
+    """Class decorator: register one op (its name must be new)."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in _REGISTRY:
+        raise ValueError(f"op {cls.name!r} declared twice")
+    inst = cls()
+    _REGISTRY[cls.name] = inst
+    for t in cls.onnx:
+        _BY_ONNX.setdefault(t, []).append(inst)
+    for t in cls.aten:
+        _BY_ATEN.setdefault(t, []).append(inst)
+    return cls
+
+
+def _ensure_loaded() -> None:
+    if not _REGISTRY:
+        from . import ALL_FAMILIES  # noqa: F401  (importing registers every family)
+
+
+def get_op(name: str) -> OpDef:
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownOpError(f"unknown op {name!r}") from None
+
+
+def all_ops() -> dict[str, OpDef]:
+    _ensure_loaded()
+    return dict(_REGISTRY)
+
+
+def ops_for_onnx(op_type: str) -> list[OpDef]:
+    _ensure_loaded()
+    return list(_BY_ONNX.get(op_type, ()))
+
+
+def ops_for_aten(target: str) -> list[OpDef]:
+    _ensure_loaded()
+    return list(_BY_ATEN.get(target, ()))
+
+
+# ---- helpers shared by op families ------------------------------------------------------------
+
+def tensor_types(name: str, in_types: Sequence[ValueType]) -> list[TensorType]:
+    out = []
+    for i, t in enumerate(in_types):
+        if not isinstance(t, TensorType):
+            raise ShapeError(f"{name}: input {i} is {t}, not a tensor")
+        out.append(t)
+    return out
+
+
+def broadcast_shapes(name: str, *shapes: tuple) -> tuple:
+    """Numpy broadcasting over int or symbolic dims."""
+    rank = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(rank):
+        dims = [s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0]
+        d = 1
+        for x in dims:
+            if x == 1:
+                continue
+            if d == 1:
+                d = x
+            elif x != d:
+                raise ShapeError(f"{name}: shapes {' and '.join(str(list(s)) for s in shapes)} "
+                                 f"do not broadcast (dim {i}: {d} vs {x})")
+        out.append(d)
+    return tuple(out)
+
+
+def norm_axis(name: str, axis: int, rank: int) -> int:
+    if not -rank <= axis < max(rank, 1):
+        raise ShapeError(f"{name}: axis {axis} out of range for rank {rank}")
+    return axis % rank if rank else 0
+
+
+def same_dtype(name: str, ts: Sequence[TensorType]) -> DType:
+    dts = {t.dtype for t in ts}
+    if len(dts) != 1:
+        raise ShapeError(f"{name}: inputs have different dtypes "
+                         f"{', '.join(str(t) for t in ts)}")
+    return ts[0].dtype
+
+
+ImportFn = Callable[..., Any]

@@ -1,0 +1,60 @@
+"""Graph sources: graph inputs and constants."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..ir.node import Attrs, ConstData
+from ..ir.types import ValueType
+from .registry import Cost, Example, OpDef, register
+
+
+@register
+class Input(OpDef):
+    """A graph input. attrs: name (str), type (TensorType | OpaqueType)."""
+
+    name = "input"
+    max_inputs = 0
+
+    def infer(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> tuple[ValueType, ...]:
+        return (attrs["type"],)
+
+    def numpy(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
+        raise ShapeError(f"input {attrs['name']!r} has no value; pass it to the interpreter")
+
+    def cost(self, in_types, out_types, attrs) -> Cost:  # type: ignore[override]
+        return Cost(0.0, 0.0, 0)
+
+
+@register
+class Constant(OpDef):
+    """A constant tensor. attrs: data (ConstData, hashed by identity)."""
+
+    name = "constant"
+    max_inputs = 0
+    onnx = ("Constant",)
+
+    def infer(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> tuple[ValueType, ...]:
+        d = attrs["data"]
+        if not isinstance(d, ConstData):
+            raise ShapeError("constant: attr 'data' must be ConstData")
+        return (d.type,)
+
+    def numpy(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
+        return (attrs["data"].array,)
+
+    def torch(self, xs: Sequence[Any], attrs: Attrs) -> tuple[Any, ...]:
+        import torch
+
+        return (torch.from_numpy(np.array(attrs["data"].array)),)
+
+    def symbolic(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
+        return (np.asarray(attrs["data"].array).astype(object),)
+
+    def cost(self, in_types, out_types, attrs) -> Cost:  # type: ignore[override]
+        return Cost(0.0, 0.0, 0)
+
+    def examples(self, rng: np.random.Generator) -> list[Example]:
+        return [Example([], {"data": ConstData(rng.standard_normal((2, 3)).astype(np.float32))})]

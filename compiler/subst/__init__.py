@@ -1,0 +1,1 @@
+"""Substitution generation and verification (TASO's core)."""

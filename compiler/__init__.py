@@ -1,9 +1,30 @@
-"""graphopt: a graph-rewriting compiler and optimizer for deep-learning models."""
+"""graphopt: a graph-rewriting compiler and optimizer for deep-learning models.
+
+Public API: ``optimize``, ``load``, ``save``, ``explain``, ``Graph``, ``parse``
+(plus ``OptimizedModel``, ``GraphOptError``, ``CheckError``). Heavy modules (torch, onnx,
+onnxruntime) load only when a function needs them.
+"""
 from __future__ import annotations
 
-from .errors import GraphOptError
+from typing import TYPE_CHECKING, Any
+
+from .errors import CheckError, GraphOptError
 from .ir.graph import Graph
 from .ir.text import parse
 
-__all__ = ["Graph", "GraphOptError", "parse"]
+if TYPE_CHECKING:
+    from .api import OptimizedModel, explain, load, optimize, save
+
+__all__ = ["CheckError", "Graph", "GraphOptError", "OptimizedModel", "explain", "load",
+           "optimize", "parse", "save"]
 __version__ = "0.1.0"
+
+_LAZY = {"optimize", "load", "save", "explain", "OptimizedModel"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'graphopt' has no attribute {name!r}")

@@ -23,9 +23,17 @@ def _bind(g: Graph, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str,
 
 def run(g: Graph, *args: Any, backend: str = "numpy", **kwargs: Any) -> list[Any]:
     """Evaluate ``g`` on inputs given by position or by input name. backend: numpy | torch."""
-    from ..ops.registry import get_op
+    from ..ops.symbols import bind_symbols, symbol_values
 
     feed = _bind(g, args, kwargs)
+    # symbolic dims (reshape/expand targets) take their values from the inputs' shapes
+    with symbol_values(bind_symbols(g.input_types, [feed[nm] for nm in g.input_names])):
+        return _run(g, feed, backend)
+
+
+def _run(g: Graph, feed: dict[str, Any], backend: str) -> list[Any]:
+    from ..ops.registry import get_op
+
     env: dict[int, tuple[Any, ...]] = {}
     for n in g.nodes:
         if n.op == "input":

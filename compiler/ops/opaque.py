@@ -89,7 +89,7 @@ def run_onnx_node(xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, .
         in_vis.append(helper.make_tensor_value_info(
             nm, helper.np_dtype_to_tensor_dtype(x.dtype) if x.dtype != object else 8, x.shape))
     out_vis = []
-    for nm, t in zip(node.output, attrs["out_types"]):
+    for nm, t in zip([o for o in node.output if o], attrs["out_types"]):
         if isinstance(t, TensorType):
             out_vis.append(helper.make_tensor_value_info(nm, t.dtype.to_onnx(), None))
         else:

@@ -1,0 +1,1 @@
+"""graphopt.codegen/triton"""

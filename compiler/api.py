@@ -1,0 +1,175 @@
+"""The public API: ``optimize``, ``load``, ``save``, ``explain`` and ``OptimizedModel``."""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import GraphOptError
+from .ir.graph import Graph
+from .pipeline import Progress, Source, resolve_source, run
+
+
+class OptimizedModel:
+    """The result of ``optimize``.
+
+    ``om(*inputs)`` runs the optimized graph: numpy arrays in -> numpy arrays out (ONNX Runtime on
+    the exported model; the reference interpreter when the graph holds torch-only opaque nodes;
+    one output is returned as is, several as a tuple), torch tensors in -> torch tensors out (the
+    torch callable, shaped like the original module's output for torch sources). Inputs go by
+    position or by graph input name.
+    """
+
+    def __init__(self, graph: Graph, report: dict[str, Any], source: Source,
+                 original: Graph) -> None:
+        self.graph = graph
+        self.report = report
+        self.source = source
+        self.original = original
+        self._session: Any = None
+        self._torch: Any = None
+
+    @property
+    def target(self) -> str:
+        return str(self.report["target"])
+
+    # ---- running -------------------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        values = list(args) + list(kwargs.values())
+        if any(_is_torch(x) for x in values):
+            return self._call_torch(args, kwargs)
+        feeds = self._bind(args, kwargs)
+        if self.uses_torch_only_nodes():
+            from .check import run_graph
+
+            outs = run_graph(self.graph, feeds, "numpy")
+        else:
+            sess = self._ort_session()
+            outs = [np.asarray(x) for x in sess.run(None, feeds)]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _bind(self, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
+        names = self.graph.input_names
+        if len(args) > len(names):
+            raise GraphOptError(f"the model takes {len(names)} inputs ({', '.join(names)}), "
+                                f"got {len(args)}")
+        feeds = {n: np.asarray(x) for n, x in zip(names, args)}
+        for k, v in kwargs.items():
+            if k not in names:
+                raise GraphOptError(f"unknown input {k!r}; inputs: {', '.join(names)}")
+            if k in feeds:
+                raise GraphOptError(f"input {k!r} given twice")
+            feeds[k] = np.asarray(v)
+        missing = [n for n in names if n not in feeds]
+        if missing:
+            raise GraphOptError(f"missing inputs {missing}")
+        return feeds
+
+    def _call_torch(self, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        import torch
+
+        if self._torch is None:
+            self._torch = self.torch_module()
+        with torch.no_grad():
+            return self._torch(*args, **kwargs)
+
+    def uses_torch_only_nodes(self) -> bool:
+        """True when some opaque node came from torch (no ONNX form to run it in ORT)."""
+        return any(n.op == "opaque" and n.attrs.get("proto") is None for n in self.graph.nodes)
+
+    def _ort_session(self) -> Any:
+        if self._session is None:
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.log_severity_level = 3
+            self._session = ort.InferenceSession(self.onnx_model().SerializeToString(), so,
+                                                 providers=["CPUExecutionProvider"])
+        return self._session
+
+    # ---- outputs ---------------------------------------------------------------------------------
+    def onnx_model(self, opset: int | None = None) -> Any:
+        """The optimized graph as an ``onnx.ModelProto``."""
+        from .frontends import onnx_export
+
+        return onnx_export.to_model(self.graph, opset=opset)
+
+    def torch_module(self) -> Any:
+        """The optimized graph as a torch ``nn.Module``."""
+        from .frontends import torch_export
+
+        return torch_export.to_callable(self.graph)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the optimized model as ONNX (atomically; external data when large)."""
+        save(self.graph, path)
+
+    def explain(self) -> str:
+        return explain(self)
+
+    def __repr__(self) -> str:
+        b, a = self.report["before"]["nodes"], self.report["after"]["nodes"]
+        return f"<OptimizedModel {self.source.label}: {b} -> {a} nodes, target {self.target}>"
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+
+
+def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
+             passes: Sequence[Any] | None = None, check: bool = True, inputs: Any = None,
+             progress: Progress | None = None) -> OptimizedModel:
+    """Optimize a model for ``target`` and check the result against the original.
+
+    model: an ``nn.Module`` (with ``example_inputs``), an ``.onnx`` path, an ``onnx.ModelProto``
+    or a graphopt ``Graph``. passes: None for the default pipeline, else a list of pass names
+    ("cleanup", "canonicalize", "constant_fold", "cse", "remove_noops", "dead_code") or ``Pass``
+    objects. check: run the numeric check (raises ``CheckError`` on a mismatch). inputs: inputs
+    for the check (dict of arrays or an ``.npz`` path); generated when None.
+    """
+    src = resolve_source(model, example_inputs)
+    out = run(src, target, passes, check, inputs, progress)
+    return OptimizedModel(out.graph, out.report, out.source, out.original)
+
+
+def load(model: Any, example_inputs: Any = None) -> Graph:
+    """A model as an IR graph: an ``.onnx`` path or ``onnx.ModelProto``, a text-form file
+    (``.ir``), an ``nn.Module`` with example inputs, or a Graph (returned as is)."""
+    if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith((".ir", ".graphopt")):
+        from .ir.text import parse
+
+        with open(os.fspath(model)) as f:
+            return parse(f.read())
+    from .pipeline import lift
+
+    return lift(resolve_source(model, example_inputs))
+
+
+def save(obj: "Graph | OptimizedModel", path: str | os.PathLike[str]) -> None:
+    """Write a graph (or an optimized model) as ONNX, atomically."""
+    from .frontends import onnx_export
+
+    g = obj.graph if isinstance(obj, OptimizedModel) else obj
+    if not isinstance(g, Graph):
+        raise GraphOptError(f"cannot save a {type(obj).__name__}: give a Graph or an "
+                            f"OptimizedModel")
+    onnx_export.save(g, os.fspath(path))
+
+
+def explain(obj: Any) -> str:
+    """What the optimizer did and could not do: rewrites by name, opaque nodes with reasons.
+    Takes an OptimizedModel, its report, or a Graph (opaque nodes only)."""
+    from .report import explain_text, opaque_nodes
+
+    if isinstance(obj, OptimizedModel):
+        return explain_text(obj.report)
+    if isinstance(obj, dict) and "target" in obj:
+        return explain_text(obj)
+    if isinstance(obj, Graph):
+        op = opaque_nodes(obj)
+        if not op:
+            return "opaque nodes: none"
+        return "\n".join(["opaque nodes (the optimizer cannot see inside):"] +
+                         [f"  {o['name']} ({o['op_type']}): {o['reason']}" for o in op])
+    raise GraphOptError(f"cannot explain a {type(obj).__name__}")

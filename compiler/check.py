@@ -1,0 +1,605 @@
+"""Numeric check: does an optimized graph compute what its original computes?
+
+The original can be an IR graph (run with the reference interpreter), an ONNX model (run in ONNX
+Runtime) or a torch module. Inputs are generated so that they are valid for the model:
+
+* integer inputs that reach the indices of a ``gather`` (an embedding lookup), possibly through
+  casts / reshapes / unsqueezes, are drawn in ``[0, table size)`` (the gather's data dim);
+* integer or bool inputs whose name contains ``mask`` are 0/1 masks with at least one 1 per row;
+* other bool inputs are random, other integers are in ``[1, 8)``, floats are standard normal;
+* every symbolic dim gets one concrete size (2..8), the same for every use of the symbol.
+
+Users can pass their own inputs (a dict or an ``.npz`` file). Tolerances depend on the dtype
+(see ``tolerance``); integers and bools must match exactly; NaN positions must match; infinities
+must match exactly. ``CheckError`` is raised when an output differs.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import CheckError
+from .ir.graph import Graph
+from .ir.node import Node
+from .ir.types import DType, TensorType, dim_factors
+
+SYM_MIN, SYM_MAX = 2, 8
+INT_DEFAULT_RANGE = (1, 8)
+
+# ops that pass index values through unchanged (so a gather further down bounds the input)
+_INDEX_PASS_THROUGH = frozenset({"cast", "reshape", "unsqueeze", "squeeze", "expand", "transpose",
+                                 "slice", "identity", "concat", "tile", "split"})
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """|actual - expected| <= atol * scale + rtol * |expected|, where scale is
+    max(1, largest finite |expected| of the output): absolute error is judged relative to the
+    output's magnitude, so accumulations over large values are not flagged."""
+
+    rtol: float
+    atol: float
+
+
+_TOL = {
+    DType.f64: Tolerance(1e-7, 1e-8),
+    DType.f32: Tolerance(1e-4, 1e-5),
+    DType.f16: Tolerance(1e-2, 1e-3),
+    DType.bf16: Tolerance(1e-2, 1e-3),
+    DType.c64: Tolerance(1e-4, 1e-5),
+    DType.c128: Tolerance(1e-7, 1e-8),
+}
+
+
+def tolerance(dt: DType) -> Tolerance | None:
+    """The tolerance for a dtype; None means exact (ints, bools, strings)."""
+    if dt in _TOL:
+        return _TOL[dt]
+    if dt.is_float:  # 8-bit and 4-bit floats
+        return Tolerance(1e-1, 1e-2)
+    return None
+
+
+@dataclass
+class OutputDiff:
+    name: str
+    dtype: str
+    shape: list[int]
+    max_abs: float
+    max_rel: float
+    mismatched: int
+    ok: bool
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": self.shape,
+                "max_abs": _json_float(self.max_abs), "max_rel": _json_float(self.max_rel),
+                "mismatched": self.mismatched, "ok": self.ok, "reason": self.reason}
+
+
+@dataclass
+class CheckResult:
+    outputs: list[OutputDiff]
+    inputs: dict[str, str] = field(default_factory=dict)  # name -> "f32[2,3]"
+    reference: str = ""  # what the candidate was compared with
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "reference": self.reference, "inputs": self.inputs,
+                "outputs": [o.to_dict() for o in self.outputs],
+                "max_abs": _json_float(max((o.max_abs for o in self.outputs), default=0.0)),
+                "max_rel": _json_float(max((o.max_rel for o in self.outputs), default=0.0))}
+
+    def summary(self) -> str:
+        lines = []
+        for o in self.outputs:
+            state = "ok" if o.ok else f"MISMATCH ({o.reason})"
+            lines.append(f"  {o.name}: {o.dtype}{o.shape} max abs {o.max_abs:.3g} "
+                         f"max rel {o.max_rel:.3g}  {state}")
+        return "\n".join(lines)
+
+    def raise_if_failed(self, what: str = "optimized model") -> None:
+        if self.ok:
+            return
+        bad = [o for o in self.outputs if not o.ok]
+        msg = (f"{what} differs from {self.reference or 'the original'} on "
+               f"{len(bad)} of {len(self.outputs)} outputs: " +
+               "; ".join(f"{o.name}: {o.reason}" for o in bad))
+        err = CheckError(msg, where=f"output {bad[0].name!r}", context=self.summary())
+        err.result = self  # type: ignore[attr-defined]
+        raise err
+
+
+def _looser(a: DType | None, b: DType) -> DType | None:
+    """The dtype with the looser tolerance (None counts as tightest)."""
+    if a is None:
+        return b
+    ta, tb = tolerance(a), tolerance(b)
+    if ta is None:
+        return b
+    if tb is None:
+        return a
+    return b if tb.rtol > ta.rtol else a
+
+
+def precision_dtypes(*graphs: Graph) -> list[DType | None]:
+    """Per output, the least precise float dtype computed on the way to it (over all the given
+    graphs, which have the same outputs): an f64 output computed in f32 gets f32's tolerance.
+    None for non-float outputs (compared exactly)."""
+    out: list[DType | None] = []
+    for i in range(len(graphs[0].outputs)):
+        best: DType | None = None
+        for g in graphs:
+            v = g.outputs[i]
+            t = v.type
+            if not isinstance(t, TensorType) or not t.dtype.is_float:
+                best = None
+                break
+            for n in _ancestors(v.node):
+                for ot in n.out_types:
+                    if isinstance(ot, TensorType) and ot.dtype.is_float:
+                        best = _looser(best, ot.dtype)
+        out.append(best)
+    return out
+
+
+def _ancestors(root: Node) -> list[Node]:
+    from .ir.graph import toposort
+
+    return toposort([root])
+
+
+def _json_float(x: float) -> float | str:
+    return x if np.isfinite(x) else str(x)
+
+
+# ---- inputs -------------------------------------------------------------------------------------
+
+def symbol_sizes(g: Graph, seed: int = 0, given: Mapping[str, int] | None = None
+                 ) -> dict[str, int]:
+    """A concrete size for every symbol in the graph's input dims (consistent per symbol)."""
+    rng = np.random.default_rng(seed + 7919)
+    sizes: dict[str, int] = dict(given or {})
+    for t in g.input_types:
+        if not isinstance(t, TensorType) or t.shape is None:
+            continue
+        for d in t.shape:
+            if isinstance(d, str):
+                for s in dim_factors(d)[1]:
+                    if s not in sizes:
+                        sizes[s] = int(rng.integers(SYM_MIN, SYM_MAX + 1))
+    return sizes
+
+
+def _concrete(d: Any, sizes: Mapping[str, int]) -> int:
+    if isinstance(d, int):
+        return d
+    coef, syms = dim_factors(d)
+    n = coef
+    for s in syms:
+        n *= sizes[s]
+    return n
+
+
+def index_bounds(g: Graph, sizes: Mapping[str, int]) -> dict[str, int]:
+    """For each integer input that ends up as gather indices, the exclusive upper bound."""
+    users = g.users()
+    out: dict[str, int] = {}
+    for inp in g.inputs:
+        t = inp.out_types[0]
+        if not isinstance(t, TensorType) or not (t.dtype.is_int):
+            continue
+        bound: int | None = None
+        stack: list[Node] = [inp]
+        seen: set[int] = set()
+        while stack:
+            n = stack.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            for u, pos in users.get(n, []):
+                b = _gather_bound(u, pos, sizes)
+                if b is not None:
+                    bound = b if bound is None else min(bound, b)
+                elif u.op in _INDEX_PASS_THROUGH and (pos == 0 or u.op == "concat"):
+                    stack.append(u)
+        if bound is not None:
+            out[inp.attrs["name"]] = bound
+    return out
+
+
+def _gather_bound(u: Node, pos: int, sizes: Mapping[str, int]) -> int | None:
+    if u.op == "gather" and pos == 1:
+        axis = u.attrs["axis"]
+        data_t = u.inputs[0].type
+    elif u.op == "opaque" and pos == 1 and u.attrs["op_type"] in ("Gather", "GatherElements"):
+        axis = _onnx_int_attr(u, "axis", 0)
+        data_t = u.inputs[0].type
+    elif u.op == "opaque" and pos == 1 and "embedding" in str(u.attrs["op_type"]):
+        axis, data_t = 0, u.inputs[0].type
+    else:
+        return None
+    if not isinstance(data_t, TensorType) or data_t.shape is None:
+        return None
+    rank = len(data_t.shape)
+    if not -rank <= axis < rank:
+        return None
+    return max(_concrete(data_t.shape[axis % rank], sizes), 1)
+
+
+def _onnx_int_attr(n: Node, name: str, default: int) -> int:
+    import onnx
+
+    p = onnx.NodeProto()
+    p.ParseFromString(n.attrs["proto"])
+    for a in p.attribute:
+        if a.name == name:
+            return int(a.i)
+    return default
+
+
+def make_inputs(g: Graph, seed: int = 0, sizes: Mapping[str, int] | None = None
+                ) -> dict[str, np.ndarray]:
+    """Random inputs valid for ``g`` (see the module docstring for the rules)."""
+    rng = np.random.default_rng(seed)
+    sizes = symbol_sizes(g, seed, sizes)
+    bounds = index_bounds(g, sizes)
+    feeds: dict[str, np.ndarray] = {}
+    for inp in g.inputs:
+        name = inp.attrs["name"]
+        t = inp.out_types[0]
+        if not isinstance(t, TensorType) or t.shape is None:
+            raise CheckError(f"input {name!r} has type {t}: cannot generate a value; pass "
+                             f"inputs explicitly", where=f"input {name!r}")
+        shape = tuple(_concrete(d, sizes) for d in t.shape)
+        dt = t.dtype
+        if dt == DType.bool or (dt.is_int and "mask" in name.lower()):
+            if "mask" in name.lower():
+                arr = _mask(rng, shape)
+            else:
+                arr = rng.integers(0, 2, size=shape).astype(bool)
+            feeds[name] = arr.astype(dt.to_numpy())
+        elif dt.is_int:
+            lo, hi = (0, bounds[name]) if name in bounds else INT_DEFAULT_RANGE
+            feeds[name] = rng.integers(lo, hi, size=shape).astype(dt.to_numpy())
+        elif dt in (DType.f16, DType.f32, DType.f64):
+            feeds[name] = rng.standard_normal(shape).astype(dt.to_numpy())
+        elif dt in (DType.c64, DType.c128):
+            z = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+            feeds[name] = z.astype(dt.to_numpy())
+        else:
+            raise CheckError(f"input {name!r} has dtype {dt.value}, which the check cannot "
+                             f"generate; pass inputs explicitly", where=f"input {name!r}")
+    return feeds
+
+
+def _mask(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    m = rng.integers(0, 2, size=shape).astype(bool)
+    if m.ndim == 0:
+        return np.array(True)
+    if m.shape[-1] == 0:
+        return m
+    rows = m.reshape(-1, m.shape[-1])
+    keep = rng.integers(0, m.shape[-1], size=rows.shape[0])
+    rows[np.arange(rows.shape[0]), keep] = True
+    return rows.reshape(shape)
+
+
+def load_inputs(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read inputs from an ``.npz`` file (one array per input name)."""
+    from .errors import FrontendError
+
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise FrontendError("inputs file not found", where=p)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return {k: np.asarray(z[k]) for k in z.files}
+    except (ValueError, OSError) as e:
+        raise FrontendError(f"not a readable .npz file: {e}", where=p) from e
+
+
+def coerce_inputs(g: Graph, inputs: "Mapping[str, Any] | str | os.PathLike[str] | None",
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs for ``g``: generated when None, else read/validated against the graph inputs."""
+    if inputs is None:
+        return make_inputs(g, seed)
+    feeds = load_inputs(inputs) if isinstance(inputs, (str, os.PathLike)) else {
+        k: np.asarray(v) for k, v in inputs.items()}
+    missing = [n for n in g.input_names if n not in feeds]
+    if missing:
+        raise CheckError(f"inputs lack {missing} (given: {sorted(feeds)})",
+                         where=f"input {missing[0]!r}")
+    extra = [k for k in feeds if k not in g.input_names]
+    if extra:
+        raise CheckError(f"inputs have unknown names {extra} (graph inputs: "
+                         f"{list(g.input_names)})", where=f"input {extra[0]!r}")
+    for name, t in zip(g.input_names, g.input_types):
+        if isinstance(t, TensorType) and t.dtype.value != "bf16":
+            want = t.dtype.to_numpy()
+            if feeds[name].dtype != want:
+                raise CheckError(f"input {name!r} has dtype {feeds[name].dtype}, the graph "
+                                 f"takes {t}", where=f"input {name!r}")
+    return {n: feeds[n] for n in g.input_names}
+
+
+def describe_inputs(feeds: Mapping[str, np.ndarray]) -> dict[str, str]:
+    out = {}
+    for k, v in feeds.items():
+        try:
+            dt = DType.from_numpy(v.dtype).value
+        except TypeError:
+            dt = str(v.dtype)
+        out[k] = f"{dt}[{','.join(str(d) for d in v.shape)}]"
+    return out
+
+
+# ---- running ------------------------------------------------------------------------------------
+
+def run_onnx(model: Any, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Run an ONNX model (path or ModelProto) in ONNX Runtime (CPU, no graph optimizations)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    src = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
+    sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    want = {i.name for i in sess.get_inputs()}
+    return [np.asarray(x) for x in sess.run(None, {k: v for k, v in feeds.items() if k in want})]
+
+
+def run_graph(g: Graph, feeds: Mapping[str, np.ndarray], backend: str = "numpy"
+              ) -> list[np.ndarray]:
+    """Run an IR graph: ``numpy`` (reference interpreter), ``onnx`` (export + ONNX Runtime) or
+    ``torch`` (the torch callable)."""
+    if backend == "numpy":
+        from .ir.interp import run
+
+        return [np.asarray(x) for x in run(g, **feeds)]
+    if backend == "onnx":
+        return run_onnx_graph(g, feeds)
+    if backend == "torch":
+        import torch
+
+        from .frontends.torch_export import to_callable
+
+        mod = to_callable(g)
+        with torch.no_grad():
+            outs = mod(*[torch.from_numpy(np.array(feeds[n])) for n in g.input_names])
+        return torch_outputs_to_numpy(outs)
+    raise ValueError(f"unknown backend {backend!r}: numpy, onnx or torch")
+
+
+_LARGE_EXPORT_BYTES = 1_500_000_000
+
+
+def run_onnx_graph(g: Graph, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Export ``g`` to ONNX and run it in ONNX Runtime (through a file when it is large)."""
+    from .frontends import onnx_export
+
+    total = sum(n.const.nbytes for n in g.nodes if n.op == "constant")
+    if total < _LARGE_EXPORT_BYTES:
+        return run_onnx(onnx_export.to_model(g), feeds)
+    with tempfile.TemporaryDirectory(prefix="graphopt-check-") as d:
+        path = os.path.join(d, "model.onnx")
+        onnx_export.save(g, path)
+        return run_onnx(path, feeds)
+
+
+def torch_leaves(outs: Any) -> list[Any]:
+    """The tensors of a (nested) torch output, in pytree order."""
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    return [x for x in tree_leaves(outs) if isinstance(x, torch.Tensor)]
+
+
+def torch_outputs_to_numpy(outs: Any) -> list[np.ndarray]:
+    return [_torch_to_numpy(x) for x in torch_leaves(outs)]
+
+
+def _torch_to_numpy(x: Any) -> np.ndarray:
+    import torch
+
+    x = x.detach().cpu()
+    if x.dtype == torch.bfloat16:
+        x = x.to(torch.float32)
+    return x.numpy()
+
+
+# ---- comparing ----------------------------------------------------------------------------------
+
+def compare_outputs(expected: Sequence[Any], actual: Sequence[Any], names: Sequence[str],
+                    *, rtol: float | None = None, atol: float | None = None,
+                    reference: str = "", dtypes: Sequence[DType | None] | None = None
+                    ) -> CheckResult:
+    """Compare outputs pairwise (no raising; see ``CheckResult.raise_if_failed``).
+    ``dtypes``: per float output, a dtype whose (looser) tolerance applies too: the precision
+    it was computed in (``precision_dtypes``), or bf16 for torch outputs read as f32."""
+    if len(expected) != len(actual):
+        raise CheckError(f"the original has {len(expected)} outputs, the optimized model "
+                         f"{len(actual)}", where="outputs")
+    dts = list(dtypes) if dtypes is not None else [None] * len(expected)
+    diffs = [_compare_one(str(nm), np.asarray(e), np.asarray(a), rtol, atol, dt)
+             for nm, e, a, dt in zip(names, expected, actual, dts)]
+    return CheckResult(diffs, reference=reference)
+
+
+def _compare_one(name: str, e: np.ndarray, a: np.ndarray, rtol: float | None,
+                 atol: float | None, tol_dtype: DType | None = None) -> OutputDiff:
+    try:
+        dt = DType.from_numpy(e.dtype)
+    except TypeError:
+        dt = DType.string
+    tol_dt = (_looser(dt, tol_dtype) or dt) if tol_dtype is not None and dt.is_float else dt
+    shape = [int(d) for d in e.shape]
+
+    def bad(reason: str, n: int = -1, max_abs: float = float("inf"),
+            max_rel: float = float("inf")) -> OutputDiff:
+        return OutputDiff(name, dt.value, shape, max_abs, max_rel, n, False, reason)
+
+    if e.shape != a.shape:
+        return bad(f"shape {list(a.shape)}, expected {shape}")
+    if e.dtype != a.dtype:
+        return bad(f"dtype {a.dtype}, expected {e.dtype}")
+    tol = tolerance(tol_dt)
+    if tol is None or e.dtype == object:
+        neq = int(np.count_nonzero(e != a)) if e.size else 0
+        if neq:
+            return bad(f"{neq} of {e.size} elements differ (exact dtype)", neq,
+                       _int_max_abs(e, a), float("nan"))
+        return OutputDiff(name, dt.value, shape, 0.0, 0.0, 0, True)
+    rt = tol.rtol if rtol is None else rtol
+    at = tol.atol if atol is None else atol
+    if np.iscomplexobj(e):
+        e, a = np.concatenate([e.real, e.imag]), np.concatenate([a.real, a.imag])
+    e64, a64 = e.astype(np.float64), a.astype(np.float64)
+    nan_e, nan_a = np.isnan(e64), np.isnan(a64)
+    inf_e, inf_a = np.isinf(e64), np.isinf(a64)
+    fin = ~(nan_e | nan_a | inf_e | inf_a)
+    scale = max(1.0, float(np.max(np.abs(e64[fin]))) if fin.any() else 1.0)
+    abs_tol = at * scale
+    with np.errstate(all="ignore"):
+        err = np.where(fin, np.abs(a64 - e64), 0.0)
+    allowed = abs_tol + rt * np.abs(np.where(fin, e64, 0.0))
+    over = fin & (err > allowed)
+    nan_bad = nan_e != nan_a
+    inf_bad = (inf_e | inf_a) & ~(nan_e | nan_a) & (e64 != a64)
+    max_abs = float(err.max()) if err.size else 0.0
+    rel = err / np.maximum(np.abs(np.where(fin, e64, 0.0)), abs_tol)
+    max_rel = float(rel.max()) if rel.size else 0.0
+    n_bad = int(np.count_nonzero(over | nan_bad | inf_bad))
+    if n_bad:
+        parts = []
+        if over.any():
+            parts.append(f"{int(over.sum())} elements beyond rtol {rt:g} / atol {abs_tol:g}")
+        if nan_bad.any():
+            parts.append(f"NaN at {int(nan_bad.sum())} differing positions")
+        if inf_bad.any():
+            parts.append(f"inf differs at {int(inf_bad.sum())} positions")
+        return OutputDiff(name, dt.value, shape, max_abs, max_rel, n_bad, False,
+                          ", ".join(parts) + f" (max abs {max_abs:.3g}, max rel {max_rel:.3g})")
+    return OutputDiff(name, dt.value, shape, max_abs, max_rel, 0, True)
+
+
+def _int_max_abs(e: np.ndarray, a: np.ndarray) -> float:
+    if e.dtype.kind in "iub":
+        return float(np.max(np.abs(e.astype(np.float64) - a.astype(np.float64))))
+    return float("nan")
+
+
+# ---- entry points -------------------------------------------------------------------------------
+
+def check_graphs(reference: Graph, candidate: Graph, inputs: Any = None, *, seed: int = 0,
+                 backend: str = "numpy", rtol: float | None = None, atol: float | None = None,
+                 raise_on_mismatch: bool = True) -> CheckResult:
+    """Run both graphs on the same inputs (reference interpreter by default) and compare."""
+    _same_signature(reference, candidate)
+    feeds = coerce_inputs(reference, inputs, seed)
+    exp = run_graph(reference, feeds, "numpy")
+    act = run_graph(candidate, feeds, backend)
+    res = compare_outputs(exp, act, reference.output_names, rtol=rtol, atol=atol,
+                          reference="the original graph (reference interpreter)",
+                          dtypes=precision_dtypes(reference, candidate))
+    res.inputs = describe_inputs(feeds)
+    if raise_on_mismatch:
+        res.raise_if_failed()
+    return res
+
+
+def check_onnx(original: Any, candidate: "Graph | Any", inputs: Any = None, *,
+               graph_for_inputs: Graph | None = None, seed: int = 0,
+               rtol: float | None = None, atol: float | None = None,
+               raise_on_mismatch: bool = True) -> CheckResult:
+    """Compare an ONNX model (path or ModelProto, run in ONNX Runtime) with a candidate: an IR
+    graph (exported and run in ONNX Runtime) or another ONNX model."""
+    gi = graph_for_inputs if graph_for_inputs is not None else (
+        candidate if isinstance(candidate, Graph) else None)
+    if gi is None:
+        from .frontends.onnx import load
+
+        gi = load(candidate if not isinstance(candidate, Graph) else original)
+    feeds = coerce_inputs(gi, inputs, seed)
+    label = _label(original, "the ONNX model")
+    exp = _run_input_model(original, feeds, label, "the original model")
+    act = run_onnx_graph(candidate, feeds) if isinstance(candidate, Graph) else \
+        _run_input_model(candidate, feeds, _label(candidate, "the other ONNX model"),
+                         "the model to compare")
+    same = len(gi.outputs) == len(exp)
+    names = gi.output_names if same else [f"out{i}" for i in range(len(exp))]
+    graphs = [gi] + ([candidate] if isinstance(candidate, Graph) else [])
+    dts = precision_dtypes(*graphs) if same and all(
+        len(g.outputs) == len(exp) for g in graphs) else None
+    res = compare_outputs(exp, act, names, rtol=rtol, atol=atol, dtypes=dts,
+                          reference=f"{label} (ONNX Runtime)")
+    res.inputs = describe_inputs(feeds)
+    if raise_on_mismatch:
+        res.raise_if_failed()
+    return res
+
+
+def _label(model: Any, default: str) -> str:
+    return os.fspath(model) if isinstance(model, (str, os.PathLike)) else default
+
+
+def _run_input_model(model: Any, feeds: Mapping[str, np.ndarray], label: str, what: str
+                     ) -> list[np.ndarray]:
+    """Run a user-given ONNX model; failing to run is a property of the input (FrontendError)."""
+    from .errors import FrontendError
+
+    try:
+        return run_onnx(model, feeds)
+    except Exception as e:
+        msg = " ".join(str(e).split())[:500] or type(e).__name__
+        raise FrontendError(f"ONNX Runtime cannot run {what}, so it cannot be checked (skip "
+                            f"the check to optimize anyway): {msg}", where=label) from e
+
+
+def check_torch(module: Any, candidate: Graph, example_inputs: Sequence[Any] | None = None,
+                inputs: Any = None, *, seed: int = 0, rtol: float | None = None,
+                atol: float | None = None, raise_on_mismatch: bool = True) -> CheckResult:
+    """Compare a torch module with a candidate graph run through its torch callable, on the
+    example inputs (or on given / generated inputs)."""
+    import torch
+
+    from .frontends.torch_export import to_callable
+
+    if inputs is None and example_inputs is not None:
+        args = list(example_inputs)
+        desc = {n: f"{DType.from_torch(x.dtype).value}[{','.join(map(str, x.shape))}]"
+                for n, x in zip(candidate.input_names, args) if isinstance(x, torch.Tensor)}
+    else:
+        feeds = coerce_inputs(candidate, inputs, seed)
+        args = [torch.from_numpy(np.array(feeds[n])) for n in candidate.input_names]
+        desc = describe_inputs(feeds)
+    with torch.no_grad():
+        exp_t = torch_leaves(module(*args))
+        act_t = torch_leaves(to_callable(candidate)(*args))
+    dts: list[DType | None] = [DType.from_torch(x.dtype) for x in exp_t]
+    if len(candidate.outputs) == len(dts):
+        dts = [d if p is None else _looser(d, p)
+               for d, p in zip(dts, precision_dtypes(candidate))]
+    res = compare_outputs([_torch_to_numpy(x) for x in exp_t], [_torch_to_numpy(x) for x in act_t],
+                          candidate.output_names, rtol=rtol, atol=atol, dtypes=dts,
+                          reference=f"{type(module).__name__} (torch)")
+    res.inputs = desc
+    if raise_on_mismatch:
+        res.raise_if_failed()
+    return res
+
+
+def _same_signature(a: Graph, b: Graph) -> None:
+    if a.input_names != b.input_names:
+        raise CheckError(f"inputs differ: {list(a.input_names)} vs {list(b.input_names)}",
+                         where="inputs")
+    if len(a.outputs) != len(b.outputs):
+        raise CheckError(f"the original has {len(a.outputs)} outputs, the optimized graph "
+                         f"{len(b.outputs)}", where="outputs")

@@ -1,0 +1,399 @@
+"""The ``graphopt`` command.
+
+    graphopt optimize IN.onnx -o OUT.onnx [--target T] [--report R.json] [--inputs X.npz]
+    graphopt inspect IN.onnx [--json]
+    graphopt check A.onnx B.onnx [--inputs X.npz]
+    graphopt rules ...                       (the substitution library; graphopt.subst.cli)
+
+Exit codes: 0 ok, 1 check mismatch, 2 bad usage or bad input, 3 internal error. Errors are one
+line naming the file and node; ``--verbose`` adds the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Sequence, TextIO
+
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+# ---- progress -----------------------------------------------------------------------------------
+
+class ProgressPrinter:
+    """Shows the running step on stderr. On a terminal a live line with the elapsed time; else
+    one line per step that took long (every step with ``verbose``)."""
+
+    def __init__(self, stream: TextIO, verbose: bool = False, min_seconds: float = 1.0) -> None:
+        self.stream = stream
+        self.verbose = verbose
+        self.min_seconds = min_seconds
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.label = ""
+        self.t0 = 0.0
+        self._stop: threading.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, name: str, seconds: float | None) -> None:
+        if seconds is None:
+            if ": " in name:  # a sub-step of the running step
+                self.label = name
+                return
+            self.label, self.t0 = name, time.perf_counter()
+            if self.tty:
+                self._start_ticker()
+            return
+        self._stop_ticker()
+        if self.verbose or seconds >= self.min_seconds:
+            self.stream.write(f"graphopt: {name} done in {seconds:.2f}s\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        self._stop_ticker()
+
+    def _start_ticker(self) -> None:
+        self._stop_ticker()
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(0.5):
+                self.stream.write(f"\r\x1b[Kgraphopt: {self.label} ... "
+                                  f"{time.perf_counter() - self.t0:.1f}s")
+                self.stream.flush()
+
+        self._stop, self._thread = stop, threading.Thread(target=tick, daemon=True)
+        self._thread.start()
+
+    def _stop_ticker(self) -> None:
+        if self._stop is not None and self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+        self._stop = self._thread = None
+
+
+# ---- target --------------------------------------------------------------------------------------
+
+def detect_target() -> str:
+    """The target for the GPU of this machine (cpu without one or for an unknown GPU)."""
+    names: list[str] = []
+    for info in glob.glob("/proc/driver/nvidia/gpus/*/information"):
+        try:
+            with open(info) as f:
+                names += [ln.split(":", 1)[1] for ln in f if ln.startswith("Model:")]
+        except OSError:
+            continue
+    if not names and shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10)
+            names = out.stdout.splitlines() if out.returncode == 0 else []
+        except (OSError, subprocess.SubprocessError):
+            names = []
+    for n in names:
+        for t in ("h200", "h100", "a100"):
+            if t in n.lower():
+                return t
+    return "cpu"
+
+
+# ---- commands ------------------------------------------------------------------------------------
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from .api import optimize
+    from .report import comparison_table, format_report, human_bytes, write_json_atomic
+
+    target = args.target or detect_target()
+    _check_input_file(args.input)
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        raise _Usage("output directory does not exist", where=out_dir)
+    progress = ProgressPrinter(sys.stderr, args.verbose)
+    try:
+        om = optimize(args.input, target=target, passes=args.passes, check=not args.no_check,
+                      inputs=args.inputs, progress=progress)
+        progress("write", None)
+        t0 = time.perf_counter()
+        om.save(args.output)
+        progress("write", time.perf_counter() - t0)
+    finally:
+        progress.close()  # a failed step must not leave the live line ticking over the error
+    before, after = _onnx_op_counts(args.input), _onnx_op_counts(args.output)
+    extra = [("size", human_bytes(_file_size(args.input)), human_bytes(_file_size(args.output)))]
+    print(comparison_table(before, after, extra, title="op (ONNX)"))
+    if args.verbose:
+        print(format_report(om.report))
+    else:
+        chk = om.report.get("check")
+        if chk:
+            print(f"check: {'ok' if chk['ok'] else 'MISMATCH'} (max abs {chk['max_abs']}, "
+                  f"max rel {chk['max_rel']})")
+    if args.report:
+        write_json_atomic(om.report, args.report)
+    print(f"wrote {args.output} (target {om.target})")
+    return EXIT_OK
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .frontends.onnx_io import read_model
+
+    _check_input_file(args.input)
+    m = read_model(args.input)
+    info = inspect_model(m, args.input)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return EXIT_OK
+    from .report import human_bytes
+
+    opsets = ", ".join(f"{d or 'ai.onnx'}:{v}" for d, v in info["opsets"].items())
+    print(f"{args.input}: ir_version {info['ir_version']}, opsets {opsets}, "
+          f"producer {info['producer'] or '-'}")
+    print("inputs:")
+    for i in info["inputs"]:
+        print(f"  {i['name']}: {i['type']}")
+    print("outputs:")
+    for o in info["outputs"]:
+        print(f"  {o['name']}: {o['type']}")
+    p = info["parameters"]
+    print(f"parameters: {p['count']} in {p['tensors']} tensors ({human_bytes(p['bytes'])}"
+          f"{', external data' if p['external'] else ''})")
+    print(f"ops ({info['nodes']} nodes):")
+    width = max((len(k) for k in info["ops"]), default=0)
+    for k, v in info["ops"].items():
+        print(f"  {k:<{width}}  {v}")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import check_onnx
+    from .frontends.onnx import load
+
+    for p in (args.a, args.b):
+        _check_input_file(p)
+    ga = load(args.a)
+    res = check_onnx(args.a, args.b, args.inputs, graph_for_inputs=ga, seed=args.seed,
+                     raise_on_mismatch=False)
+    print(f"{args.b} vs {args.a}:")
+    print(res.summary())
+    if not res.ok:
+        print(f"graphopt: check: MISMATCH on {sum(not o.ok for o in res.outputs)} output(s)",
+              file=sys.stderr)
+        return EXIT_MISMATCH
+    print("check: ok")
+    return EXIT_OK
+
+
+# ---- ONNX facts without loading weights ----------------------------------------------------------
+
+def inspect_model(m: Any, source: str) -> dict[str, Any]:
+    import onnx
+    from onnx import helper
+
+    g = m.graph
+    inits = list(g.initializer)
+    consts = [a.t for n in g.node if n.op_type == "Constant" and n.domain in ("", "ai.onnx")
+              for a in n.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR]
+    count = nbytes = 0
+    external = False
+    for t in inits + consts:
+        k = 1
+        for d in t.dims:
+            k *= d
+        count += k
+        try:
+            item = helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except (KeyError, TypeError, ValueError):
+            item = 1
+        nbytes += k * item
+        external |= t.data_location == onnx.TensorProto.EXTERNAL
+    init_names = {t.name for t in inits}
+    return {
+        "source": source,
+        "ir_version": m.ir_version,
+        "opsets": {o.domain: o.version for o in m.opset_import},
+        "producer": m.producer_name,
+        "inputs": [{"name": v.name, "type": _vi_type(v)} for v in g.input
+                   if v.name not in init_names],
+        "outputs": [{"name": v.name, "type": _vi_type(v)} for v in g.output],
+        "parameters": {"count": count, "bytes": nbytes, "tensors": len(inits) + len(consts),
+                       "external": external},
+        "nodes": len(g.node),
+        "ops": _op_counts(m),
+    }
+
+
+def _vi_type(v: Any) -> str:
+    tt = v.type.tensor_type if v.type.HasField("tensor_type") else None
+    if tt is None:
+        return v.type.WhichOneof("value") or "unknown"
+    from .ir.types import DType
+
+    try:
+        dt = DType.from_onnx(tt.elem_type).value
+    except TypeError:
+        dt = f"type{tt.elem_type}"
+    if not tt.HasField("shape"):
+        return f"{dt}[?]"
+    dims = [str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in tt.shape.dim]
+    return f"{dt}[{','.join(dims)}]"
+
+
+def _op_counts(m: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for n in m.graph.node:
+        k = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
+        counts[k] = counts.get(k, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _onnx_op_counts(path: str) -> dict[str, int]:
+    from .frontends.onnx_io import read_model
+
+    return _op_counts(read_model(path))
+
+
+def _file_size(path: str) -> int:
+    n = os.path.getsize(path)
+    data = path + ".data"
+    return n + (os.path.getsize(data) if os.path.exists(data) else 0)
+
+
+def _check_input_file(path: str) -> None:
+    from .errors import FrontendError
+
+    if not os.path.exists(path):
+        raise FrontendError("no such file", where=path)
+    if os.path.isdir(path):
+        raise FrontendError("is a directory, not an ONNX file", where=path)
+
+
+# ---- parser and main -----------------------------------------------------------------------------
+
+class _Usage(Exception):
+    def __init__(self, message: str, where: str = "") -> None:
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .pipeline import TARGETS
+
+    p = argparse.ArgumentParser(prog="graphopt", description="Graph-rewriting optimizer for "
+                                "deep-learning models (ONNX in, ONNX out).")
+    p.add_argument("--version", action="version", version=f"graphopt {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    o = sub.add_parser("optimize", help="optimize an ONNX model")
+    o.add_argument("input", help="input .onnx file")
+    o.add_argument("-o", "--output", required=True, help="output .onnx file")
+    o.add_argument("--target", choices=TARGETS, default=None,
+                   help="device to optimize for (default: this machine's GPU, else cpu)")
+    o.add_argument("--report", help="write the JSON report here")
+    o.add_argument("--inputs", help=".npz with the check's inputs (default: generated)")
+    o.add_argument("--passes", nargs="+", default=None, metavar="PASS",
+                   help="passes to run instead of the default pipeline")
+    o.add_argument("--no-check", action="store_true", help="skip the numeric check")
+    o.add_argument("-v", "--verbose", action="store_true", help="more output; tracebacks")
+    o.set_defaults(func=cmd_optimize)
+
+    i = sub.add_parser("inspect", help="op histogram, parameters, inputs and outputs")
+    i.add_argument("input", help=".onnx file")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    i.set_defaults(func=cmd_inspect)
+
+    c = sub.add_parser("check", help="compare two ONNX models numerically")
+    c.add_argument("a", help="reference .onnx")
+    c.add_argument("b", help=".onnx to compare with it")
+    c.add_argument("--inputs", help=".npz with the inputs (default: generated)")
+    c.add_argument("--seed", type=int, default=0, help="seed for generated inputs")
+    c.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    c.set_defaults(func=cmd_check)
+
+    _add_rules(sub)
+    return p
+
+
+def _add_rules(sub: Any) -> None:
+    """``graphopt rules`` comes from graphopt.subst.cli once that module exists."""
+    import importlib
+
+    try:
+        rules_cli = importlib.import_module("graphopt.subst.cli")
+    except ModuleNotFoundError as e:
+        if e.name == "graphopt.subst.cli":  # not written yet; a real import error propagates
+            return
+        raise
+    rules_cli.add_parser(sub)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def classify(e: BaseException) -> int:
+    """The exit code for an exception escaping a command."""
+    from .errors import (CheckError, ExportError, FrontendError, GraphOptError, ParseError,
+                         PassError, ShapeError, UnknownOpError, VerifyError)
+
+    if isinstance(e, CheckError):
+        return EXIT_MISMATCH
+    if isinstance(e, (FrontendError, ParseError, UnknownOpError, _Usage)):
+        return EXIT_USAGE
+    if isinstance(e, (PassError, ExportError, VerifyError, ShapeError)):
+        return EXIT_INTERNAL
+    if isinstance(e, GraphOptError):
+        return EXIT_USAGE  # plain GraphOptError: a bad argument (target, inputs, ...)
+    if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)):
+        return EXIT_USAGE
+    return EXIT_INTERNAL
+
+
+def _one_line(e: BaseException) -> str:
+    from .errors import GraphOptError
+
+    if isinstance(e, GraphOptError):
+        return e.one_line()
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2)
+        return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
+    verbose = bool(getattr(args, "verbose", False))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("graphopt: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # every failure becomes one line and an exit code
+        code = classify(e)
+        prefix = {EXIT_MISMATCH: "check failed", EXIT_USAGE: "error",
+                  EXIT_INTERNAL: "internal error"}[code]
+        print(f"graphopt: {prefix}: {_one_line(e)}", file=sys.stderr)
+        if code == EXIT_MISMATCH and getattr(e, "context", None):
+            print(e.context, file=sys.stderr)  # type: ignore[attr-defined]
+        if verbose:
+            traceback.print_exc(file=sys.stderr)
+        elif code == EXIT_INTERNAL:
+            print("graphopt: run with --verbose for the traceback", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,603 @@
+"""IR -> ONNX.
+
+``to_model(g)`` builds a ModelProto (weights inline); ``save(g, path)`` writes a file atomically,
+with weights in ``<file>.data`` beside it when they exceed a threshold (1 GiB by default). Each node
+is emitted by its op's ``to_onnx(ctx, node)`` (see ``ExportCtx``); opaque nodes are re-emitted from
+their NodeProto with inputs and outputs renamed.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ExportError, GraphOptError
+from ..ir.graph import Graph
+from ..ir.node import ConstData, Node, Value
+from ..ir.types import DType, OpaqueType, TensorType, ValueType
+from .onnx_io import AtomicFiles, DataSink, const_to_tensor
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = ["to_model", "save", "ExportCtx", "EXTERNAL_THRESHOLD"]
+
+EXTERNAL_THRESHOLD = 1 << 30  # bytes of weights above which save() writes external data
+_PROTO_LIMIT = (1 << 31) - (1 << 24)  # stay clear of protobuf's 2 GiB cap
+_A_GRAPH, _A_GRAPHS = 5, 10
+
+Key = tuple[int, int]
+
+
+def _key(v: Value) -> Key:
+    return (id(v.node), v.index)
+
+
+class ExportCtx:
+    """What an op's ``to_onnx(ctx, node)`` uses to emit ONNX (interface shared with ops/*.py)."""
+
+    def __init__(self, g: Graph, opset: int, sink: DataSink | None) -> None:
+        self.opset: int = opset
+        self.graph = g
+        self.sink = sink
+        self.nodes: list["onnx.NodeProto"] = []
+        self.initializers: list["onnx.TensorProto"] = []
+        self.domains: set[str] = set()
+        self.functions: dict[tuple[str, str], bytes] = {}
+        self.extra_opsets: dict[str, int] = {}
+        self._names: dict[Key, str] = {}
+        self._owner: dict[str, Any] = {}  # name -> who holds it
+        self._pref: dict[Key, str] = {}
+        self._consts: dict[int, str] = {}
+        self._small: dict[tuple, str] = {}
+        self._node_names: set[str] = set()
+        self._current: Node | None = None
+        self._sym_dims: dict[str, str] = {}
+        self._plan_names()
+
+    # ---- names ------------------------------------------------------------------------------
+    def _plan_names(self) -> None:
+        g = self.graph
+        for n in g.inputs:
+            nm = n.attrs["name"]
+            self._pref[_key(n.out)] = nm
+            self._owner[nm] = _key(n.out)
+        for i, (v, nm) in enumerate(zip(g.outputs, g.output_names)):
+            if self._owner.get(nm) == _key(v):
+                continue  # an output that is directly the graph input of the same name
+            if nm in self._owner:
+                raise ExportError(f"output name {nm!r} is used twice (or is an input name)",
+                                  where=f"graph {g.name}")
+            if v.node.op in ("input", "constant") or _key(v) in self._pref:
+                self._owner[nm] = ("out", i)  # an Identity will write it
+            else:
+                self._pref[_key(v)] = nm
+                self._owner[nm] = _key(v)
+        for n in g.nodes:
+            if n.op != "opaque" or not n.attrs.get("captured"):
+                continue
+            n_explicit = sum(1 for p in n.attrs["present"] if p)
+            for c, v in zip(n.attrs["captured"], n.inputs[n_explicit:]):
+                if c in self._owner:
+                    continue
+                if _key(v) not in self._pref:
+                    self._pref[_key(v)] = c
+                    self._owner[c] = _key(v)
+                else:
+                    self._owner[c] = ("cap", c)
+        for n in g.nodes:
+            if n.op == "opaque" and n.attrs.get("proto") is not None:
+                for nm in _inner_names(_node_proto(n)):
+                    self._owner.setdefault(nm, ("sub",))
+
+    def _fresh(self, base: str, owner: Any) -> str:
+        base = base or "v"
+        nm, k = base, 0
+        while nm in self._owner:
+            k += 1
+            nm = f"{base}__{k}"
+        self._owner[nm] = owner
+        return nm
+
+    def _base(self, node: Node | None) -> str:
+        if node is not None and node.origin is not None:
+            return node.origin.name
+        return node.op if node is not None else "v"
+
+    def name(self, value: Value) -> str:
+        """The ONNX name of an IR value (constants become initializers on first use)."""
+        k = _key(value)
+        nm = self._names.get(k)
+        if nm is not None:
+            return nm
+        if value.node.op == "constant":
+            nm = self._const_name(value.node)
+        elif k in self._pref:
+            nm = self._pref[k]
+        else:
+            nm = self._fresh(self._value_base(value), k)
+        self._names[k] = nm
+        return nm
+
+    def _value_base(self, value: Value) -> str:
+        n = value.node
+        if n.op == "opaque" and n.attrs.get("proto") is not None:
+            outs = [o for o in _node_proto(n).output if o]  # the source model's own names
+            if value.index < len(outs):
+                return outs[value.index]
+        base = self._base(n)
+        return f"{base}:{value.index}" if len(n.out_types) > 1 else base
+
+    def out_names(self, node: Node) -> list[str]:
+        return [self.name(v) for v in node.outputs]
+
+    # ---- constants ----------------------------------------------------------------------------
+    def _const_name(self, node: Node) -> str:
+        data: ConstData = node.attrs["data"]
+        nm = self._consts.get(id(data))
+        if nm is None:
+            pref = self._pref.get(_key(node.out))
+            if pref is not None:
+                nm = pref  # a captured name: the subgraph reads the initializer directly
+            else:
+                nm = self._fresh(self._base(node) if node.origin else "const", ("init",))
+            self.initializers.append(const_to_tensor(data, nm, self.sink))
+            self._consts[id(data)] = nm
+        return nm
+
+    def const(self, array: Any) -> str:
+        """An initializer holding ``array`` (small ones shared by content)."""
+        arr = np.asarray(array)
+        key = None
+        if arr.size <= 64 and arr.dtype != object:
+            key = (arr.dtype.str, arr.shape, arr.tobytes())
+            if key in self._small:
+                return self._small[key]
+        base = f"{self._base(self._current)}/const" if self._current is not None else "const"
+        nm = self._fresh(base, ("init",))
+        self.initializers.append(const_to_tensor(ConstData(arr), nm, self.sink))
+        if key is not None:
+            self._small[key] = nm
+        return nm
+
+    # ---- symbolic dims ------------------------------------------------------------------------
+    def sym_dim(self, name: str) -> str:
+        """A 1-D int64 tensor ``[value of the symbol]`` computed at run time from a value that
+        carries it (a graph input first, else an already emitted value): Shape(x, start=k,
+        end=k+1) at opset >= 15, Shape + Slice below; a product ``a*b*_x12`` multiplies its
+        factors. Cached per symbol for the whole export."""
+        from ..ir.types import dim_factors
+
+        hit = self._sym_dims.get(name)
+        if hit is not None:
+            return hit
+        src = self._sym_source(name)
+        if src is not None:
+            x, k = src
+            if self.opset >= 15:
+                out = self.emit("Shape", [x], 1, start=k, end=k + 1)[0]
+            else:
+                shp = self.emit("Shape", [x], 1)[0]
+                if self.opset >= 10:
+                    out = self.emit("Slice", [shp, self.const(np.array([k], np.int64)),
+                                              self.const(np.array([k + 1], np.int64))], 1)[0]
+                else:
+                    out = self.emit("Slice", [shp], 1, starts=[k], ends=[k + 1], axes=[0])[0]
+        else:
+            coef, syms = dim_factors(name)
+            if len(syms) + (coef != 1) < 2:
+                where = str(self._current.origin) if self._current is not None and \
+                    self._current.origin is not None else f"graph {self.graph.name}"
+                raise ExportError(f"no run-time source for symbolic dim {name!r}: no graph "
+                                  f"input (or earlier value) has it as a dim", where=where)
+            out = self.sym_dim(syms[0])
+            for s in syms[1:]:
+                out = self.emit("Mul", [out, self.sym_dim(s)], 1)[0]
+            if coef != 1:
+                out = self.emit("Mul", [out, self.const(np.array([coef], np.int64))], 1)[0]
+        self._sym_dims[name] = out
+        return out
+
+    def _sym_source(self, name: str) -> tuple[str, int] | None:
+        """(ONNX name, axis) of a value whose type has the dim ``name``."""
+        for n in self.graph.inputs:
+            t = n.out_types[0]
+            if isinstance(t, TensorType) and t.shape is not None and name in t.shape:
+                return self.name(n.out), t.shape.index(name)
+        for n in self.graph.nodes:  # values emitted before the current node
+            if n is self._current:
+                break
+            if n.op in ("input", "constant"):
+                continue
+            for v in n.outputs:
+                t = v.type
+                if isinstance(t, TensorType) and t.shape is not None and name in t.shape and \
+                        _key(v) in self._names:
+                    return self._names[_key(v)], t.shape.index(name)
+        return None
+
+    # ---- nodes --------------------------------------------------------------------------------
+    def _node_name(self, op_type: str) -> str:
+        base = self._base(self._current) if self._current is not None else op_type
+        if self._current is not None and self._current.origin is not None and \
+                self._current.origin.detail != op_type:
+            base = f"{base}/{op_type}"
+        nm, k = base, 0
+        while nm in self._node_names:
+            k += 1
+            nm = f"{base}__{k}"
+        self._node_names.add(nm)
+        return nm
+
+    def emit(self, op_type: str, inputs: list[str], outputs: "list[str] | int", domain: str = "",
+             **attrs: Any) -> list[str]:
+        """Append one ONNX node; ``outputs`` is a list of names or a count of fresh names."""
+        from onnx import helper
+
+        if isinstance(outputs, int):
+            base = f"{self._base(self._current)}/{op_type}" if self._current else op_type
+            outputs = [self._fresh(base, ("tmp",)) for _ in range(outputs)]
+        node = helper.make_node(op_type, list(inputs), list(outputs),
+                                name=self._node_name(op_type), domain=domain or None)
+        for k in sorted(attrs):
+            v = attrs[k]
+            if v is None:
+                continue
+            node.attribute.append(_attribute(k, v))
+        self.nodes.append(node)
+        if domain:
+            self.domains.add(domain)
+        return list(outputs)
+
+    def emit_opaque(self, node: Node) -> None:
+        """Re-emit an opaque ONNX node with its inputs, outputs and captured names remapped."""
+        import onnx
+
+        a = node.attrs
+        if a.get("proto") is None:
+            raise ExportError(f"opaque {a['op_type']} has no ONNX form", where=_where(node))
+        p = _node_proto(node)
+        present = a.get("present") or tuple(True for _ in p.input)
+        n_explicit = sum(1 for x in present if x)
+        ins = [self.name(v) for v in node.inputs[:n_explicit]]
+        it = iter(ins)
+        new_inputs = [next(it) if pr else "" for pr in present]
+        outs = iter(self.out_names(node))
+        new_outputs = [next(outs) if o else "" for o in p.output]
+        renames: dict[str, str] = {}
+        for c, v in zip(a.get("captured") or (), node.inputs[n_explicit:]):
+            src = self.name(v)
+            if src == c:
+                continue
+            owner = self._owner.get(c)
+            if owner == ("cap", c):
+                self._identity(src, c, node)
+                self._owner[c] = ("bound", _key(v))
+            elif owner == ("bound", _key(v)):
+                continue
+            else:  # the name belongs to another value: read a fresh alias inside the subgraph
+                alias = self._fresh(c, ("bound", _key(v)))
+                self._identity(src, alias, node)
+                renames[c] = alias
+        q = onnx.NodeProto()
+        q.CopyFrom(p)
+        del q.input[:]
+        q.input.extend(new_inputs)
+        del q.output[:]
+        q.output.extend(new_outputs)
+        if renames:
+            for att in q.attribute:
+                for sub in _subgraphs(att):
+                    _rename_free(sub, renames, set())
+        self.nodes.append(q)
+        if q.domain:
+            self.domains.add(q.domain)
+        for d, ver in a.get("opsets") or ():
+            self.extra_opsets.setdefault(d, ver)
+        for fb in a.get("functions") or ():
+            f = onnx.FunctionProto()
+            f.ParseFromString(fb)
+            self.functions.setdefault((f.domain, f.name), fb)
+
+    def _identity(self, src: str, dst: str, node: Node | None) -> None:
+        from onnx import helper
+
+        prev, self._current = self._current, node
+        self.nodes.append(helper.make_node("Identity", [src], [dst],
+                                           name=self._node_name("Identity")))
+        self._current = prev
+
+    # ---- the whole graph ----------------------------------------------------------------------
+    def run(self) -> None:
+        from ..ops.registry import get_op
+
+        g = self.graph
+        for n in g.nodes:
+            if n.op in ("input", "constant"):
+                continue
+            self._current = n
+            try:
+                get_op(n.op).to_onnx(self, n)
+            except ExportError as e:
+                if e.where is None:
+                    e.where = _where(n)
+                raise
+            except GraphOptError:
+                raise
+            except Exception as e:
+                raise ExportError(f"{n.op}.to_onnx raised {type(e).__name__}: {e}",
+                                  where=_where(n)) from e
+            self._current = None
+        for i, (v, nm) in enumerate(zip(g.outputs, g.output_names)):
+            src = self.name(v)
+            if src != nm:
+                self._identity(src, nm, None)
+
+
+def _where(n: Node) -> str:
+    return f"node {n.op} #{n.uid}" + (f" [{n.origin}]" if n.origin else "")
+
+
+def _attribute(k: str, v: Any) -> "onnx.AttributeProto":
+    from onnx import AttributeProto, helper, numpy_helper
+
+    if isinstance(v, DType):
+        v = v.to_onnx()
+    elif isinstance(v, bool) or isinstance(v, np.bool_):
+        v = int(v)
+    elif isinstance(v, np.generic):
+        v = v.item()
+    elif isinstance(v, np.ndarray):
+        return helper.make_attribute(k, numpy_helper.from_array(v))
+    elif isinstance(v, (list, tuple)):
+        items = [x.to_onnx() if isinstance(x, DType) else
+                 int(x) if isinstance(x, (bool, np.bool_)) else
+                 x.item() if isinstance(x, np.generic) else x for x in v]
+        if not items:
+            return helper.make_attribute(k, [], attr_type=AttributeProto.INTS)
+        if any(isinstance(x, float) for x in items) and all(
+                isinstance(x, (int, float)) for x in items):
+            items = [float(x) for x in items]
+        v = items
+    return helper.make_attribute(k, v)
+
+
+def _node_proto(n: Node) -> "onnx.NodeProto":
+    import onnx
+
+    p = onnx.NodeProto()
+    p.ParseFromString(n.attrs["proto"])
+    return p
+
+
+def _subgraphs(a: "onnx.AttributeProto") -> list["onnx.GraphProto"]:
+    if a.type == _A_GRAPH:
+        return [a.g]
+    if a.type == _A_GRAPHS:
+        return list(a.graphs)
+    return []
+
+
+def _inner_names(p: "onnx.NodeProto") -> set[str]:
+    """Every value name used or defined inside the node's subgraphs."""
+    out: set[str] = set()
+    for a in p.attribute:
+        for g in _subgraphs(a):
+            _graph_names(g, out)
+    return out
+
+
+def _graph_names(g: "onnx.GraphProto", out: set[str]) -> None:
+    out.update(i.name for i in g.input)
+    out.update(o.name for o in g.output)
+    out.update(t.name for t in g.initializer)
+    for n in g.node:
+        out.update(x for x in n.input if x)
+        out.update(x for x in n.output if x)
+        for a in n.attribute:
+            for sub in _subgraphs(a):
+                _graph_names(sub, out)
+
+
+def _rename_free(g: "onnx.GraphProto", ren: dict[str, str], bound: set[str]) -> None:
+    """Rename the outer-scope names a subgraph reads (not the ones it defines itself)."""
+    inner = set(bound)
+    inner.update(i.name for i in g.input)
+    inner.update(t.name for t in g.initializer)
+    for n in g.node:
+        inner.update(o for o in n.output if o)
+    for n in g.node:
+        for i, x in enumerate(n.input):
+            if x in ren and x not in inner:
+                n.input[i] = ren[x]
+        for a in n.attribute:
+            for sub in _subgraphs(a):
+                _rename_free(sub, ren, inner)
+    for o in g.output:
+        if o.name in ren and o.name not in inner:
+            o.name = ren[o.name]
+
+
+# ---- types ------------------------------------------------------------------------------------
+
+def _value_info(name: str, t: ValueType) -> "onnx.ValueInfoProto":
+    import onnx
+    from onnx import helper
+
+    if isinstance(t, TensorType):
+        shape = None if t.shape is None else [d for d in t.shape]
+        return helper.make_tensor_value_info(name, t.dtype.to_onnx(), shape)
+    vi = onnx.ValueInfoProto()
+    vi.name = name
+    if isinstance(t, OpaqueType) and t.proto:
+        vi.type.ParseFromString(t.proto)
+    return vi
+
+
+# ---- the model --------------------------------------------------------------------------------
+
+def _target_opset(g: Graph, opset: int | None) -> int:
+    if opset is not None:
+        return int(opset)
+    v = g.meta.opset("")
+    return int(v) if v is not None else 18
+
+
+def _check_opaque_versions(g: Graph, opset: int) -> None:
+    """An opaque default-domain node keeps its meaning only if its schema is the same at the
+    target opset as at the source opset."""
+    from onnx import defs
+
+    for n in g.nodes:
+        if n.op != "opaque" or n.attrs.get("proto") is None:
+            continue
+        if n.attrs["domain"] not in ("", "ai.onnx"):
+            continue
+        src = dict(n.attrs.get("opsets") or ()).get("", opset)
+        if src == opset:
+            continue
+        op_type = n.attrs["op_type"]
+        try:
+            a = defs.get_schema(op_type, src, "").since_version
+            b = defs.get_schema(op_type, opset, "").since_version
+        except Exception:
+            a, b = None, -1
+        if a != b:
+            raise ExportError(f"opaque {op_type} was written for opset {src}; its definition "
+                              f"differs at opset {opset}", where=_where(n))
+
+
+def _build(g: Graph, opset: int | None, sink: DataSink | None) -> "onnx.ModelProto":
+    import onnx
+    from onnx import helper
+
+    target = _target_opset(g, opset)
+    _check_opaque_versions(g, target)
+    ctx = ExportCtx(g, target, sink)
+    ctx.run()
+    inputs = [_value_info(n.attrs["name"], n.out_types[0]) for n in g.inputs]
+    outputs = [_value_info(nm, v.type) for v, nm in zip(g.outputs, g.output_names)]
+    graph = helper.make_graph(ctx.nodes, g.name or "main", inputs, outputs, ctx.initializers)
+    opsets: dict[str, int] = {}
+    for d, v in g.meta.opsets:
+        opsets["" if d == "ai.onnx" else d] = int(v)
+    opsets[""] = target
+    for d, v in ctx.extra_opsets.items():
+        opsets.setdefault(d, int(v))
+    for d in sorted(ctx.domains):
+        opsets.setdefault(d, 1)
+    functions = {}
+    for fb in g.meta.functions:
+        f = onnx.FunctionProto()
+        f.ParseFromString(fb)
+        functions[(f.domain, f.name)] = f
+    for k, fb in ctx.functions.items():
+        if k not in functions:
+            f = onnx.FunctionProto()
+            f.ParseFromString(fb)
+            functions[k] = f
+    for f in functions.values():
+        for o in f.opset_import:
+            opsets.setdefault(o.domain, int(o.version))
+        if f.domain:
+            opsets.setdefault(f.domain, 1)
+    op_ids = [helper.make_opsetid(d, v) for d, v in sorted(opsets.items())]
+    m = helper.make_model(graph, opset_imports=op_ids, functions=list(functions.values()),
+                          producer_name=g.meta.producer or "graphopt", doc_string=g.meta.doc)
+    need = helper.find_min_ir_version_for(op_ids, ignore_unknown=True)
+    ir = max(g.meta.ir_version or need, need)
+    if ctx.initializers and ir < 4:
+        ir = 4  # IR 3 wants every initializer listed as a graph input
+    if functions and ir < 8:
+        ir = 8
+    m.ir_version = ir
+    for k, v in g.meta.metadata:
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    return m
+
+
+def _check(m: "onnx.ModelProto | str", full: bool) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(m, full_check=full)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"exported model fails the ONNX checker: {first}") from e
+
+
+def _check_external(m: "onnx.ModelProto", sink: DataSink, full: bool) -> None:
+    """Check a model whose external data still sits in its temp file: a copy pointing at the
+    temp file is checked from disk beside it."""
+    import onnx
+
+    tmp_data = sink.temp_path
+    sink.f.flush()
+    c = onnx.ModelProto()
+    c.CopyFrom(m)
+    for t in c.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = tmp_data.name
+    fd, path = tempfile.mkstemp(dir=str(tmp_data.parent), prefix=".check.", suffix=".onnx")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(c.SerializeToString())
+        _check(path, full)
+    finally:
+        os.unlink(path)
+
+
+def _const_bytes(g: Graph) -> int:
+    seen: set[int] = set()
+    total = 0
+    for n in g.nodes:
+        if n.op == "constant" and id(n.const) not in seen:
+            seen.add(id(n.const))
+            total += n.const.nbytes
+    return total
+
+
+def to_model(g: Graph, opset: int | None = None, *, check: bool = True,
+             full_check: bool = False) -> "onnx.ModelProto":
+    """The graph as an ONNX ModelProto with its weights inline (use ``save`` for models whose
+    weights approach 2 GiB)."""
+    if _const_bytes(g) > _PROTO_LIMIT:
+        raise ExportError(f"graph {g.name} holds {_const_bytes(g)} bytes of weights, too many "
+                          f"for one protobuf; use save(g, path) (external data)")
+    m = _build(g, opset, None)
+    if check:
+        _check(m, full_check)
+    return m
+
+
+def save(g: Graph, path: str | Path, opset: int | None = None, *,
+         external_threshold: int = EXTERNAL_THRESHOLD, check: bool = True,
+         full_check: bool = False) -> Path:
+    """Write the graph to ``path`` atomically. Weights above ``external_threshold`` bytes in
+    total go to ``<file name>.data`` beside it. Returns the path."""
+    p = Path(path)
+    external = _const_bytes(g) > external_threshold
+    with AtomicFiles() as af:
+        mf = af.open(p)
+        if external:
+            data_name = p.name + ".data"
+            df = af.open(p.parent / data_name)
+            sink = DataSink(df, data_name, af.temp_of(df))
+            m = _build(g, opset, sink)
+        else:
+            m = _build(g, opset, None)
+        if check and external:
+            _check_external(m, sink, full_check)
+        elif check:
+            _check(m, full_check)
+        if m.ByteSize() > _PROTO_LIMIT:
+            raise ExportError(f"model proto of {m.ByteSize()} bytes exceeds 2 GiB; lower "
+                              f"external_threshold", where=str(p))
+        mf.write(m.SerializeToString())
+    return p
+

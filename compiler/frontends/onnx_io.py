@@ -1,0 +1,304 @@
+"""Reading and writing ONNX files: model protos, tensor data (inline, external, numpy-less dtypes)
+and atomic writes. Shared by the ONNX frontend (``onnx.py``) and exporter (``onnx_export.py``)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
+
+from ..errors import ExportError, FrontendError
+from ..ir.node import ConstData
+from ..ir.types import DType
+
+if TYPE_CHECKING:
+    import onnx
+
+# ONNX TensorProto.DataLocation.EXTERNAL
+_EXTERNAL = 1
+# tensors smaller than this stay inline even when a model is written with external data
+INLINE_LIMIT = 1024
+_ALIGN = 64
+
+
+def read_model(path: str | Path) -> "onnx.ModelProto":
+    """Parse an ONNX file without loading external data; errors name the file."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    p = Path(path)
+    if not p.exists():
+        raise FrontendError("no such file", where=str(p))
+    if p.is_dir():
+        raise FrontendError("is a directory, not an ONNX file", where=str(p))
+    try:
+        m = onnx.load(str(p), load_external_data=False)
+    except DecodeError as e:
+        raise FrontendError(f"not an ONNX model (protobuf does not parse: {e})",
+                            where=str(p)) from None
+    except (OSError, ValueError, RuntimeError) as e:
+        raise FrontendError(f"cannot read ONNX model: {type(e).__name__}: {e}",
+                            where=str(p)) from None
+    check_model_shape(m, str(p))
+    return m
+
+
+def check_model_shape(m: "onnx.ModelProto", source: str) -> None:
+    """Reject protos that parse but are not models (random bytes, truncated files)."""
+    if not m.HasField("graph"):
+        raise FrontendError("not an ONNX model (no graph; truncated or not an ONNX file?)",
+                            where=source)
+    if m.ir_version <= 0:
+        raise FrontendError("not an ONNX model (no ir_version)", where=source)
+    if m.ir_version >= 3 and len(m.opset_import) == 0:
+        raise FrontendError("no opset_import (truncated file?)", where=source)
+
+
+# ---- tensors -> ConstData ---------------------------------------------------------------------
+
+def tensor_dtype(t: "onnx.TensorProto", where: str) -> DType:
+    try:
+        return DType.from_onnx(t.data_type)
+    except TypeError:
+        raise FrontendError(f"tensor {t.name!r} has unknown element type {t.data_type}",
+                            where=where) from None
+
+
+def _has_numpy(dt: DType) -> bool:
+    try:
+        dt.to_numpy()
+        return True
+    except TypeError:
+        return dt == DType.string
+
+
+def tensor_to_const(t: "onnx.TensorProto", base_dir: Path | None, where: str) -> ConstData:
+    """ConstData for one TensorProto: lazily converted inline data, a lazily memory-mapped
+    external slice, or (dtypes numpy lacks) the serialized proto."""
+    from onnx import numpy_helper
+
+    dt = tensor_dtype(t, where)
+    shape = tuple(int(d) for d in t.dims)
+    if t.data_location == _EXTERNAL:
+        return _external_const(t, dt, shape, base_dir, where)
+    if not _has_numpy(dt):
+        return ConstData(dtype=dt, shape=shape, onnx_proto=t.SerializeToString())
+    proto = t
+
+    def load() -> np.ndarray:
+        a = numpy_helper.to_array(proto)
+        return a.astype(object) if dt == DType.string else a
+
+    return ConstData(dtype=dt, shape=shape, loader=load)
+
+
+def check_external_files(m: "onnx.ModelProto", base_dir: Path | None, source: str) -> None:
+    """Every external initializer's file exists and is long enough (errors name the model,
+    the initializer and the path)."""
+    for t in m.graph.initializer:
+        if t.data_location == _EXTERNAL:
+            tensor_to_const(t, base_dir, source)
+
+
+def _external_const(t: "onnx.TensorProto", dt: DType, shape: tuple[int, ...],
+                    base_dir: Path | None, where: str) -> ConstData:
+    info = {e.key: e.value for e in t.external_data}
+    loc = info.get("location")
+    if not loc:
+        raise FrontendError(f"initializer {t.name!r} is external but names no location",
+                            where=where)
+    if base_dir is None:
+        raise FrontendError(f"initializer {t.name!r} has external data {loc!r} but the model "
+                            f"was given in memory; load it from its file", where=where)
+    path = (base_dir / loc).resolve()
+    if not path.is_file():
+        raise FrontendError(f"initializer {t.name!r}: external data file {str(path)!r} is "
+                            f"missing", where=where)
+    offset = int(info.get("offset", 0))
+    numel = int(np.prod(shape)) if shape else 1
+    want = int(np.ceil(numel * dt.itemsize))
+    length = int(info["length"]) if "length" in info else want
+    size = path.stat().st_size
+    if offset + length > size:
+        raise FrontendError(f"initializer {t.name!r}: external data {str(path)!r} has {size} "
+                            f"bytes, needs {offset + length} (offset {offset}, length {length})",
+                            where=where)
+    if _has_numpy(dt) and dt != DType.string:
+        if length != want:
+            raise FrontendError(f"initializer {t.name!r}: external length {length} does not "
+                                f"match {dt.value}{list(shape)} ({want} bytes)", where=where)
+        np_dt = dt.to_numpy().newbyteorder("<")
+
+        def load() -> np.ndarray:
+            if length == 0:
+                return np.zeros(shape, np_dt)
+            return np.memmap(path, dtype=np_dt, mode="r", offset=offset, shape=shape)
+
+        return ConstData(dtype=dt, shape=shape, loader=load,
+                         external=(str(path), offset, length))
+    # numpy-less dtype: the bytes stay in the file; the proto keeps dtype and dims
+    return ConstData(dtype=dt, shape=shape, onnx_proto=t.SerializeToString(),
+                     external=(str(path), offset, length))
+
+
+def sparse_to_dense(sp: "onnx.SparseTensorProto", where: str) -> np.ndarray:
+    """Dense numpy array of a SparseTensorProto (COO values + linear or per-dim indices)."""
+    from onnx import numpy_helper
+
+    vals = numpy_helper.to_array(sp.values)
+    idx = numpy_helper.to_array(sp.indices).astype(np.int64)
+    shape = tuple(int(d) for d in sp.dims)
+    out = np.zeros(shape, vals.dtype)
+    flat = out.reshape(-1)
+    if idx.ndim == 2:
+        idx = np.ravel_multi_index(tuple(idx.T), shape) if idx.size else idx.reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= flat.size):
+        raise FrontendError(f"sparse tensor {sp.values.name!r}: index out of range", where=where)
+    flat[idx] = vals.reshape(-1)
+    return out
+
+
+# ---- ConstData -> TensorProto -----------------------------------------------------------------
+
+class DataSink:
+    """Appends tensor bytes to an (already opened, temporary) external data file."""
+
+    def __init__(self, f: BinaryIO, location: str, temp_path: Path) -> None:
+        self.f = f
+        self.location = location  # the final file name the model refers to
+        self.temp_path = temp_path  # where the bytes are until the write commits
+        self.offset = 0
+
+    def write(self, chunks: Any) -> tuple[int, int]:
+        pad = (-self.offset) % _ALIGN
+        if pad:
+            self.f.write(b"\0" * pad)
+            self.offset += pad
+        start, n = self.offset, 0
+        for c in chunks:
+            self.f.write(c)
+            n += len(c)
+        self.offset += n
+        return start, n
+
+
+def _read_chunks(path: str, offset: int, length: int, chunk: int = 1 << 24) -> Any:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            left = length
+            while left > 0:
+                b = f.read(min(chunk, left))
+                if not b:
+                    raise ExportError(f"external data {path!r} ends before offset "
+                                      f"{offset + length}")
+                left -= len(b)
+                yield b
+    except OSError as e:
+        raise ExportError(f"cannot read external data {path!r}: {e}") from None
+
+
+def const_to_tensor(data: ConstData, name: str, sink: DataSink | None) -> "onnx.TensorProto":
+    """A TensorProto named ``name`` holding ``data``: inline, or in ``sink`` when it is given and
+    the tensor is larger than INLINE_LIMIT bytes."""
+    import onnx
+    from onnx import numpy_helper
+
+    big = sink is not None and data.nbytes > INLINE_LIMIT
+    if data.external is not None:
+        path, offset, length = data.external
+        t = onnx.TensorProto()
+        if data.onnx_proto is not None:
+            t.ParseFromString(data.onnx_proto)
+            del t.external_data[:]
+            t.data_location = 0
+        t.name = name
+        t.data_type = data.dtype.to_onnx()
+        del t.dims[:]
+        t.dims.extend(data.shape)
+        if big:
+            assert sink is not None
+            _to_sink(t, sink, _read_chunks(path, offset, length))
+        else:
+            t.raw_data = b"".join(_read_chunks(path, offset, length))
+        return t
+    if data.onnx_proto is not None:
+        t = onnx.TensorProto()
+        t.ParseFromString(data.onnx_proto)
+        t.name = name
+        if big and t.HasField("raw_data"):
+            assert sink is not None
+            raw = t.raw_data
+            t.ClearField("raw_data")
+            _to_sink(t, sink, [raw])
+        return t
+    arr = np.asarray(data.array)
+    if data.dtype == DType.string:
+        t = numpy_helper.from_array(arr.astype(object), name)
+        return t
+    arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).reshape(data.shape)
+    if big:
+        assert sink is not None
+        t = onnx.TensorProto()
+        t.name = name
+        t.data_type = data.dtype.to_onnx()
+        t.dims.extend(data.shape)
+        _to_sink(t, sink, [memoryview(arr.reshape(-1)).cast("B")])
+        return t
+    return numpy_helper.from_array(arr, name)
+
+
+def _to_sink(t: "onnx.TensorProto", sink: DataSink, chunks: Any) -> None:
+    off, n = sink.write(chunks)
+    t.data_location = _EXTERNAL
+    del t.external_data[:]
+    for k, v in (("location", sink.location), ("offset", str(off)), ("length", str(n))):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+
+
+# ---- atomic writes ----------------------------------------------------------------------------
+
+class AtomicFiles:
+    """Temp files in the target's directory, moved into place together on success and removed
+    on failure: ``with AtomicFiles() as af: f = af.open(path); ...``."""
+
+    def __init__(self) -> None:
+        self._files: list[tuple[str, Path, BinaryIO]] = []
+
+    def open(self, target: Path) -> BinaryIO:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=str(target.parent), prefix=f".{target.name}.",
+                                   suffix=".tmp")
+        f = os.fdopen(fd, "wb")
+        self._files.append((tmp, target, f))
+        return f
+
+    def temp_of(self, f: BinaryIO) -> Path:
+        for tmp, _t, ff in self._files:
+            if ff is f:
+                return Path(tmp)
+        raise KeyError("not a file of this AtomicFiles")
+
+    def __enter__(self) -> "AtomicFiles":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        ok = exc_type is None
+        try:
+            for _tmp, _t, f in self._files:
+                if not f.closed:
+                    if ok:
+                        f.flush()
+                        os.fsync(f.fileno())
+                    f.close()
+            if ok:
+                # data files first, the model (opened first) last
+                for tmp, target, _f in reversed(self._files):
+                    os.replace(tmp, target)
+        finally:
+            for tmp, _t, _f in self._files:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)

@@ -22,7 +22,7 @@ from ..ir.node import ConstData, Node, Origin, Value, input_node
 from ..ir.types import DType, OpaqueType, TensorType, ValueType
 from .onnx_io import (check_external_files, check_model_shape, read_model, sparse_to_dense,
                       tensor_to_const)
-from .onnx_symbolic import SymValue, from_const, propagate, range_length
+from .onnx_symbolic import SymValue, from_const, propagate, range_length, tracks
 
 if TYPE_CHECKING:
     import onnx
@@ -472,7 +472,12 @@ class _Importer:
                 Origin("onnx", sp.values.name, "sparse_initializer")).out
         order = self._toposort(list(g.node))
         self.report.nodes = len(order)
-        self.types.declared = frozenset(self.types.used)
+        # the model's own input / output dims; other symbols (value_info annotations, ONNX
+        # shape inference's unk__N) give way to dims graphopt proves
+        io_params: set[str] = set()
+        for vi in list(g.input) + list(g.output):
+            _collect_params(vi.type, io_params)
+        self.types.declared = frozenset(self.types.symbol(p) for p in sorted(io_params))
         for node in order:
             self._node(node)
         outputs, names = [], []
@@ -605,9 +610,9 @@ class _Importer:
 
     def _track(self, node: "onnx.NodeProto") -> list[SymValue | None] | None:
         """Follow a shape computation: the SymValues of the node's outputs (recorded)."""
-        if node.domain not in ("", "ai.onnx") or any(_subgraphs(a) for a in node.attribute):
+        if node.domain not in ("", "ai.onnx") or not tracks(node.op_type):
             return None
-        if ("", node.op_type) in self.functions:
+        if ("", node.op_type) in self.functions or ("ai.onnx", node.op_type) in self.functions:
             return None
         ins = [self.symval(x) for x in node.input]
         if not any(ins) and node.op_type not in ("Shape", "Size"):

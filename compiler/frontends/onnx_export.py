@@ -292,6 +292,10 @@ class ExportCtx:
             for att in q.attribute:
                 for sub in _subgraphs(att):
                     _rename_free(sub, renames, set())
+        src = _needs_upgrade(node, self.opset)
+        if src is not None:
+            self._emit_upgraded(q, [v.type for v in node.inputs[:n_explicit]], node, src)
+            return
         self.nodes.append(q)
         if q.domain:
             self.domains.add(q.domain)
@@ -301,6 +305,25 @@ class ExportCtx:
             f = onnx.FunctionProto()
             f.ParseFromString(fb)
             self.functions.setdefault((f.domain, f.name), fb)
+
+    def _emit_upgraded(self, q: "onnx.NodeProto", in_types: list[Any], node: Node,
+                       src: int) -> None:
+        """Emit ``q`` converted from opset ``src`` to this export's opset; names the converter
+        invents for intermediate values are made unique."""
+        new = _upgrade_node(q, in_types, src, self.opset, _where(node))
+        keep = set(q.input) | set(q.output)
+        renamed: dict[str, str] = {}
+        for nd in new:
+            for i, nm in enumerate(nd.input):
+                if nm in renamed:
+                    nd.input[i] = renamed[nm]
+            for i, nm in enumerate(nd.output):
+                if nm and nm not in keep:
+                    renamed[nm] = self._fresh(nm, ("upgrade", id(node), nm))
+                    nd.output[i] = renamed[nm]
+            if not nd.name or nd.name == q.name:
+                nd.name = self._node_name(nd.op_type)
+            self.nodes.append(nd)
 
     def _identity(self, src: str, dst: str, node: Node | None) -> None:
         from onnx import helper
@@ -446,28 +469,52 @@ def _target_opset(g: Graph, opset: int | None) -> int:
     return int(v) if v is not None else 18
 
 
-def _check_opaque_versions(g: Graph, opset: int) -> None:
-    """An opaque default-domain node keeps its meaning only if its schema is the same at the
-    target opset as at the source opset."""
+def _needs_upgrade(n: Node, opset: int) -> int | None:
+    """The source opset of an opaque default-domain node whose schema differs at ``opset``
+    (it must be converted to keep its meaning), else None."""
     from onnx import defs
 
-    for n in g.nodes:
-        if n.op != "opaque" or n.attrs.get("proto") is None:
-            continue
-        if n.attrs["domain"] not in ("", "ai.onnx"):
-            continue
-        src = dict(n.attrs.get("opsets") or ()).get("", opset)
-        if src == opset:
-            continue
-        op_type = n.attrs["op_type"]
-        try:
-            a = defs.get_schema(op_type, src, "").since_version
-            b = defs.get_schema(op_type, opset, "").since_version
-        except Exception:
-            a, b = None, -1
-        if a != b:
-            raise ExportError(f"opaque {op_type} was written for opset {src}; its definition "
-                              f"differs at opset {opset}", where=_where(n))
+    if n.attrs.get("proto") is None or n.attrs["domain"] not in ("", "ai.onnx"):
+        return None
+    src = dict(n.attrs.get("opsets") or ()).get("", opset)
+    if src == opset:
+        return None
+    op_type = n.attrs["op_type"]
+    try:
+        a = defs.get_schema(op_type, src, "").since_version
+        b = defs.get_schema(op_type, opset, "").since_version
+    except Exception:
+        return src
+    return src if a != b else None
+
+
+def _upgrade_node(q: "onnx.NodeProto", in_types: list[Any], src: int, dst: int,
+                  where: str) -> list["onnx.NodeProto"]:
+    """``q`` (written for opset ``src``) as nodes of opset ``dst``, via onnx's version converter
+    on a one-node model. Nodes with subgraphs reading outer values cannot be converted alone."""
+    import onnx
+    from onnx import helper, version_converter
+
+    vis = []
+    for nm, t in zip([i for i in q.input if i], in_types):
+        if isinstance(t, TensorType):
+            vis.append(helper.make_tensor_value_info(
+                nm, t.dtype.to_onnx(), None if t.shape is None else
+                [d if isinstance(d, int) else str(d) for d in t.shape]))
+        else:
+            tp = onnx.TypeProto()
+            tp.ParseFromString(t.proto)
+            vis.append(helper.make_value_info(nm, tp))
+    outs = [helper.make_empty_tensor_value_info(o) for o in q.output if o]
+    m = helper.make_model(helper.make_graph([q], "upgrade", vis, outs),
+                          opset_imports=[helper.make_opsetid("", src)])
+    try:
+        conv = version_converter.convert_version(m, dst)
+    except Exception as e:
+        raise ExportError(f"opaque {q.op_type} was written for opset {src} and cannot be "
+                          f"converted to opset {dst}: {str(e).splitlines()[0][:200]}",
+                          where=where) from None
+    return list(conv.graph.node)
 
 
 def _build(g: Graph, opset: int | None, sink: DataSink | None) -> "onnx.ModelProto":
@@ -475,7 +522,6 @@ def _build(g: Graph, opset: int | None, sink: DataSink | None) -> "onnx.ModelPro
     from onnx import helper
 
     target = _target_opset(g, opset)
-    _check_opaque_versions(g, target)
     ctx = ExportCtx(g, target, sink)
     ctx.run()
     inputs = [_value_info(n.attrs["name"], n.out_types[0]) for n in g.inputs]

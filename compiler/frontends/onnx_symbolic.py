@@ -19,7 +19,8 @@ import numpy as np
 
 from ..ir.types import Dim, DType, TensorType, ValueType, dim_divide, dim_product
 
-__all__ = ["SymValue", "Elem", "from_const", "propagate", "MAX_ELEMS"]
+__all__ = ["SymValue", "Elem", "from_const", "propagate", "range_length", "tracks",
+           "MAX_ELEMS"]
 
 Elem = int | str | None
 MAX_ELEMS = 64  # longer int tensors are not shape computations
@@ -54,9 +55,10 @@ class SymValue:
             return None
         try:
             np_dt = self.dtype.to_numpy()
-        except TypeError:
+            arr = np.array(self.elems, dtype=np.int64)
+        except (TypeError, OverflowError):  # no numpy dtype, or beyond int64
             return None
-        return np.array(self.elems, dtype=np.int64).astype(np_dt).reshape(self.shape)
+        return arr.astype(np_dt).reshape(self.shape)
 
     @property
     def is_scalar_like(self) -> bool:
@@ -427,6 +429,11 @@ _RULES: dict[str, Callable[..., SymValue | None]] = {
     "Reshape": _reshape, "Neg": _neg, "Where": _where, "ConstantOfShape": _constant_of_shape,
     **{k: _binary(k) for k in _BINARY},
 }
+
+
+def tracks(op_type: str) -> bool:
+    """Whether ``propagate`` has a rule for this (default-domain) ONNX op type."""
+    return op_type in _RULES
 
 
 def range_length(ins: Sequence[SymValue | None]) -> Dim | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -184,7 +185,7 @@ def test_captured_value_from_a_computed_node_gets_its_name() -> None:
     np.testing.assert_allclose(_ort(out, {"cond": np.array(False), "x": xv})[0], [0, -2])
 
 
-def test_opset_change_with_changed_opaque_schema_is_refused() -> None:
+def test_opset_change_converts_opaque_nodes_whose_schema_changed(monkeypatch) -> None:
     # TopK changed at opset 10 (k became an input) and 11
     nodes = [helper.make_node("TopK", ["x"], ["v", "i"], k=2)]
     m = helper.make_model(helper.make_graph(
@@ -193,8 +194,23 @@ def test_opset_change_with_changed_opaque_schema_is_refused() -> None:
         opset_imports=[helper.make_opsetid("", 9)])
     m.ir_version = 4
     g = fe.load(m)
-    ex.to_model(g)  # same opset: fine
-    with pytest.raises(ExportError, match="TopK"):
+    assert any(n.op == "opaque" and n.attrs["op_type"] == "TopK" for n in g.nodes)
+    x = np.array([3.0, 1.0, 4.0, 1.5], np.float32)
+    old = ort.InferenceSession(ex.to_model(g).SerializeToString()).run(None, {"x": x})
+    new_model = ex.to_model(g, opset=18)
+    topk = [n for n in new_model.graph.node if n.op_type == "TopK"]
+    assert len(topk) == 1 and len(topk[0].input) == 2  # k is an input from opset 10
+    new = ort.InferenceSession(new_model.SerializeToString()).run(None, {"x": x})
+    for a, b in zip(old, new):
+        np.testing.assert_array_equal(a, b)
+
+    from onnx import version_converter
+
+    def refuse(*args: object, **kw: object) -> None:
+        raise RuntimeError("no adapter")
+
+    monkeypatch.setattr(version_converter, "convert_version", refuse)
+    with pytest.raises(ExportError, match="TopK.*cannot be converted to opset 18"):
         ex.to_model(g, opset=18)
 
 

@@ -1,7 +1,17 @@
-"""Uninterpreted functions (and, later, their axioms) for non-linear ops' z3 semantics."""
+"""Uninterpreted functions and their axioms, for non-linear ops' z3 semantics.
+
+Ops whose exact semantics z3 cannot (or should not) express map their elements through an
+uninterpreted function ``uf(name)``. What the verifier may assume about such a function is
+declared here, as data: each ``Axiom`` is an equation (optionally guarded) over the function,
+instantiated on the ground terms of a proof obligation, and each is itself checked on concrete
+values against the op's own numpy semantics (``check_axiom``), so a wrong axiom cannot hide.
+"""
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 _UF: dict[str, Any] = {}
 
@@ -14,3 +24,110 @@ def uf(name: str, arity: int = 1) -> Callable[..., Any]:
     if key not in _UF:
         _UF[key] = z3.Function(name, *([z3.RealSort()] * arity), z3.RealSort())
     return _UF[key]
+
+
+def ite(c: Any, a: Any, b: Any) -> Any:
+    """if-then-else over z3 terms or plain numbers."""
+    if isinstance(c, (bool, np.bool_)):
+        return a if c else b
+    import z3
+
+    return z3.If(c, a, b)
+
+
+@dataclass(frozen=True)
+class Axiom:
+    """``lhs(f, *xs) == rhs(f, *xs)`` for all reals xs (where ``guard`` holds).
+
+    ``fn`` names the uninterpreted function (and the op whose numpy semantics check it);
+    ``arity`` is how many ground terms one instance takes (1: one per application of fn).
+    """
+
+    name: str
+    fn: str
+    arity: int
+    lhs: Callable[..., Any]
+    rhs: Callable[..., Any]
+    guard: Callable[..., Any] | None = None
+    op: str = ""  # op giving fn's numeric semantics ("" = fn)
+    # sample arguments for the concrete check
+    samples: tuple[tuple[float, ...], ...] = ((-2.0,), (-0.5,), (0.0,), (0.25,), (3.0,))
+
+
+AXIOMS: list[Axiom] = [
+    Axiom("relu_def", "relu", 1, lambda f, x: f(x), lambda f, x: ite(x > 0, x, 0 * x)),
+    Axiom("exp_pos", "exp", 1, lambda f, x: ite(f(x) > 0, 1, 0), lambda f, x: 1),
+]
+
+
+def register_axiom(ax: Axiom) -> Axiom:
+    """Declare an axiom (op files call this next to the op using the function)."""
+    if any(a.name == ax.name for a in AXIOMS):
+        raise ValueError(f"axiom {ax.name!r} declared twice")
+    AXIOMS.append(ax)
+    return ax
+
+
+def axioms_for(fn: str) -> list[Axiom]:
+    return [a for a in AXIOMS if a.fn == fn]
+
+
+def numeric_fn(ax: Axiom) -> Callable[[float], float]:
+    from ..ops.registry import get_op
+
+    op = get_op(ax.op or ax.fn)
+
+    def f(x: float) -> float:
+        (y,) = op.numpy([np.asarray(x, dtype=np.float64)], _attrs_for(op.name))
+        return float(np.asarray(y))
+
+    return f
+
+
+def _attrs_for(op: str) -> Any:
+    from ..ir.node import Attrs
+
+    return Attrs({"approximate": "none"} if op == "gelu" else {})
+
+
+def check_axiom(ax: Axiom, rtol: float = 1e-9) -> str | None:
+    """None if the axiom holds on its samples under the op's numpy semantics, else why not."""
+    f = numeric_fn(ax)
+    for xs in ax.samples:
+        if ax.guard is not None and not ax.guard(f, *xs):
+            continue
+        lv, rv = float(ax.lhs(f, *xs)), float(ax.rhs(f, *xs))
+        if not np.isclose(lv, rv, rtol=rtol, atol=1e-12):
+            return f"axiom {ax.name} fails at {xs}: {lv} != {rv}"
+    return None
+
+
+def instances(terms: Sequence[Any]) -> list[Any]:
+    """Axiom instances for every application of an uninterpreted function inside ``terms``."""
+    import z3
+
+    apps: dict[str, dict[int, Any]] = {}
+    seen: set[int] = set()
+    stack = list(terms)
+    while stack:
+        t = stack.pop()
+        if not z3.is_expr(t):
+            continue
+        tid = t.get_id()
+        if tid in seen:
+            continue
+        seen.add(tid)
+        if z3.is_app(t) and t.decl().kind() == z3.Z3_OP_UNINTERPRETED and t.num_args() > 0:
+            apps.setdefault(t.decl().name(), {})[tid] = t
+        stack.extend(t.children())
+    out: list[Any] = []
+    for name, ts in sorted(apps.items()):
+        for ax in axioms_for(name):
+            f = uf(ax.fn, 1)
+            if ax.arity != 1:
+                continue  # only unary instantiation is used so far
+            for t in ts.values():
+                x = t.arg(0)
+                eq = ax.lhs(f, x) == ax.rhs(f, x)
+                out.append(z3.Implies(ax.guard(f, x), eq) if ax.guard else eq)
+    return out

@@ -1,0 +1,242 @@
+"""Matching patterns against graphs: ``Match`` (bindings), ``MatchFail`` (a reason and a culprit
+node) and ``Tracer`` (collects the reasons, for ``graphopt explain`` and reports).
+
+Matching is a backtracking search: commutative ops try both input orders, multi-root patterns
+match each root against every candidate node. Dim variables of generated rules are solved after
+the structure matched (``dims.unify``), so ``split {sizes=(c, c)}`` binds ``c`` from the graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+from ..ir.graph import Graph
+from ..ir.node import Node, Value
+from ..ir.types import Dim, TensorType
+from ..subst.dims import DimExpr, attr_has_dims, unify
+from .pattern import AttrVar, Term, Var, root_node
+
+
+@dataclass(frozen=True)
+class MatchFail:
+    """Why a rule does not apply here. Falsy, so ``if not m.check(...)`` reads naturally."""
+
+    reason: str
+    node: Node | None = None
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return f"{self.reason}" + (f" at {self.node.op} #{self.node.uid}" if self.node else "")
+
+
+@dataclass
+class Match:
+    """Bindings of one match: pattern variables -> values, attr variables -> values, dim
+    variables -> dims, pattern nodes -> graph nodes; ``roots`` are the matched lhs outputs."""
+
+    values: dict[str, Value] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    dims: dict[str, Dim] = field(default_factory=dict)
+    nodes: dict[int, Node] = field(default_factory=dict)  # PNode.uid -> Node
+    roots: list[Value] = field(default_factory=list)
+    dim_constraints: list[tuple[DimExpr, Dim]] = field(default_factory=list)
+    dtype: Any = None
+
+    def __getitem__(self, name: str) -> Value:
+        return self.values[name]
+
+    def __bool__(self) -> bool:
+        return True
+
+    def fail(self, reason: str, node: "Node | Value | None" = None) -> MatchFail:
+        if isinstance(node, Value):
+            node = node.node
+        return MatchFail(reason, node)
+
+    def copy(self) -> "Match":
+        return Match(dict(self.values), dict(self.attrs), dict(self.dims), dict(self.nodes),
+                     list(self.roots), list(self.dim_constraints), self.dtype)
+
+    @property
+    def matched_nodes(self) -> list[Node]:
+        return list(self.nodes.values())
+
+
+class Tracer:
+    """Collects why rules did not apply (rule name -> reasons with their nodes)."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self.fails: list[tuple[str, MatchFail]] = []
+        self.limit = limit
+
+    def record(self, rule: str, f: MatchFail) -> None:
+        if len(self.fails) < self.limit:
+            self.fails.append((rule, f))
+
+    def reasons(self, rule: str | None = None) -> list[str]:
+        return [f"{r}: {f}" for r, f in self.fails if rule is None or r == rule]
+
+
+def _same(a: Value, b: Value) -> bool:
+    return a.node is b.node and a.index == b.index
+
+
+def _attr_ok(pv: Any, real: Any, m: Match) -> bool:
+    if isinstance(pv, AttrVar):
+        if pv.name in m.attrs:
+            return m.attrs[pv.name] == real
+        m.attrs[pv.name] = real
+        return True
+    if attr_has_dims(pv):
+        if isinstance(pv, DimExpr):
+            m.dim_constraints.append((pv, real))
+            return True
+        if not isinstance(real, tuple) or len(real) != len(pv):
+            return False
+        return all(_attr_ok(p, r, m) for p, r in zip(pv, real))
+    return pv == real
+
+
+def _bind_var(t: Var, v: Value, m: Match) -> bool:
+    if t.name in m.values:
+        return _same(m.values[t.name], v)
+    if t.type is not None:
+        vt = v.type
+        if not isinstance(vt, TensorType) or vt.shape is None:
+            return False
+        if t.type.float_only and not vt.dtype.is_float:
+            return False
+        if m.dtype is None:
+            m.dtype = vt.dtype
+        elif m.dtype != vt.dtype:
+            return False
+        if len(vt.shape) != len(t.type.dims):
+            return False
+        for pd, rd in zip(t.type.dims, vt.shape):
+            if isinstance(pd, DimExpr):
+                m.dim_constraints.append((pd, rd))
+            elif pd != rd:
+                return False
+    if t.where is not None and not t.where(v):
+        return False
+    m.values[t.name] = v
+    return True
+
+
+def match_term(t: Term, v: Value, m: Match) -> Iterator[Match]:
+    """Every way ``t`` matches value ``v`` extending ``m`` (``m`` itself is not changed)."""
+    if isinstance(t, Var):
+        m2 = m.copy()
+        if _bind_var(t, v, m2):
+            yield m2
+        return
+    pn, idx = root_node(t)
+    assert pn is not None
+    if v.index != idx:
+        return
+    node = v.node
+    if pn.uid in m.nodes:
+        if m.nodes[pn.uid] is node:
+            yield m
+        return
+    if node.op != pn.op or len(node.inputs) != len(pn.inputs):
+        return
+    m2 = m.copy()
+    for k, pv in pn.attrs.items():
+        if k not in node.attrs or not _attr_ok(pv, node.attrs[k], m2):
+            return
+    m2.nodes[pn.uid] = node
+    from ..ops.registry import get_op
+
+    orders: list[Sequence[int]] = [range(len(pn.inputs))]
+    if get_op(node.op).commutative and len(pn.inputs) == 2:
+        orders.append((1, 0))
+    for order in orders:
+        yield from _match_inputs(pn.inputs, [node.inputs[i] for i in order], 0, m2)
+
+
+def _match_inputs(ts: Sequence[Term], vs: Sequence[Value], i: int, m: Match) -> Iterator[Match]:
+    if i == len(ts):
+        yield m
+        return
+    for m2 in match_term(ts[i], vs[i], m):
+        yield from _match_inputs(ts, vs, i + 1, m2)
+
+
+def solve_dims(m: Match) -> MatchFail | None:
+    """Solve the collected dim constraints (each variable bound once, then checked)."""
+    pending = list(m.dim_constraints)
+    while pending:
+        rest = []
+        progressed = False
+        for e, real in pending:
+            r = unify(e, real, m.dims)
+            if r is None:
+                rest.append((e, real))
+            elif r is False:
+                return m.fail(f"dims: {e} cannot be {real} (with {m.dims})")
+            else:
+                progressed = True
+        if rest and not progressed:
+            return m.fail(f"dims: cannot solve {[str(e) for e, _ in rest]}")
+        pending = rest
+    return None
+
+
+def match_roots(roots: Sequence[Term], g: Graph, anchor: Node | None = None,
+                by_op: dict[str, list[Node]] | None = None) -> Iterator[Match]:
+    """Every match of a (multi-root) pattern in ``g``; ``anchor`` pins the first root's node."""
+    if by_op is None:
+        by_op = index_by_op(g)
+    yield from _match_roots(list(roots), 0, Match(), by_op, anchor)
+
+
+def index_by_op(g: Graph) -> dict[str, list[Node]]:
+    out: dict[str, list[Node]] = {}
+    for n in g.nodes:
+        out.setdefault(n.op, []).append(n)
+    return out
+
+
+def _match_roots(roots: list[Term], i: int, m: Match, by_op: dict[str, list[Node]],
+                 anchor: Node | None) -> Iterator[Match]:
+    if i == len(roots):
+        if solve_dims(m) is None:
+            yield m
+        return
+    t = roots[i]
+    pn, idx = root_node(t)
+    if pn is None:
+        raise ValueError("a pattern root must be an op, not a bare variable")
+    cands = [anchor] if (i == 0 and anchor is not None) else by_op.get(pn.op, [])
+    for node in cands:
+        if node.op != pn.op or idx >= len(node.out_types):
+            continue
+        v = Value(node, idx)
+        if any(_same(v, r) for r in m.roots):
+            continue
+        for m2 in match_term(t, v, m):
+            m3 = m2.copy()
+            m3.roots.append(v)
+            yield from _match_roots(roots, i + 1, m3, by_op, anchor)
+
+
+def explain_no_match(roots: Sequence[Term], node: Node) -> MatchFail:
+    """A reason why the first root does not match at ``node`` (the first difference found)."""
+    pn, idx = root_node(roots[0])
+    if pn is None:
+        return MatchFail("pattern root is a variable", node)
+    if node.op != pn.op:
+        return MatchFail(f"op is {node.op}, pattern wants {pn.op}", node)
+    for k, pv in pn.attrs.items():
+        if k not in node.attrs:
+            return MatchFail(f"attr {k} missing", node)
+        if not isinstance(pv, AttrVar) and not attr_has_dims(pv) and node.attrs[k] != pv:
+            return MatchFail(f"attr {k}={node.attrs[k]!r}, pattern wants {pv!r}", node)
+    for i, (t, v) in enumerate(zip(pn.inputs, node.inputs)):
+        tn, _ = root_node(t)
+        if tn is not None and v.node.op != tn.op:
+            return MatchFail(f"input {i} is {v.node.op}, pattern wants {tn.op}", v.node)
+    return MatchFail("inputs do not fit the pattern (shared values, types or dims)", node)

@@ -1,0 +1,79 @@
+"""Search budgets: wall time and graph counts, with a clock that can be shared and split."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class Budget:
+    """How long a search may run.
+
+    seconds:     wall-clock limit (None: none)
+    max_graphs:  graphs taken off the queue and expanded (TASO's budget; None: none)
+    max_explored: candidate graphs built and costed (None: none)
+    patience:    stop after this many expansions without a better graph (None: never)
+    """
+
+    seconds: float | None = 10.0
+    max_graphs: int | None = 1000
+    max_explored: int | None = None
+    patience: int | None = None
+    clock: Callable[[], float] = field(default=time.perf_counter, repr=False)
+    started: float | None = field(default=None, repr=False)
+    expanded: int = 0
+    explored: int = 0
+
+    def __post_init__(self) -> None:
+        if self.seconds is not None and self.seconds < 0:
+            raise ValueError(f"budget seconds must be >= 0, got {self.seconds}")
+        for k in ("max_graphs", "max_explored", "patience"):
+            v = getattr(self, k)
+            if v is not None and v < 0:
+                raise ValueError(f"budget {k} must be >= 0, got {v}")
+
+    def start(self) -> "Budget":
+        if self.started is None:
+            self.started = self.clock()
+        return self
+
+    @property
+    def elapsed(self) -> float:
+        return 0.0 if self.started is None else self.clock() - self.started
+
+    @property
+    def remaining(self) -> float:
+        """Seconds left (inf without a time limit)."""
+        if self.seconds is None:
+            return float("inf")
+        return max(0.0, self.seconds - self.elapsed)
+
+    def out_of_time(self) -> bool:
+        return self.seconds is not None and self.elapsed >= self.seconds
+
+    def exhausted(self) -> str | None:
+        """Why the search must stop now ("time", "graphs", "explored"), or None."""
+        if self.out_of_time():
+            return "time"
+        if self.max_graphs is not None and self.expanded >= self.max_graphs:
+            return "graphs"
+        if self.max_explored is not None and self.explored >= self.max_explored:
+            return "explored"
+        return None
+
+    def share(self, fraction: float) -> "Budget":
+        """A child budget with ``fraction`` of what is left (time and counts), started now."""
+        f = min(max(fraction, 0.0), 1.0)
+        secs = None if self.seconds is None else self.remaining * f
+
+        def part(limit: int | None, used: int) -> int | None:
+            return None if limit is None else max(1, int(round((limit - used) * f)))
+
+        return Budget(secs, part(self.max_graphs, self.expanded),
+                      part(self.max_explored, self.explored), self.patience, self.clock).start()
+
+    def charge(self, child: "Budget") -> None:
+        """Count a child's work against this budget."""
+        self.expanded += child.expanded
+        self.explored += child.explored

@@ -1,1 +1,1 @@
-"""graphopt.codegen/triton"""
+"""Triton code generation: lowering (lower.py), kernel families (kernels/), cache, autotuning."""

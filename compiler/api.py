@@ -95,10 +95,20 @@ class OptimizedModel:
 
         return onnx_export.to_model(self.graph, opset=opset)
 
-    def torch_module(self) -> Any:
-        """The optimized graph as a torch ``nn.Module``."""
+    def torch_module(self, kernels: bool | None = None, interpret: bool = False) -> Any:
+        """The optimized graph as a torch ``nn.Module``. kernels: run fused regions as generated
+        Triton kernels (graphopt.codegen); default: for a GPU target when CUDA is available, else
+        torch ops. interpret: run the kernels in Triton's interpreter (CPU tensors; tests)."""
         from .frontends import torch_export
 
+        if kernels is None:
+            from graphopt.codegen.runtime import wants_kernels
+
+            kernels = wants_kernels(self.target)
+        if kernels or interpret:
+            from graphopt.codegen.runtime import compile_graph
+
+            return compile_graph(self.graph, self.target, interpret=interpret)
         return torch_export.to_callable(self.graph)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -119,7 +129,9 @@ def _is_torch(x: Any) -> bool:
 
 def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
              passes: Sequence[Any] | None = None, check: bool = True, inputs: Any = None,
-             progress: Progress | None = None) -> OptimizedModel:
+             progress: Progress | None = None, budget: Any = None,
+             rules: Sequence[Any] | None = None, cost: str = "analytic",
+             allow_contrib_ops: bool = False) -> OptimizedModel:
     """Optimize a model for ``target`` and check the result against the original.
 
     model: an ``nn.Module`` (with ``example_inputs``), an ``.onnx`` path, an ``onnx.ModelProto``
@@ -127,9 +139,16 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
     ("cleanup", "canonicalize", "constant_fold", "cse", "remove_noops", "dead_code") or ``Pass``
     objects. check: run the numeric check (raises ``CheckError`` on a mismatch). inputs: inputs
     for the check (dict of arrays or an ``.npz`` path); generated when None.
+    budget: seconds for the rewrite search (default 10; 0 turns it off) or a
+    ``graphopt.search.budget.Budget``. rules: extra rewrite Rules for the search (added to the
+    generated and hand-written ones). cost: "analytic" (roofline, fusion-aware) or "measured"
+    (ops profiled on this machine, cached on disk). allow_contrib_ops: on target "cpu", lower
+    attention to ONNX Runtime's com.microsoft ops where they are faster (the output then runs in
+    ONNX Runtime only); default: portable ONNX.
     """
     src = resolve_source(model, example_inputs)
-    out = run(src, target, passes, check, inputs, progress)
+    out = run(src, target, passes, check, inputs, progress, budget=budget, rules=rules,
+              cost=cost, allow_contrib_ops=allow_contrib_ops)
     return OptimizedModel(out.graph, out.report, out.source, out.original)
 
 

@@ -4,6 +4,7 @@
     graphopt inspect IN.onnx [--json]
     graphopt check A.onnx B.onnx [--inputs X.npz]
     graphopt rules ...                       (the substitution library; graphopt.subst.cli)
+    graphopt codegen MODEL [--target a100] [--dump DIR]   (Triton kernels; graphopt.codegen.cli)
 
 Exit codes: 0 ok, 1 check mismatch, 2 bad usage or bad input, 3 internal error. Errors are one
 line naming the file and node; ``--verbose`` adds the traceback.
@@ -119,7 +120,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     progress = ProgressPrinter(sys.stderr, args.verbose)
     try:
         om = optimize(args.input, target=target, passes=args.passes, check=not args.no_check,
-                      inputs=args.inputs, progress=progress)
+                      inputs=args.inputs, progress=progress, budget=args.budget,
+                      cost=args.cost, allow_contrib_ops=args.allow_contrib_ops)
         progress("write", None)
         t0 = time.perf_counter()
         om.save(args.output)
@@ -132,6 +134,10 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     if args.verbose:
         print(format_report(om.report))
     else:
+        if om.report.get("search"):
+            from .search.stage import format_search
+
+            print(format_search(om.report["search"]))
         chk = om.report.get("check")
         if chk:
             print(f"check: {'ok' if chk['ok'] else 'MISMATCH'} (max abs {chk['max_abs']}, "
@@ -302,6 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--passes", nargs="+", default=None, metavar="PASS",
                    help="passes to run instead of the default pipeline")
     o.add_argument("--no-check", action="store_true", help="skip the numeric check")
+    o.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="time for the rewrite search (default 10; 0: no search)")
+    o.add_argument("--cost", choices=("analytic", "measured"), default="analytic",
+                   help="cost model: roofline estimate, or ops profiled on this machine")
+    o.add_argument("--allow-contrib-ops", action="store_true",
+                   help="cpu: lower attention to ONNX Runtime's com.microsoft ops where faster "
+                        "(the output then runs in ONNX Runtime only)")
     o.add_argument("-v", "--verbose", action="store_true", help="more output; tracebacks")
     o.set_defaults(func=cmd_optimize)
 
@@ -319,8 +332,28 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     c.set_defaults(func=cmd_check)
 
+    e = sub.add_parser("explain", help="list attention blocks and matmul groups, fused or "
+                       "not, with the reason for each one not fused")
+    e.add_argument("input", help=".onnx file")
+    e.add_argument("--target", choices=TARGETS, default="cpu", help="device (default: cpu)")
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    e.set_defaults(func=cmd_explain)
+
     _add_rules(sub)
+    from graphopt.codegen.cli import add_parser as add_codegen
+
+    add_codegen(sub)
     return p
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explanation import explain_model
+
+    _check_input_file(args.input)
+    ex = explain_model(args.input, target=args.target)
+    print(json.dumps(ex.to_dict(), indent=2) if args.json else ex.text())
+    return EXIT_OK
 
 
 def _add_rules(sub: Any) -> None:

@@ -1,5 +1,5 @@
-"""The named steps of ``optimize()``: load -> verify -> simplify -> (search, target passes: later)
--> check -> report. Each step is timed and announced to an optional progress callback."""
+"""The named steps of ``optimize()``: load -> verify -> simplify -> fuse -> search -> check ->
+report. Each step is timed and announced to an optional progress callback."""
 from __future__ import annotations
 
 import os
@@ -21,7 +21,9 @@ T = TypeVar("T")
 
 def check_target(target: str) -> str:
     t = str(target).lower()
-    if t not in TARGETS:
+    from .cost.devices import device_names
+
+    if t not in TARGETS and t not in device_names():  # user-registered device profiles too
         raise GraphOptError(f"unknown target {target!r}; valid targets: {', '.join(TARGETS)}",
                             where="target")
     return t
@@ -93,11 +95,26 @@ def pass_by_name(name: str) -> list[Pass]:
         "remove_noops": lambda: [cleanup.RemoveNoOps()],
         "dead_code": lambda: [cleanup.DeadCode()],
         "default": default_passes,
+        "attention_flash": _attention_flash,
+        "matmul_fusion": _matmul_fusion,
     }
     if name not in table:
         raise GraphOptError(f"unknown pass {name!r}; known: {', '.join(sorted(table))}",
                             where="passes")
     return table[name]()
+
+
+def _attention_flash() -> list[Pass]:
+    from graphopt.passes.attention_flash import AttentionFlash
+    from graphopt.passes.cleanup import cleanup_passes
+
+    return [AttentionFlash(), *cleanup_passes()]
+
+
+def _matmul_fusion() -> list[Pass]:
+    from graphopt.passes.matmul_fusion import MatmulFusion
+
+    return [MatmulFusion()]
 
 
 def resolve_passes(passes: Sequence[Any] | None) -> list[Pass]:
@@ -152,9 +169,37 @@ def check_against(src: Source, original: Graph, g: Graph, inputs: Any) -> Any:
     return check.check_graphs(original, g, inputs)
 
 
+def fuse_passes(target: str, allow_contrib_ops: bool) -> list[Pass]:
+    """The target's fusion passes (attention, norms, GELU, matmul merges), then cleanup."""
+    from graphopt.passes.cleanup import cleanup_passes
+    from graphopt.passes.fusions import fusion_passes
+
+    return [*fusion_passes(target, allow_contrib_ops), *cleanup_passes()]
+
+
+# ops whose single-node ONNX form needs a newer default opset than most sources use
+_FUSED_OPSETS = {"attention": 23, "rms_norm": 23, "gelu": 20}
+
+
+def raise_opset_for_fused_ops(g: Graph) -> Graph:
+    """Export fused ops as one ONNX node each: the graph's default opset is raised to what they
+    need (below it the exporter would write them back as compositions)."""
+    from dataclasses import replace
+
+    need = max((_FUSED_OPSETS.get(n.op, 0) for n in g.nodes), default=0)
+    have = g.meta.opset("") or 0
+    if need <= have:
+        return g
+    opsets = tuple((d, need if d == "" else v) for d, v in g.meta.opsets)
+    if not any(d == "" for d, _ in opsets):
+        opsets = (("", need), *opsets)
+    return Graph(g.inputs, g.outputs, g.output_names, g.name, replace(g.meta, opsets=opsets))
+
+
 def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
-        check: bool = True, inputs: Any = None, progress: Progress | None = None
-        ) -> PipelineOutput:
+        check: bool = True, inputs: Any = None, progress: Progress | None = None,
+        budget: Any = None, rules: Sequence[Any] | None = None, cost: str = "analytic",
+        allow_contrib_ops: bool = False) -> PipelineOutput:
     from .ir.verify import verify
     from .report import build_report
 
@@ -167,9 +212,41 @@ def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
                     if progress else None)
     simplified = steps.run("simplify", lambda: pipe.run_traced(original))
     g = simplified.graph
-    # search (cost-model rewrites) and target passes come here in later issues
-    chk = steps.run("check", lambda: check_against(src, original, g, inputs)) if check else None
+    records = list(simplified.records)
+    if passes is None:  # an explicit pass list replaces the default simplify + fuse
+        fuse = Pipeline(fuse_passes(target, allow_contrib_ops), name="fuse")
+        fused = steps.run("fuse", lambda: fuse.run_traced(g))
+        g = raise_opset_for_fused_ops(fused.graph)
+        records += fused.records
+    # search: cost-ordered rewriting with the rule library (budget 0 turns it off)
+    search_rep = None
+    if budget is None or budget:
+        from .search.stage import search_step
+
+        g, search_rep = steps.run("search", lambda: search_step(
+            g, target, budget=budget, extra_rules=rules or (),
+            cost=cost, progress=(lambda msg: progress(f"search: {msg}", None))
+            if progress else None))
+    chk = steps.run("check", lambda: _checked(src, original, g, inputs, search_rep)) \
+        if check else None
     report = build_report(source=src.label, target=target, before=original, after=g,
-                          passes=[r.to_dict() for r in simplified.records], steps=steps.times,
+                          passes=[r.to_dict() for r in records], steps=steps.times,
                           check=chk.to_dict() if chk is not None else None)
+    report["search"] = search_rep
     return PipelineOutput(g, original, report, src)
+
+
+def _checked(src: Source, original: Graph, g: Graph, inputs: Any,
+             search_rep: dict[str, Any] | None) -> Any:
+    """The numeric check; a mismatch after rewrites names the rules the search applied."""
+    from .errors import CheckError
+
+    try:
+        return check_against(src, original, g, inputs)
+    except CheckError as e:
+        applied = (search_rep or {}).get("rules_applied") or {}
+        if not applied:
+            raise
+        rules = ", ".join(f"{k} x{v}" for k, v in applied.items())
+        raise CheckError(f"{e.message} (the search applied: {rules})", where=e.where,
+                         context=e.context) from e

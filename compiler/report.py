@@ -152,6 +152,10 @@ def format_report(report: Mapping[str, Any]) -> str:
     out = [comparison_table(b["ops"], a["ops"], extra)]
     if report.get("rewrites"):
         out.append("rewrites: " + ", ".join(f"{k}={v}" for k, v in report["rewrites"].items()))
+    if report.get("search"):
+        from .search.stage import format_search
+
+        out.append(format_search(report["search"]))
     if report.get("opaque"):
         counts: dict[str, int] = {}
         for o in report["opaque"]:

@@ -58,7 +58,7 @@ def test_optimize_onnx_path(onnx_path: Path) -> None:
     assert r["check"]["ok"] and r["check"]["inputs"]["x"].startswith("f32[")
     assert r["before"]["params"] == 16 and r["before"]["param_bytes"] == 64
     assert r["after"]["params"] == 12
-    assert set(r["steps"]) == {"load", "verify", "simplify", "check"}
+    assert set(r["steps"]) == {"load", "verify", "simplify", "fuse", "search", "check"}
     assert all(p["seconds"] >= 0 for p in r["passes"])
     json.dumps(r)  # JSON-able
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)

@@ -60,7 +60,7 @@ def test_resolve_passes() -> None:
     mine = Canonicalize(div_to_mul=False)
     assert pipeline.resolve_passes(["cse", mine]) [1] is mine
     assert pipeline.resolve_passes([]) == []
-    with pytest.raises(GraphOptError, match="unknown pass 'x'; known: canonicalize, cleanup"):
+    with pytest.raises(GraphOptError, match="unknown pass 'x'; known: attention_flash, canonicalize, cleanup"):
         pipeline.resolve_passes(["x"])
 
 
@@ -79,8 +79,9 @@ def test_run_on_a_graph_reports_steps_in_order() -> None:
     out = pipeline.run(pipeline.resolve_source(parse(SRC)), "cpu",
                        progress=lambda n, t: events.append(n if t is None else f"/{n}"))
     tops = [e for e in events if ": " not in e]
-    assert tops == ["load", "/load", "verify", "/verify", "simplify", "/simplify", "check",
-                    "/check"]
+    assert tops == ["load", "/load", "verify", "/verify", "simplify", "/simplify", "fuse", "/fuse",
+                    "search",
+                    "/search", "check", "/check"]
     assert any(e.startswith("simplify: canonicalize (round 1)") for e in events)
     assert out.graph.op_counts() == {"mul": 1}
     assert out.original.op_counts() == {"div": 1, "identity": 1}
@@ -112,3 +113,29 @@ def test_lift_dispatches_on_the_source_kind(tmp_path: Path) -> None:
     onnx.save(m, str(p))
     lifted = pipeline.lift(pipeline.resolve_source(str(p)))
     assert isinstance(lifted, Graph) and lifted.op_counts() == {"relu": 1}
+
+
+def test_fused_ops_raise_the_export_opset() -> None:
+    from graphopt.ir.graph import GraphMeta
+    from graphopt.ir.node import input_node, op
+    from graphopt.ir.types import DType, TensorType
+
+    x = input_node("x", TensorType((2, 3), DType.f32))
+    meta = GraphMeta(opsets=(("", 17), ("com.microsoft", 1)))
+    plain = Graph([x], [op("relu", x.out)], meta=meta)
+    assert pipeline.raise_opset_for_fused_ops(plain) is plain
+    fused = Graph([x], [op("gelu", x.out, approximate="none")], meta=meta)
+    up = pipeline.raise_opset_for_fused_ops(fused)
+    assert up.meta.opsets == (("", 20), ("com.microsoft", 1))
+    assert up.outputs == fused.outputs
+
+
+def test_default_pipeline_runs_the_fuse_step() -> None:
+    from graphopt.ir.node import input_node, op
+    from graphopt.ir.types import DType, TensorType
+
+    x = input_node("x", TensorType((2, 3), DType.f32))
+    g = Graph([x], [op("relu", x.out)])
+    out = pipeline.run(pipeline.resolve_source(g), budget=0)
+    assert "fuse" in out.report["steps"]
+    assert any(p["name"] == "attention_flash" for p in out.report["passes"])

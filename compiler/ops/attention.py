@@ -319,7 +319,11 @@ class Attention(OpDef):
         return [build(ctx, "reshape", [yt], shape=(b, s, dim_product([h, dv])))]
 
     def to_onnx(self, ctx: Any, node: Any) -> None:
-        if ctx.opset >= 23:
+        # ONNX Runtime's Attention zeroes a query row whose additive mask is very negative at every
+        # key, where softmax(QK^T*s + mask) averages the values: an additive (float) mask is only
+        # exact as the composition. Bool masks and no mask agree with the op's semantics.
+        additive = len(node.inputs) == 4 and node.inputs[3].type.dtype != DType.bool
+        if ctx.opset >= 23 and not additive:
             extra: dict[str, Any] = {}
             if node.attrs["causal"]:
                 extra["is_causal"] = 1
@@ -491,8 +495,15 @@ def _mask_full_st(ctx: Any, node: Any) -> str:
     m_t = ms[-1] if len(ms) >= 1 else 1
     if m_s == S and m_t == T:
         return ctx.name(mask)
-    if not (isinstance(S, int) and isinstance(T, int)):
-        raise ExportError("attention mask broadcast over a symbolic query/key length",
-                          where=str(node.origin or "attention"))
     lead = [1] * max(len(ms) - 2, 0)
-    return ctx.emit("Expand", [ctx.name(mask), i64_const(ctx, lead + [S, T])], 1)[0]
+    if isinstance(S, int) and isinstance(T, int):
+        return ctx.emit("Expand", [ctx.name(mask), i64_const(ctx, lead + [S, T])], 1)[0]
+    # symbolic lengths: read S from q and T from k at run time (this path is opset >= 23)
+    pieces = []
+    for x, d in ((node.inputs[0], S), (node.inputs[1], T)):
+        pieces.append(i64_const(ctx, [d]) if isinstance(d, int) else
+                      ctx.emit("Shape", [ctx.name(x)], 1, start=2, end=3)[0])
+    if lead:
+        pieces.insert(0, i64_const(ctx, lead))
+    target = ctx.emit("Concat", pieces, 1, axis=0)[0]
+    return ctx.emit("Expand", [ctx.name(mask), target], 1)[0]

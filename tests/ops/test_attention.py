@@ -236,3 +236,33 @@ def test_symbolic_causal_row_ignores_future_keys() -> None:
     solver.add(exp(q[0, 0, 0, 0] * k[0, 0, 0, 0]) > 0)
     solver.add(y[0, 0, 0, 0] != e0 / e0 * vv[0, 0, 0, 0])
     assert solver.check() == z3.unsat
+
+
+def test_additive_mask_exports_as_composition_even_at_opset_23() -> None:
+    """ONNX Runtime's Attention zeroes rows whose additive mask is very negative everywhere;
+    softmax(QK^T*s + mask) averages them. Additive masks must export as the composition."""
+    import onnxruntime as ort
+
+    from graphopt.frontends import onnx_export
+    from graphopt.ir.graph import Graph
+    from graphopt.ir.interp import run
+    from graphopt.ir.node import constant, input_node, op
+    from graphopt.ir.types import DType, TensorType
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 2, 3, 4)).astype(np.float32)
+    t = TensorType((1, 2, 3, 4), DType.f32)
+    q, k, v = (input_node(n, t) for n in "qkv")
+    lo = np.finfo(np.float32).min
+    masks = {"additive": np.where(np.eye(3, dtype=bool)[None, None] & False, 0, lo).astype(
+        np.float32), "bool": np.tri(3, dtype=bool)[None, None]}
+    masks["additive"][..., 1:, :] = 0.0  # row 0 fully masked, rows 1-2 open
+    for kind, m in masks.items():
+        g = Graph([q, k, v], [op("attention", q.out, k.out, v.out, constant(m), scale=None,
+                                 causal=False)])
+        model = onnx_export.to_model(g, opset=23)
+        types = {n.op_type for n in model.graph.node}
+        assert ("Attention" in types) == (kind == "bool"), (kind, types)
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"q": x, "k": 2 * x, "v": 3 * x})[0]
+        np.testing.assert_allclose(got, run(g, x, 2 * x, 3 * x)[0], rtol=1e-5, atol=1e-5)

@@ -1,0 +1,33 @@
+"""The transformer fusion passes for a target, in the order they run (after the simplifying
+passes of ``pipeline.default_passes``; run those again afterwards).
+
+    fusion_passes("cpu", allow_contrib_ops=False)
+
+* attention_flash, rms_norm_fusion, gelu_fusion: target independent (fused ops every backend has);
+* matmul_fusion: the cost model of ``target`` decides each merge;
+* ort_contrib_attention (mode auto): only with ``allow_contrib_ops`` and target ``cpu`` (the
+  output then runs in ONNX Runtime only: com.microsoft MultiHeadAttention / GroupQueryAttention
+  where those are faster on this CPU, see passes/ort_attention.py).
+
+Export opset: the fused graph needs opset >= 23 for ``attention`` as one ONNX Attention node
+(>= 20 for Gelu; below that both export as compositions), plus com.microsoft 1 when contrib ops
+were allowed.
+"""
+from __future__ import annotations
+
+from graphopt.rewrite.passes import Pass
+
+FUSED_OPSET = 23  # ONNX Attention (and RMSNormalization); Gelu needs 20
+
+
+def fusion_passes(target: str, allow_contrib_ops: bool = False) -> list[Pass]:
+    from .attention_flash import AttentionFlash
+    from .gelu_fusion import GeluFusion
+    from .matmul_fusion import MatmulFusion
+    from .norm_fusion import RmsNormFusion
+    from .ort_attention import OrtContribAttention
+
+    passes: list[Pass] = [AttentionFlash(), RmsNormFusion(), GeluFusion(), MatmulFusion(target)]
+    if allow_contrib_ops and target == "cpu":
+        passes.append(OrtContribAttention("auto"))
+    return passes

@@ -1,0 +1,37 @@
+"""fusion_passes: the pass list per target and contrib-op permission, and the whole list on a
+long-sequence attention block (lowered to a contrib op only when allowed)."""
+from __future__ import annotations
+
+import pytest
+
+from graphopt.ir.text import parse
+from graphopt.passes.fusions import fusion_passes
+from graphopt.rewrite.passes import Pipeline
+
+
+@pytest.mark.parametrize("target, contrib, names", [
+    ("cpu", False, ["attention_flash", "rms_norm_fusion", "gelu_fusion", "matmul_fusion"]),
+    ("cpu", True, ["attention_flash", "rms_norm_fusion", "gelu_fusion", "matmul_fusion",
+                   "ort_contrib_attention"]),
+    ("h100", True, ["attention_flash", "rms_norm_fusion", "gelu_fusion", "matmul_fusion"]),
+])
+def test_pass_list(target: str, contrib: bool, names: list[str]) -> None:
+    ps = fusion_passes(target, contrib)
+    assert [p.name for p in ps] == names
+    assert ps[3].device == target
+
+
+def test_long_unmasked_causal_block_goes_to_gqa_only_when_allowed() -> None:
+    from graphopt.check import check_graphs
+
+    g = parse("""
+graph t(%q: f32[1,2,1024,8], %k: f32[1,2,1024,8], %v: f32[1,2,1024,8]) {
+  %y: f32[1,2,1024,8] = attention(%q, %k, %v) {causal=true, scale=none}
+  return %y as "y"
+}""")
+    plain = Pipeline(fusion_passes("cpu", False)).run(g).graph
+    assert plain.op_counts() == {"attention": 1}
+    lowered = Pipeline(fusion_passes("cpu", True)).run(g)
+    assert lowered.stats["contrib_gqa"] == 1
+    assert "attention" not in lowered.graph.op_counts()
+    check_graphs(g, lowered.graph)

@@ -566,7 +566,7 @@ def _build(g: Graph, opset: int | None, sink: DataSink | None) -> "onnx.ModelPro
     return m
 
 
-def _check(m: "onnx.ModelProto | str", full: bool) -> None:
+def _check(m: "onnx.ModelProto | str | bytes", full: bool) -> None:
     import onnx
 
     try:
@@ -637,13 +637,14 @@ def save(g: Graph, path: str | Path, opset: int | None = None, *,
             m = _build(g, opset, sink)
         else:
             m = _build(g, opset, None)
-        if check and external:
-            _check_external(m, sink, full_check)
-        elif check:
-            _check(m, full_check)
         if m.ByteSize() > _PROTO_LIMIT:
             raise ExportError(f"model proto of {m.ByteSize()} bytes exceeds 2 GiB; lower "
                               f"external_threshold", where=str(p))
-        mf.write(m.SerializeToString())
+        data = m.SerializeToString()  # once: the checker reads the same bytes that are written
+        if check and external:
+            _check_external(m, sink, full_check)
+        elif check:
+            _check(data, full_check)
+        mf.write(data)
     return p
 

@@ -344,13 +344,15 @@ def describe_inputs(feeds: Mapping[str, np.ndarray]) -> dict[str, str]:
 # ---- running ------------------------------------------------------------------------------------
 
 def run_onnx(model: Any, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Run an ONNX model (path or ModelProto) in ONNX Runtime (CPU, no graph optimizations)."""
+    """Run an ONNX model (path, serialized bytes or ModelProto) in ONNX Runtime (CPU, no graph
+    optimizations)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
-    src = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
+    src = os.fspath(model) if isinstance(model, (str, os.PathLike)) else (
+        model if isinstance(model, bytes) else model.SerializeToString())
     sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
     want = {i.name for i in sess.get_inputs()}
     return [np.asarray(x) for x in sess.run(None, {k: v for k, v in feeds.items() if k in want})]
@@ -387,7 +389,7 @@ def run_onnx_graph(g: Graph, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray
 
     total = sum(n.const.nbytes for n in g.nodes if n.op == "constant")
     if total < _LARGE_EXPORT_BYTES:
-        return run_onnx(onnx_export.to_model(g), feeds)
+        return run_onnx(onnx_export.to_bytes(g), feeds)
     with tempfile.TemporaryDirectory(prefix="graphopt-check-") as d:
         path = os.path.join(d, "model.onnx")
         onnx_export.save(g, path)

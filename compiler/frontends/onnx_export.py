@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -621,6 +622,37 @@ def to_model(g: Graph, opset: int | None = None, *, check: bool = True,
     return m
 
 
+# One-slot memo of the last inline export: the numeric check runs these bytes in ONNX Runtime and
+# save() then writes the very same bytes (no second build, serialization and checker pass). Held
+# weakly on the graph: it goes when the graph goes, when another graph is exported, or on save.
+_last_export: "tuple[weakref.ref[Graph], int | None, bytes] | None" = None
+
+
+def to_bytes(g: Graph, opset: int | None = None) -> bytes:
+    """The graph as serialized ONNX (weights inline), checked by onnx.checker; remembered for the
+    next ``save`` of the same graph."""
+    global _last_export
+    hit = _last_export
+    if hit is not None and hit[0]() is g and hit[1] == opset:
+        return hit[2]
+    _last_export = None
+    m = to_model(g, opset, check=False)
+    data = m.SerializeToString()
+    del m
+    _check(data, False)
+    _last_export = (weakref.ref(g), opset, data)
+    return data
+
+
+def _take_export(g: Graph, opset: int | None) -> bytes | None:
+    global _last_export
+    hit = _last_export
+    if hit is not None and hit[0]() is g and hit[1] == opset:
+        _last_export = None
+        return hit[2]
+    return None
+
+
 def save(g: Graph, path: str | Path, opset: int | None = None, *,
          external_threshold: int = EXTERNAL_THRESHOLD, check: bool = True,
          full_check: bool = False) -> Path:
@@ -628,6 +660,11 @@ def save(g: Graph, path: str | Path, opset: int | None = None, *,
     total go to ``<file name>.data`` beside it. Returns the path."""
     p = Path(path)
     external = _const_bytes(g) > external_threshold
+    checked = None if external or full_check else _take_export(g, opset)
+    if checked is not None:  # exactly the bytes the numeric check ran, already checked
+        with AtomicFiles() as af:
+            af.open(p).write(checked)
+        return p
     with AtomicFiles() as af:
         mf = af.open(p)
         if external:

@@ -306,3 +306,18 @@ def test_value_not_a_graph_value_is_reported() -> None:
     ctx = ex.ExportCtx(g, 18, None)
     v = Value(g.nodes[-1], 0)
     assert ctx.name(v) == "y" and ctx.out_names(g.nodes[-1]) == ["y"]
+
+
+def test_save_writes_the_bytes_the_check_ran(tmp_path: Path) -> None:
+    x = input_node("x", TensorType((2, 3), DType.f32))
+    g = Graph([x], [op("relu", x.out)], ["y"])
+    checked = ex.to_bytes(g)
+    assert ex.to_bytes(g) is checked  # remembered
+    p = ex.save(g, tmp_path / "a.onnx")
+    assert p.read_bytes() == checked
+    # taken by save: the next save builds afresh (same content), another opset never reuses
+    ex.save(g, tmp_path / "b.onnx")
+    assert (tmp_path / "b.onnx").read_bytes() == checked
+    ex.to_bytes(g)
+    ex.save(g, tmp_path / "c.onnx", opset=13)
+    assert onnx.load(str(tmp_path / "c.onnx")).opset_import[0].version == 13

@@ -9,6 +9,7 @@ from graphopt.rewrite.match import MatchFail
 from graphopt.rewrite.pattern import op
 from graphopt.rewrite.rule import from_subst, reversible, rule
 from graphopt.subst.rulefile import loads
+from tests.subst.samples import RELU_TWICE
 
 G = parse("""graph main(%a: f32[4,6], %b: f32[4,6]) {
   %0: f32[4,6] = relu(%a)
@@ -40,25 +41,10 @@ def test_handwritten_rule_with_check() -> None:
     assert isinstance(f, MatchFail) and "input not allowed" in str(f)
 
 
-RULE = """
-rule t-relu
-lhs:
-graph lhs(%x: f32[5,7]) {
-  %0: f32[5,7] = relu(%x)
-  %1: f32[5,7] = relu(%0)
-  return %1 as "o0"
-}
-rhs:
-graph rhs(%x: f32[5,7]) {
-  %0: f32[5,7] = relu(%x)
-  return %0 as "o0"
-}
-end
-"""
 
 
 def test_generated_rule_binds_dims() -> None:
-    (sr,) = loads(RULE)
+    (sr,) = loads(RELU_TWICE)
     r = from_subst(sr)
     (m,) = matches(G, r)
     assert m.dims == {"a": 4, "b": 6}

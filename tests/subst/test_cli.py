@@ -5,21 +5,8 @@ from pathlib import Path
 
 from graphopt.subst.cli import main
 from tests.subst.planted import rule_text
+from tests.subst.samples import RELU_TWICE
 
-GOOD = """rule t-relu
-lhs:
-graph lhs(%x: f32[5,7]) {
-  %0: f32[5,7] = relu(%x)
-  %1: f32[5,7] = relu(%0)
-  return %1 as "o0"
-}
-rhs:
-graph rhs(%x: f32[5,7]) {
-  %0: f32[5,7] = relu(%x)
-  return %0 as "o0"
-}
-end
-"""
 
 
 def _dir(tmp: Path, *texts: str) -> Path:
@@ -30,7 +17,7 @@ def _dir(tmp: Path, *texts: str) -> Path:
 
 
 def test_list_show_verify(tmp_path: Path, capsys) -> None:
-    d = _dir(tmp_path, GOOD)
+    d = _dir(tmp_path, RELU_TWICE)
     assert main(["rules", "list", str(d), "--json"]) == 0
     items = json.loads(capsys.readouterr().out)
     assert isinstance(items, list) and items[0]["name"] == "t-relu" and items[0]["lhs_ops"] == 2
@@ -41,7 +28,7 @@ def test_list_show_verify(tmp_path: Path, capsys) -> None:
 
 
 def test_verify_fails_on_wrong_rule(tmp_path: Path, capsys) -> None:
-    d = _dir(tmp_path, GOOD, rule_text("relu_through_add"))
+    d = _dir(tmp_path, RELU_TWICE, rule_text("relu_through_add"))
     assert main(["rules", "verify", str(d)]) == 1
     assert "NOT PROVEN planted-relu_through_add" in capsys.readouterr().out
 

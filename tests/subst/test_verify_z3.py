@@ -8,8 +8,9 @@ from graphopt.subst.verify import verify_rule
 from graphopt.subst.verify_z3 import prove
 
 from tests.subst.planted import PLANTED, rule_text
+from tests.subst.samples import MERGE_MATMULS, RELU_TWICE
 
-TRUE_RULES = """
+TRUE_RULES = RELU_TWICE + MERGE_MATMULS + """
 rule true-matmul-assoc
 lhs:
 graph lhs(%x: f32[5,7], %y: f32[7,11], %z: f32[11,13]) {
@@ -22,34 +23,6 @@ graph rhs(%x: f32[5,7], %y: f32[7,11], %z: f32[11,13]) {
   %0: f32[7,13] = matmul(%y, %z)
   %1: f32[5,13] = matmul(%x, %0)
   return %1 as "o0"
-}
-end
-rule true-relu-idempotent
-lhs:
-graph lhs(%x: f32[5,7]) {
-  %0: f32[5,7] = relu(%x)
-  %1: f32[5,7] = relu(%0)
-  return %1 as "o0"
-}
-rhs:
-graph rhs(%x: f32[5,7]) {
-  %0: f32[5,7] = relu(%x)
-  return %0 as "o0"
-}
-end
-rule true-merge-matmuls
-lhs:
-graph lhs(%x: f32[5,7], %y: f32[7,11], %z: f32[7,11]) {
-  %0: f32[5,11] = matmul(%x, %y)
-  %1: f32[5,11] = matmul(%x, %z)
-  return %0 as "o0", %1 as "o1"
-}
-rhs:
-graph rhs(%x: f32[5,7], %y: f32[7,11], %z: f32[7,11]) {
-  %0: f32[7,22] = concat(%y, %z) {axis=1}
-  %1: f32[5,22] = matmul(%x, %0)
-  %2: f32[5,11], %3: f32[5,11] = split(%1) {axis=1, sizes=(11, 11)}
-  return %2 as "o0", %3 as "o1"
 }
 end
 rule true-softmax-transpose

@@ -57,6 +57,9 @@ class ExportCtx:
         self._node_names: set[str] = set()
         self._current: Node | None = None
         self._sym_dims: dict[str, str] = {}
+        # values an op lowering derives once per export and shares between nodes (e.g. the one
+        # rewritten attention mask all layers read); keys are chosen by the op (see ops/attention.py)
+        self.memo: dict[Any, Any] = {}
         self._plan_names()
 
     # ---- names ------------------------------------------------------------------------------

@@ -319,11 +319,14 @@ class Attention(OpDef):
         return [build(ctx, "reshape", [yt], shape=(b, s, dim_product([h, dv])))]
 
     def to_onnx(self, ctx: Any, node: Any) -> None:
-        # ONNX Runtime's Attention zeroes a query row whose additive mask is very negative at every
-        # key, where softmax(QK^T*s + mask) averages the values: an additive (float) mask is only
-        # exact as the composition. Bool masks and no mask agree with the op's semantics.
-        additive = len(node.inputs) == 4 and node.inputs[3].type.dtype != DType.bool
-        if ctx.opset >= 23 and not additive:
+        mask_t = node.inputs[3].type if len(node.inputs) == 4 else None
+        # ONNX Runtime's Attention zeroes a query row whose additive mask is the dtype's lowest
+        # value (or -inf) at every key, where softmax(QK^T*s + mask) averages the values. For f32
+        # masks the lowest value is moved one ulp up first (_mask_off_lowest): bit-identical to the
+        # composition in ONNX Runtime. f16/bf16 additive masks keep the composition (their fully
+        # masked rows depend on how lowest + score rounds, which the fused kernel does not repeat).
+        fused_ok = mask_t is None or mask_t.dtype in (DType.bool, DType.f32)
+        if ctx.opset >= 23 and fused_ok:
             extra: dict[str, Any] = {}
             if node.attrs["causal"]:
                 extra["is_causal"] = 1
@@ -331,7 +334,7 @@ class Attention(OpDef):
                 extra["scale"] = float(node.attrs["scale"])
             names = [ctx.name(v) for v in node.inputs]
             if len(node.inputs) == 4:
-                names[3] = _mask_full_st(ctx, node)
+                names[3] = _mask_full_st(ctx, node, _mask_off_lowest(ctx, node.inputs[3]))
             ctx.emit("Attention", names, ctx.out_names(node), **extra)
             return
         _attention_composition(ctx, node)
@@ -485,25 +488,51 @@ def _causal_keep(ctx: Any, q: str, k: str) -> str:
     return ctx.emit("Not", [gt], 1)[0]
 
 
-def _mask_full_st(ctx: Any, node: Any) -> str:
+def _mask_off_lowest(ctx: Any, mask: Any) -> str:
+    """ONNX name of ``mask`` with its dtype's lowest value replaced by the next float up (bool
+    masks unchanged). Adding either to a score rounds to the same huge negative number, so
+    softmax is unchanged, but ONNX Runtime's Attention no longer treats a row of them as 'all
+    masked' (which it answers with zeros). One Where per mask per export, shared by all blocks."""
+    name = ctx.name(mask)
+    if mask.type.dtype == DType.bool:
+        return name
+    key = ("attention.mask_off_lowest", name)
+    hit = ctx.memo.get(key)
+    if hit is None:
+        np_dt = np.float32
+        lo = np.array(np.finfo(np_dt).min, np_dt)
+        up = np.nextafter(lo, np_dt(0)).astype(np_dt)
+        eq = ctx.emit("Equal", [name, ctx.const(lo)], 1)[0]
+        hit = ctx.memo[key] = ctx.emit("Where", [eq, ctx.const(up), name], 1)[0]
+    return hit
+
+
+def _mask_full_st(ctx: Any, node: Any, mask_name: str) -> str:
     """ONNX Runtime's Attention wants the mask's last two dims to be exactly [S, T] (it does not
-    broadcast them): expand a mask that broadcasts over queries or keys."""
+    broadcast them): expand a mask that broadcasts over queries or keys (once per export)."""
     mask = node.inputs[3]
     ms = mask.type.shape
     S, T = node.inputs[0].type.shape[2], node.inputs[1].type.shape[2]
     m_s = ms[-2] if len(ms) >= 2 else 1
     m_t = ms[-1] if len(ms) >= 1 else 1
     if m_s == S and m_t == T:
-        return ctx.name(mask)
+        return mask_name
+    key = ("attention.mask_full_st", mask_name, S, T)
+    hit = ctx.memo.get(key)
+    if hit is not None:
+        return hit
     lead = [1] * max(len(ms) - 2, 0)
     if isinstance(S, int) and isinstance(T, int):
-        return ctx.emit("Expand", [ctx.name(mask), i64_const(ctx, lead + [S, T])], 1)[0]
-    # symbolic lengths: read S from q and T from k at run time (this path is opset >= 23)
-    pieces = []
-    for x, d in ((node.inputs[0], S), (node.inputs[1], T)):
-        pieces.append(i64_const(ctx, [d]) if isinstance(d, int) else
-                      ctx.emit("Shape", [ctx.name(x)], 1, start=2, end=3)[0])
-    if lead:
-        pieces.insert(0, i64_const(ctx, lead))
-    target = ctx.emit("Concat", pieces, 1, axis=0)[0]
-    return ctx.emit("Expand", [ctx.name(mask), target], 1)[0]
+        out = ctx.emit("Expand", [mask_name, i64_const(ctx, lead + [S, T])], 1)[0]
+    else:
+        # symbolic lengths: read S from q and T from k at run time (this path is opset >= 23)
+        pieces = []
+        for x, d in ((node.inputs[0], S), (node.inputs[1], T)):
+            pieces.append(i64_const(ctx, [d]) if isinstance(d, int) else
+                          ctx.emit("Shape", [ctx.name(x)], 1, start=2, end=3)[0])
+        if lead:
+            pieces.insert(0, i64_const(ctx, lead))
+        target = ctx.emit("Concat", pieces, 1, axis=0)[0]
+        out = ctx.emit("Expand", [mask_name, target], 1)[0]
+    ctx.memo[key] = out
+    return out

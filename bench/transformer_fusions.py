@@ -179,12 +179,13 @@ def bench_models(models: list[str], quick: bool, seq: int, reps: int, contrib: b
 
 # ---- attention peak memory ------------------------------------------------------------------
 
-VARIANTS = ("unfused", "attention", "contrib")
+VARIANTS = ("unfused", "attention", "chunked", "contrib")
 
 
 def _attention_model(seq: int, variant: str, heads: int = 4, dim: int = 64) -> Any:
     """One causal attention block [1, H, S, D] as ONNX: the MatMul/Softmax composition
-    (unfused), one standard Attention node (opset 23), or ONNX Runtime's GroupQueryAttention
+    (unfused), one standard Attention node (opset 23), standard Attention split into query chunks
+    (passes/attention_chunking.py, what target cpu gets), or ONNX Runtime's GroupQueryAttention
     (contrib, as passes/ort_attention.py lowers it)."""
     from graphopt.frontends.onnx_export import to_model
     from graphopt.ir.graph import Graph
@@ -199,6 +200,10 @@ def _attention_model(seq: int, variant: str, heads: int = 4, dim: int = 64) -> A
         from graphopt.passes.ort_attention import OrtContribAttention
 
         g = OrtContribAttention("always").run(g).graph
+    if variant == "chunked":
+        from graphopt.passes.attention_chunking import AttentionChunking
+
+        g = AttentionChunking().run(g).graph
     return to_model(g, opset=23 if variant != "unfused" else 18)
 
 
@@ -231,11 +236,21 @@ def peak_memory() -> None:
                                  capture_output=True, text=True,
                                  check=True, env={**os.environ, "PYTHONPATH": ROOT})
             res[(variant, seq)] = int(out.stdout.strip().splitlines()[-1])
-    print(f"{'causal attention block':24} {'S=2048 MiB':>11} {'S=4096 MiB':>11} {'growth':>7}")
+    ms: dict[tuple[str, int], float] = {}
+    rng = np.random.default_rng(0)
+    for seq in (2048, 4096):  # latency in this process, variants interleaved per length
+        feeds = {n: rng.standard_normal((1, 4, seq, 64)).astype(np.float32) for n in "qkv"}
+        sessions = {v: session(_attention_model(seq, v)) for v in VARIANTS}
+        for v in VARIANTS:
+            ms[(v, seq)] = latency(sessions[v], feeds, 3) * 1e3
+    print(f"{'causal attention block':30} {'S=2048 MiB':>11} {'S=4096 MiB':>11} {'growth':>7} "
+          f"{'S=2048 ms':>10} {'S=4096 ms':>10}")
     for variant, label in zip(VARIANTS, ("unfused (MatMul/Softmax)", "fused: ONNX Attention",
+                                         "fused: Attention, query chunks",
                                          "fused: com.microsoft GQA")):
         a, b = res[(variant, 2048)], res[(variant, 4096)]
-        print(f"{label:24} {a / 1024:11.1f} {b / 1024:11.1f} {b / a:7.2f}x")
+        print(f"{label:30} {a / 1024:11.1f} {b / 1024:11.1f} {b / a:7.2f}x "
+              f"{ms[(variant, 2048)]:10.1f} {ms[(variant, 4096)]:10.1f}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,8 +30,10 @@ class Explanation:
         for kind, title in (("attention", "attention blocks"),
                             ("matmul_group", "matmul groups (shared input, constant weights)"),
                             ("gelu", "GELU compositions"),
-                            ("contrib_attention", "com.microsoft attention lowering")):
-            if kind in ("gelu", "contrib_attention") and not self.of_kind(kind):
+                            ("contrib_attention", "com.microsoft attention lowering"),
+                            ("attention_chunks", "long attention blocks split into query chunks")):
+            if kind in ("gelu", "contrib_attention", "attention_chunks") and \
+                    not self.of_kind(kind):
                 continue
             cs = self.of_kind(kind)
             fused = sum(1 for c in cs if c.fused)
@@ -42,7 +44,8 @@ class Explanation:
 
 def candidates(g: Graph, target: str = "cpu", allow_contrib_ops: bool = False) -> list[Any]:
     """The fusion candidates of a simplified graph (attention first, then matmul groups, GELU
-    compositions and, with contrib ops allowed on cpu, the com.microsoft attention lowering)."""
+    compositions and, with contrib ops allowed on cpu, the com.microsoft attention lowering;
+    on cpu the attention blocks long enough to split into query chunks)."""
     from graphopt.passes.attention_flash import AttentionFlash, find_attention
     from graphopt.passes.gelu_fusion import find_gelu
     from graphopt.passes.matmul_fusion import MatmulFusion
@@ -54,7 +57,12 @@ def candidates(g: Graph, target: str = "cpu", allow_contrib_ops: bool = False) -
     mm, _ = MatmulFusion(device=target).candidates(fused)
     gelu, _ = find_gelu(g)
     contrib = find_contrib(fused)[0] if allow_contrib_ops and target == "cpu" else []
-    return list(att) + list(mm) + list(gelu) + list(contrib)
+    chunks: list[Any] = []
+    if target == "cpu":
+        from graphopt.passes.attention_chunking import AttentionChunking
+
+        chunks = AttentionChunking().find(fused)[0]
+    return list(att) + list(mm) + list(gelu) + list(contrib) + chunks
 
 
 def explain_model(model: Any, example_inputs: Any = None, target: str = "cpu",

@@ -97,6 +97,7 @@ def pass_by_name(name: str) -> list[Pass]:
         "default": default_passes,
         "attention_flash": _attention_flash,
         "matmul_fusion": _matmul_fusion,
+        "attention_chunking": _attention_chunking,
     }
     if name not in table:
         raise GraphOptError(f"unknown pass {name!r}; known: {', '.join(sorted(table))}",
@@ -115,6 +116,12 @@ def _matmul_fusion() -> list[Pass]:
     from graphopt.passes.matmul_fusion import MatmulFusion
 
     return [MatmulFusion()]
+
+
+def _attention_chunking() -> list[Pass]:
+    from graphopt.passes.attention_chunking import AttentionChunking
+
+    return [AttentionChunking()]
 
 
 def resolve_passes(passes: Sequence[Any] | None) -> list[Pass]:

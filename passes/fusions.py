@@ -7,7 +7,10 @@ passes of ``pipeline.default_passes``; run those again afterwards).
 * matmul_fusion: the cost model of ``target`` decides each merge;
 * ort_contrib_attention (mode auto): only with ``allow_contrib_ops`` and target ``cpu`` (the
   output then runs in ONNX Runtime only: com.microsoft MultiHeadAttention / GroupQueryAttention
-  where those are faster on this CPU, see passes/ort_attention.py).
+  where those are faster on this CPU, see passes/ort_attention.py);
+* attention_chunking: target ``cpu``, last: splits attention blocks whose score matrix exceeds
+  16 MiB into query chunks (bounded memory; causal chunks skip the masked work), see
+  passes/attention_chunking.py.
 
 Export opset: the fused graph needs opset >= 23 for ``attention`` as one ONNX Attention node
 (>= 20 for Gelu; below that both export as compositions), plus com.microsoft 1 when contrib ops
@@ -30,4 +33,8 @@ def fusion_passes(target: str, allow_contrib_ops: bool = False) -> list[Pass]:
     passes: list[Pass] = [AttentionFlash(), RmsNormFusion(), GeluFusion(), MatmulFusion(target)]
     if allow_contrib_ops and target == "cpu":
         passes.append(OrtContribAttention("auto"))
+    if target == "cpu":
+        from .attention_chunking import AttentionChunking
+
+        passes.append(AttentionChunking())  # after the contrib lowering: what it left
     return passes

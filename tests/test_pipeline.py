@@ -60,7 +60,7 @@ def test_resolve_passes() -> None:
     mine = Canonicalize(div_to_mul=False)
     assert pipeline.resolve_passes(["cse", mine]) [1] is mine
     assert pipeline.resolve_passes([]) == []
-    with pytest.raises(GraphOptError, match="unknown pass 'x'; known: attention_flash, canonicalize, cleanup"):
+    with pytest.raises(GraphOptError, match="unknown pass 'x'; known: attention_chunking, attention_flash, canonicalize"):
         pipeline.resolve_passes(["x"])
 
 

@@ -10,9 +10,10 @@ from graphopt.rewrite.passes import Pipeline
 
 
 @pytest.mark.parametrize("target, contrib, names", [
-    ("cpu", False, ["attention_flash", "rms_norm_fusion", "gelu_fusion", "matmul_fusion"]),
+    ("cpu", False, ["attention_flash", "rms_norm_fusion", "gelu_fusion", "matmul_fusion",
+                    "attention_chunking"]),
     ("cpu", True, ["attention_flash", "rms_norm_fusion", "gelu_fusion", "matmul_fusion",
-                   "ort_contrib_attention"]),
+                   "ort_contrib_attention", "attention_chunking"]),
     ("h100", True, ["attention_flash", "rms_norm_fusion", "gelu_fusion", "matmul_fusion"]),
 ])
 def test_pass_list(target: str, contrib: bool, names: list[str]) -> None:

@@ -1,0 +1,116 @@
+"""attention_chunking: long attention blocks split into query chunks, exact in the interpreter and
+in ONNX Runtime (standard Attention per chunk), for causal / non-causal blocks with no mask, bool
+masks, additive masks with fully masked rows, padding masks and GQA; blocks it leaves alone say
+why."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from graphopt.frontends.onnx_export import to_model
+from graphopt.ir.graph import Graph
+from graphopt.ir.interp import run
+from graphopt.ir.node import Node, input_node
+from graphopt.ir.types import DType, TensorType
+from graphopt.passes.attention_chunking import MIN_CHUNK, AttentionChunking, chunk_rows
+from graphopt.passes.fusion_report import NoMatch
+
+LOWEST = np.finfo(np.float32).min
+
+
+def _block(S: int, causal: bool, mask: str | None, heads: int = 2, kv_heads: int = 2,
+           T: int | None = None) -> tuple[Graph, dict[str, np.ndarray]]:
+    T = S if T is None else T
+    rng = np.random.default_rng(S + heads)
+    q = input_node("q", TensorType((2, heads, S, 8), DType.f32))
+    k = input_node("k", TensorType((2, kv_heads, T, 8), DType.f32))
+    v = input_node("v", TensorType((2, kv_heads, T, 8), DType.f32))
+    feeds = {"q": rng.standard_normal((2, heads, S, 8)).astype(np.float32),
+             "k": rng.standard_normal((2, kv_heads, T, 8)).astype(np.float32),
+             "v": rng.standard_normal((2, kv_heads, T, 8)).astype(np.float32)}
+    ins = [q, k, v]
+    args = [q.out, k.out, v.out]
+    if mask is not None:
+        shape = {"bool": (2, 1, S, T), "additive": (2, 1, S, T), "padding": (2, 1, 1, T)}[mask]
+        keep = rng.random(shape) < 0.6
+        if mask == "additive":
+            keep[0, 0, 3, :] = False  # a fully masked row
+        m = input_node("m", TensorType(shape, DType.bool if mask == "bool" else DType.f32))
+        ins.append(m)
+        args.append(m.out)
+        feeds["m"] = keep if mask == "bool" else np.where(keep, 0.0, LOWEST).astype(np.float32)
+    y = Node.build("attention", tuple(args), {"scale": None, "causal": causal}).out
+    return Graph(ins, [y], ["y"]), feeds
+
+
+@pytest.mark.parametrize("causal, mask, kv_heads", [
+    (True, None, 2), (False, None, 2), (True, "bool", 2), (True, "additive", 2),
+    (False, "additive", 2), (False, "padding", 2), (True, "padding", 1), (False, None, 1)])
+def test_chunks_are_exact_in_interpreter_and_onnx_runtime(causal: bool, mask: str | None,
+                                                          kv_heads: int) -> None:
+    S = 300  # not a multiple of the chunk: the last chunk is shorter
+    g, feeds = _block(S, causal, mask, kv_heads=kv_heads)
+    budget = 2 * 2 * MIN_CHUNK * S * 4  # one chunk of 64 rows fits, the whole block does not
+    res = AttentionChunking(budget_bytes=budget).run(g)
+    assert res.changed and res.stats["attention_chunked"] == 1
+    assert res.graph.op_counts()["attention"] == 5  # ceil(300 / 64)
+    ref = run(g, *feeds.values())[0]
+    np.testing.assert_allclose(run(res.graph, *feeds.values())[0], ref, rtol=1e-5, atol=1e-5)
+    model = to_model(res.graph, opset=23)
+    assert sum(n.op_type == "Attention" for n in model.graph.node) == 5
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, feeds)[0], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_causal_chunks_read_only_past_keys_and_share_masks_across_layers() -> None:
+    g, feeds = _block(256, True, None)
+    y2 = Node.build("attention", (g.outputs[0], g.inputs[1].out, g.inputs[2].out),
+                    {"scale": 0.5, "causal": True}).out  # a second "layer"
+    g2 = Graph(g.inputs, [y2], ["y"])
+    res = AttentionChunking(budget_bytes=2 * 2 * 64 * 256 * 4).run(g2)
+    att = [n for n in res.graph.nodes if n.op == "attention"]
+    assert len(att) == 8
+    # chunk i reads keys [0, 64 (i+1)): the first is plainly causal, the others carry a mask
+    key_lens = sorted({n.inputs[1].type.shape[2] for n in att})
+    assert key_lens == [64, 128, 192, 256]
+    assert sum(n.attrs["causal"] for n in att) == 2 and sum(len(n.inputs) == 4 for n in att) == 6
+    masks = {id(n.inputs[3].node) for n in att if len(n.inputs) == 4}
+    assert len(masks) == 3  # one constant per chunk position, shared by both layers
+    ref = run(g2, *feeds.values())[0]
+    np.testing.assert_allclose(run(res.graph, *feeds.values())[0], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_small_blocks_are_not_candidates_and_unsplittable_ones_say_why() -> None:
+    g, _ = _block(128, True, None)
+    res = AttentionChunking().run(g)  # 16 MiB budget: 2*2*128*128*4 bytes fit
+    assert not res.changed and res.stats["attention_not_chunked"] == 0
+    cross, _ = _block(256, True, None, T=512)  # causal over a longer key sequence
+    n = next(x for x in cross.nodes if x.op == "attention")
+    with pytest.raises(NoMatch, match="causal with 256 queries over 512 keys"):
+        chunk_rows(n, 1024)
+    res = AttentionChunking(budget_bytes=1024).run(cross)
+    assert not res.changed and res.stats["attention_not_chunked"] == 1
+    assert "NOT fused" in res.stats["notes"][0] and "512 keys" in res.stats["notes"][0]
+
+
+def test_symbolic_lengths_are_left_alone_with_a_reason() -> None:
+    t = TensorType((1, 2, "s", 8), DType.f32)
+    q, k, v = (input_node(n, t) for n in "qkv")
+    y = Node.build("attention", (q.out, k.out, v.out), {"scale": None, "causal": True}).out
+    res = AttentionChunking(budget_bytes=1024).run(Graph([q, k, v], [y], ["y"]))
+    assert not res.changed
+    assert "symbolic query length" in res.stats["notes"][0]
+
+
+def test_cpu_fusion_passes_chunk_long_blocks() -> None:
+    from graphopt.passes.fusions import fusion_passes
+    from graphopt.rewrite.passes import Pipeline
+
+    g, feeds = _block(2048, True, None)  # 2*2*2048*2048*4 = 64 MiB of scores
+    res = Pipeline(fusion_passes("cpu")).run(g)
+    assert res.graph.op_counts()["attention"] == 2048 // 512  # 16 MiB chunks of 512 rows
+    gpu = Pipeline(fusion_passes("a100")).run(g)
+    assert gpu.graph.op_counts()["attention"] == 1

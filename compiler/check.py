@@ -365,7 +365,8 @@ def run_graph(g: Graph, feeds: Mapping[str, np.ndarray], backend: str = "numpy"
     if backend == "numpy":
         from .ir.interp import run
 
-        return [np.asarray(x) for x in run(g, **feeds)]
+        # by position: an input may be named like run()'s own parameters (g, backend)
+        return [np.asarray(x) for x in run(g, *[feeds[n] for n in g.input_names])]
     if backend == "onnx":
         return run_onnx_graph(g, feeds)
     if backend == "torch":

@@ -23,9 +23,14 @@ fills such as ``finfo.min`` keep their exact meaning). Sliding-window masks stay
 Existing ``attention`` nodes (from ``scaled_dot_product_attention``) are refined the same way:
 causal proven from their mask, repeated key/value heads turned into GQA.
 
-Known difference: a query row whose keys are *all* masked by a finite fill (e.g. a left-padded
-query under a causal mask) averages over all keys in the original and over the causally visible
-keys after fusion; such rows are padding and are never read by the models.
+Finite fills and causal: a query row whose keys are *all* masked by a finite fill (e.g. a
+left-padded query under a causal mask, fill ``finfo.min``) averages over every key in the
+original, where ``causal=True`` would average over the causally visible keys only. So the
+lower-triangular leaf becomes ``causal=True`` only when that cannot differ: its fill is -inf, or
+it is the only mask term (then every row keeps key 0). Otherwise it stays inside the mask: a
+finite-fill ``and`` of causal and padding stays one ``where(and(..), 0, fill)`` term, and a
+separate finite causal term becomes the additive ``where(tril, 0, fill)``, so every row sums
+exactly what the original sums (graphopt's numeric check generates such padded rows).
 """
 from __future__ import annotations
 
@@ -373,22 +378,47 @@ def _is_tril(arr: np.ndarray, ctx: tuple[Dim, ...]) -> bool:
 
 @dataclass
 class _Mask:
-    causal: bool = False
+    causal: bool = False  # from a -inf fill (exact whatever else masks the row)
     keeps: list[tuple[Value, tuple[Dim, ...]]] = field(default_factory=list)  # -inf fills
     adds: list[tuple[Value, tuple[Dim, ...]]] = field(default_factory=list)
+    # causal leaves with a finite fill: causal only if nothing else masks (see _settle)
+    soft_causal: list[tuple[Value, tuple[Dim, ...], float]] = field(default_factory=list)
+
+
+def _settle(m: _Mask, like: Node) -> None:
+    """Finite-fill causal leaves: ``causal=True`` when they are the only mask, else additive
+    ``where(tril, 0, fill)`` terms (exact for rows the other terms mask entirely)."""
+    if not m.soft_causal:
+        return
+    if not m.keeps and not m.adds:
+        m.causal = True
+    else:
+        for tril, ctx, fill in m.soft_causal:
+            zero = constant(np.zeros((), np.float32))
+            f = constant(np.asarray(fill, np.float32))
+            m.adds.append((_build("where", [tril, zero, f], like), ctx))
+    m.soft_causal = []
 
 
 def _add_keep(m: _Mask, keep: Value, ctx: tuple[Dim, ...], fill: float, like: Node) -> None:
     leaves = []
+    tril = None
     for leaf in _and_leaves(keep):
         arr = const_array(leaf)
         if arr is not None and arr.dtype == np.bool_:
             if arr.all():
                 continue
             if _is_tril(arr, ctx):
-                m.causal = True
+                tril = leaf
                 continue
         leaves.append(leaf)
+    if tril is not None:
+        if fill == -math.inf:
+            m.causal = True
+        elif leaves:
+            leaves.append(tril)  # one finite fill over (causal and padding): keep it whole
+        else:
+            m.soft_causal.append((tril, ctx, fill))
     if not leaves:
         return
     k = leaves[0]
@@ -489,6 +519,7 @@ def build_attention(mt: AttentionMatch, tr: Tr) -> Value:
             _add_keep(m, val, t.ctx, t.fill, like)
         else:
             _add_additive(m, val, t.ctx, t.mult, like)
+    _settle(m, like)
     full = (B, H, S, T)
     mask = _combine_mask(m, full, _dtype(q4), like)
     ins = [q4, k4, v4] + ([mask] if mask is not None else [])
@@ -535,6 +566,7 @@ def refine_attention(n: Node, tr: Tr) -> Value | None:
             _add_keep(m, mask, full, -math.inf, n)
         else:
             _add_additive(m, mask, full, 1.0, n)
+        _settle(m, n)
         if m.causal and not causal:
             causal = True
             new_mask = _combine_mask(m, full, _dtype(q), n)

@@ -186,6 +186,11 @@ def test_check_graphs_passes_equal_and_fails_different_graphs() -> None:
     assert not check_graphs(a, b, raise_on_mismatch=False).ok
 
 
+def test_inputs_named_like_interpreter_parameters() -> None:
+    g = parse(ADD.replace("%x", "%g").replace("%y", "%backend"))
+    assert check_graphs(g, g).ok
+
+
 def test_check_graphs_signature_must_match() -> None:
     other = parse(ADD.replace("%y", "%w"))
     with pytest.raises(CheckError, match="inputs differ"):

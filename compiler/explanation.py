@@ -30,9 +30,14 @@ class Explanation:
         for kind, title in (("attention", "attention blocks"),
                             ("matmul_group", "matmul groups (shared input, constant weights)"),
                             ("gelu", "GELU compositions"),
+                            ("rotary", "rotary embeddings"),
+                            ("silu", "SiLU compositions (x * sigmoid(x))"),
+                            ("gated_mlp", "SiLU-gated MLPs (silu(gate) * up)"),
+                            ("skip_norm", "residual add + norm (com.microsoft Skip*Normalization)"),
                             ("contrib_attention", "com.microsoft attention lowering"),
                             ("attention_chunks", "long attention blocks split into query chunks")):
-            if kind in ("gelu", "contrib_attention", "attention_chunks") and \
+            if kind in ("gelu", "rotary", "silu", "gated_mlp", "skip_norm", "contrib_attention",
+                        "attention_chunks") and \
                     not self.of_kind(kind):
                 continue
             cs = self.of_kind(kind)
@@ -44,25 +49,49 @@ class Explanation:
 
 def candidates(g: Graph, target: str = "cpu", allow_contrib_ops: bool = False) -> list[Any]:
     """The fusion candidates of a simplified graph (attention first, then matmul groups, GELU
-    compositions and, with contrib ops allowed on cpu, the com.microsoft attention lowering;
-    on cpu the attention blocks long enough to split into query chunks)."""
+    compositions, rotary embeddings, SiLU compositions and gated MLPs and, with contrib ops
+    allowed on cpu, the residual add + norm places and the com.microsoft attention lowering; on
+    cpu the attention blocks long enough to split into query chunks)."""
     from graphopt.passes.attention_flash import AttentionFlash, find_attention
     from graphopt.passes.gelu_fusion import find_gelu
     from graphopt.passes.matmul_fusion import MatmulFusion
     from graphopt.passes.ort_attention import find_contrib
+    from graphopt.passes.rotary_fusion import find_rotary
 
     att, _ = find_attention(g)
     # matmul groups are looked for after attention fusion, as the pipeline runs them
     fused = AttentionFlash().run(g).graph
     mm, _ = MatmulFusion(device=target).candidates(fused)
     gelu, _ = find_gelu(g)
+    rotary, _ = find_rotary(g)
+    silu, gated, skip = _silu_and_skip_norm(g, fused, target, allow_contrib_ops)
     contrib = find_contrib(fused)[0] if allow_contrib_ops and target == "cpu" else []
     chunks: list[Any] = []
     if target == "cpu":
         from graphopt.passes.attention_chunking import AttentionChunking
 
         chunks = AttentionChunking().find(fused)[0]
-    return list(att) + list(mm) + list(gelu) + list(contrib) + chunks
+    return (list(att) + list(mm) + list(gelu) + list(rotary) + silu + gated + skip
+            + list(contrib) + chunks)
+
+
+def _silu_and_skip_norm(g: Graph, fused: Graph, target: str, allow_contrib_ops: bool
+                        ) -> tuple[list[Any], list[Any], list[Any]]:
+    """SiLU compositions of ``g``; gated MLPs after matmul merging and SiLU fusion (as the
+    pipeline runs them); with contrib ops on cpu, the residual add + norm places."""
+    from graphopt.passes.matmul_fusion import MatmulFusion
+    from graphopt.passes.silu_fusion import SiluFusion, find_gated_mlp, find_silu
+
+    silu, _ = find_silu(g)
+    merged = MatmulFusion(device=target).run(fused).graph
+    gated = find_gated_mlp(SiluFusion().run(merged).graph)
+    skip: list[Any] = []
+    if allow_contrib_ops and target == "cpu":
+        from graphopt.passes.norm_fusion import RmsNormFusion
+        from graphopt.passes.skip_norm_fusion import find_skip_norm
+
+        skip = find_skip_norm(RmsNormFusion().run(g).graph)[0]
+    return list(silu), gated, list(skip)
 
 
 def explain_model(model: Any, example_inputs: Any = None, target: str = "cpu",

@@ -185,7 +185,7 @@ def fuse_passes(target: str, allow_contrib_ops: bool) -> list[Pass]:
 
 
 # ops whose single-node ONNX form needs a newer default opset than most sources use
-_FUSED_OPSETS = {"attention": 23, "rms_norm": 23, "gelu": 20}
+_FUSED_OPSETS = {"attention": 23, "rms_norm": 23, "gelu": 20, "rotary_embedding": 23}
 
 
 def raise_opset_for_fused_ops(g: Graph) -> Graph:

@@ -130,3 +130,20 @@ graph t(%q: f32[1,2,8,8], %k: f32[1,2,8,8], %v: f32[1,2,8,8], %x: f32[4]) {
     assert "GELU compositions: 1 found, 0 fused, 1 not fused" in text
     assert "com.microsoft attention lowering: 1 found, 0 fused" in text
     assert not any(c.kind == "contrib_attention" for c in candidates(g, "cpu"))
+
+
+def test_silu_gated_mlp_and_skip_norm_candidates_are_listed() -> None:
+    from tests import models
+
+    m, ins, _ = models.build("llama")
+    ex = explain_model(m, ins, allow_contrib_ops=True)
+    silu, gated, skip = ex.of_kind("silu"), ex.of_kind("gated_mlp"), ex.of_kind("skip_norm")
+    assert len(silu) == 2 and all(c.fused for c in silu)
+    # the cpu cost model keeps gate and up as two matmuls: the gated MLPs say so
+    assert len(gated) == 2 and all(not c.fused and "not merged" in c.condition for c in gated)
+    # residual add + rms_norm: contrib form found, kept (slower on this CPU)
+    assert len(skip) == 4 and all(not c.fused and "slower" in c.condition for c in skip)
+    text = ex.text()
+    assert "SiLU compositions (x * sigmoid(x)): 2 found, 2 fused" in text
+    assert "SiLU-gated MLPs (silu(gate) * up): 2 found, 0 fused, 2 not fused" in text
+    assert not explain_model(m, ins).of_kind("skip_norm")

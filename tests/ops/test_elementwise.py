@@ -289,6 +289,36 @@ def test_rsqrt_silu_less_equal_compositions() -> None:
     assert check_export(g, feeds, 11) == ["Less", "Equal", "Or"]  # NaN <= 1 stays False
 
 
+@pytest.mark.parametrize("alpha, dtype", [(1.0, np.float32), (0.5, np.float32),
+                                          (1.7, np.float16), (1.0, np.float16)])
+def test_onnx_swish_imports_as_silu_or_its_composition(alpha: float, dtype: type) -> None:
+    x = np.linspace(-8, 8, 17).astype(dtype)
+    m = onnx_model("Swish", {"x": x}, ["x"], 24, **({} if alpha == 1.0 else {"alpha": alpha}))
+    want = {"silu": 1} if alpha == 1.0 else {"mul": 2, "sigmoid": 1}  # x * sigmoid(alpha x)
+    tol = 1e-5 if dtype == np.float32 else 2e-3
+    check_import(m, {"x": x}, want, rtol=tol, atol=tol)
+
+
+def test_onnx_swish_bf16_alpha_is_cast() -> None:
+    from onnx import TensorProto, helper
+
+    vi = [helper.make_tensor_value_info(n, TensorProto.BFLOAT16, [4]) for n in ("x", "y")]
+    g = helper.make_graph([helper.make_node("Swish", ["x"], ["y"], alpha=2.0)], "one",
+                          vi[:1], vi[1:])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 24)])
+    g = check_import(m, {}, None, ort=False)
+    assert ops_of(g) == {"cast": 1, "mul": 2, "sigmoid": 1}
+    cast = next(n for n in g.nodes if n.op == "cast")
+    assert cast.attrs["to"] == DType.bf16 and cast.inputs[0].node.const.array == np.float32(2.0)
+
+
+def test_silu_exports_as_sigmoid_mul_at_opset_24_too() -> None:
+    # ONNX Runtime 1.32 fuses Sigmoid + Mul into QuickGelu; Swish-24 runs ~2.5x slower there
+    x = np.linspace(-8, 8, 17).astype(np.float32)
+    g, feeds = graph_of("silu", [x])
+    assert check_export(g, feeds, 24) == ["Sigmoid", "Mul"]
+
+
 def test_clip_export_forms() -> None:
     x = np.linspace(-3, 3, 7).astype(np.float32)
     g, feeds = graph_of("clip", [x], max=1.5)

@@ -10,16 +10,18 @@ from graphopt.rewrite.passes import Pipeline
 
 
 @pytest.mark.parametrize("target, contrib, names", [
-    ("cpu", False, ["attention_flash", "rms_norm_fusion", "gelu_fusion", "matmul_fusion",
-                    "attention_chunking"]),
-    ("cpu", True, ["attention_flash", "rms_norm_fusion", "gelu_fusion", "matmul_fusion",
-                   "ort_contrib_attention", "attention_chunking"]),
-    ("h100", True, ["attention_flash", "rms_norm_fusion", "gelu_fusion", "matmul_fusion"]),
+    ("cpu", False, ["attention_flash", "rms_norm_fusion", "gelu_fusion", "rotary_fusion",
+                    "matmul_fusion", "silu_fusion", "attention_chunking"]),
+    ("cpu", True, ["attention_flash", "rms_norm_fusion", "gelu_fusion", "rotary_fusion",
+                   "matmul_fusion", "silu_fusion", "ort_contrib_attention", "skip_norm_fusion",
+                   "attention_chunking"]),
+    ("h100", True, ["attention_flash", "rms_norm_fusion", "gelu_fusion", "rotary_fusion",
+                    "matmul_fusion", "silu_fusion"]),
 ])
 def test_pass_list(target: str, contrib: bool, names: list[str]) -> None:
     ps = fusion_passes(target, contrib)
     assert [p.name for p in ps] == names
-    assert ps[3].device == target
+    assert next(p for p in ps if p.name == "matmul_fusion").device == target
 
 
 def test_long_unmasked_causal_block_goes_to_gqa_only_when_allowed() -> None:

@@ -1,6 +1,6 @@
 """Transformer fusion benchmark: ONNX Runtime latency on this CPU of (a) the exported model,
-(b) ONNX Runtime's transformers optimizer output, (c) graphopt's output, all measured in one
-process; and the peak memory of one attention block at sequence 2048 vs 4096, unfused vs fused.
+(b) ONNX Runtime's transformers optimizer output, (c) graphopt's output (``graphopt.optimize``,
+target cpu, numeric check on), all measured in one process with runs interleaved; and the peak memory of one attention block at sequence 2048 vs 4096, unfused vs fused.
 
     python bench/transformer_fusions.py            # BERT-base, GPT-2 small, Llama-style, ViT-base
     python bench/transformer_fusions.py --quick    # tiny configs (a smoke run)
@@ -91,17 +91,10 @@ def export(m: Any, ins: tuple, names: list[str]) -> Any:
 
 
 def graphopt_model(proto: Any, contrib: bool = False) -> Any:
-    from graphopt.frontends.onnx import load
-    from graphopt.frontends.onnx_export import to_model
-    from graphopt.passes.fusions import FUSED_OPSET, fusion_passes
-    from graphopt.pipeline import default_passes
-    from graphopt.rewrite.passes import Pipeline
+    """What users get: ``graphopt.optimize`` (fuse, search, numeric check) for target cpu."""
+    import graphopt
 
-    simp = Pipeline(default_passes(), fixed_point=True)
-    g = simp.run(load(proto)).graph
-    g = Pipeline(fusion_passes("cpu", allow_contrib_ops=contrib)).run(g).graph
-    g = simp.run(g).graph
-    return to_model(g, opset=FUSED_OPSET)
+    return graphopt.optimize(proto, target="cpu", allow_contrib_ops=contrib).onnx_model()
 
 
 def ort_optimized(proto: Any, kind: str, heads: int, hidden: int) -> Any:
@@ -127,13 +120,21 @@ def session(proto: Any) -> Any:
 
 
 def latency(sess: Any, feeds: dict[str, np.ndarray], reps: int) -> float:
-    sess.run(None, feeds)
-    ts = []
+    return latencies([sess], feeds, reps)[0]
+
+
+def latencies(sessions: list[Any], feeds: dict[str, np.ndarray], reps: int) -> list[float]:
+    """Median seconds per run of each session, runs interleaved round-robin (so drift in the
+    machine's load hits every session alike)."""
+    for s in sessions:
+        s.run(None, feeds)
+    ts: list[list[float]] = [[] for _ in sessions]
     for _ in range(reps):
-        t0 = time.perf_counter()
-        sess.run(None, feeds)
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+        for i, s in enumerate(sessions):
+            t0 = time.perf_counter()
+            s.run(None, feeds)
+            ts[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in ts]
 
 
 def count(proto: Any, *types: str) -> int:
@@ -156,9 +157,9 @@ def bench_models(models: list[str], quick: bool, seq: int, reps: int, contrib: b
         ref = session(proto).run(None, feeds)[0]
         got = session(ours).run(None, feeds)[0]
         err = float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12))
-        t_orig = latency(session(proto), feeds, reps)
-        t_ort = latency(session(theirs), feeds, reps) if theirs is not None else math.nan
-        t_ours = latency(session(ours), feeds, reps)
+        sessions = [session(proto), session(ours)] + ([session(theirs)] if theirs is not None else [])
+        t_orig, t_ours, *t_rest = latencies(sessions, feeds, reps)
+        t_ort = t_rest[0] if t_rest else math.nan
         rows.append((name, t_orig, t_ort, t_ours, err,
                      count(ours, "Attention", "MultiHeadAttention", "GroupQueryAttention"),
                      count(theirs, "Attention", "MultiHeadAttention", "GroupQueryAttention")

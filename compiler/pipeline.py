@@ -98,6 +98,10 @@ def pass_by_name(name: str) -> list[Pass]:
         "attention_flash": _attention_flash,
         "matmul_fusion": _matmul_fusion,
         "attention_chunking": _attention_chunking,
+        "rms_norm_fusion": lambda: [_fusion("norm_fusion", "RmsNormFusion")],
+        "gelu_fusion": lambda: [_fusion("gelu_fusion", "GeluFusion")],
+        "rotary_fusion": lambda: [_fusion("rotary_fusion", "RotaryFusion")],
+        "silu_fusion": lambda: [_fusion("silu_fusion", "SiluFusion")],
     }
     if name not in table:
         raise GraphOptError(f"unknown pass {name!r}; known: {', '.join(sorted(table))}",
@@ -116,6 +120,12 @@ def _matmul_fusion() -> list[Pass]:
     from graphopt.passes.matmul_fusion import MatmulFusion
 
     return [MatmulFusion()]
+
+
+def _fusion(module: str, cls: str) -> Pass:
+    import importlib
+
+    return getattr(importlib.import_module(f"graphopt.passes.{module}"), cls)()
 
 
 def _attention_chunking() -> list[Pass]:

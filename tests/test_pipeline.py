@@ -62,6 +62,8 @@ def test_resolve_passes() -> None:
     assert pipeline.resolve_passes([]) == []
     with pytest.raises(GraphOptError, match="unknown pass 'x'; known: attention_chunking, attention_flash, canonicalize"):
         pipeline.resolve_passes(["x"])
+    names = ["rms_norm_fusion", "gelu_fusion", "rotary_fusion", "silu_fusion"]
+    assert [p.name for p in pipeline.resolve_passes(names)] == names
 
 
 def test_steps_time_and_announce() -> None:

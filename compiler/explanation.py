@@ -29,6 +29,7 @@ class Explanation:
         lines = [f"{self.source} (target {self.target})"]
         for kind, title in (("attention", "attention blocks"),
                             ("matmul_group", "matmul groups (shared input, constant weights)"),
+                            ("rms_norm", "RMSNorm compositions"),
                             ("gelu", "GELU compositions"),
                             ("rotary", "rotary embeddings"),
                             ("silu", "SiLU compositions (x * sigmoid(x))"),
@@ -36,7 +37,7 @@ class Explanation:
                             ("skip_norm", "residual add + norm (com.microsoft Skip*Normalization)"),
                             ("contrib_attention", "com.microsoft attention lowering"),
                             ("attention_chunks", "long attention blocks split into query chunks")):
-            if kind in ("gelu", "rotary", "silu", "gated_mlp", "skip_norm", "contrib_attention",
+            if kind in ("rms_norm", "gelu", "rotary", "silu", "gated_mlp", "skip_norm", "contrib_attention",
                         "attention_chunks") and \
                     not self.of_kind(kind):
                 continue
@@ -48,13 +49,14 @@ class Explanation:
 
 
 def candidates(g: Graph, target: str = "cpu", allow_contrib_ops: bool = False) -> list[Any]:
-    """The fusion candidates of a simplified graph (attention first, then matmul groups, GELU
-    compositions, rotary embeddings, SiLU compositions and gated MLPs and, with contrib ops
+    """The fusion candidates of a simplified graph (attention first, then matmul groups, RMSNorm
+    and GELU compositions, rotary embeddings, SiLU compositions and gated MLPs and, with contrib ops
     allowed on cpu, the residual add + norm places and the com.microsoft attention lowering; on
     cpu the attention blocks long enough to split into query chunks)."""
     from graphopt.passes.attention_flash import AttentionFlash, find_attention
     from graphopt.passes.gelu_fusion import find_gelu
     from graphopt.passes.matmul_fusion import MatmulFusion
+    from graphopt.passes.norm_fusion import find_rms
     from graphopt.passes.ort_attention import find_contrib
     from graphopt.passes.rotary_fusion import find_rotary
 
@@ -62,6 +64,7 @@ def candidates(g: Graph, target: str = "cpu", allow_contrib_ops: bool = False) -
     # matmul groups are looked for after attention fusion, as the pipeline runs them
     fused = AttentionFlash().run(g).graph
     mm, _ = MatmulFusion(device=target).candidates(fused)
+    rms = find_rms(g)[0]
     gelu, _ = find_gelu(g)
     rotary, _ = find_rotary(g)
     silu, gated, skip = _silu_and_skip_norm(g, fused, target, allow_contrib_ops)
@@ -71,7 +74,7 @@ def candidates(g: Graph, target: str = "cpu", allow_contrib_ops: bool = False) -
         from graphopt.passes.attention_chunking import AttentionChunking
 
         chunks = AttentionChunking().find(fused)[0]
-    return (list(att) + list(mm) + list(gelu) + list(rotary) + silu + gated + skip
+    return (list(att) + list(mm) + list(rms) + list(gelu) + list(rotary) + silu + gated + skip
             + list(contrib) + chunks)
 
 

@@ -1,29 +1,55 @@
 """RMSNorm composition -> one ``rms_norm`` op.
 
-Anchor: every ``rsqrt``. Matched meaning (after canonicalize: constants on the right):
+Anchor: every root of a mean of squares, i.e. every ``rsqrt``, ``sqrt`` and ``pow`` by a scalar
+constant +-0.5 (one candidate each). Matched meaning, y = x * (mean(x*x) + eps)^(-1/2) [* w],
+in every spelling that remains after ``default_passes()`` (canonicalize puts constants on the
+right and turns ``x / c`` into ``x * (1/c)`` only for a constant ``c``, so the roots stay):
 
-    mul(x, rsqrt(add(reduce_mean(pow(x, 2) | mul(x, x), axes=(last,), keepdims), eps)))
-    [ then mul(., w) with a constant weight w of shape [N] ]
+    a    = add(reduce_mean(pow(x, 2) | mul(x, x), axes=(last,), keepdims), eps)
+    inv  = rsqrt(a) | pow(a, -0.5)                       (torch.export: rsqrt)
+         | div(1, r) | reciprocal(r)                     (legacy ONNX: Div(1, Sqrt);
+           with r = sqrt(a) | pow(a, 0.5)                 dynamo ONNX: Reciprocal(Sqrt))
+    norm = mul(x, inv) | div(x, r)                       (either operand order for mul)
+    [ then mul(norm, w) with a constant (or graph input) weight w of size N ]
 
-The weight multiply is folded into ``rms_norm``'s scale (ones when absent). LayerNorm needs no
-rule here: both frontends already lift it to ``layer_norm`` (ONNX LayerNormalization, aten
-native_layer_norm).
+``eps`` must be a non-negative scalar constant, the mean a keepdims mean over the last axis only.
+Mixed precision (HF LlamaRMSNorm / T5LayerNorm in float16 / bfloat16):
+``x = cast(x0, f32)`` normalized, then ``cast(norm, x0's dtype)`` [* w] fuses into
+``rms_norm(x0, w)``, whose meaning for those dtypes is exactly that (statistics in float32, the
+normalized value rounded to the input type before the scale, docs/ops.md). Without the cast back
+the norm fuses in float32 on the cast value.
+
+The rewrite changes only float rounding (x / sqrt vs x * (1/sqrt), the order of the weight
+multiply). The weight multiply is folded into ``rms_norm``'s scale (ones when absent). LayerNorm
+needs no rule here: both frontends already lift it to ``layer_norm`` (ONNX LayerNormalization,
+aten native_layer_norm).
 """
 from __future__ import annotations
 
-from typing import Callable
+import math
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import ConstData, Node, Value, constant
-from graphopt.ir.types import TensorType
+from graphopt.ir.types import DType, TensorType
 from graphopt.rewrite.passes import Pass, PassResult
 
 from .cleanup import const_array
 from .fusion_report import Candidate, NoMatch, rebuild
 
 RULE = "rms_norm_fusion"
+Users = dict[Node, list[tuple[Node, int]]]
+_LOW = (DType.f16, DType.bf16)  # rms_norm computes their statistics in float32
+
+
+class RmsMatch(NamedTuple):
+    x: Value  # the rms_norm input (x0 of the cast form)
+    eps: float
+    out: Node  # the node whose output rms_norm replaces
+    weight: Value | None  # shape (N,) or (1, ..., 1, N); None: ones
+    spelling: str
 
 
 def _scalar(v: Value) -> float | None:
@@ -38,14 +64,33 @@ def _other(n: Node, v: Value) -> Value:
     return b if a == v else a
 
 
-def match_rms(rs: Node, users: dict[Node, list[tuple[Node, int]]]
-              ) -> tuple[Value, float, Node, Node, np.ndarray | None]:
-    """(x, eps, the normalizing mul, the node whose output is replaced, weight or None)."""
-    add = rs.inputs[0].node
+def root_kind(n: Node) -> str | None:
+    """``sqrt`` for sqrt(a) / pow(a, 0.5), ``rsqrt`` for rsqrt(a) / pow(a, -0.5), else None."""
+    if n.op in ("sqrt", "rsqrt"):
+        return n.op
+    if n.op == "pow":
+        e = _scalar(n.inputs[1])
+        if e == 0.5:
+            return "sqrt"
+        if e == -0.5:
+            return "rsqrt"
+    return None
+
+
+def _only_user(n: Node, users: Users, what: str) -> Node:
+    us = users.get(n, [])
+    if len(us) != 1 or us[0][1] < 0:
+        raise NoMatch(f"{what} has {len(us)} users (graph outputs included), not one", n)
+    return us[0][0]
+
+
+def _mean_square(root: Node) -> tuple[Value, float]:
+    """(x, eps) of root = f(mean(x*x) + eps)."""
+    add = root.inputs[0].node
     if add.op != "add":
-        raise NoMatch("rsqrt of something other than mean + eps", add)
+        raise NoMatch(f"{root.op} of something other than mean + eps", add)
     eps = _scalar(add.inputs[1])
-    if eps is None or eps < 0:
+    if eps is None or not eps >= 0 or math.isinf(eps):
         raise NoMatch("epsilon is not a non-negative scalar constant", add)
     mean = add.inputs[0].node
     if mean.op != "reduce_mean" or not mean.attrs["keepdims"]:
@@ -58,44 +103,125 @@ def match_rms(rs: Node, users: dict[Node, list[tuple[Node, int]]]
     else:
         raise NoMatch("mean of something other than x*x", sq)
     t = x.type
-    assert isinstance(t, TensorType) and t.shape is not None
+    if not isinstance(t, TensorType) or not t.shape or not isinstance(t.shape[-1], int):
+        raise NoMatch("x has no static last axis", sq)
     last = len(t.shape) - 1
     if tuple(mean.attrs["axes"]) != (last,):
         raise NoMatch(f"mean over axes {mean.attrs['axes']}, not the last axis", mean)
-    us = users.get(rs, [])
-    norm = next((u for u, _ in us if u.op == "mul" and _other(u, rs.out) == x), None)
+    if add.out_types[0] != mean.out_types[0]:
+        raise NoMatch("epsilon broadcasts the mean to another shape", add)
+    return x, eps
+
+
+def _normalizing(root: Node, x: Value, users: Users) -> tuple[Node, str]:
+    """The node computing x / sqrt(a) from the root, and the spelling."""
+    kind = root_kind(root)
+    name = root.op if root.op != "pow" else f"pow(., {'-' if kind == 'rsqrt' else ''}0.5)"
+    if kind == "rsqrt":
+        inv, spelling = root, f"x * {name}"
+    else:
+        u = _only_user(root, users, name)
+        if u.op == "reciprocal":
+            inv, spelling = u, f"x * reciprocal({name})"
+        elif u.op == "div" and u.inputs[1] == root.out and u.inputs[0] != root.out:
+            if u.inputs[0] == x:
+                return u, f"x / {name}"
+            if _scalar(u.inputs[0]) != 1.0:
+                raise NoMatch(f"divides something other than x or 1 by {name}", u)
+            inv, spelling = u, f"x * (1 / {name})"
+        else:
+            raise NoMatch(f"{name} is neither inverted (reciprocal, 1 / .) nor divides x", u)
+    us = users.get(inv, [])
+    norm = next((u for u, i in us if i >= 0 and u.op == "mul" and _other(u, inv.out) == x),
+                None)
     if norm is None or len(us) != 1:
-        raise NoMatch("rsqrt is not used only to scale x", rs)
-    out, weight = norm, None
-    nus = users.get(norm, [])
-    if len(nus) == 1 and nus[0][0].op == "mul" and nus[0][1] >= 0:
-        wmul = nus[0][0]
-        w = const_array(_other(wmul, norm.out))
-        if w is not None and w.ndim == 1 and w.shape[0] == t.shape[-1] \
-                and wmul.out_types[0] == norm.out_types[0]:
-            out, weight = wmul, w
-    return x, eps, norm, out, weight
+        raise NoMatch(f"{inv.op} is not used only to scale x", inv)
+    return norm, spelling
 
 
-def find_rms(g: Graph
-             ) -> tuple[list[Candidate], list[tuple[Value, float, Node, np.ndarray | None]]]:
+def _weight(out: Node, n: int, users: Users) -> tuple[Node, Value] | None:
+    """(the weight multiply, w) when ``out``'s only user multiplies it by a size-N weight."""
+    us = users.get(out, [])
+    if len(us) != 1 or us[0][1] < 0 or us[0][0].op != "mul":
+        return None
+    wmul = us[0][0]
+    w = _other(wmul, out.out)
+    t = w.type
+    if w == out.out or w.node.op not in ("constant", "input") or not isinstance(t, TensorType):
+        return None
+    ot = out.out_types[0]
+    assert isinstance(ot, TensorType) and ot.shape is not None
+    if (t.dtype != ot.dtype or not t.is_static or not t.shape or t.shape[-1] != n
+            or len(t.shape) > len(ot.shape) or any(d != 1 for d in t.shape[:-1])
+            or wmul.out_types[0] != ot):
+        return None
+    return wmul, w
+
+
+def match_rms(root: Node, users: Users) -> RmsMatch:
+    """The RMSNorm rooted at ``root`` (a sqrt / rsqrt / pow by +-0.5); NoMatch when it is not."""
+    x, eps = _mean_square(root)
+    norm, spelling = _normalizing(root, x, users)
+    if norm.out_types[0] != x.type:
+        raise NoMatch("the normalized value's type differs from x's", norm)
+    t = x.type
+    assert isinstance(t, TensorType) and t.shape is not None
+    src, out = x, norm
+    if x.node.op == "cast":
+        x0 = x.node.inputs[0]
+        dt0 = x0.type.dtype if isinstance(x0.type, TensorType) else None
+        us = users.get(norm, [])
+        if (dt0 in _LOW and t.dtype == DType.f32 and len(us) == 1 and us[0][1] >= 0
+                and us[0][0].op == "cast" and us[0][0].attrs["to"] == dt0):
+            src, out = x0, us[0][0]
+            spelling += f" in f32, cast from/to {dt0.value}"
+    n = t.shape[-1]
+    assert isinstance(n, int)
+    wm = _weight(out, n, users)
+    if wm is not None:
+        return RmsMatch(src, eps, wm[0], wm[1], spelling)
+    return RmsMatch(src, eps, out, None, spelling)
+
+
+def is_root(n: Node) -> bool:
+    return root_kind(n) is not None
+
+
+def find_rms(g: Graph) -> tuple[list[Candidate], list[RmsMatch]]:
     from .attention_flash import users_with_outputs
 
     users = users_with_outputs(g)
     cands: list[Candidate] = []
-    found = []
+    found: list[RmsMatch] = []
     for n in g.nodes:
-        if n.op != "rsqrt":
+        if not is_root(n):
             continue
         try:
-            x, eps, _, out, w = match_rms(n, users)
+            m = match_rms(n, users)
         except NoMatch as e:
             cands.append(Candidate("rms_norm", RULE, n, False, e.condition, e.node))
             continue
-        cands.append(Candidate("rms_norm", RULE, n, True,
-                               detail="with weight" if w is not None else "no weight"))
-        found.append((x, eps, out, w))
+        w = "with weight" if m.weight is not None else "no weight"
+        cands.append(Candidate("rms_norm", RULE, n, True, detail=f"{m.spelling}, {w}"))
+        found.append(m)
     return cands, found
+
+
+def _ones(n: int, dt: DType) -> Value:
+    try:
+        return constant(ConstData(np.ones(n, dt.to_numpy())))
+    except TypeError:  # bfloat16 has no numpy form
+        return Node.build("cast", (constant(ConstData(np.ones(n, np.float32))),),
+                          {"to": dt}).out
+
+
+def _scale(w: Value | None, n: int, dt: DType) -> Value:
+    if w is None:
+        return _ones(n, dt)
+    t = w.type
+    if isinstance(t, TensorType) and t.shape == (n,):
+        return w
+    return Node.build("reshape", (w,), {"shape": (n,)}).out
 
 
 class RmsNormFusion(Pass):
@@ -104,18 +230,18 @@ class RmsNormFusion(Pass):
     def run(self, g: Graph) -> PassResult:
         cands, found = find_rms(g)
         builders: dict[int, Callable] = {}
-        for x, eps, out, w in found:
-            def build(tr: Callable[[Value], Value], x: Value = x, eps: float = eps,
-                      out: Node = out, w: np.ndarray | None = w) -> tuple[Value, ...]:
-                xt = tr(x)
+        for m in found:
+            def build(tr: Callable[[Value], Value], m: RmsMatch = m) -> tuple[Value, ...]:
+                xt = tr(m.x)
                 t = xt.type
                 assert isinstance(t, TensorType) and t.shape is not None
-                npdt = t.dtype.to_numpy()
-                scale = w.astype(npdt) if w is not None else np.ones(t.shape[-1], npdt)
-                y = Node.build("rms_norm", (xt, constant(ConstData(scale))),
-                               {"axis": len(t.shape) - 1, "epsilon": eps}, out.origin).out
+                n = t.shape[-1]
+                assert isinstance(n, int)
+                w = tr(m.weight) if m.weight is not None else None
+                y = Node.build("rms_norm", (xt, _scale(w, n, t.dtype)),
+                               {"axis": len(t.shape) - 1, "epsilon": m.eps}, m.out.origin).out
                 return (y,)
-            builders[id(out)] = build
+            builders[id(m.out)] = build
         res = rebuild(g, builders) if builders else g
         stats: dict[str, object] = {"rms_norm_fused": len(found),
                                     "rms_norm_not_fused": sum(1 for c in cands if not c.fused)}

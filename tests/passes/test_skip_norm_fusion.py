@@ -132,7 +132,9 @@ MODELS = {
     ("bert", "onnx_legacy"): (5, 0, 0),  # post-norm: LayerNorm(x + sublayer(x)), embeddings too
     ("bert", "torch"): (5, 0, 0),
     ("gpt2", "onnx_dynamo"): (5, 0, 4),  # pre-norm: the residual stream reads the sum output
-    ("llama", "torch"): (0, 4, 3),  # rms_norm: the ONNX exports' RMSNorm is not fused upstream
+    ("llama", "torch"): (0, 4, 3),  # rms_norm after residual adds (the first norm has none)
+    ("llama", "onnx_legacy"): (0, 4, 3),
+    ("llama", "onnx_dynamo"): (0, 4, 3),
 }
 
 

@@ -33,7 +33,7 @@ from graphopt.ir.node import ConstData, Node, Value, constant
 from graphopt.ir.types import DType, TensorType
 from graphopt.rewrite.passes import Pass, PassResult
 
-from .fusion_report import Candidate, NoMatch, rebuild
+from .fusion_report import Candidate, NoMatch, add_notes, rebuild
 
 RULE = "attention_chunking"
 DEFAULT_BUDGET_BYTES = 16 * 2**20  # one chunk's scores: 16 MiB
@@ -164,7 +164,5 @@ class AttentionChunking(Pass):
         res = rebuild(g, builders) if builders else g
         stats: dict[str, object] = {"attention_chunked": len(found),
                                     "attention_not_chunked": sum(1 for x in cands if not x.fused)}
-        notes = [x.describe() for x in cands if not x.fused]
-        if notes:
-            stats["notes"] = notes
+        add_notes(stats, cands)
         return PassResult(res, bool(found), stats)

@@ -46,7 +46,7 @@ from graphopt.ir.types import Dim, DType, TensorType, dim_product
 from graphopt.rewrite.passes import Pass, PassResult
 
 from .cleanup import const_array
-from .fusion_report import Candidate, NoMatch, rebuild
+from .fusion_report import Candidate, NoMatch, add_notes, rebuild
 
 RULE = "attention_flash"
 REFINE_RULE = "attention_refine"
@@ -642,7 +642,5 @@ class AttentionFlash(Pass):
         stats["attention_causal"] = sum(1 for n in att if n.attrs["causal"])
         stats["attention_gqa"] = sum(1 for n in att
                                      if _shape(n.inputs[0])[1] != _shape(n.inputs[1])[1])
-        notes = [c.describe() for c in cands if not c.fused]
-        if notes:
-            stats["notes"] = notes
+        add_notes(stats, cands)
         return PassResult(out, bool(matches) or refined > 0, stats)

@@ -46,6 +46,13 @@ def _node_label(n: Node) -> str:
     return f"{n.op} #{n.uid}{o}"
 
 
+def add_notes(stats: dict[str, Any], cands: "list[Candidate]") -> None:
+    """``stats["notes"]``: one line per candidate that was not fused (absent when none)."""
+    notes = [c.describe() for c in cands if not c.fused]
+    if notes:
+        stats["notes"] = notes
+
+
 class NoMatch(Exception):
     """A matcher's failed condition, with the node where it failed."""
 

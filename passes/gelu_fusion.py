@@ -26,7 +26,7 @@ from graphopt.ir.types import TensorType
 from graphopt.rewrite.passes import Pass, PassResult
 
 from .attention_flash import scalar_const, users_with_outputs
-from .fusion_report import Candidate, NoMatch, rebuild
+from .fusion_report import Candidate, NoMatch, add_notes, rebuild
 
 RULE = "gelu_fusion"
 EXACT = {1: 1.0 / math.sqrt(2.0)}
@@ -183,7 +183,5 @@ class GeluFusion(Pass):
         stats: dict[str, object] = {
             "gelu_fused": len(found),
             "gelu_not_fused": sum(1 for c in cands if not c.fused)}
-        notes = [c.describe() for c in cands if not c.fused]
-        if notes:
-            stats["notes"] = notes
+        add_notes(stats, cands)
         return PassResult(res, bool(found), stats)

@@ -25,7 +25,7 @@ from graphopt.ir.types import TensorType
 from graphopt.rewrite.passes import Pass, PassResult
 
 from .cleanup import const_array
-from .fusion_report import Candidate, rebuild
+from .fusion_report import Candidate, add_notes, rebuild
 
 RULE = "matmul_fusion"
 
@@ -195,7 +195,5 @@ class MatmulFusion(Pass):
             "matmul_groups_fused": len(chosen),
             "matmuls_merged": sum(len(grp.members) for grp in chosen),
             "matmul_groups_not_fused": sum(1 for c in cands if not c.fused)}
-        notes = [c.describe() for c in cands if not c.fused]
-        if notes:
-            stats["notes"] = notes
+        add_notes(stats, cands)
         return PassResult(out, bool(chosen), stats)

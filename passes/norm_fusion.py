@@ -37,7 +37,7 @@ from graphopt.ir.types import DType, TensorType
 from graphopt.rewrite.passes import Pass, PassResult
 
 from .cleanup import const_array
-from .fusion_report import Candidate, NoMatch, rebuild
+from .fusion_report import Candidate, NoMatch, add_notes, rebuild
 
 RULE = "rms_norm_fusion"
 Users = dict[Node, list[tuple[Node, int]]]
@@ -245,7 +245,5 @@ class RmsNormFusion(Pass):
         res = rebuild(g, builders) if builders else g
         stats: dict[str, object] = {"rms_norm_fused": len(found),
                                     "rms_norm_not_fused": sum(1 for c in cands if not c.fused)}
-        notes = [c.describe() for c in cands if not c.fused]
-        if notes:
-            stats["notes"] = notes
+        add_notes(stats, cands)
         return PassResult(res, bool(found), stats)

@@ -40,7 +40,7 @@ from graphopt.ir.types import Dim, DType, TensorType
 from graphopt.rewrite.passes import Pass, PassResult
 
 from .attention_flash import reshape_to, transpose_to
-from .fusion_report import Candidate, NoMatch, rebuild
+from .fusion_report import Candidate, NoMatch, add_notes, rebuild
 
 RULE = "ort_contrib_attention"
 CONTRIB_OPSETS = (("", 21), ("com.microsoft", 1))
@@ -226,7 +226,5 @@ class OrtContribAttention(Pass):
             "contrib_mha": sum(1 for _, op in chosen.values() if op == "MultiHeadAttention"),
             "contrib_gqa": sum(1 for _, op in chosen.values() if op == "GroupQueryAttention"),
             "contrib_attention_kept": len(cands) - len(chosen)}
-        notes = [c.describe() for c in cands if not c.fused]
-        if notes:
-            stats["notes"] = notes
+        add_notes(stats, cands)
         return PassResult(out, bool(chosen), stats)

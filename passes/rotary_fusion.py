@@ -38,7 +38,7 @@ from graphopt.rewrite.passes import Pass, PassResult
 
 from .attention_flash import scalar_const
 from .cleanup import const_array
-from .fusion_report import Candidate, NoMatch, rebuild
+from .fusion_report import Candidate, NoMatch, add_notes, rebuild
 
 RULE = "rotary_fusion"
 _DEPTH = 32  # how far the equal-halves proof walks back
@@ -366,7 +366,5 @@ class RotaryFusion(Pass):
         res = rebuild(g, builders) if builders else g
         stats: dict[str, object] = {"rotary_fused": len(found),
                                     "rotary_not_fused": sum(1 for c in cands if not c.fused)}
-        notes = [c.describe() for c in cands if not c.fused]
-        if notes:
-            stats["notes"] = notes
+        add_notes(stats, cands)
         return PassResult(res, bool(found), stats)

@@ -36,7 +36,7 @@ from graphopt.ir.types import TensorType
 from graphopt.rewrite.passes import Pass, PassResult
 
 from .cleanup import const_array
-from .fusion_report import Candidate, NoMatch, rebuild
+from .fusion_report import Candidate, NoMatch, add_notes, rebuild
 
 RULE = "silu_fusion"
 Users = dict[Node, list[tuple[Node, int]]]
@@ -205,7 +205,5 @@ class SiluFusion(Pass):
             "silu_not_fused": sum(1 for c in cands if not c.fused),
             "gated_mlp_fused": sum(1 for c in mlps if c.fused),
             "gated_mlp_not_fused": sum(1 for c in mlps if not c.fused)}
-        notes = [c.describe() for c in cands + mlps if not c.fused]
-        if notes:
-            stats["notes"] = notes
+        add_notes(stats, cands + mlps)
         return PassResult(res, bool(found), stats)

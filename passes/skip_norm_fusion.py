@@ -42,7 +42,7 @@ from graphopt.ir.types import DType, TensorType
 from graphopt.rewrite.passes import Pass, PassResult
 
 from .cleanup import const_array
-from .fusion_report import Candidate, NoMatch, rebuild
+from .fusion_report import Candidate, NoMatch, add_notes, rebuild
 from .ort_attention import CONTRIB_OPSETS
 
 RULE = "skip_norm_fusion"
@@ -255,8 +255,6 @@ class SkipNormFusion(Pass):
             "skip_layer_norm": sum(1 for m in found if m.norm.op == "layer_norm"),
             "skip_simplified_layer_norm": sum(1 for m in found if m.norm.op == "rms_norm"),
             "skip_norm_not_fused": sum(1 for c in cands if not c.fused)}
-        notes = [c.describe() for c in cands if not c.fused]
-        if notes:
-            stats["notes"] = notes
+        add_notes(stats, cands)
         return PassResult(out, bool(found), stats)
 

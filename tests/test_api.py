@@ -221,3 +221,23 @@ def test_import_graphopt_is_light() -> None:
     assert set(graphopt.__all__) >= {"optimize", "load", "save", "Graph", "parse", "explain"}
     with pytest.raises(AttributeError):
         graphopt.nope  # noqa: B018
+
+
+# name -> (attention blocks, RotaryEmbedding, RMSNormalization) in the saved ONNX
+TRANSFORMERS = {"gpt2": (2, 0, 0), "bert": (2, 0, 0), "llama": (2, 4, 5), "mistral": (2, 4, 5),
+                "t5": (6, 0, 12), "vit": (2, 0, 0)}
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMERS))
+def test_optimize_transformer_onnx_passes_its_own_check(name: str) -> None:
+    """The whole pipeline (fuse, search, numeric check on generated inputs: padded attention
+    masks with fully masked rows included) on legacy-exporter ONNX of each family; the saved
+    model has the fused nodes."""
+    from tests.passes.test_attention_flash import _onnx
+
+    res = graphopt.optimize(_onnx(name, dynamo=False), target="cpu", budget=1)
+    ops = [n.op_type for n in res.onnx_model().graph.node]
+    att, rope, rms = TRANSFORMERS[name]
+    assert (ops.count("Attention"), ops.count("RotaryEmbedding"),
+            ops.count("RMSNormalization")) == (att, rope, rms)
+    assert "Softmax" not in ops

@@ -14,8 +14,9 @@ Forms (q [B, H, S, D], k/v [B, Hkv, T, D(v)] of ``attention``):
   attribute (S == T when causal), ``attention_bias`` for a mask.
 
 A bool mask becomes an additive bias (0 / ``MASK_FILL``). Rows whose every key is masked differ:
-``attention`` gives 0 there, the contrib ops average over the keys (a finite fill); such rows are
-padding that models never read (the same caveat as passes/attention_flash.py).
+``attention`` gives 0 there, the contrib ops average over the keys (a finite fill). Only mode
+``always`` lowers masked blocks (``auto`` takes unmasked ones), and graphopt's numeric check
+rejects the result when its inputs produce such rows.
 
 Which blocks to lower (``mode``), measured on this machine's CPU with ONNX Runtime 1.32
 (single-block models, table in docs/fusions.md):

@@ -25,12 +25,19 @@ causal proven from their mask, repeated key/value heads turned into GQA.
 
 Finite fills and causal: a query row whose keys are *all* masked by a finite fill (e.g. a
 left-padded query under a causal mask, fill ``finfo.min``) averages over every key in the
-original, where ``causal=True`` would average over the causally visible keys only. So the
-lower-triangular leaf becomes ``causal=True`` only when that cannot differ: its fill is -inf, or
-it is the only mask term (then every row keeps key 0). Otherwise it stays inside the mask: a
-finite-fill ``and`` of causal and padding stays one ``where(and(..), 0, fill)`` term, and a
-separate finite causal term becomes the additive ``where(tril, 0, fill)``, so every row sums
-exactly what the original sums (graphopt's numeric check generates such padded rows).
+original, where ``causal=True`` would average over the causally visible keys only. So:
+
+* a lower-triangular leaf with a -inf fill is ``causal=True`` (exact whatever else masks);
+* alone under a finite fill it is ``causal=True`` too (every row keeps key 0);
+* transformers' ``where(causal and padding, 0, finfo.min)`` as the only mask term (f32 scores,
+  fill <= -2^127, so s + fill rounds to fill for every realistic score) becomes ``causal=True``,
+  the padding mask ``where(padding, 0, fill)``, and a fix-up: rows whose joint keep mask is all
+  False output mean(v) over every key, which is what softmax of equal scores gives;
+* otherwise (other mask terms such as T5's position bias, a smaller fill, f16 scores) it stays
+  inside the mask: ``where(and(..), 0, fill)`` whole, or a separate finite causal term as the
+  additive ``where(tril, 0, fill)``; every row then sums exactly what the original sums.
+
+graphopt's numeric check generates such padded rows, so a wrong choice here fails the check.
 """
 from __future__ import annotations
 
@@ -383,21 +390,48 @@ class _Mask:
     adds: list[tuple[Value, tuple[Dim, ...]]] = field(default_factory=list)
     # causal leaves with a finite fill: causal only if nothing else masks (see _settle)
     soft_causal: list[tuple[Value, tuple[Dim, ...], float]] = field(default_factory=list)
+    # where(tril and others, 0, fill) with a huge fill: (tril, others, ctx, fill), see _settle
+    joint_causal: list[tuple[Value, Value, tuple[Dim, ...], float]] = field(default_factory=list)
+    # keep masks (over ctx) whose all-false rows must give mean(v): the joint causal split
+    dead_rows: list[tuple[Value, tuple[Dim, ...]]] = field(default_factory=list)
 
 
-def _settle(m: _Mask, like: Node) -> None:
-    """Finite-fill causal leaves: ``causal=True`` when they are the only mask, else additive
-    ``where(tril, 0, fill)`` terms (exact for rows the other terms mask entirely)."""
-    if not m.soft_causal:
-        return
-    if not m.keeps and not m.adds:
-        m.causal = True
-    else:
-        for tril, ctx, fill in m.soft_causal:
-            zero = constant(np.zeros((), np.float32))
-            f = constant(np.asarray(fill, np.float32))
-            m.adds.append((_build("where", [tril, zero, f], like), ctx))
-    m.soft_causal = []
+HUGE_FILL = -(2.0 ** 127)  # f32 scores s with |s| < 2^103 round s + fill to fill exactly
+
+
+def _settle(m: _Mask, like: Node, split_joint: bool = False) -> None:
+    """Decide the finite-fill causal leaves once every mask term is known.
+
+    * ``soft_causal`` (the tril alone under a finite fill): ``causal=True`` when it is the only
+      mask term, else the additive ``where(tril, 0, fill)`` (exact for rows the other terms
+      mask entirely).
+    * ``joint_causal`` (``where(tril and others, 0, fill)``): with ``split_joint``, a fill of at
+      most ``HUGE_FILL`` and no other mask term, ``causal=True`` plus the additive
+      ``where(others, 0, fill)`` and a dead-row fix-up (a row whose keys are all masked gives
+      mean(v) over every key, as softmax of equal scores s + fill == fill does in the original);
+      otherwise the term stays whole.
+    """
+    alone = len(m.soft_causal) + len(m.joint_causal) == 1 and not m.keeps and not m.adds
+    if m.soft_causal:
+        if alone:
+            m.causal = True
+        else:
+            for tril, ctx, fill in m.soft_causal:
+                zero = constant(np.zeros((), np.float32))
+                f = constant(np.asarray(fill, np.float32))
+                m.adds.append((_build("where", [tril, zero, f], like), ctx))
+        m.soft_causal = []
+    for tril, others, ctx, fill in m.joint_causal:
+        zero = constant(np.zeros((), np.float32))
+        f = constant(np.asarray(fill, np.float32))
+        both = _build("and", [others, tril], like)
+        if split_joint and alone and fill <= HUGE_FILL:
+            m.causal = True
+            m.adds.append((_build("where", [others, zero, f], like), ctx))
+            m.dead_rows.append((both, ctx))
+        else:
+            m.adds.append((_build("where", [both, zero, f], like), ctx))
+    m.joint_causal = []
 
 
 def _add_keep(m: _Mask, keep: Value, ctx: tuple[Dim, ...], fill: float, like: Node) -> None:
@@ -415,15 +449,16 @@ def _add_keep(m: _Mask, keep: Value, ctx: tuple[Dim, ...], fill: float, like: No
     if tril is not None:
         if fill == -math.inf:
             m.causal = True
-        elif leaves:
-            leaves.append(tril)  # one finite fill over (causal and padding): keep it whole
-        else:
+        elif not leaves:
             m.soft_causal.append((tril, ctx, fill))
     if not leaves:
         return
     k = leaves[0]
     for leaf in leaves[1:]:
         k = _build("and", [k, leaf], like)
+    if tril is not None and fill != -math.inf:
+        m.joint_causal.append((tril, k, ctx, fill))  # one finite fill over causal and padding
+        return
     if fill == -math.inf:
         m.keeps.append((k, ctx))
     else:
@@ -519,16 +554,40 @@ def build_attention(mt: AttentionMatch, tr: Tr) -> Value:
             _add_keep(m, val, t.ctx, t.fill, like)
         else:
             _add_additive(m, val, t.ctx, t.mult, like)
-    _settle(m, like)
+    _settle(m, like, split_joint=_dtype(q4) == DType.f32)
     full = (B, H, S, T)
     mask = _combine_mask(m, full, _dtype(q4), like)
     ins = [q4, k4, v4] + ([mask] if mask is not None else [])
     out = _build("attention", ins, like, scale=float(mt.scale * qs * ks), causal=m.causal)
+    for keep, ctx in m.dead_rows:
+        out = _dead_rows_mean(out, keep, ctx, full, v4, like)
     want = pv.out_types[0]
     assert isinstance(want, TensorType)
     if _dtype(out) != want.dtype:
         out = _build("cast", [out], like, to=want.dtype)
     return reshape_to(out, tuple(want.shape or ()), pv)
+
+
+def _dead_rows_mean(out: Value, keep: Value, ctx: tuple[Dim, ...], full: tuple[Dim, ...],
+                    v4: Value, like: Node) -> Value:
+    """``out`` [B, H, S, Dv] with every query row whose ``keep`` row is all False replaced by
+    the mean of v over all keys (what softmax of equal scores gives)."""
+    B, H, S, T = full
+    k = _place(keep, ctx, full, like)  # bool, broadcastable to [B, H, S, T]
+    kf = _build("cast", [k], like, to=DType.f32)
+    rank = len(_shape(kf))
+    anyk = _build("reduce_max", [kf], like, axes=(rank - 1,), keepdims=True)
+    dead = _build("equal", [anyk, constant(np.zeros((), np.float32))], like)
+    vm = _build("reduce_mean", [v4], like, axes=(2,), keepdims=True)  # [B, Hkv, 1, Dv]
+    hkv, dv = _shape(v4)[1], _shape(v4)[3]
+    if hkv != H:  # GQA: query head h reads kv head h // (H / Hkv)
+        g = H // hkv  # type: ignore[operator]
+        vm = reshape_to(vm, (B, hkv, 1, 1, dv), like)
+        vm = _build("expand", [vm], like, shape=(B, hkv, g, 1, dv))
+        vm = reshape_to(vm, (B, H, 1, dv), like)
+    if _dtype(vm) != _dtype(out):
+        vm = _build("cast", [vm], like, to=_dtype(out))
+    return _build("where", [dead, vm, out], like)
 
 
 def _gqa(k4: Value, v4: Value, B: Dim, H: Dim, T: Dim, D: Dim, Dv: Dim

@@ -44,13 +44,15 @@ graph t(%q: f32[1,2,4,8], %k: f32[1,2,4,8], %v: f32[1,2,4,8]) {
 LOWEST = "-3.4028234663852886e+38"
 
 
-@pytest.mark.parametrize("combine, causal", [
-    ("alone", True),  # finite-fill causal mask alone: every row keeps key 0, causal is exact
-    ("and", False),  # where(tril and pad, 0, min): one finite mask, kept whole
-    ("add", False),  # where(tril, s, min) + where(pad, 0, min): causal becomes an additive term
+@pytest.mark.parametrize("combine, fill, causal", [
+    ("alone", LOWEST, True),  # finite-fill causal mask alone: every row keeps key 0
+    # where(tril and pad, 0, min): causal + padding mask + dead rows -> mean(v) over all keys
+    ("and", LOWEST, True),
+    ("and", "-1e9", False),  # s + fill does not round to fill: the mask is kept whole
+    ("add", LOWEST, False),  # where(tril, s, min) + where(pad, 0, min): causal becomes additive
 ])
-def test_finite_fill_causal_stays_exact_for_fully_masked_rows(combine: str, causal: bool
-                                                              ) -> None:
+def test_finite_fill_causal_stays_exact_for_fully_masked_rows(combine: str, fill: str,
+                                                              causal: bool) -> None:
     from graphopt.check import check_graphs
 
     body = {
@@ -70,7 +72,7 @@ graph t(%q: f32[2,2,4,8], %k: f32[2,2,4,8], %v: f32[2,2,4,8], %pad: bool[2,1,1,4
   %kt: f32[2,2,8,4] = transpose(%k) {{perm=(0, 1, 3, 2)}}
   %s: f32[2,2,4,4] = matmul(%q, %kt)
   %tril: bool[4,4] = constant() {{data=dense<bool[4,4]>[{CAUSAL4}]}}
-  %lo: f32[] = constant() {{data=dense<f32[]>[{LOWEST}]}}
+  %lo: f32[] = constant() {{data=dense<f32[]>[{fill}]}}
 {body}
   %o: f32[2,2,4,8] = matmul(%p, %v)
   return %o as "y"
@@ -79,6 +81,8 @@ graph t(%q: f32[2,2,4,8], %k: f32[2,2,4,8], %v: f32[2,2,4,8], %pad: bool[2,1,1,4
     assert res.stats["attention_fused"] == 1
     att = [n for n in res.graph.nodes if n.op == "attention"]
     assert att[0].attrs["causal"] == causal
+    # the dead-row fix-up (mean of v) exists exactly when causal was split out of a joint mask
+    assert ("reduce_mean" in res.graph.op_counts()) == (combine == "and" and causal)
     # batch 0 is left-padded by 2: its query rows 0 and 1 see only padded keys
     pad = np.array([[[[False, False, True, True]]], [[[True, True, True, True]]]])
     rng = np.random.default_rng(1)
@@ -222,14 +226,17 @@ def test_not_fused_names_rule_node_and_condition(src: str, culprit_op: str, reas
 # ---- real model families, three frontends -------------------------------------------------------
 
 # name -> (attention blocks, causal ones, GQA ones). The decoders get padded attention masks
-# (tests/models.py), combined with the causal mask under the finite fill finfo.min: causal stays
-# inside the mask there (a fully masked row averages over every key, see attention_flash.py).
+# (tests/models.py) combined with the causal mask under the fill finfo.min: causal=True with a
+# padding mask and a fix-up for fully masked rows (mean of v over every key, attention_flash.py).
 EXPECTED = {
-    "gpt2": (2, 0, 0),
+    "gpt2": (2, 2, 0),
     "bert": (2, 0, 0),
-    "llama": (2, 0, 2),
+    "llama": (2, 2, 2),
     "mistral": (2, 0, 2),  # sliding window: the band mask stays explicit
-    "t5": (6, 0, 0),  # encoder self, decoder self, decoder cross
+    # encoder self, decoder self, decoder cross; the decoder's causal mask shares its row with
+    # the relative position bias (another additive term), so it stays inside the mask: exact for
+    # fully masked rows only that way
+    "t5": (6, 0, 0),
     "vit": (2, 0, 0),
 }
 FRONTENDS = ("torch", "onnx_legacy", "onnx_dynamo")

@@ -367,6 +367,33 @@ def _unrepeat(x: Value, B: Dim, T: Dim, D: Dim) -> Value | None:
     return None
 
 
+MASK_EVAL_MAX = 1 << 26  # elements: mask leaves computed from constants are evaluated up to this
+_MASK_LEAF_OPS = ("less", "less_equal", "greater", "greater_equal", "equal", "and", "or", "not",
+                  "sub", "add", "expand", "reshape", "unsqueeze", "cast")
+
+
+def _const_leaf(v: Value, depth: int = 4) -> np.ndarray | None:
+    """A mask leaf's value when it is a constant, or a small expression over constants that
+    constant folding left unfolded because of its size (a causal mask ``arange[:, None] >=
+    arange[None, :]`` at long sequences): evaluated with the ops' numpy forms, bounded in size."""
+    a = const_array(v)
+    if a is not None or depth <= 0:
+        return a
+    n = v.node
+    t = v.type
+    if n.op not in _MASK_LEAF_OPS or not isinstance(t, TensorType) or t.shape is None or \
+            not all(isinstance(d, int) for d in t.shape) or \
+            int(np.prod(t.shape, dtype=np.int64)) > MASK_EVAL_MAX:
+        return None
+    xs = [_const_leaf(i, depth - 1) for i in n.inputs]
+    if any(x is None for x in xs):
+        return None
+    from graphopt.ops.registry import get_op
+
+    out = get_op(n.op).numpy(xs, n.attrs)
+    return np.asarray(out[v.index])
+
+
 def _and_leaves(v: Value) -> list[Value]:
     if v.node.op == "and":
         return _and_leaves(v.node.inputs[0]) + _and_leaves(v.node.inputs[1])
@@ -438,7 +465,7 @@ def _add_keep(m: _Mask, keep: Value, ctx: tuple[Dim, ...], fill: float, like: No
     leaves = []
     tril = None
     for leaf in _and_leaves(keep):
-        arr = const_array(leaf)
+        arr = _const_leaf(leaf)
         if arr is not None and arr.dtype == np.bool_:
             if arr.all():
                 continue

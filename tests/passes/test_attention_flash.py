@@ -91,6 +91,30 @@ graph t(%q: f32[2,2,4,8], %k: f32[2,2,4,8], %v: f32[2,2,4,8], %pad: bool[2,1,1,4
     check_graphs(g, res.graph, inputs=feeds)
 
 
+def test_causal_mask_left_unfolded_is_evaluated() -> None:
+    """At long sequences constant folding leaves ``arange <= arange[:, None]`` unfolded (size
+    limit); the matcher evaluates such constant expressions to prove causality."""
+    g = parse("""
+graph t(%q: f32[1,2,4,8], %k: f32[1,2,4,8], %v: f32[1,2,4,8]) {
+  %kt: f32[1,2,8,4] = transpose(%k) {perm=(0, 1, 3, 2)}
+  %s: f32[1,2,4,4] = matmul(%q, %kt)
+  %j: i64[1,4] = constant() {data=dense<i64[1,4]>[0, 1, 2, 3]}
+  %i: i64[4,1] = constant() {data=dense<i64[4,1]>[0, 1, 2, 3]}
+  %m: bool[4,4] = less_equal(%j, %i)
+  %ninf: f32[] = constant() {data=dense<f32[]>[-inf]}
+  %sm: f32[1,2,4,4] = where(%m, %s, %ninf)
+  %p: f32[1,2,4,4] = softmax(%sm) {axis=3}
+  %o: f32[1,2,4,8] = matmul(%p, %v)
+  return %o as "y"
+}""")
+    from graphopt.check import check_graphs
+
+    res = AttentionFlash().run(g)
+    assert res.graph.op_counts() == {"attention": 1}
+    assert next(n for n in res.graph.nodes if n.op == "attention").attrs["causal"]
+    check_graphs(g, res.graph)
+
+
 def _qkv(**extra: np.ndarray) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     d = {k: rng.standard_normal((2, 2, 3, 4)).astype(np.float32) for k in ("q", "k", "v")}

@@ -33,6 +33,32 @@ def test_verify_fails_on_wrong_rule(tmp_path: Path, capsys) -> None:
     assert "NOT PROVEN planted-relu_through_add" in capsys.readouterr().out
 
 
+def test_verify_reproves_z3_timeouts_with_more_time(tmp_path: Path, capsys,
+                                                   monkeypatch) -> None:
+    """A wall-clock z3 timeout (a loaded machine) is retried once with 4x the time; a rule
+    that is really wrong stays NOT PROVEN."""
+    from graphopt.subst import verify
+    from graphopt.subst.verify import Verdict
+
+    real = verify.verify_text
+    seen: list[int] = []
+
+    def busy_machine(args):  # the first, parallel-pass attempt at each rule runs out of time
+        seen.append(args[3])
+        if args[3] == 5000:
+            return Verdict("t-relu", False, "z3", reason="z3 returned unknown (timeout)")
+        return real(args)
+
+    monkeypatch.setattr(verify, "verify_text", busy_machine)
+    d = _dir(tmp_path, RELU_TWICE)
+    assert main(["rules", "verify", str(d)]) == 0
+    assert seen == [5000, 20000]
+    assert "re-proved 1 rule(s) after a z3 timeout" in capsys.readouterr().out
+    (tmp_path / "wrong").mkdir()
+    d2 = _dir(tmp_path / "wrong", rule_text("relu_through_add"))
+    assert main(["rules", "verify", str(d2)]) == 1
+
+
 def test_generate_small(tmp_path: Path, capsys) -> None:
     out = tmp_path / "gen"
     assert main(["rules", "generate", "--max-ops", "2", "--scenarios", "matmul", "--ops",

@@ -48,9 +48,9 @@ def _t(v: Value) -> TensorType:
     return t
 
 
-def chunk_rows(n: Node, budget_bytes: int) -> int:
-    """The query-chunk size for attention node ``n``; raises NoMatch with the reason when the
-    block is not split."""
+def chunk_rows(n: Node, budget_bytes: int) -> int | None:
+    """The query-chunk size for attention node ``n``; None when its scores fit the budget (no
+    candidate); raises NoMatch with the reason when a block that needs chunks cannot be split."""
     q, k = _t(n.inputs[0]), _t(n.inputs[1])
     B, H, S, _ = q.shape  # type: ignore[misc]
     T = k.shape[2]  # type: ignore[index]
@@ -60,8 +60,7 @@ def chunk_rows(n: Node, budget_bytes: int) -> int:
     item = q.dtype.itemsize
     row = B * H * T * item  # bytes of one query row's scores
     if row * S <= budget_bytes:
-        raise NoMatch(f"scores {row * S / 2**20:.1f} MiB fit the {budget_bytes / 2**20:.0f} MiB "
-                      f"budget", n)
+        return None
     if n.attrs["causal"] and S != T:
         raise NoMatch(f"causal with {S} queries over {T} keys", n)
     c = MIN_CHUNK
@@ -109,10 +108,10 @@ class AttentionChunking(Pass):
             try:
                 c = chunk_rows(n, self.budget_bytes)
             except NoMatch as e:
-                if e.condition.startswith("scores ") and "fit the" in e.condition:
-                    continue  # small blocks need no chunks: not a candidate
                 cands.append(Candidate("attention_chunks", RULE, n, False, e.condition, e.node))
                 continue
+            if c is None:
+                continue  # small blocks need no chunks: not a candidate
             S = _t(n.inputs[0]).shape[2]  # type: ignore[index]
             cands.append(Candidate("attention_chunks", RULE, n, True,
                                    detail=f"{-(-S // c)} chunks of {c} queries"))

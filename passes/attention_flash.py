@@ -426,6 +426,12 @@ class _Mask:
 HUGE_FILL = -(2.0 ** 127)  # f32 scores s with |s| < 2^103 round s + fill to fill exactly
 
 
+def _fill_mask(keep: Value, fill: float, like: Node) -> Value:
+    """The additive mask ``where(keep, 0, fill)`` in f32 (cast to the scores' type later)."""
+    zero = constant(np.zeros((), np.float32))
+    return _build("where", [keep, zero, constant(np.asarray(fill, np.float32))], like)
+
+
 def _settle(m: _Mask, like: Node, split_joint: bool = False) -> None:
     """Decide the finite-fill causal leaves once every mask term is known.
 
@@ -443,21 +449,16 @@ def _settle(m: _Mask, like: Node, split_joint: bool = False) -> None:
         if alone:
             m.causal = True
         else:
-            for tril, ctx, fill in m.soft_causal:
-                zero = constant(np.zeros((), np.float32))
-                f = constant(np.asarray(fill, np.float32))
-                m.adds.append((_build("where", [tril, zero, f], like), ctx))
+            m.adds += [(_fill_mask(tril, fill, like), ctx) for tril, ctx, fill in m.soft_causal]
         m.soft_causal = []
     for tril, others, ctx, fill in m.joint_causal:
-        zero = constant(np.zeros((), np.float32))
-        f = constant(np.asarray(fill, np.float32))
         both = _build("and", [others, tril], like)
         if split_joint and alone and fill <= HUGE_FILL:
             m.causal = True
-            m.adds.append((_build("where", [others, zero, f], like), ctx))
+            m.adds.append((_fill_mask(others, fill, like), ctx))
             m.dead_rows.append((both, ctx))
         else:
-            m.adds.append((_build("where", [both, zero, f], like), ctx))
+            m.adds.append((_fill_mask(both, fill, like), ctx))
     m.joint_causal = []
 
 
@@ -489,10 +490,7 @@ def _add_keep(m: _Mask, keep: Value, ctx: tuple[Dim, ...], fill: float, like: No
     if fill == -math.inf:
         m.keeps.append((k, ctx))
     else:
-        dt = DType.f32
-        zero = constant(np.zeros((), dt.to_numpy()))
-        f = constant(np.asarray(fill, dt.to_numpy()))
-        m.adds.append((_build("where", [k, zero, f], like), ctx))
+        m.adds.append((_fill_mask(k, fill, like), ctx))
 
 
 def _add_additive(m: _Mask, v: Value, ctx: tuple[Dim, ...], mult: float, like: Node) -> None:

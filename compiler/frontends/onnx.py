@@ -21,7 +21,7 @@ from ..ir.graph import Graph, GraphMeta
 from ..ir.node import ConstData, Node, Origin, Value, input_node
 from ..ir.types import DType, OpaqueType, TensorType, ValueType
 from .onnx_io import (check_external_files, check_model_shape, read_model, sparse_to_dense,
-                      tensor_to_const)
+                      subgraphs, tensor_to_const)
 from .onnx_symbolic import SymValue, from_const, propagate, range_length, tracks
 
 if TYPE_CHECKING:
@@ -391,20 +391,12 @@ def _free_names(g: "onnx.GraphProto", bound: set[str]) -> list[str]:
         for nm in n.input:
             use(nm)
         for a in n.attribute:
-            for sub in _subgraphs(a):
+            for sub in subgraphs(a):
                 for nm in _free_names(sub, inner):
                     use(nm)
     for o in g.output:
         use(o.name)
     return out
-
-
-def _subgraphs(a: "onnx.AttributeProto") -> list["onnx.GraphProto"]:
-    if a.type == _A_GRAPH:
-        return [a.g]
-    if a.type == _A_GRAPHS:
-        return list(a.graphs)
-    return []
 
 
 # ---- the importer -----------------------------------------------------------------------------
@@ -533,7 +525,7 @@ class _Importer:
             ds: set[int] = set()
             names = [x for x in n.input if x]
             for a in n.attribute:
-                for sub in _subgraphs(a):
+                for sub in subgraphs(a):
                     names.extend(_free_names(sub, set()))
             for x in names:
                 if x in producer:
@@ -653,7 +645,7 @@ class _Importer:
         Runtime, so the value is exactly what the model computes) into constants."""
         if node.domain not in ("", "ai.onnx") or node.op_type not in FOLD_AT_IMPORT:
             return False
-        if any(_subgraphs(a) for a in node.attribute) or not any(node.input):
+        if any(subgraphs(a) for a in node.attribute) or not any(node.input):
             return False
         if ("", node.op_type) in self.functions:
             return False
@@ -936,7 +928,7 @@ class _Importer:
         ins: list[Value] = [self.env[x] for x in node.input if x]
         captured: list[str] = []
         for a in node.attribute:
-            for sub in _subgraphs(a):
+            for sub in subgraphs(a):
                 for nm in _free_names(sub, set()):
                     if nm not in captured:
                         captured.append(nm)
@@ -949,7 +941,7 @@ class _Importer:
         out_types = tuple(self._opaque_type(node, o, k) for k, o in enumerate(outs))
         uses_funcs = bool(self.functions) and (
             (node.domain, node.op_type) in self.functions
-            or any(_subgraphs(a) for a in node.attribute))
+            or any(subgraphs(a) for a in node.attribute))
         attrs = {
             "op_type": node.op_type,
             "domain": node.domain,

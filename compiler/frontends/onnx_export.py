@@ -19,7 +19,7 @@ from ..errors import ExportError, GraphOptError
 from ..ir.graph import Graph
 from ..ir.node import ConstData, Node, Value
 from ..ir.types import DType, OpaqueType, TensorType, ValueType
-from .onnx_io import AtomicFiles, DataSink, const_to_tensor
+from .onnx_io import AtomicFiles, DataSink, const_to_tensor, subgraphs
 
 if TYPE_CHECKING:
     import onnx
@@ -28,7 +28,6 @@ __all__ = ["to_model", "save", "ExportCtx", "EXTERNAL_THRESHOLD"]
 
 EXTERNAL_THRESHOLD = 1 << 30  # bytes of weights above which save() writes external data
 _PROTO_LIMIT = (1 << 31) - (1 << 24)  # stay clear of protobuf's 2 GiB cap
-_A_GRAPH, _A_GRAPHS = 5, 10
 
 Key = tuple[int, int]
 
@@ -294,7 +293,7 @@ class ExportCtx:
         q.output.extend(new_outputs)
         if renames:
             for att in q.attribute:
-                for sub in _subgraphs(att):
+                for sub in subgraphs(att):
                     _rename_free(sub, renames, set())
         src = _needs_upgrade(node, self.opset)
         if src is not None:
@@ -400,19 +399,11 @@ def _node_proto(n: Node) -> "onnx.NodeProto":
     return p
 
 
-def _subgraphs(a: "onnx.AttributeProto") -> list["onnx.GraphProto"]:
-    if a.type == _A_GRAPH:
-        return [a.g]
-    if a.type == _A_GRAPHS:
-        return list(a.graphs)
-    return []
-
-
 def _inner_names(p: "onnx.NodeProto") -> set[str]:
     """Every value name used or defined inside the node's subgraphs."""
     out: set[str] = set()
     for a in p.attribute:
-        for g in _subgraphs(a):
+        for g in subgraphs(a):
             _graph_names(g, out)
     return out
 
@@ -425,7 +416,7 @@ def _graph_names(g: "onnx.GraphProto", out: set[str]) -> None:
         out.update(x for x in n.input if x)
         out.update(x for x in n.output if x)
         for a in n.attribute:
-            for sub in _subgraphs(a):
+            for sub in subgraphs(a):
                 _graph_names(sub, out)
 
 
@@ -441,7 +432,7 @@ def _rename_free(g: "onnx.GraphProto", ren: dict[str, str], bound: set[str]) -> 
             if x in ren and x not in inner:
                 n.input[i] = ren[x]
         for a in n.attribute:
-            for sub in _subgraphs(a):
+            for sub in subgraphs(a):
                 _rename_free(sub, ren, inner)
     for o in g.output:
         if o.name in ren and o.name not in inner:

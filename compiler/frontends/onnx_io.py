@@ -23,6 +23,18 @@ INLINE_LIMIT = 1024
 _ALIGN = 64
 
 
+_A_GRAPH, _A_GRAPHS = 5, 10  # onnx.AttributeProto.GRAPH / GRAPHS
+
+
+def subgraphs(a: "onnx.AttributeProto") -> list["onnx.GraphProto"]:
+    """The subgraphs an attribute holds (If branches, Loop/Scan bodies), else []."""
+    if a.type == _A_GRAPH:
+        return [a.g]
+    if a.type == _A_GRAPHS:
+        return list(a.graphs)
+    return []
+
+
 def read_model(path: str | Path) -> "onnx.ModelProto":
     """Parse an ONNX file without loading external data; errors name the file."""
     import onnx

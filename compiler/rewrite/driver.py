@@ -74,12 +74,7 @@ def rewrite(g: Graph, rules: Sequence[Rule], max_steps: int = 1000,
     while st.steps < max_steps:
         for r in rules:
             done = False
-            for m in matches(g, r, tracer):
-                ng = apply(g, r, m)
-                if isinstance(ng, MatchFail):
-                    if tracer is not None:
-                        tracer.record(r.name, ng)
-                    continue
+            for ng in rewrites(g, r, tracer):
                 if ng.key() in seen:
                     continue
                 seen.add(ng.key())

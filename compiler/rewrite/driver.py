@@ -1,50 +1,233 @@
-"""Applying rules to graphs: every match of a rule, one rewrite, and greedy rewriting to a fixed
-point. Edits are functional (``Graph.replace``): the input graph is never changed."""
+"""Applying rules to graphs. Edits are functional: the input graph is never changed.
+
+* ``sweep``: every rule looks at every anchor of the graph as it is; each match claims its root
+  nodes (a place rewritten by one rule is not rewritten by another in the same sweep: the later
+  one is recorded as not matched, naming the first); then one bottom-up rebuild puts each
+  match's replacement in place, built over the already rebuilt inputs (``Match.tr``). Rules of a
+  sweep may read users (``MatchContext``): fusions run this way.
+* ``local``: a bottom-up rebuild in which each rebuilt node is offered to the rules anchored at
+  its op, again and again until none applies (at most ``max_per_node`` times): chains of local
+  rewrites (canonical forms, no-op removal) settle in one pass. Local rules see the node and its
+  ancestors only.
+* ``matches`` / ``apply`` / ``rewrites`` / ``rewrite``: every match of one rule, one rewrite,
+  every one-step rewrite, and greedy rewriting to a fixed point (tests, tools).
+
+Every look at an anchor that a rule reports becomes a ``Candidate`` (``rewrite/trace.py``).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from ..ir.graph import Graph
-from ..ir.node import Value
-from .match import Match, MatchFail, Tracer, index_by_op, match_roots
-from .pattern import root_node
-from .rule import Rule
+from ..ir.node import Node, Value
+from .context import MatchContext
+from .match import Match, MatchFail
+from .rule import PatternRule, Rule, _guarded
+from .trace import Candidate, Tracer
 
 
-def matches(g: Graph, r: Rule, tracer: Tracer | None = None, limit: int = 10000
-            ) -> list[Match]:
-    """Every match of ``r`` in ``g`` that passes its check (at most ``limit``)."""
-    by_op = index_by_op(g)
-    pn, _ = root_node(r.lhs[0])
+@dataclass
+class Outcome:
+    """What a sweep or local rewrite did: the new graph, the candidates, the count of
+    rewrites per rule."""
+
+    graph: Graph
+    candidates: list[Candidate] = field(default_factory=list)
+    applied: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.applied)
+
+    def count(self, name: str) -> None:
+        self.applied[name] = self.applied.get(name, 0) + 1
+
+
+def _candidate(r: Rule, anchor: Node, res: "Match | MatchFail", pass_name: str) -> Candidate:
+    if isinstance(res, MatchFail):
+        return Candidate(r.place, r.name, anchor, False, res.reason, res.node,
+                         pass_name=pass_name or r.pass_name)
+    return Candidate(r.place, r.name, anchor, True, detail=res.detail, spelling=res.spelling,
+                     pass_name=pass_name or r.pass_name)
+
+
+def _anchored(r: Rule, ctx: MatchContext) -> list[Node]:
+    if r.anchors is None:
+        return list(ctx.graph.nodes)
+    out: list[Node] = []
+    for op in sorted(r.anchors):
+        out.extend(ctx.by_op.get(op, ()))
+    if len(r.anchors) > 1:
+        out.sort(key=lambda n: ctx.position[id(n)])
+    return out
+
+
+def _reads_roots(m: Match, ctx: MatchContext) -> bool:
+    """Whether a bound value of ``m`` depends on one of its roots (the rewrite would need the
+    old value to make the new one: TASO's cycle check)."""
+    roots = {(id(v.node), v.index) for v in m.roots}
+    if len(roots) < 2:
+        return False
+    first = min(ctx.position[id(v.node)] for v in m.roots)
+    stack = [v.node for v in m.values.values() if ctx.position.get(id(v.node), -1) > first]
+    seen: set[int] = set()
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        for v in n.inputs:
+            if (id(v.node), v.index) in roots:
+                return True
+            if ctx.position.get(id(v.node), -1) > first:
+                stack.append(v.node)
+    return False
+
+
+def sweep(g: Graph, rules: Sequence[Rule], options: Mapping[str, Any] | None = None,
+          pass_name: str = "") -> Outcome:
+    """Match every rule on ``g`` as it is, then rebuild once with every replacement."""
+    ctx = MatchContext(g, options)
+    out = Outcome(g)
+    claimed: dict[int, tuple[Rule, Match]] = {}  # root node id -> the match that claimed it
+    for r in rules:
+        for anchor in _anchored(r, ctx):
+            res = _guarded(r.match, anchor, ctx)
+            if res is None:
+                continue
+            if isinstance(res, Match):
+                if not res.roots:
+                    raise ValueError(f"rule {r.name}: a match must name the values it replaces")
+                taken = next((claimed[id(v.node)] for v in res.roots if id(v.node) in claimed),
+                             None)
+                if taken is not None:
+                    res = MatchFail(f"already rewritten by {taken[0].name}", res.roots[0].node)
+                elif _reads_roots(res, ctx):
+                    res = MatchFail("the replacement would read a value it replaces",
+                                    res.roots[0].node)
+                else:
+                    for v in res.roots:
+                        claimed[id(v.node)] = (r, res)
+            if r.place:
+                out.candidates.append(_candidate(r, anchor, res, pass_name))
+    if not claimed:
+        return out
+    env: dict[tuple[int, int], Value] = {}
+
+    def tr(v: Value) -> Value:
+        return env.get((id(v.node), v.index), v)
+
+    built: dict[int, list[Value]] = {}  # id(match) -> replacement values
+    for n in g.nodes:
+        if n.op == "input":
+            continue
+        hit = claimed.get(id(n))
+        outs: list[Value] | None = None
+        if hit is not None:
+            r, m = hit
+            vals = built.get(id(m))
+            if vals is None:
+                got = r.replacement(m.rebased(tr))
+                if isinstance(got, MatchFail):
+                    raise ValueError(f"rule {r.name} matched at {n.op} #{n.uid} but cannot build "
+                                     f"its replacement: {got}")
+                vals = built[id(m)] = got
+                out.count(r.name)
+            repl = {(id(v.node), v.index): nv for v, nv in zip(m.roots, vals)}
+            outs = [repl.get((id(n), i)) for i in range(len(n.out_types))]  # type: ignore[misc]
+        rebuilt: tuple[Value, ...] | None = None
+        for i in range(len(n.out_types)):
+            v = outs[i] if outs is not None else None
+            if v is None:
+                if rebuilt is None:
+                    rebuilt = n.with_inputs(tuple(tr(x) for x in n.inputs)).outputs
+                v = rebuilt[i]
+            env[(id(n), i)] = v
+    out.graph = Graph(g.inputs, [tr(v) for v in g.outputs], g.output_names, g.name, g.meta)
+    return out
+
+
+def local(g: Graph, rules: Sequence[Rule], options: Mapping[str, Any] | None = None,
+          max_per_node: int = 16, pass_name: str = "") -> Outcome:
+    """Rewrite bottom-up: each rebuilt node is rewritten by the first rule that matches it, and
+    the result again, until no rule applies (local rules only: no users, no graph context)."""
+    by_op: dict[str, list[Rule]] = {}
+    anywhere: list[Rule] = []
+    for r in rules:
+        if r.anchors is None:
+            anywhere.append(r)
+        else:
+            for op in r.anchors:
+                by_op.setdefault(op, []).append(r)
+    out = Outcome(g)
+    ctx = MatchContext(g, options)
+
+    def rewrite_node(n: Node) -> Sequence[Value] | None:
+        cur = n
+        vals: list[Value] | None = None
+        for _ in range(max_per_node):
+            for r in by_op.get(cur.op, []) + anywhere:
+                res = _guarded(r.match, cur, ctx)
+                if res is None:
+                    continue
+                if isinstance(res, MatchFail):
+                    if r.place:
+                        out.candidates.append(_candidate(r, cur, res, pass_name))
+                    continue
+                got = r.replacement(res)
+                if isinstance(got, MatchFail):
+                    continue
+                if r.place:
+                    out.candidates.append(_candidate(r, cur, res, pass_name))
+                out.count(r.name)
+                full = {(id(v.node), v.index): nv for v, nv in zip(res.roots, got)}
+                vals = [full.get((id(cur), i), Value(cur, i)) for i in range(len(cur.out_types))]
+                break
+            else:
+                break
+            if len(vals) != 1 or vals[0].node is cur:
+                break
+            cur = vals[0].node
+            if vals[0].index != 0 or len(cur.out_types) != 1:
+                break
+        return vals
+
+    out.graph = g.map_nodes(rewrite_node)
+    return out
+
+
+# ---- single rewrites (search, tests, tools) --------------------------------------------------
+
+def matches(g: Graph, r: Rule, tracer: Tracer | None = None, limit: int = 10000,
+            options: Mapping[str, Any] | None = None) -> list[Match]:
+    """Every match of ``r`` in ``g`` (at most ``limit``); failed checks go to ``tracer``."""
+    ctx = MatchContext(g, options)
     out: list[Match] = []
     seen: set[tuple] = set()
-    for anchor in by_op.get(pn.op if pn else "", []):
-        for m in match_roots(r.lhs, g, anchor, by_op):
-            key = tuple((id(v.node), v.index) for v in m.roots)
+    for anchor in _anchored(r, ctx):
+        for res in r.matches(anchor, ctx):
+            if isinstance(res, MatchFail):
+                if tracer is not None:
+                    tracer.record(Candidate(r.place or r.name, r.name, anchor, False, res.reason,
+                                            res.node))
+                continue
+            key = tuple((id(v.node), v.index) for v in res.roots)
             if key in seen:
                 continue
             seen.add(key)
-            if r.check is not None:
-                c = r.check(m)
-                if isinstance(c, MatchFail) or c is False:
-                    if tracer is not None:
-                        tracer.record(r.name, c if isinstance(c, MatchFail)
-                                      else m.fail("check failed"))
-                    continue
-            out.append(m)
+            out.append(res)
             if len(out) >= limit:
                 return out
     return out
 
 
 def apply(g: Graph, r: Rule, m: Match) -> "Graph | MatchFail":
-    """``g`` with the match's roots replaced by the rule's rhs."""
-    vals = r.build(m)
+    """``g`` with the match's roots replaced by the rule's replacement."""
+    vals = r.replacement(m)
     if isinstance(vals, MatchFail):
         return vals
-    mapping: dict[Value, Value] = {old: new for old, new in zip(m.roots, vals)}
-    return g.replace(mapping)
+    return g.replace({old: new for old, new in zip(m.roots, vals)})
 
 
 def rewrites(g: Graph, r: Rule, tracer: Tracer | None = None) -> Iterator[Graph]:
@@ -53,7 +236,8 @@ def rewrites(g: Graph, r: Rule, tracer: Tracer | None = None) -> Iterator[Graph]
         ng = apply(g, r, m)
         if isinstance(ng, MatchFail):
             if tracer is not None:
-                tracer.record(r.name, ng)
+                tracer.record(Candidate(r.place or r.name, r.name, m.roots[0].node, False,
+                                        ng.reason, ng.node))
             continue
         yield ng
 
@@ -62,31 +246,31 @@ def rewrites(g: Graph, r: Rule, tracer: Tracer | None = None) -> Iterator[Graph]
 class RewriteStats:
     applied: dict[str, int] = field(default_factory=dict)
     steps: int = 0
-    stopped: str = ""  # "fixpoint" | "max_steps" | "cycle"
+    stopped: str = ""  # "fixpoint" | "max_steps"
 
 
 def rewrite(g: Graph, rules: Sequence[Rule], max_steps: int = 1000,
             tracer: Tracer | None = None) -> tuple[Graph, RewriteStats]:
-    """Apply rules greedily (first rule, first match) until none applies. Stops on a cycle
-    (a graph seen before) or after ``max_steps``."""
+    """Apply rules greedily (first rule, first match) until none applies. A rewrite that gives
+    a graph seen before is skipped (so a rule and its reverse cannot loop); stops after
+    ``max_steps``."""
     st = RewriteStats()
     seen = {g.key()}
     while st.steps < max_steps:
         for r in rules:
-            done = False
-            for ng in rewrites(g, r, tracer):
-                if ng.key() in seen:
-                    continue
+            ng = next((x for x in rewrites(g, r, tracer) if x.key() not in seen), None)
+            if ng is not None:
                 seen.add(ng.key())
                 g = ng
                 st.applied[r.name] = st.applied.get(r.name, 0) + 1
                 st.steps += 1
-                done = True
-                break
-            if done:
                 break
         else:
             st.stopped = "fixpoint"
             return g, st
     st.stopped = "max_steps"
     return g, st
+
+
+__all__ = ["Outcome", "sweep", "local", "matches", "apply", "rewrites", "rewrite",
+           "RewriteStats", "PatternRule"]

@@ -1,5 +1,10 @@
-"""Matching patterns against graphs: ``Match`` (bindings), ``MatchFail`` (a reason and a culprit
-node) and ``Tracer`` (collects the reasons, for ``graphopt explain`` and reports).
+"""Matching: ``Match`` (what a rule found), ``MatchFail`` (why a rule does not apply: a reason and
+a culprit node) and the structural matcher of patterns against graphs.
+
+``MatchFail`` is the one way every rule says "no": a check returns ``m.fail(reason, node)``; a
+semantic matcher (a hook that walks the graph itself) returns it, or raises it from deep inside its
+helpers with ``raise fail(reason, node)``. The driver catches it and records it as a candidate that
+did not match (``rewrite/trace.py``).
 
 Matching is a backtracking search: commutative ops try both input orders, multi-root patterns
 match each root against every candidate node. Dim variables of generated rules are solved after
@@ -8,33 +13,66 @@ the structure matched (``dims.unify``), so ``split {sizes=(c, c)}`` binds ``c`` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ..ir.graph import Graph
 from ..ir.node import Node, Value
 from ..ir.types import Dim, TensorType
-from ..subst.dims import DimExpr, attr_has_dims, unify
+from .dims import DimExpr, attr_has_dims, unify
 from .pattern import AttrVar, Term, Var, root_node
 
 
-@dataclass(frozen=True)
-class MatchFail:
-    """Why a rule does not apply here. Falsy, so ``if not m.check(...)`` reads naturally."""
+class MatchFail(Exception):
+    """Why a rule does not apply here: ``reason`` and the culprit ``node``. Falsy, so
+    ``if not check(m)`` reads naturally; an exception, so deep matcher helpers can raise it."""
 
-    reason: str
-    node: Node | None = None
+    def __init__(self, reason: str, node: "Node | None" = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.node = node
 
     def __bool__(self) -> bool:
         return False
 
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, MatchFail) and other.reason == self.reason
+                and other.node is self.node)
+
+    def __hash__(self) -> int:
+        return hash(self.reason)
+
     def __str__(self) -> str:
         return f"{self.reason}" + (f" at {self.node.op} #{self.node.uid}" if self.node else "")
+
+    def __repr__(self) -> str:
+        return f"MatchFail({self.reason!r})"
+
+
+def fail(reason: str, node: "Node | Value | None" = None) -> MatchFail:
+    """A ``MatchFail`` naming ``node`` (a value names its node): ``raise fail(...)`` in matchers."""
+    if isinstance(node, Value):
+        node = node.node
+    return MatchFail(reason, node)
+
+
+def _identity(v: Value) -> Value:
+    return v
 
 
 @dataclass
 class Match:
-    """Bindings of one match: pattern variables -> values, attr variables -> values, dim
-    variables -> dims, pattern nodes -> graph nodes; ``roots`` are the matched lhs outputs."""
+    """What a rule found.
+
+    Pattern rules fill the bindings: pattern variables -> values, attr variables -> values, dim
+    variables -> dims, pattern nodes -> graph nodes. Every rule fills ``roots`` (the values its
+    replacement takes the place of, one per replacement value). A semantic matcher keeps its own
+    record in ``data`` and says what the fused op is in ``detail`` and which accepted spelling
+    it saw in ``spelling``.
+
+    ``tr`` maps a value of the matched graph to the value that stands for it in the graph being
+    built: the driver sets it before calling the rule's builder (``value``/``values`` apply it to
+    the bindings; builders reading values kept in ``data`` call ``m.tr(v)``).
+    """
 
     values: dict[str, Value] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
@@ -43,40 +81,37 @@ class Match:
     roots: list[Value] = field(default_factory=list)
     dim_constraints: list[tuple[DimExpr, Dim]] = field(default_factory=list)
     dtype: Any = None
+    data: Any = None
+    detail: str = ""
+    spelling: str = ""
+    tr: Callable[[Value], Value] = _identity
 
     def __getitem__(self, name: str) -> Value:
-        return self.values[name]
+        return self.tr(self.values[name])
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.values
 
     def __bool__(self) -> bool:
         return True
 
     def fail(self, reason: str, node: "Node | Value | None" = None) -> MatchFail:
-        if isinstance(node, Value):
-            node = node.node
-        return MatchFail(reason, node)
+        return fail(reason, node)
 
     def copy(self) -> "Match":
         return Match(dict(self.values), dict(self.attrs), dict(self.dims), dict(self.nodes),
-                     list(self.roots), list(self.dim_constraints), self.dtype)
+                     list(self.roots), list(self.dim_constraints), self.dtype, self.data,
+                     self.detail, self.spelling, self.tr)
+
+    def rebased(self, tr: Callable[[Value], Value]) -> "Match":
+        """This match with ``tr`` set (bindings are translated when read)."""
+        m = self.copy()
+        m.tr = tr
+        return m
 
     @property
     def matched_nodes(self) -> list[Node]:
         return list(self.nodes.values())
-
-
-class Tracer:
-    """Collects why rules did not apply (rule name -> reasons with their nodes)."""
-
-    def __init__(self, limit: int = 1000) -> None:
-        self.fails: list[tuple[str, MatchFail]] = []
-        self.limit = limit
-
-    def record(self, rule: str, f: MatchFail) -> None:
-        if len(self.fails) < self.limit:
-            self.fails.append((rule, f))
-
-    def reasons(self, rule: str | None = None) -> list[str]:
-        return [f"{r}: {f}" for r, f in self.fails if rule is None or r == rule]
 
 
 def _same(a: Value, b: Value) -> bool:

@@ -1,7 +1,9 @@
 """Passes and pipelines.
 
-A ``Pass`` is a named ``Graph -> PassResult`` function. ``Pipeline`` runs a list of passes (to a
-fixed point when asked), times each, runs the IR verifier after each and, when a pass raises or
+A ``Pass`` is a named ``Graph -> PassResult`` function. ``RewritePass`` is the pass every rewrite
+is: a list of rules applied by the driver (``sweep`` or ``local``), whose result carries the
+candidates the rules reported. ``Pipeline`` runs a list of passes (to a fixed point when asked),
+times each, runs the IR verifier after each, collects the candidates and, when a pass raises or
 leaves an invalid graph, raises ``PassError`` naming the pass, the passes that ran before it and
 the culprit node.
 """
@@ -9,21 +11,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import GraphOptError, PassError
 from ..ir.graph import Graph
+from .trace import Candidate
 
-Stats = dict[str, Any]  # JSON-able: counters (int), notes (lists of str)
+Stats = dict[str, Any]  # JSON-able counters (int / float), and lists of names where a pass lists some
 
 
-@dataclass
+@dataclass(frozen=True)
 class PassResult:
-    """What one pass returns: the new graph, whether it changed, and its counters by name."""
+    """What one pass returns: the new graph, whether it changed, its counters by name, and every
+    place its rules looked at (matched or not, and why)."""
 
     graph: Graph
     changed: bool
-    stats: Stats = field(default_factory=dict)
+    stats: Mapping[str, Any] = field(default_factory=dict)
+    candidates: tuple[Candidate, ...] = ()
 
 
 class Pass:
@@ -61,12 +66,14 @@ class PassRecord:
     nodes_before: int
     nodes_after: int
     nodes_dropped: int  # nodes of the input graph that are gone from the output graph
+    candidates: tuple[Candidate, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "iteration": self.iteration,
                 "seconds": round(self.seconds, 6), "changed": self.changed,
                 "stats": self.stats, "nodes_before": self.nodes_before,
-                "nodes_after": self.nodes_after, "nodes_dropped": self.nodes_dropped}
+                "nodes_after": self.nodes_after, "nodes_dropped": self.nodes_dropped,
+                "not_rewritten": [c.to_dict() for c in self.candidates if not c.matched]}
 
 
 @dataclass
@@ -77,8 +84,17 @@ class PipelineResult:
     iterations: int
 
     def stats(self) -> Stats:
-        """Counters summed over all runs of all passes (notes concatenated)."""
+        """Counters summed over all runs of all passes (lists concatenated)."""
         return merge_stats([r.stats for r in self.records])
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        """Every place a rule looked at, in the order the passes ran (the last round of a
+        fixed-point pipeline for each pass)."""
+        last: dict[str, int] = {}
+        for r in self.records:
+            last[r.name] = r.iteration
+        return [c for r in self.records if r.iteration == last[r.name] for c in r.candidates]
 
 
 ProgressFn = Callable[[str, int], None]  # (pass name, iteration), called before each pass
@@ -109,7 +125,7 @@ class Pipeline(Pass):
 
     def run(self, g: Graph) -> PassResult:
         r = self.run_traced(g)
-        return PassResult(r.graph, r.changed, r.stats())
+        return PassResult(r.graph, r.changed, r.stats(), tuple(r.candidates))
 
     def run_traced(self, g: Graph) -> PipelineResult:
         from ..ir.verify import verify
@@ -146,7 +162,8 @@ class Pipeline(Pass):
                 after_ids = {id(n) for n in res.graph.nodes}
                 records.append(PassRecord(p.name, it, dt, changed, dict(res.stats),
                                           len(before.nodes), len(res.graph.nodes),
-                                          len(before_ids - after_ids)))
+                                          len(before_ids - after_ids),
+                                          tuple(res.candidates)))
                 done.append(p.name)
                 g = res.graph
                 round_change |= changed
@@ -170,8 +187,8 @@ def _pass_error(name: str, done: list[str], e: Exception, invalid: bool = False)
     return err
 
 
-def merge_stats(all_stats: Sequence[Stats]) -> Stats:
-    """Sum numeric counters and concatenate list-valued notes."""
+def merge_stats(all_stats: Sequence[Mapping[str, Any]]) -> Stats:
+    """Sum numeric counters and concatenate list values."""
     out: Stats = {}
     for s in all_stats:
         for k, v in s.items():
@@ -182,3 +199,47 @@ def merge_stats(all_stats: Sequence[Stats]) -> Stats:
             else:
                 out[k] = out.get(k, 0) + v
     return out
+
+
+class RewritePass(Pass):
+    """A pass made of rules: the driver applies them (``mode`` "sweep" or "local", see
+    ``rewrite/driver.py``) and the result carries their candidates. Stats: how often each rule
+    rewrote (under its name), and for rules with a ``place``, ``<place>_rewritten`` and
+    ``<place>_not_rewritten``. Subclasses add stats by overriding ``summarize``."""
+
+    mode: str = "sweep"
+
+    def __init__(self, name: str = "", rules: Sequence[Any] = (), mode: str | None = None,
+                 options: Mapping[str, Any] | None = None) -> None:
+        if name:
+            self.name = name
+        if rules:
+            self.rules = list(rules)
+        if mode is not None:
+            self.mode = mode
+        if self.mode not in ("sweep", "local"):
+            raise ValueError(f"pass {self.name}: mode must be 'sweep' or 'local'")
+        self.options: dict[str, Any] = dict(options or {})
+
+    rules: list[Any] = []
+
+    def run(self, g: Graph) -> PassResult:
+        from .driver import local, sweep
+
+        fn = sweep if self.mode == "sweep" else local
+        out = fn(g, self.rules, self.options, pass_name=self.name)
+        stats: Stats = dict(out.applied)
+        places: dict[str, list[int]] = {}
+        for c in out.candidates:
+            k = places.setdefault(c.kind, [0, 0])
+            k[0 if c.matched else 1] += 1
+        for place, (ok, bad) in places.items():
+            stats[f"{place}_rewritten"] = ok
+            stats[f"{place}_not_rewritten"] = bad
+        stats.update(self.summarize(g, out.graph, out.candidates))
+        return PassResult(out.graph, out.changed, stats, tuple(out.candidates))
+
+    def summarize(self, before: Graph, after: Graph, candidates: Sequence[Candidate]
+                  ) -> Stats:
+        """Extra counters of this pass (default: none)."""
+        return {}

@@ -1,67 +1,98 @@
-"""Rules: a pattern (lhs), a builder (rhs) and an optional check.
+"""Rules: the one form every transformation takes.
 
-Hand-written rules (in passes/*.py) are plain functions over the op builder::
+A rule looks at one place of a graph (an *anchor* node), says whether it applies there (a
+``Match``) or why not (a ``MatchFail``), and builds the replacement values. Two ways to say what
+it matches:
 
-    from graphopt.ir.node import op as build
-    from graphopt.rewrite.pattern import op
-    from graphopt.rewrite.rule import rule
+* ``PatternRule``: a pattern over the op-builder DSL (``rewrite/pattern.py``), an optional check
+  returning ``m.fail(reason, node)``, and an rhs builder. Generated (TASO) rules and the search's
+  hand-written rules are pattern rules::
 
-    def lhs(x, w1, w2):
-        return op.matmul(x, w1), op.matmul(x, w2)
+      from graphopt.ir.node import op as build
+      from graphopt.rewrite.pattern import op
+      from graphopt.rewrite.rule import rule
 
-    def rhs(m):
-        ...build new values from m["x"], m["w1"], m["w2"] and return one per lhs root...
+      def lhs(x, w1, w2):
+          return op.matmul(x, w1), op.matmul(x, w2)
 
-    def check(m):
-        if not m["w1"].node.is_constant:
-            return m.fail("weights not constant", m["w1"])
+      def rhs(m):                       # one value per lhs root
+          ...build new values from m["x"], m["w1"], m["w2"]...
 
-    MERGE = rule("merge_matmuls", lhs, rhs, check)
+      def check(m):
+          if not m["w1"].node.is_constant:
+              return m.fail("weights not constant", m["w1"])
 
-Generated (TASO) rules come from rule files through ``from_subst``: the lhs graph becomes a
-pattern whose input types are shape templates over dim variables, and the rhs graph is rebuilt
-over the matched values with the dim variables' bindings.
+      MERGE = rule("merge_matmuls", lhs, rhs, check)
+
+* a subclass of ``Rule`` with its own ``match`` (a *semantic matcher hook*): for matches no fixed
+  pattern states (mask algebra, GELU polynomials, rotate_half in any operand order). It walks the
+  graph from the anchor through ``MatchContext`` and returns a ``Match`` (``data`` holds what
+  the builder needs), a ``MatchFail`` (a candidate that did not match, and why) or None (not a
+  candidate at all). Deep helpers may ``raise fail(reason, node)``.
+
+Every rule carries what the verifier and the reports need: ``kind`` ("fusion", "canonical",
+"cleanup", "search", "generated", "lowering"), the ``pass_name`` it belongs to, the ``place``
+kind its candidates name ("attention", "rms_norm", ...), and ``exact`` (False for rules that
+change results beyond float rounding, with ``error`` naming the error measure they are held to).
+The spellings a rule accepts are stated as text-IR rules (``rules/*.rules`` beside the pass),
+which ``graphopt rules verify`` proves and replays through the rule.
 """
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 from ..errors import GraphOptError
 from ..ir.node import Node, Value
 from ..ir.types import TensorType
-from ..subst.dims import DIM_ATTRS, DimExpr, generalize_attr, instantiate_attr
-from .match import Match, MatchFail
-from .pattern import PNode, POut, ShapeTemplate, Term, Var, pattern_ops
+from .context import MatchContext
+from .dims import DIM_ATTRS, DimExpr, generalize_attr, instantiate_attr
+from .match import Match, MatchFail, match_roots
+from .pattern import PNode, POut, ShapeTemplate, Term, Var, pattern_ops, root_node
 
 Check = Callable[[Match], "MatchFail | None | bool"]
 Builder = Callable[[Match], "Sequence[Value] | Value"]
+KINDS = ("fusion", "canonical", "cleanup", "search", "generated", "lowering")
 
 
-@dataclass(frozen=True)
 class Rule:
-    name: str
-    lhs: tuple[Term, ...]  # pattern roots; the rhs returns one value per root
-    rhs: Builder
-    check: Check | None = None
-    source: str = ""  # file or rule set it came from
-    rhs_ops: int = -1  # size of the replacement when known (generated rules)
+    """Base class of rules. Subclasses set the class attributes and implement ``match`` and
+    ``build`` (pattern rules: ``PatternRule``)."""
 
-    @property
-    def lhs_ops(self) -> int:
-        return pattern_ops(list(self.lhs))
+    name: str  # set by every subclass (or instance)
+    kind: ClassVar[str] = "fusion"
+    place: str = ""  # candidate kind; "" = no candidates are reported for failed matches
+    anchors: "frozenset[str] | None" = None  # ops whose nodes anchor a match (None: any node)
+    pass_name: str = ""
+    exact: bool = True
+    error: str = ""  # inexact rules: the error measure they are checked against
+    source: str = ""
 
-    def build(self, m: Match) -> "list[Value] | MatchFail":
-        """The replacement values for a match (or why the rule cannot apply there)."""
-        if self.check is not None:
-            r = self.check(m)
-            if isinstance(r, MatchFail):
-                return r
-            if r is False:
-                return m.fail(f"check of {self.name} failed")
+    # ---- matching ----------------------------------------------------------------------------
+    def match(self, n: Node, ctx: MatchContext) -> "Match | MatchFail | None":
+        """The match anchored at ``n`` (the first one when there are several), a MatchFail
+        saying why not, or None when ``n`` is not a place this rule is about."""
+        raise NotImplementedError(f"rule {self.name} has no match()")
+
+    def matches(self, n: Node, ctx: MatchContext) -> "Iterator[Match | MatchFail]":
+        """Every match anchored at ``n`` (for the search); default: ``match``'s one answer."""
+        r = _guarded(self.match, n, ctx)
+        if r is not None:
+            yield r
+
+    # ---- building ----------------------------------------------------------------------------
+    def build(self, m: Match) -> "Sequence[Value] | Value":
+        """The replacement values, one per ``m.roots`` (read inputs through ``m[...]`` /
+        ``m.tr``). May raise MatchFail when the replacement cannot be built after all."""
+        raise NotImplementedError(f"rule {self.name} has no build()")
+
+    def replacement(self, m: Match) -> "list[Value] | MatchFail":
+        """``build`` checked: one value per root, each of its root's type."""
         try:
-            out = self.rhs(m)
+            out = self.build(m)
+        except MatchFail as f:
+            return f
         except GraphOptError as e:
             return m.fail(f"rhs cannot be built: {e.one_line()}")
         vals = [out] if isinstance(out, Value) else list(out)
@@ -72,15 +103,85 @@ class Rule:
                 return m.fail(f"rhs type {new.type} differs from {old.type}", old)
         return vals
 
+    def __repr__(self) -> str:
+        return f"<rule {self.name} ({self.kind})>"
+
+
+def _guarded(fn: Callable[[Node, MatchContext], Any], n: Node, ctx: MatchContext) -> Any:
+    try:
+        return fn(n, ctx)
+    except MatchFail as f:
+        return f
+
+
+@dataclass(frozen=True, eq=False)
+class PatternRule(Rule):
+    """A rule stated as a pattern: ``lhs`` roots, an ``rhs`` builder and an optional check."""
+
+    name: str
+    lhs: tuple[Term, ...]  # pattern roots; the rhs returns one value per root
+    rhs: Builder
+    check: Check | None = None
+    source: str = ""  # file or rule set it came from
+    rhs_ops: int = -1  # size of the replacement when known (generated rules)
+    rule_kind: str = "search"
+    place: str = ""
+    pass_name: str = ""
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return self.rule_kind
+
+    @property
+    def anchors(self) -> frozenset[str]:  # type: ignore[override]
+        pn, _ = root_node(self.lhs[0])
+        return frozenset({pn.op}) if pn is not None else frozenset()
+
+    @property
+    def lhs_ops(self) -> int:
+        return pattern_ops(list(self.lhs))
+
+    def checked(self, m: Match) -> "Match | MatchFail":
+        """``m`` when the check passes, else why not."""
+        if self.check is None:
+            return m
+        r = self.check(m)
+        if isinstance(r, MatchFail):
+            return r
+        if r is False:
+            return m.fail(f"check of {self.name} failed")
+        return m
+
+    def matches(self, n: Node, ctx: MatchContext) -> "Iterator[Match | MatchFail]":
+        for m in match_roots(self.lhs, ctx.graph, n, ctx.by_op):
+            yield self.checked(m)
+
+    def match(self, n: Node, ctx: MatchContext) -> "Match | MatchFail | None":
+        """The first match at ``n`` that passes the check; else the first check failure; None
+        when the pattern does not match structurally."""
+        first_fail: MatchFail | None = None
+        for r in self.matches(n, ctx):
+            if isinstance(r, Match):
+                return r
+            first_fail = first_fail or r
+        return first_fail
+
+    def build(self, m: Match) -> "Sequence[Value] | Value":
+        return self.rhs(m)
+
 
 def rule(name: str, lhs: Callable[..., Any], rhs: Builder, check: Check | None = None,
-         source: str = "") -> Rule:
-    """A rule from functions: ``lhs``'s parameters become pattern variables of those names."""
+         source: str = "", kind: str = "search", place: str = "", pass_name: str = ""
+         ) -> PatternRule:
+    """A pattern rule from functions: ``lhs``'s parameters become pattern variables."""
+    if kind not in KINDS:
+        raise ValueError(f"rule {name}: kind {kind!r} is not one of {KINDS}")
     params = list(inspect.signature(lhs).parameters)
     roots = lhs(*(Var(p) for p in params))
     if not isinstance(roots, (tuple, list)):
         roots = (roots,)
-    return Rule(name, tuple(roots), rhs, check, source or getattr(lhs, "__module__", ""))
+    return PatternRule(name, tuple(roots), rhs, check,
+                       source or getattr(lhs, "__module__", ""), -1, kind, place, pass_name)
 
 
 # ---- generated rules --------------------------------------------------------------------------
@@ -112,7 +213,7 @@ def builder_of(g: Any) -> Builder:
     def build(m: Match) -> list[Value]:
         vals: dict[tuple[int, int], Value] = {}
         for n in g.inputs:
-            vals[(id(n), 0)] = m.values[n.attrs["name"]]
+            vals[(id(n), 0)] = m[n.attrs["name"]]
         for n in g.nodes:
             if n.op == "input":
                 continue
@@ -125,7 +226,7 @@ def builder_of(g: Any) -> Builder:
     return build
 
 
-def from_subst(r: Any, reverse: bool = False) -> Rule:
+def from_subst(r: Any, reverse: bool = False) -> PatternRule:
     """A rewrite Rule from a generated ``SubstRule`` (``reverse``: rhs -> lhs, which needs the
     rhs to read every lhs input)."""
     src, dst = (r.rhs, r.lhs) if reverse else (r.lhs, r.rhs)
@@ -133,7 +234,8 @@ def from_subst(r: Any, reverse: bool = False) -> Rule:
         raise ValueError(f"rule {r.name} cannot be reversed: its rhs reads fewer inputs")
     roots, _ = pattern_of(src)
     ops = sum(1 for n in dst.nodes if n.op != "input")
-    return Rule(r.name + ("~" if reverse else ""), roots, builder_of(dst), None, r.source, ops)
+    return PatternRule(r.name + ("~" if reverse else ""), roots, builder_of(dst), None, r.source,
+                       ops, "generated")
 
 
 def reversible(r: Any) -> bool:

@@ -31,7 +31,7 @@ from ..ir.graph import Graph
 from ..ir.node import Node, Value, input_node
 from ..rewrite.match import Match, MatchFail, index_by_op, match_roots, match_term, solve_dims
 from ..rewrite.pattern import root_node
-from ..rewrite.rule import Rule
+from ..rewrite.rule import PatternRule, Rule
 from .budget import Budget
 
 DEFAULT_ALPHA = 1.05
@@ -219,7 +219,7 @@ class Matcher:
         hit = self.built.get(id(m))
         if hit is not None and hit[0] is m:
             return hit[1]
-        vals = r.build(m)
+        vals = r.replacement(m)
         self.built[id(m)] = (m, vals)
         return vals
 
@@ -405,7 +405,7 @@ class MultiMatches:
 def rewrite_once(g: Graph, r: Rule, m: Match, pos: dict[int, int]) -> "Graph | str":
     """``g`` with match ``m`` rewritten by ``r``, or why not ("cycle", the rule's reason).
     ``pos``: topological position of each node of ``g`` (for the cycle check)."""
-    vals = r.build(m)
+    vals = r.replacement(m)
     if isinstance(vals, MatchFail):
         return "rhs: " + vals.reason.split(":")[0]
     mapping: dict[Value, Value] = {}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..rewrite.rule import Rule
+from ..rewrite.rule import PatternRule, Rule
 
 # pass modules whose ``RULES`` (a list of rewrite Rules) join the search; a module that does not
 # exist yet is skipped, any other import error is raised
@@ -102,8 +102,8 @@ def _rule(d: str, e: Entry, reverse: bool) -> Rule | None:
         except Exception as ex:
             raise type(ex)(f"{where}: {ex}") from ex
         if all(root_node(t)[0] is not None for t in roots):  # a bare variable matches anything
-            r = Rule(e.name + ("~" if reverse else ""), roots, _LazyBuilder(dst, where), None,
-                     e.source, len(_OP.findall(dst)))
+            r = PatternRule(e.name + ("~" if reverse else ""), roots, _LazyBuilder(dst, where),
+                            None, e.source, len(_OP.findall(dst)), "generated")
     _RULES[key] = r
     return r
 

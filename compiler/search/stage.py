@@ -6,7 +6,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import GraphOptError
 from ..ir.graph import Graph
-from ..rewrite.rule import Rule
+from ..rewrite.rule import PatternRule, Rule
 from .backtrack import DEFAULT_ALPHA, DEFAULT_WINDOW, SearchResult, search
 from .budget import Budget
 

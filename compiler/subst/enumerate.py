@@ -26,7 +26,7 @@ from ..ir.graph import Graph
 from ..ir.node import Attrs, Node, Value, input_node
 from ..ir.types import TensorType
 from . import fingerprint as fpr
-from .dims import DimExpr, generalize_attr, instantiate_attr, representable
+from ..rewrite.dims import DimExpr, generalize_attr, instantiate_attr, representable
 
 # sizes the fingerprints are computed at (small, distinct per variable)
 FP_DIMS: dict[str, int] = {"a": 3, "b": 4, "c": 5, "d": 2, "e": 3, "f": 2}

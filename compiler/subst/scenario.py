@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from ..ir.types import TensorType
-from .dims import VAR_PRIMES, DimExpr, representable
+from ..rewrite.dims import VAR_PRIMES, DimExpr, representable
 
 AttrGen = Callable[[tuple[TensorType, ...]], list[dict[str, Any]]]
 

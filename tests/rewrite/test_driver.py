@@ -8,7 +8,8 @@ from graphopt.ir.interp import run
 from graphopt.ir.text import parse
 from graphopt.ir.verify import verify
 from graphopt.rewrite.driver import apply, matches, rewrite, rewrites
-from graphopt.rewrite.match import MatchFail, Tracer
+from graphopt.rewrite.match import MatchFail
+from graphopt.rewrite.trace import Tracer
 from graphopt.rewrite.rule import from_subst
 from graphopt.subst.rulefile import load_dir
 

@@ -33,11 +33,11 @@ def test_handwritten_rule_with_check() -> None:
 
     r = rule("relu_relu", lhs, rhs)
     (m,) = matches(G, r)
-    vals = r.build(m)
+    vals = r.replacement(m)
     assert not isinstance(vals, MatchFail) and vals[0].node.op == "relu"
     r2 = rule("relu_relu_checked", lhs, rhs, check)
     (m2,) = list(__import__("graphopt.rewrite.match", fromlist=["x"]).match_roots(r2.lhs, G))
-    f = r2.build(m2)
+    f = r2.checked(m2)
     assert isinstance(f, MatchFail) and "input not allowed" in str(f)
 
 

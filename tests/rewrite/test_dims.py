@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from graphopt.subst.dims import DimExpr, generalize_attr, instantiate_attr, representable, unify
+from graphopt.rewrite.dims import DimExpr, generalize_attr, instantiate_attr, representable, unify
 
 
 def test_factor_and_eval() -> None:

@@ -332,10 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     c.set_defaults(func=cmd_check)
 
-    e = sub.add_parser("explain", help="list attention blocks and matmul groups, fused or "
-                       "not, with the reason for each one not fused")
+    e = sub.add_parser("explain", help="dry run of optimize: every place each rule looked at "
+                       "(attention blocks, norms, matmul groups, ...), rewritten or not, with "
+                       "the reason for each one not rewritten")
     e.add_argument("input", help=".onnx file")
     e.add_argument("--target", choices=TARGETS, default="cpu", help="device (default: cpu)")
+    e.add_argument("--allow-contrib-ops", action="store_true",
+                   help="also consider ONNX Runtime com.microsoft ops, as optimize would")
+    e.add_argument("--budget", type=float, default=0.0, metavar="SECONDS",
+                   help="also run the search this long and report it (default: 0, off)")
     e.add_argument("--json", action="store_true", help="print JSON")
     e.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     e.set_defaults(func=cmd_explain)
@@ -351,22 +356,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from .explanation import explain_model
 
     _check_input_file(args.input)
-    ex = explain_model(args.input, target=args.target)
+    ex = explain_model(args.input, target=args.target,
+                       allow_contrib_ops=args.allow_contrib_ops, budget=args.budget)
     print(json.dumps(ex.to_dict(), indent=2) if args.json else ex.text())
     return EXIT_OK
 
 
 def _add_rules(sub: Any) -> None:
-    """``graphopt rules`` comes from graphopt.subst.cli once that module exists."""
-    import importlib
+    """``graphopt rules``: the generated rules and the hand-written ones beside the passes
+    (``passes/rules``), which verify also replays through the pass they belong to."""
+    from graphopt.passes import RULES_DIR as PASS_RULES
 
-    try:
-        rules_cli = importlib.import_module("graphopt.subst.cli")
-    except ModuleNotFoundError as e:
-        if e.name == "graphopt.subst.cli":  # not written yet; a real import error propagates
-            return
-        raise
-    rules_cli.add_parser(sub)
+    from .replay import replay
+    from .subst.cli import add_parser as add_rules
+    from .subst.rulefile import RULES_DIR
+
+    add_rules(sub, rule_dirs=(RULES_DIR, PASS_RULES), replay=replay)
 
 
 def _version() -> str:

@@ -173,6 +173,7 @@ class PipelineOutput:
     original: Graph
     report: dict[str, Any]
     source: Source
+    candidates: list[Any]  # every place a rule looked at (rewrite.trace.Candidate), in order
 
 
 def check_against(src: Source, original: Graph, g: Graph, inputs: Any) -> Any:
@@ -250,7 +251,11 @@ def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
                           passes=[r.to_dict() for r in records], steps=steps.times,
                           check=chk.to_dict() if chk is not None else None)
     report["search"] = search_rep
-    return PipelineOutput(g, original, report, src)
+    last: dict[str, int] = {}
+    for r in records:
+        last[r.name] = max(last.get(r.name, 0), r.iteration)
+    cands = [c for r in records if r.iteration == last[r.name] for c in r.candidates]
+    return PipelineOutput(g, original, report, src, cands)
 
 
 def _checked(src: Source, original: Graph, g: Graph, inputs: Any,

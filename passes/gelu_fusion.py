@@ -18,24 +18,20 @@ opset 20 (the same composition below).
 from __future__ import annotations
 
 import math
-from typing import Callable
 
-from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node, Value
 from graphopt.ir.types import TensorType
-from graphopt.rewrite.passes import Pass, PassResult
+from graphopt.rewrite.context import MatchContext, scalar_const
+from graphopt.rewrite.match import Match, fail
+from graphopt.rewrite.passes import RewritePass
+from graphopt.rewrite.rule import Rule
 
-from .attention_flash import scalar_const, users_with_outputs
-from .fusion_report import Candidate, NoMatch, add_notes, rebuild
-
-RULE = "gelu_fusion"
 EXACT = {1: 1.0 / math.sqrt(2.0)}
 TANH = {1: math.sqrt(2.0 / math.pi), 3: math.sqrt(2.0 / math.pi) * 0.044715}
 _REL = 1e-4
 _MAX_DEGREE = 3
 
 Poly = dict[int, float]
-Users = dict[Node, list[tuple[Node, int]]]
 
 
 def poly(v: Value, x: Value, depth: int = 12) -> Poly | None:
@@ -103,20 +99,20 @@ def _factors(v: Value, out: list[Value]) -> None:
         out.append(v)
 
 
-def match_gelu(t: Node, users: Users) -> tuple[Value, str, Node]:
-    """(x, approximate, the node whose output becomes gelu(x)) for erf/tanh node ``t``."""
-    us = users.get(t, [])
+def match_gelu(t: Node, ctx: MatchContext) -> Match:
+    """The GELU around erf/tanh node ``t``: roots = the product that becomes gelu(x)."""
+    us = ctx.users_of(t)
     if len(us) != 1 or us[0][0].op != "add" or us[0][1] < 0:
-        raise NoMatch(f"{t.op} is not only added to 1", t)
-    add = us[0][0]
-    if scalar_const(add.inputs[1 - us[0][1]]) != 1.0:
-        raise NoMatch(f"{t.op} is added to something other than 1", add)
+        raise fail(f"{t.op} is not only added to 1", t)
+    add, pos = us[0]
+    if scalar_const(add.inputs[1 - pos]) != 1.0:
+        raise fail(f"{t.op} is added to something other than 1", add)
     cur = add
     factors: list[Value] = []
     for _ in range(4):
-        us = users.get(cur, [])
+        us = ctx.users_of(cur)
         if len(us) != 1 or us[0][0].op != "mul" or us[0][1] < 0:
-            raise NoMatch(f"1 + {t.op} is not only multiplied by x and 0.5", cur)
+            raise fail(f"1 + {t.op} is not only multiplied by x and 0.5", cur)
         mul, pos = us[0]
         _factors(mul.inputs[1 - pos], factors)
         cur = mul
@@ -124,64 +120,55 @@ def match_gelu(t: Node, users: Users) -> tuple[Value, str, Node]:
         vars_ = [f for f, c in zip(factors, consts) if c is None]
         scale = math.prod(c for c in consts if c is not None)
         if len(vars_) > 1:
-            raise NoMatch(f"1 + {t.op} is multiplied by more than one tensor", mul)
+            raise fail(f"1 + {t.op} is multiplied by more than one tensor", mul)
         if len(vars_) == 1 and abs(scale - 0.5) <= _REL * 0.5:
             x = vars_[0]
             break
     else:
-        raise NoMatch(f"no x * 0.5 factor found around 1 + {t.op}", cur)
+        raise fail(f"no x * 0.5 factor found around 1 + {t.op}", cur)
     p = poly(t.inputs[0], x)
     want, approx = (EXACT, "none") if t.op == "erf" else (TANH, "tanh")
     if p is None or not _same(p, want):
         shape = "x / sqrt(2)" if t.op == "erf" else "sqrt(2/pi) (x + 0.044715 x^3)"
-        raise NoMatch(f"{t.op} argument is not {shape} (as a polynomial in x: {p})", t)
+        raise fail(f"{t.op} argument is not {shape} (as a polynomial in x: {p})", t)
     if x.type != cur.out_types[0]:
-        raise NoMatch(f"x {x.type} and the product {cur.out_types[0]} differ in type "
-                      f"(broadcast)", cur)
+        raise fail(f"x {x.type} and the product {cur.out_types[0]} differ in type "
+                   f"(broadcast)", cur)
     xt = x.type
     if not isinstance(xt, TensorType) or not xt.dtype.is_float:
-        raise NoMatch("x is not a float tensor", cur)
-    return x, approx, cur
+        raise fail("x is not a float tensor", cur)
+    return Match(roots=[cur.out], data=(x, approx), detail=f"approximate={approx}",
+                 spelling=f"{t.op}, {len(factors)} factor(s) around 1 + {t.op}")
 
 
-def _plus_one(t: Node, users: Users) -> bool:
+def _plus_one(t: Node, ctx: MatchContext) -> bool:
     return any(u.op == "add" and pos >= 0 and scalar_const(u.inputs[1 - pos]) == 1.0
-               for u, pos in users.get(t, []))
+               for u, pos in ctx.users_of(t))
 
 
-def find_gelu(g: Graph) -> tuple[list[Candidate], list[tuple[Value, str, Node]]]:
-    users = users_with_outputs(g)
-    cands: list[Candidate] = []
-    found: list[tuple[Value, str, Node]] = []
-    for n in g.nodes:
-        if n.op not in ("erf", "tanh") or not _plus_one(n, users):
-            continue  # a plain tanh / erf activation is no GELU candidate
-        try:
-            x, approx, out = match_gelu(n, users)
-        except NoMatch as e:
-            cands.append(Candidate("gelu", RULE, n, False, e.condition, e.node))
-            continue
-        cands.append(Candidate("gelu", RULE, n, True, detail=f"approximate={approx}"))
-        found.append((x, approx, out))
-    return cands, found
+class GeluRule(Rule):
+    """0.5 * x * (1 + erf(x / sqrt 2)) -> gelu(x); the tanh approximation likewise. A plain
+    tanh / erf activation (not added to 1) is no candidate."""
+
+    name = "gelu_fusion"
+    place = "gelu"
+    place_title = "GELU compositions"
+    anchors = frozenset({"erf", "tanh"})
+    pass_name = "gelu_fusion"
+
+    def match(self, n: Node, ctx: MatchContext) -> Match | None:
+        if not _plus_one(n, ctx):
+            return None
+        return match_gelu(n, ctx)
+
+    def build(self, m: Match) -> Value:
+        x, approx = m.data
+        return Node.build("gelu", (m.tr(x),), {"approximate": approx},
+                          m.roots[0].node.origin).out
 
 
-class GeluFusion(Pass):
+class GeluFusion(RewritePass):
     """Fuse GELU compositions (exact and tanh) into one ``gelu`` node."""
 
     name = "gelu_fusion"
-
-    def run(self, g: Graph) -> PassResult:
-        cands, found = find_gelu(g)
-        builders: dict[int, Callable] = {}
-        for x, approx, out in found:
-            def build(tr: Callable[[Value], Value], x: Value = x, approx: str = approx,
-                      out: Node = out) -> tuple[Value, ...]:
-                return (Node.build("gelu", (tr(x),), {"approximate": approx}, out.origin).out,)
-            builders[id(out)] = build
-        res = rebuild(g, builders) if builders else g
-        stats: dict[str, object] = {
-            "gelu_fused": len(found),
-            "gelu_not_fused": sum(1 for c in cands if not c.fused)}
-        add_notes(stats, cands)
-        return PassResult(res, bool(found), stats)
+    rules = (GeluRule(),)

@@ -30,7 +30,7 @@ def const_array(v: Value) -> np.ndarray | None:
 def scalar_const(v: Value) -> float | None:
     """The value of a one-element numeric constant, else None."""
     a = const_array(v)
-    if a is None or a.size != 1 or a.dtype == object or a.dtype.kind not in "fiub":
+    if a is None or a.size != 1 or a.dtype == object or a.dtype.kind not in "fiu":
         return None
     return float(a.reshape(()))
 

@@ -45,11 +45,12 @@ class Outcome:
 
 
 def _candidate(r: Rule, anchor: Node, res: "Match | MatchFail", pass_name: str) -> Candidate:
+    common = dict(pass_name=pass_name or r.pass_name, rule_kind=r.kind,
+                  title=r.place_title or r.place)
     if isinstance(res, MatchFail):
-        return Candidate(r.place, r.name, anchor, False, res.reason, res.node,
-                         pass_name=pass_name or r.pass_name)
+        return Candidate(r.place, r.name, anchor, False, res.reason, res.node, **common)
     return Candidate(r.place, r.name, anchor, True, detail=res.detail, spelling=res.spelling,
-                     pass_name=pass_name or r.pass_name)
+                     **common)
 
 
 def _anchored(r: Rule, ctx: MatchContext) -> list[Node]:

@@ -203,11 +203,15 @@ def merge_stats(all_stats: Sequence[Mapping[str, Any]]) -> Stats:
 
 class RewritePass(Pass):
     """A pass made of rules: the driver applies them (``mode`` "sweep" or "local", see
-    ``rewrite/driver.py``) and the result carries their candidates. Stats: how often each rule
-    rewrote (under its name), and for rules with a ``place``, ``<place>_rewritten`` and
-    ``<place>_not_rewritten``. Subclasses add stats by overriding ``summarize``."""
+    ``rewrite/driver.py``) and the result carries their candidates.
+
+    Stats: for each candidate kind (a rule's ``place``), ``<place>_fused`` / ``<place>_not_fused``
+    (fusion rules) or ``<place>_rewritten`` / ``<place>_not_rewritten`` (others); rules without a
+    place count their rewrites under their own name. Subclasses add counters in ``summarize``.
+    """
 
     mode: str = "sweep"
+    rules: Sequence[Any] = ()
 
     def __init__(self, name: str = "", rules: Sequence[Any] = (), mode: str | None = None,
                  options: Mapping[str, Any] | None = None) -> None:
@@ -221,21 +225,22 @@ class RewritePass(Pass):
             raise ValueError(f"pass {self.name}: mode must be 'sweep' or 'local'")
         self.options: dict[str, Any] = dict(options or {})
 
-    rules: list[Any] = []
-
     def run(self, g: Graph) -> PassResult:
         from .driver import local, sweep
 
         fn = sweep if self.mode == "sweep" else local
         out = fn(g, self.rules, self.options, pass_name=self.name)
-        stats: Stats = dict(out.applied)
-        places: dict[str, list[int]] = {}
+        stats: Stats = {}
+        kinds = {r.name: r.kind for r in self.rules}
+        for r in self.rules:
+            if not r.place and out.applied.get(r.name):
+                stats[r.name] = out.applied[r.name]
         for c in out.candidates:
-            k = places.setdefault(c.kind, [0, 0])
-            k[0 if c.matched else 1] += 1
-        for place, (ok, bad) in places.items():
-            stats[f"{place}_rewritten"] = ok
-            stats[f"{place}_not_rewritten"] = bad
+            ok, bad = ("_fused", "_not_fused") if kinds.get(c.rule) == "fusion" else (
+                "_rewritten", "_not_rewritten")
+            for suffix in (ok, bad):
+                stats.setdefault(c.kind + suffix, 0)
+            stats[c.kind + (ok if c.matched else bad)] += 1
         stats.update(self.summarize(g, out.graph, out.candidates))
         return PassResult(out.graph, out.changed, stats, tuple(out.candidates))
 

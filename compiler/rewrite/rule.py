@@ -63,6 +63,7 @@ class Rule:
     name: str  # set by every subclass (or instance)
     kind: ClassVar[str] = "fusion"
     place: str = ""  # candidate kind; "" = no candidates are reported for failed matches
+    place_title: str = ""  # what such places are, for listings ("attention blocks")
     anchors: "frozenset[str] | None" = None  # ops whose nodes anchor a match (None: any node)
     pass_name: str = ""
     exact: bool = True
@@ -127,6 +128,7 @@ class PatternRule(Rule):
     rule_kind: str = "search"
     place: str = ""
     pass_name: str = ""
+    place_title: str = ""
 
     @property
     def kind(self) -> str:  # type: ignore[override]

@@ -37,24 +37,31 @@ class Candidate:
     detail: str = ""
     spelling: str = ""
     pass_name: str = ""
+    rule_kind: str = ""  # the rule's kind: "fusion", "canonical", ...
+    title: str = ""  # what places of this kind are, for listings ("attention blocks")
 
     @property
     def fused(self) -> bool:
         return self.matched
 
+    @property
+    def verb(self) -> str:
+        return "fused" if self.rule_kind == "fusion" else "rewritten"
+
     def describe(self) -> str:
         where = node_label(self.anchor)
         if self.matched:
-            bits = [b for b in (self.spelling, self.detail) if b]
+            bits = [b for b in (self.detail, self.spelling) if b]
             extra = f" ({'; '.join(bits)})" if bits else ""
-            return f"{self.kind} at {where}: rewritten by {self.rule}{extra}"
+            return f"{self.kind} at {where}: {self.verb} by {self.rule}{extra}"
         culprit = node_label(self.culprit) if self.culprit is not None else where
-        return (f"{self.kind} at {where}: NOT rewritten: rule {self.rule}, node {culprit}: "
+        return (f"{self.kind} at {where}: NOT {self.verb}: rule {self.rule}, node {culprit}: "
                 f"{self.reason}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "rule": self.rule, "pass": self.pass_name,
                 "anchor": node_label(self.anchor), "matched": self.matched,
+                "fused": self.matched if self.rule_kind == "fusion" else None,
                 "reason": self.reason,
                 "culprit": node_label(self.culprit) if self.culprit is not None else None,
                 "detail": self.detail, "spelling": self.spelling}

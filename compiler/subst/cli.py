@@ -1,4 +1,10 @@
-"""`graphopt rules ...`: generate, verify, list and show substitution rules."""
+"""`graphopt rules ...`: generate, verify, list and show rules.
+
+The rule directories are the generated library (``compiler/subst/rules``) and whatever the
+caller adds (the top-level CLI adds ``passes/rules``, the hand-written rules: the spellings each
+fusion, canonical form and cleanup accepts, and the search's hand-written rules). ``verify``
+proves every rule and, given a ``replay`` function, replays each hand-written rule through its
+pass (the pass must rewrite the rule's lhs into exactly its rhs)."""
 from __future__ import annotations
 
 import argparse
@@ -6,13 +12,17 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from .rulefile import RULES_DIR, SubstRule, load_dir
 
+Replay = Callable[[SubstRule], "str | None"]
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("rules", help="generate, verify and inspect substitution rules")
+
+def add_parser(subparsers: Any, rule_dirs: Sequence[Path | str] = (RULES_DIR,),
+               replay: Replay | None = None) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("rules", help="generate, verify and inspect rules")
+    p.set_defaults(rule_dirs=[str(d) for d in rule_dirs], replay=replay)
     sub = p.add_subparsers(dest="rules_cmd", required=True)
 
     g = sub.add_parser("generate", help="enumerate, verify and prune rules (TASO's generator)")
@@ -26,22 +36,44 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--json", default=None, help="also write the report as JSON here")
     g.set_defaults(func=cmd_generate)
 
-    v = sub.add_parser("verify", help="re-prove a rule set (exit 0 only if all are proven)")
-    v.add_argument("dir", nargs="?", default=str(RULES_DIR))
+    v = sub.add_parser("verify", help="prove every rule and replay the hand-written ones "
+                                      "(exit 0 only if all pass)")
+    v.add_argument("dir", nargs="*", help="rule files or directories (default: all)")
+    v.add_argument("--kind", nargs="*", default=None, help=f"only these kinds ({', '.join(KINDS)})")
     v.add_argument("--jobs", type=int, default=1)
     v.add_argument("--timeout-ms", type=int, default=5000)
     v.set_defaults(func=cmd_verify)
 
     ls = sub.add_parser("list", help="list rules")
-    ls.add_argument("dir", nargs="?", default=str(RULES_DIR))
+    ls.add_argument("dir", nargs="*", help="rule files or directories (default: all)")
+    ls.add_argument("--kind", nargs="*", default=None, help="only these kinds")
     ls.add_argument("--json", action="store_true", help="a JSON array, one object per rule")
     ls.set_defaults(func=cmd_list)
 
     sh = sub.add_parser("show", help="print one rule's lhs and rhs")
     sh.add_argument("name")
-    sh.add_argument("--dir", default=str(RULES_DIR))
+    sh.add_argument("--dir", default=None)
     sh.set_defaults(func=cmd_show)
     return p
+
+
+KINDS = ("generated", "fusion", "canonical", "cleanup", "search", "lowering")
+
+
+def _rules(args: argparse.Namespace, dirs: Sequence[str] | None = None) -> list[SubstRule]:
+    """The rules under the requested directories (default: every rule directory), of the
+    requested kinds."""
+    out: list[SubstRule] = []
+    for d in (dirs or args.rule_dirs):
+        if Path(d).exists():
+            out.extend(load_dir(d))
+    kinds = getattr(args, "kind", None)
+    if kinds:
+        bad = sorted(set(kinds) - set(KINDS))
+        if bad:
+            raise SystemExit(f"unknown kind(s) {bad}; known: {', '.join(KINDS)}")
+        out = [r for r in out if r.kind in kinds]
+    return out
 
 
 def _progress(msg: str) -> None:
@@ -66,9 +98,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     from .verify import verify_text
 
-    rules = load_dir(args.dir)
+    rules = _rules(args, args.dir)
     if not rules:
-        print(f"no rules under {args.dir}", file=sys.stderr)
+        print(f"no rules under {', '.join(args.dir or args.rule_dirs)}", file=sys.stderr)
         return 1
     t0 = time.perf_counter()
     tasks = [(r.text(), r.source, 0, args.timeout_ms) for r in rules]
@@ -94,38 +126,70 @@ def cmd_verify(args: argparse.Namespace) -> int:
     methods: dict[str, int] = {}
     for v in verdicts:
         if v.ok:
-            methods[v.method] = methods.get(v.method, 0) + 1
-    print(f"{len(verdicts) - len(bad)}/{len(verdicts)} rules proven "
-          f"({', '.join(f'{k} {n}' for k, n in sorted(methods.items()))}) in "
+            m = v.method.split(";")[0]
+            methods[m] = methods.get(m, 0) + 1
+    unreplayed = _replay_all(args.replay, [r for r in rules if not r.generated])
+    by_kind: dict[str, list[int]] = {}
+    for r, v in zip(rules, verdicts):
+        k = by_kind.setdefault(r.kind, [0, 0])
+        k[0] += v.ok
+        k[1] += 1
+    kinds = ", ".join(f"{k} {ok}/{n}" for k, (ok, n) in sorted(by_kind.items()))
+    print(f"{len(verdicts) - len(bad)}/{len(verdicts)} rules verified ({kinds}; "
+          f"{', '.join(f'{k} {n}' for k, n in sorted(methods.items()))}) in "
           f"{time.perf_counter() - t0:.1f}s")
-    return 0 if not bad else 1
+    return 0 if not bad and not unreplayed else 1
+
+
+def _replay_all(replay: Replay | None, rules: list[SubstRule]) -> list[str]:
+    """Replay each hand-written rule through its pass; the names of those that fail."""
+    if replay is None or not rules:
+        return []
+    failed = []
+    for r in rules:
+        why = replay(r)
+        if why is not None:
+            failed.append(r.name)
+            print(f"NOT REPLAYED {r.name} (pass {r.pass_name or r.source}): {why}")
+    print(f"{len(rules) - len(failed)}/{len(rules)} hand-written rules replayed through "
+          f"their pass")
+    return failed
 
 
 def _summary(r: SubstRule) -> dict[str, Any]:
-    return {"name": r.name, "source": r.source, "lhs_ops": r.lhs_ops, "rhs_ops": r.rhs_ops,
+    return {"name": r.name, "kind": r.kind, "pass": r.pass_name or (
+                "" if r.generated else r.source), "doc": r.get("doc"),
+            "verify": "float-tested" if r.float_only else "proof",
+            "exact": r.get("exact", "true") != "false", "error": r.get("error"),
+            "source": r.source, "lhs_ops": r.lhs_ops, "rhs_ops": r.rhs_ops,
             "outputs": len(r.lhs.outputs), "ops": sorted(set(
                 n.op for g in (r.lhs, r.rhs) for n in g.nodes if n.op != "input")),
             "dims": list(r.dim_vars()), "lhs": r.lhs.to_text(), "rhs": r.rhs.to_text()}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rules = load_dir(args.dir)
+    rules = _rules(args, args.dir)
     if args.json:
         print(json.dumps([_summary(r) for r in rules], indent=1))
         return 0
     for r in rules:
         s = _summary(r)
-        print(f"{r.name:28s} {s['lhs_ops']} -> {s['rhs_ops']} ops  {','.join(s['ops'])}")
-    print(f"{len(rules)} rules")
+        print(f"{r.name:32s} {r.kind:9s} {s['lhs_ops']} -> {s['rhs_ops']} ops  "
+              f"{','.join(s['ops'])}")
+    counts: dict[str, int] = {}
+    for r in rules:
+        counts[r.kind] = counts.get(r.kind, 0) + 1
+    print(f"{len(rules)} rules ({', '.join(f'{k} {n}' for k, n in sorted(counts.items()))})")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    for r in load_dir(args.dir):
+    for r in _rules(args, [args.dir] if args.dir else None):
         if r.name == args.name:
             print(r.text(), end="")
             return 0
-    print(f"no rule named {args.name!r} under {args.dir}", file=sys.stderr)
+    print(f"no rule named {args.name!r} under {args.dir or ', '.join(args.rule_dirs)}",
+          file=sys.stderr)
     return 1
 
 

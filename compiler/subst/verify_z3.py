@@ -8,6 +8,17 @@ which also identifies congruent uninterpreted applications) or, failing that, by
 
 The proof is for the sizes it is instantiated at (small, distinct sizes per dim variable); the
 float re-test covers other sizes. A timeout or ``unknown`` is *not* a proof.
+
+Bool inputs (attention masks) are z3 Bools. Where the lhs is undefined (an op's
+``symbolic_domain``: a softmax row with every score masked, a division by zero) the rhs may be
+anything: the proof assumes the lhs's domain conditions (a rule may refine, never change, what
+the original computes where it is defined).
+
+Named constants: an op whose definition uses an irrational constant (GELU's 1/sqrt(2)) declares
+it in ``symbolic_constants`` and uses it as the z3 constant of that name. A hand-written rule
+with ``constants: TOL`` has each scalar float constant of its lhs that lies within relative TOL
+of such a constant (of an op on its rhs) read as that named constant: the proof then says "equal
+up to the rounding of the constant to the graph's dtype", and the verdict lists what was read so.
 """
 from __future__ import annotations
 
@@ -32,20 +43,54 @@ class Proof:
 
 
 def symbolic_inputs(g: Graph) -> dict[str, np.ndarray]:
+    """One z3 variable per input element: Bools for bool inputs, Reals otherwise."""
     import z3
 
     out: dict[str, np.ndarray] = {}
     for n, t in zip(g.input_names, g.input_types):
         assert isinstance(t, TensorType) and t.shape is not None and t.is_static
         shape = tuple(int(d) for d in t.shape)  # type: ignore[arg-type]
-        flat = [z3.Real(f"{n}_{i}") for i in range(int(np.prod(shape)) if shape else 1)]
+        make = z3.Bool if t.dtype.value == "bool" else z3.Real
+        flat = [make(f"{n}_{i}") for i in range(int(np.prod(shape)) if shape else 1)]
         arr = np.empty(len(flat), dtype=object)
         arr[:] = flat
         out[n] = arr.reshape(shape)
     return out
 
 
-def run_symbolic(g: Graph, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+def named_constants(g: Graph) -> dict[str, float]:
+    """The named constants the ops of ``g`` declare (``OpDef.symbolic_constants``)."""
+    from ..ops.registry import get_op
+
+    out: dict[str, float] = {}
+    for n in g.nodes:
+        out.update(getattr(get_op(n.op), "symbolic_constants", {}) or {})
+    return out
+
+
+def _snap(arr: np.ndarray, consts: Mapping[str, float], tol: float,
+          snapped: dict[str, float]) -> np.ndarray:
+    """A scalar float constant within relative ``tol`` of a named constant, as that constant."""
+    import z3
+
+    if arr.size != 1 or arr.dtype.kind != "f":
+        return arr
+    v = float(arr.reshape(()))
+    for name, c in consts.items():
+        if c != 0 and abs(v - c) <= tol * abs(c):
+            snapped[f"{v!r}"] = c
+            out = np.empty(arr.shape, dtype=object)
+            out.reshape(-1)[0] = z3.Real(name)
+            return out
+    return arr
+
+
+def run_symbolic(g: Graph, feed: Mapping[str, np.ndarray],
+                 assumptions: list[Any] | None = None,
+                 snap: tuple[Mapping[str, float], float, dict[str, float]] | None = None
+                 ) -> list[np.ndarray]:
+    """Evaluate ``g`` on z3 terms. ``assumptions`` (when given) receives the domain
+    conditions of its ops; ``snap`` = (named constants, tolerance, record of what snapped)."""
     from ..ops.registry import get_op
 
     env: dict[int, tuple[Any, ...]] = {}
@@ -54,8 +99,17 @@ def run_symbolic(g: Graph, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
             env[id(n)] = (feed[n.attrs["name"]],)
             continue
         xs = [env[id(v.node)][v.index] for v in n.inputs]
+        opdef = get_op(n.op)
         try:
-            outs = get_op(n.op).symbolic(xs, n.attrs)
+            if n.op == "constant" and snap is not None and n.const.has_array:
+                arr = np.asarray(n.const.array)
+                snapped = _snap(arr, snap[0], snap[1], snap[2])
+                if snapped is not arr:
+                    env[id(n)] = (snapped,)
+                    continue
+            if assumptions is not None and hasattr(opdef, "symbolic_domain"):
+                assumptions.extend(opdef.symbolic_domain(xs, n.attrs))
+            outs = opdef.symbolic(xs, n.attrs)
         except GraphOptError:
             raise
         except Exception as e:
@@ -68,7 +122,11 @@ def run_symbolic(g: Graph, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
 def _as_expr(x: Any) -> Any:
     import z3
 
-    return x if z3.is_expr(x) else z3.RealVal(x)
+    if z3.is_expr(x):
+        return x
+    if isinstance(x, (bool, np.bool_)):
+        return z3.BoolVal(bool(x))
+    return z3.RealVal(x)
 
 
 def prove(rule: SubstRule, env: Mapping[str, Dim], timeout_ms: int = 5000) -> Proof:
@@ -77,10 +135,14 @@ def prove(rule: SubstRule, env: Mapping[str, Dim], timeout_ms: int = 5000) -> Pr
     from .axioms import instances
 
     t0 = time.perf_counter()
+    assumptions: list[Any] = []
+    snapped: dict[str, float] = {}
     try:
         lhs, rhs = instantiate_rule(rule, env)
         feed = symbolic_inputs(lhs)
-        lo = run_symbolic(lhs, feed)
+        tol = rule.get("constants") if not rule.generated else ""
+        snap = (named_constants(rhs), float(tol), snapped) if tol else None
+        lo = run_symbolic(lhs, feed, None if rule.generated else assumptions, snap)
         ro = run_symbolic(rhs, {n: feed[n] for n in rhs.input_names})
     except GraphOptError as e:
         return Proof(False, "", f"symbolic evaluation failed: {e.one_line()}",
@@ -94,22 +156,30 @@ def prove(rule: SubstRule, env: Mapping[str, Dim], timeout_ms: int = 5000) -> Pr
             x, y = _as_expr(x), _as_expr(y)
             if x.eq(y):
                 continue
-            d = z3.simplify(x - y, som=True)
-            if z3.is_rational_value(d) and d.as_fraction() == 0:
-                continue
+            if z3.is_bool(x) or z3.is_bool(y):
+                if z3.is_true(z3.simplify(x == y)):
+                    continue
+            else:
+                d = z3.simplify(x - y, som=True)
+                if z3.is_rational_value(d) and d.as_fraction() == 0:
+                    continue
             pending.append((x, y))
+    note = ("; constants read as named: " + ", ".join(f"{k}~{v!r}" for k, v in snapped.items())
+            if snapped else "")
     if not pending:
-        return Proof(True, "normalize", seconds=time.perf_counter() - t0)
+        return Proof(True, "normalize" + note, seconds=time.perf_counter() - t0)
     s = z3.Solver()
     s.set("timeout", timeout_ms)
-    terms = [t for xy in pending for t in xy]
+    terms = [t for xy in pending for t in xy] + assumptions
     for ax in instances(terms):
         s.add(ax)
+    for c in assumptions:
+        s.add(c)
     s.add(z3.Or([x != y for x, y in pending]))
     r = s.check()
     dt = time.perf_counter() - t0
     if r == z3.unsat:
-        return Proof(True, "solver", seconds=dt)
+        return Proof(True, "solver" + note, seconds=dt)
     if r == z3.sat:
         return Proof(False, "", "counterexample found", dt)
     return Proof(False, "", f"z3 returned unknown ({s.reason_unknown()})", dt)

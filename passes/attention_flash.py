@@ -45,86 +45,33 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import numpy as np
-
+from graphopt.errors import GraphOptError
 from graphopt.ir.graph import Graph
-from graphopt.ir.node import Node, Value, constant
+from graphopt.ir.node import Node, Value
 from graphopt.ir.types import Dim, DType, TensorType, dim_product
-from graphopt.rewrite.passes import Pass, PassResult
+from graphopt.rewrite.context import (MatchContext, Users, const_array, scalar_const, shape_of,
+                                      users_with_outputs)
+from graphopt.rewrite.match import Match, fail
+from graphopt.rewrite.passes import RewritePass, Stats
+from graphopt.rewrite.rule import Rule
+from graphopt.rewrite.trace import Candidate
 
-from .cleanup import const_array
-from .fusion_report import Candidate, NoMatch, add_notes, rebuild
+from .attention_mask import (NEG_LIMIT, MaskSet, MaskTerm, build, dead_rows_mean, dtype_of,
+                             reshape_to, transpose_to)
+
+# helpers other passes import from here
+__all__ = ["AttentionFlash", "const_array", "reshape_to", "scalar_const", "transpose_to",
+           "users_with_outputs"]
 
 RULE = "attention_flash"
 REFINE_RULE = "attention_refine"
-NEG_LIMIT = -1e4  # a fill at or below this masks a score out
 _MAX_CHAIN = 64
 
 Tr = Callable[[Value], Value]
 
 
-# ---- small builders that simplify as they go ---------------------------------------------------
-
-def _shape(v: Value) -> tuple[Dim, ...]:
-    t = v.type
-    if not isinstance(t, TensorType) or t.shape is None:
-        raise NoMatch(f"value of type {t} has no known shape", v.node)
-    return t.shape
-
-
-def _dtype(v: Value) -> DType:
-    t = v.type
-    assert isinstance(t, TensorType)
-    return t.dtype
-
-
-def _build(op: str, inputs: Sequence[Value], like: Node | None = None, **attrs: object) -> Value:
-    return Node.build(op, tuple(inputs), attrs, like.origin if like is not None else None).out
-
-
-def reshape_to(v: Value, shape: tuple[Dim, ...], like: Node | None = None) -> Value:
-    """``v`` reshaped to ``shape``, looking through reshapes (identity when already so)."""
-    while v.node.op == "reshape":
-        v = v.node.inputs[0]
-    if _shape(v) == tuple(shape):
-        return v
-    return _build("reshape", [v], like or v.node, shape=tuple(shape))
-
-
-def transpose_to(v: Value, perm: tuple[int, ...], like: Node | None = None) -> Value:
-    """``transpose(v, perm)``, composed with a transpose below it (identity dropped)."""
-    if v.node.op == "transpose":
-        inner = v.node.attrs["perm"]
-        perm = tuple(inner[p] for p in perm)
-        v = v.node.inputs[0]
-    if perm == tuple(range(len(perm))):
-        return v
-    return _build("transpose", [v], like or v.node, perm=perm)
-
-
-def scalar_const(v: Value) -> float | None:
-    a = const_array(v)
-    if a is None or a.size != 1 or a.dtype == object or a.dtype.kind not in "fiu":
-        return None
-    return float(a.reshape(()))
-
-
-# ---- mask terms --------------------------------------------------------------------------------
-
-@dataclass
-class MaskTerm:
-    """One mask applied to the scores at a point of the chain whose shape is ``ctx``.
-
-    kind "keep": ``value`` is bool; scores where it is False get ``fill`` (-inf or very negative).
-    kind "add": ``value`` is added to the scores (times ``mult``, the scales applied after it).
-    """
-
-    kind: str
-    value: Value
-    ctx: tuple[Dim, ...]
-    fill: float = -math.inf
-    mult: float = 1.0
-    negate: bool = False  # keep: the mask is ``not value``
+def _identity(v: Value) -> Value:
+    return v
 
 
 @dataclass
@@ -140,16 +87,13 @@ class AttentionMatch:
     mqa_v: bool = False
     chain: list[Node] = field(default_factory=list)
 
-
-def users_with_outputs(g: Graph) -> dict[Node, list[tuple[Node, int]]]:
-    """``g.users()`` plus one ``(node, -1)`` entry per graph output the node feeds."""
-    users = g.users()
-    for v in g.outputs:
-        users.setdefault(v.node, []).append((v.node, -1))
-    return users
+    @property
+    def spelling(self) -> str:
+        """The ops of the block from Q K^T to P V, in data order."""
+        return " > ".join(n.op for n in [self.qk, *self.chain, self.pv])
 
 
-def _users_count(users: dict[Node, list[tuple[Node, int]]], n: Node) -> int:
+def _users_count(users: Users, n: Node) -> int:
     return len(users.get(n, ()))
 
 
@@ -172,7 +116,7 @@ def _reaches_matmul(v: Value, depth: int = 16) -> bool:
     return False
 
 
-def _walk_scores(x: Value, users: dict[Node, list[tuple[Node, int]]]
+def _walk_scores(x: Value, users: Users
                  ) -> tuple[Node, float, list[MaskTerm], list[Node]]:
     """From the softmax input back to the Q K^T matmul."""
     scale = 1.0
@@ -182,31 +126,31 @@ def _walk_scores(x: Value, users: dict[Node, list[tuple[Node, int]]]
     for _ in range(_MAX_CHAIN):
         n = cur.node
         if _users_count(users, n) != 1:
-            raise NoMatch(f"score tensor {n.op} has {_users_count(users, n)} users "
-                          f"(needed only by the softmax)", n)
+            raise fail(f"score tensor {n.op} has {_users_count(users, n)} users "
+                       f"(needed only by the softmax)", n)
         if n.op == "matmul":
             if any(i.node.op == "constant" for i in n.inputs):
-                raise NoMatch("score matmul has a constant operand (a linear layer, not "
-                              "Q K^T)", n)
+                raise fail("score matmul has a constant operand (a linear layer, not "
+                           "Q K^T)", n)
             return n, scale, terms, chain
         chain.append(n)
-        ctx = _shape(cur)
+        ctx = shape_of(cur)
         if n.op == "mul":
             a, b = n.inputs
             c = scalar_const(b) if scalar_const(a) is None else scalar_const(a)
             if c is None:
-                raise NoMatch("score multiplied by a non-constant or non-scalar factor", n)
+                raise fail("score multiplied by a non-constant or non-scalar factor", n)
             if not c > 0:
-                raise NoMatch(f"score scale {c} is not positive", n)
+                raise fail(f"score scale {c} is not positive", n)
             scale *= c
             cur = a if scalar_const(a) is None else b
         elif n.op == "add":
             a, b = n.inputs
             ra, rb = _reaches_matmul(a), _reaches_matmul(b)
             if ra == rb:
-                raise NoMatch("cannot tell the scores from the mask in this add "
-                              f"({'both' if ra else 'neither'} operand(s) come from a matmul)",
-                              n)
+                raise fail("cannot tell the scores from the mask in this add "
+                           f"({'both' if ra else 'neither'} operand(s) come from a matmul)",
+                           n)
             chain_v, mask_v = (a, b) if ra else (b, a)
             terms.append(MaskTerm("add", mask_v, ctx, mult=scale))
             cur = chain_v
@@ -220,111 +164,111 @@ def _walk_scores(x: Value, users: dict[Node, list[tuple[Node, int]]]
                 terms.append(MaskTerm("keep", c, ctx, fill=fa * scale, negate=True))
                 cur = b
             else:
-                raise NoMatch("where on the scores without a very negative constant fill "
-                              f"(<= {NEG_LIMIT:g})", n)
+                raise fail("where on the scores without a very negative constant fill "
+                           f"(<= {NEG_LIMIT:g})", n)
         elif n.op == "cast":
             src = n.inputs[0].type
             if not (isinstance(src, TensorType) and src.dtype.is_float
                     and n.attrs["to"].is_float):
-                raise NoMatch("non-float cast on the scores", n)
+                raise fail("non-float cast on the scores", n)
             cur = n.inputs[0]
         elif n.op == "reshape":
-            if _shape(n.inputs[0])[-2:] != _shape(cur)[-2:]:
-                raise NoMatch("reshape on the scores changes the query/key axes", n)
+            if shape_of(n.inputs[0])[-2:] != shape_of(cur)[-2:]:
+                raise fail("reshape on the scores changes the query/key axes", n)
             cur = n.inputs[0]
         elif n.op == "identity":
             cur = n.inputs[0]
         else:
-            raise NoMatch(f"score path reaches {n.op} (not a matmul, scale, mask, cast or "
-                          f"reshape)", n)
-    raise NoMatch("score chain too long", x.node)
+            raise fail(f"score path reaches {n.op} (not a matmul, scale, mask, cast or "
+                       f"reshape)", n)
+    raise fail("score chain too long", x.node)
 
 
-def _walk_probs(sm: Node, users: dict[Node, list[tuple[Node, int]]]) -> tuple[Node, list[Node]]:
+def _walk_probs(sm: Node, users: Users) -> tuple[Node, list[Node]]:
     """From the softmax forward to the P V matmul."""
     cur = sm
     chain: list[Node] = []
     for _ in range(_MAX_CHAIN):
         us = users.get(cur, [])
         if len(us) != 1:
-            raise NoMatch(f"attention probabilities ({cur.op}) have {len(us)} users "
-                          f"(needed only by the P V matmul)", cur)
+            raise fail(f"attention probabilities ({cur.op}) have {len(us)} users "
+                       f"(needed only by the P V matmul)", cur)
         u, pos = us[0]
         if pos < 0:
-            raise NoMatch("attention probabilities are a graph output", cur)
+            raise fail("attention probabilities are a graph output", cur)
         if u.op == "matmul":
             if pos != 0:
-                raise NoMatch("probabilities are the right operand of the matmul", u)
+                raise fail("probabilities are the right operand of the matmul", u)
             if u.inputs[1].node.op == "constant":
-                raise NoMatch("probabilities multiply a constant (not values)", u)
+                raise fail("probabilities multiply a constant (not values)", u)
             return u, chain
         if u.op == "reshape":
-            if _shape(u.inputs[0])[-2:] != _shape(u.out)[-2:]:
-                raise NoMatch("reshape of the probabilities changes the query/key axes", u)
+            if shape_of(u.inputs[0])[-2:] != shape_of(u.out)[-2:]:
+                raise fail("reshape of the probabilities changes the query/key axes", u)
         elif u.op == "cast":
             if not (u.attrs["to"].is_float):
-                raise NoMatch("non-float cast of the probabilities", u)
+                raise fail("non-float cast of the probabilities", u)
         elif u.op != "identity":
-            raise NoMatch(f"probabilities feed {u.op}, not the P V matmul", u)
+            raise fail(f"probabilities feed {u.op}, not the P V matmul", u)
         chain.append(u)
         cur = u
-    raise NoMatch("probability chain too long", sm)
+    raise fail("probability chain too long", sm)
 
 
-def match_attention(sm: Node, users: dict[Node, list[tuple[Node, int]]]) -> AttentionMatch:
-    """Match one attention block around softmax ``sm``; raises NoMatch with the reason."""
+def match_attention(sm: Node, users: Users) -> AttentionMatch:
+    """Match one attention block around softmax ``sm``; raises MatchFail with the reason."""
     x = sm.inputs[0]
-    rank = len(_shape(x))
+    rank = len(shape_of(x))
     if rank < 2 or sm.attrs["axis"] != rank - 1:
-        raise NoMatch(f"softmax over axis {sm.attrs['axis']} of a rank-{rank} tensor, not the "
-                      f"last axis", sm)
-    if not _dtype(x).is_float:
-        raise NoMatch("softmax over a non-float tensor", sm)
+        raise fail(f"softmax over axis {sm.attrs['axis']} of a rank-{rank} tensor, not the "
+                   f"last axis", sm)
+    if not dtype_of(x).is_float:
+        raise fail("softmax over a non-float tensor", sm)
     qk, scale, terms, chain = _walk_scores(x, users)
     pv, pchain = _walk_probs(sm, users)
     a, b = qk.inputs
     p, v = pv.inputs
-    sa, sb, sv, sp = _shape(a), _shape(b), _shape(v), _shape(pv.out)
+    sa, sb, sv, sp = shape_of(a), shape_of(b), shape_of(v), shape_of(pv.out)
     if len(sa) < 2 or len(sb) < 2 or len(sv) < 2:
-        raise NoMatch("score matmul on vectors", qk)
-    S, T = _shape(qk.out)[-2:]
-    if _shape(x)[-2:] != (S, T):
-        raise NoMatch("softmax input does not have the score matmul's query/key axes", sm)
+        raise fail("score matmul on vectors", qk)
+    S, T = shape_of(qk.out)[-2:]
+    if shape_of(x)[-2:] != (S, T):
+        raise fail("softmax input does not have the score matmul's query/key axes", sm)
     if sv[-2] != T:
-        raise NoMatch(f"values have {sv[-2]} rows, keys {T}", pv)
+        raise fail(f"values have {sv[-2]} rows, keys {T}", pv)
     # the head layout: from a 4-D tensor of the chain, else batch 1 with the batch as heads
-    shapes = [_shape(x), _shape(qk.out), sp] + [t.ctx for t in terms]
+    shapes = [shape_of(x), shape_of(qk.out), sp] + [t.ctx for t in terms]
     four = [s for s in shapes if len(s) == 4]
     if four:
         B, H = four[0][:2]
-    elif len(_shape(qk.out)) == 3:
-        B, H = 1, _shape(qk.out)[0]
+    elif len(shape_of(qk.out)) == 3:
+        B, H = 1, shape_of(qk.out)[0]
     else:
         B, H = 1, 1
     BH = dim_product([B, H])
-    for s, who in ((_shape(x), sm), (_shape(qk.out), qk), (sp, pv), (sa, qk)):
+    for s, who in ((shape_of(x), sm), (shape_of(qk.out), qk), (sp, pv), (sa, qk)):
         if dim_product(list(s[:-2])) != BH:
-            raise NoMatch(f"batch dims {list(s[:-2])} are not the {B}x{H} batch x heads of "
-                          f"the block", who)
+            raise fail(f"batch dims {list(s[:-2])} are not the {B}x{H} batch x heads of "
+                       f"the block", who)
     if len(sp) == 4 and tuple(sp[:2]) != (B, H):
-        raise NoMatch(f"output batch/heads {list(sp[:2])} differ from {B}x{H}", pv)
+        raise fail(f"output batch/heads {list(sp[:2])} differ from {B}x{H}", pv)
     mqa_k = mqa_v = False
     if dim_product(list(sb[:-2])) != BH:
         if len(sb) == 4 and sb[0] == B and sb[1] == 1:
             mqa_k = True
         else:
-            raise NoMatch(f"key batch dims {list(sb[:-2])} do not match {B}x{H}", qk)
+            raise fail(f"key batch dims {list(sb[:-2])} do not match {B}x{H}", qk)
     if dim_product(list(sv[:-2])) != BH:
         if len(sv) == 4 and sv[0] == B and sv[1] == 1:
             mqa_v = True
         else:
-            raise NoMatch(f"value batch dims {list(sv[:-2])} do not match {B}x{H}", pv)
-    if not (_dtype(a) == _dtype(b) == _dtype(v)) or not _dtype(a).is_float:
-        raise NoMatch("query, key and value dtypes differ or are not float", qk)
+            raise fail(f"value batch dims {list(sv[:-2])} do not match {B}x{H}", pv)
+    if not (dtype_of(a) == dtype_of(b) == dtype_of(v)) or not dtype_of(a).is_float:
+        raise fail("query, key and value dtypes differ or are not float", qk)
     if isinstance(H, int) is False and (mqa_k or mqa_v):
-        raise NoMatch("MQA with a symbolic head count", qk)
+        raise fail("MQA with a symbolic head count", qk)
     return AttentionMatch(sm, qk, pv, scale, terms, B, H, mqa_k, mqa_v,
-                          chain + [sm] + pchain)
+                          chain[::-1] + [sm] + pchain)
 
 
 # ---- building the fused op ---------------------------------------------------------------------
@@ -342,7 +286,7 @@ def _unscale(v: Value) -> tuple[Value, float]:
         return v, 1.0
     a, b = n.inputs
     c, base = (scalar_const(b), a) if scalar_const(b) is not None else (scalar_const(a), b)
-    if c is None or not c > 0 or _shape(base) != _shape(cur):
+    if c is None or not c > 0 or shape_of(base) != shape_of(cur):
         return v, 1.0
     out = base
     for node in reversed(path):
@@ -360,198 +304,11 @@ def _unrepeat(x: Value, B: Dim, T: Dim, D: Dim) -> Value | None:
     e = n.inputs[0]
     if e.node.op == "expand":
         src = e.node.inputs[0]
-        es, ss = _shape(e), _shape(src)
+        es, ss = shape_of(e), shape_of(src)
         if len(es) == 5 and len(ss) == 5 and ss[2] == 1 and ss[:2] == es[:2] \
                 and ss[3:] == es[3:] and es[0] == B and es[3] == T and es[4] == D:
             return reshape_to(src, (B, es[1], T, D), n)
     return None
-
-
-MASK_EVAL_MAX = 1 << 26  # elements: mask leaves computed from constants are evaluated up to this
-_MASK_LEAF_OPS = ("less", "less_equal", "greater", "greater_equal", "equal", "and", "or", "not",
-                  "sub", "add", "expand", "reshape", "unsqueeze", "cast")
-
-
-def _const_leaf(v: Value, depth: int = 4) -> np.ndarray | None:
-    """A mask leaf's value when it is a constant, or a small expression over constants that
-    constant folding left unfolded because of its size (a causal mask ``arange[:, None] >=
-    arange[None, :]`` at long sequences): evaluated with the ops' numpy forms, bounded in size."""
-    a = const_array(v)
-    if a is not None or depth <= 0:
-        return a
-    n = v.node
-    t = v.type
-    if n.op not in _MASK_LEAF_OPS or not isinstance(t, TensorType) or t.shape is None or \
-            not all(isinstance(d, int) for d in t.shape) or \
-            int(np.prod(t.shape, dtype=np.int64)) > MASK_EVAL_MAX:
-        return None
-    xs = [_const_leaf(i, depth - 1) for i in n.inputs]
-    if any(x is None for x in xs):
-        return None
-    from graphopt.ops.registry import get_op
-
-    out = get_op(n.op).numpy(xs, n.attrs)
-    return np.asarray(out[v.index])
-
-
-def _and_leaves(v: Value) -> list[Value]:
-    if v.node.op == "and":
-        return _and_leaves(v.node.inputs[0]) + _and_leaves(v.node.inputs[1])
-    return [v]
-
-
-def _is_tril(arr: np.ndarray, ctx: tuple[Dim, ...]) -> bool:
-    S, T = ctx[-2], ctx[-1]
-    if not (isinstance(S, int) and isinstance(T, int)) or arr.ndim < 2:
-        return False
-    if arr.shape[-2:] != (S, T):
-        return False
-    tril = np.tril(np.ones((S, T), dtype=bool))
-    return bool(np.all(arr.astype(bool) == tril))
-
-
-@dataclass
-class _Mask:
-    causal: bool = False  # from a -inf fill (exact whatever else masks the row)
-    keeps: list[tuple[Value, tuple[Dim, ...]]] = field(default_factory=list)  # -inf fills
-    adds: list[tuple[Value, tuple[Dim, ...]]] = field(default_factory=list)
-    # causal leaves with a finite fill: causal only if nothing else masks (see _settle)
-    soft_causal: list[tuple[Value, tuple[Dim, ...], float]] = field(default_factory=list)
-    # where(tril and others, 0, fill) with a huge fill: (tril, others, ctx, fill), see _settle
-    joint_causal: list[tuple[Value, Value, tuple[Dim, ...], float]] = field(default_factory=list)
-    # keep masks (over ctx) whose all-false rows must give mean(v): the joint causal split
-    dead_rows: list[tuple[Value, tuple[Dim, ...]]] = field(default_factory=list)
-
-
-HUGE_FILL = -(2.0 ** 127)  # f32 scores s with |s| < 2^103 round s + fill to fill exactly
-
-
-def _fill_mask(keep: Value, fill: float, like: Node) -> Value:
-    """The additive mask ``where(keep, 0, fill)`` in f32 (cast to the scores' type later)."""
-    zero = constant(np.zeros((), np.float32))
-    return _build("where", [keep, zero, constant(np.asarray(fill, np.float32))], like)
-
-
-def _settle(m: _Mask, like: Node, split_joint: bool = False) -> None:
-    """Decide the finite-fill causal leaves once every mask term is known.
-
-    * ``soft_causal`` (the tril alone under a finite fill): ``causal=True`` when it is the only
-      mask term, else the additive ``where(tril, 0, fill)`` (exact for rows the other terms
-      mask entirely).
-    * ``joint_causal`` (``where(tril and others, 0, fill)``): with ``split_joint``, a fill of at
-      most ``HUGE_FILL`` and no other mask term, ``causal=True`` plus the additive
-      ``where(others, 0, fill)`` and a dead-row fix-up (a row whose keys are all masked gives
-      mean(v) over every key, as softmax of equal scores s + fill == fill does in the original);
-      otherwise the term stays whole.
-    """
-    alone = len(m.soft_causal) + len(m.joint_causal) == 1 and not m.keeps and not m.adds
-    if m.soft_causal:
-        if alone:
-            m.causal = True
-        else:
-            m.adds += [(_fill_mask(tril, fill, like), ctx) for tril, ctx, fill in m.soft_causal]
-        m.soft_causal = []
-    for tril, others, ctx, fill in m.joint_causal:
-        both = _build("and", [others, tril], like)
-        if split_joint and alone and fill <= HUGE_FILL:
-            m.causal = True
-            m.adds.append((_fill_mask(others, fill, like), ctx))
-            m.dead_rows.append((both, ctx))
-        else:
-            m.adds.append((_fill_mask(both, fill, like), ctx))
-    m.joint_causal = []
-
-
-def _add_keep(m: _Mask, keep: Value, ctx: tuple[Dim, ...], fill: float, like: Node) -> None:
-    leaves = []
-    tril = None
-    for leaf in _and_leaves(keep):
-        arr = _const_leaf(leaf)
-        if arr is not None and arr.dtype == np.bool_:
-            if arr.all():
-                continue
-            if _is_tril(arr, ctx):
-                tril = leaf
-                continue
-        leaves.append(leaf)
-    if tril is not None:
-        if fill == -math.inf:
-            m.causal = True
-        elif not leaves:
-            m.soft_causal.append((tril, ctx, fill))
-    if not leaves:
-        return
-    k = leaves[0]
-    for leaf in leaves[1:]:
-        k = _build("and", [k, leaf], like)
-    if tril is not None and fill != -math.inf:
-        m.joint_causal.append((tril, k, ctx, fill))  # one finite fill over causal and padding
-        return
-    if fill == -math.inf:
-        m.keeps.append((k, ctx))
-    else:
-        m.adds.append((_fill_mask(k, fill, like), ctx))
-
-
-def _add_additive(m: _Mask, v: Value, ctx: tuple[Dim, ...], mult: float, like: Node) -> None:
-    n = v.node
-    if n.op == "add":
-        for i in n.inputs:
-            _add_additive(m, i, ctx, mult, like)
-        return
-    if n.op == "where":
-        c, a, b = n.inputs
-        za, zb = scalar_const(a), scalar_const(b)
-        if za == 0.0 and zb is not None and zb <= NEG_LIMIT:
-            _add_keep(m, c, ctx, zb * mult, n)
-            return
-        if zb == 0.0 and za is not None and za <= NEG_LIMIT:
-            _add_keep(m, _build("not", [c], n), ctx, za * mult, n)
-            return
-    arr = const_array(v)
-    if arr is not None and arr.dtype.kind == "f":
-        if not arr.any():
-            return
-        neg = arr[arr != 0]
-        if neg.size and np.all(neg == neg.reshape(-1)[0]) and neg.reshape(-1)[0] <= NEG_LIMIT:
-            keep = constant(arr == 0)
-            _add_keep(m, keep, ctx, float(neg.reshape(-1)[0]) * mult, n)
-            return
-    if mult != 1.0:
-        v = _build("mul", [v, constant(np.asarray(mult, _dtype(v).to_numpy()))], like)
-    m.adds.append((v, ctx))
-
-
-def _place(v: Value, ctx: tuple[Dim, ...], full: tuple[Dim, ...], like: Node) -> Value:
-    """A mask given relative to a chain tensor of shape ``ctx`` as a mask over ``full``
-    ([B, H, S, T])."""
-    if tuple(ctx) == tuple(full) and len(_shape(v)) <= 4:
-        return v
-    if _shape(v) != tuple(ctx):
-        v = _build("expand", [v], like, shape=tuple(ctx))
-    return reshape_to(v, full, like)
-
-
-def _combine_mask(m: _Mask, full: tuple[Dim, ...], dt: DType, like: Node) -> Value | None:
-    keeps = [_place(v, c, full, like) for v, c in m.keeps]
-    adds = [_place(v, c, full, like) for v, c in m.adds]
-    keep = keeps[0] if keeps else None
-    for k in keeps[1:]:
-        keep = _build("and", [keep, k], like)  # type: ignore[list-item]
-    if not adds:
-        return keep
-    total = None
-    for a in adds:
-        if _dtype(a) != dt:
-            a = _build("cast", [a], like, to=dt)
-        total = a if total is None else _build("add", [total, a], like)
-    assert total is not None
-    if keep is not None:
-        npdt = dt.to_numpy()
-        ninf = _build("where", [keep, constant(np.zeros((), npdt)),
-                                constant(np.asarray(-np.inf, npdt))], like)
-        total = _build("add", [total, ninf], like)
-    return total
 
 
 def build_attention(mt: AttentionMatch, tr: Tr) -> Value:
@@ -561,8 +318,8 @@ def build_attention(mt: AttentionMatch, tr: Tr) -> Value:
     B, H = mt.B, mt.H
     a, b = (tr(x) for x in qk.inputs)
     v = tr(pv.inputs[1])
-    S, T = _shape(qk.out)[-2:]
-    D, Dv = _shape(a)[-1], _shape(v)[-1]
+    S, T = shape_of(qk.out)[-2:]
+    D, Dv = shape_of(a)[-1], shape_of(v)[-1]
     q4 = reshape_to(a, (B, H, S, D), like)
     kt4 = b if mt.mqa_k else reshape_to(b, (B, H, D, T), like)
     k4 = transpose_to(kt4, (0, 1, 3, 2), like)
@@ -570,63 +327,41 @@ def build_attention(mt: AttentionMatch, tr: Tr) -> Value:
     q4, qs = _unscale(q4)
     k4, ks = _unscale(k4)
     k4, v4 = _gqa(k4, v4, B, H, T, D, Dv)
-    m = _Mask()
+    m = MaskSet()
     for t in mt.terms:
         val = tr(t.value)
         if t.kind == "keep":
             if t.negate:
-                val = _build("not", [val], like)
-            _add_keep(m, val, t.ctx, t.fill, like)
+                val = build("not", [val], like)
+            m.add_keep(val, t.ctx, t.fill, like)
         else:
-            _add_additive(m, val, t.ctx, t.mult, like)
-    _settle(m, like, split_joint=_dtype(q4) == DType.f32)
+            m.add_additive(val, t.ctx, t.mult, like)
+    m.settle(like, split_joint=dtype_of(q4) == DType.f32)
     full = (B, H, S, T)
-    mask = _combine_mask(m, full, _dtype(q4), like)
+    mask = m.combine(full, dtype_of(q4), like)
     ins = [q4, k4, v4] + ([mask] if mask is not None else [])
-    out = _build("attention", ins, like, scale=float(mt.scale * qs * ks), causal=m.causal)
+    out = build("attention", ins, like, scale=float(mt.scale * qs * ks), causal=m.causal)
     for keep, ctx in m.dead_rows:
-        out = _dead_rows_mean(out, keep, ctx, full, v4, like)
+        out = dead_rows_mean(out, keep, ctx, full, v4, like)
     want = pv.out_types[0]
     assert isinstance(want, TensorType)
-    if _dtype(out) != want.dtype:
-        out = _build("cast", [out], like, to=want.dtype)
+    if dtype_of(out) != want.dtype:
+        out = build("cast", [out], like, to=want.dtype)
     return reshape_to(out, tuple(want.shape or ()), pv)
-
-
-def _dead_rows_mean(out: Value, keep: Value, ctx: tuple[Dim, ...], full: tuple[Dim, ...],
-                    v4: Value, like: Node) -> Value:
-    """``out`` [B, H, S, Dv] with every query row whose ``keep`` row is all False replaced by
-    the mean of v over all keys (what softmax of equal scores gives)."""
-    B, H, S, T = full
-    k = _place(keep, ctx, full, like)  # bool, broadcastable to [B, H, S, T]
-    kf = _build("cast", [k], like, to=DType.f32)
-    rank = len(_shape(kf))
-    anyk = _build("reduce_max", [kf], like, axes=(rank - 1,), keepdims=True)
-    dead = _build("equal", [anyk, constant(np.zeros((), np.float32))], like)
-    vm = _build("reduce_mean", [v4], like, axes=(2,), keepdims=True)  # [B, Hkv, 1, Dv]
-    hkv, dv = _shape(v4)[1], _shape(v4)[3]
-    if hkv != H:  # GQA: query head h reads kv head h // (H / Hkv)
-        g = H // hkv  # type: ignore[operator]
-        vm = reshape_to(vm, (B, hkv, 1, 1, dv), like)
-        vm = _build("expand", [vm], like, shape=(B, hkv, g, 1, dv))
-        vm = reshape_to(vm, (B, H, 1, dv), like)
-    if _dtype(vm) != _dtype(out):
-        vm = _build("cast", [vm], like, to=_dtype(out))
-    return _build("where", [dead, vm, out], like)
 
 
 def _gqa(k4: Value, v4: Value, B: Dim, H: Dim, T: Dim, D: Dim, Dv: Dim
          ) -> tuple[Value, Value]:
     """Repeated kv heads -> the un-repeated tensors (both or neither)."""
-    if _shape(k4)[1] != H or _shape(v4)[1] != H:
-        if _shape(k4)[1] == _shape(v4)[1]:
+    if shape_of(k4)[1] != H or shape_of(v4)[1] != H:
+        if shape_of(k4)[1] == shape_of(v4)[1]:
             return k4, v4
         # one side broadcast (MQA) and the other not: repeat explicitly
-        k4 = k4 if _shape(k4)[1] == H else _build("expand", [k4], None, shape=(B, H, T, D))
-        v4 = v4 if _shape(v4)[1] == H else _build("expand", [v4], None, shape=(B, H, T, Dv))
+        k4 = k4 if shape_of(k4)[1] == H else build("expand", [k4], None, shape=(B, H, T, D))
+        v4 = v4 if shape_of(v4)[1] == H else build("expand", [v4], None, shape=(B, H, T, Dv))
         return k4, v4
     uk, uv = _unrepeat(k4, B, T, D), _unrepeat(v4, B, T, Dv)
-    if uk is not None and uv is not None and _shape(uk)[1] == _shape(uv)[1]:
+    if uk is not None and uv is not None and shape_of(uk)[1] == shape_of(uv)[1]:
         return uk, uv
     return k4, v4
 
@@ -638,93 +373,131 @@ def refine_attention(n: Node, tr: Tr) -> Value | None:
     None when nothing changes."""
     q, k, v = (tr(x) for x in n.inputs[:3])
     mask = tr(n.inputs[3]) if len(n.inputs) == 4 else None
-    B, H, S, _ = _shape(q)
-    T, D, Dv = _shape(k)[2], _shape(k)[3], _shape(v)[3]
+    B, H, S, _ = shape_of(q)
+    T, D, Dv = shape_of(k)[2], shape_of(k)[3], shape_of(v)[3]
     k2, v2 = _gqa(k, v, B, H, T, D, Dv)
     full = (B, H, S, T)
     causal = bool(n.attrs["causal"])
     new_mask = mask
     if mask is not None:
-        m = _Mask()
-        if _dtype(mask) == DType.bool:
-            _add_keep(m, mask, full, -math.inf, n)
+        m = MaskSet()
+        if dtype_of(mask) == DType.bool:
+            m.add_keep(mask, full, -math.inf, n)
         else:
-            _add_additive(m, mask, full, 1.0, n)
-        _settle(m, n)
+            m.add_additive(mask, full, 1.0, n)
+        m.settle(n)
         if m.causal and not causal:
             causal = True
-            new_mask = _combine_mask(m, full, _dtype(q), n)
-        elif _dtype(mask) == DType.bool:
-            new_mask = _combine_mask(m, full, _dtype(q), n)  # all-true leaves dropped
+            new_mask = m.combine(full, dtype_of(q), n)
+        elif dtype_of(mask) == DType.bool:
+            new_mask = m.combine(full, dtype_of(q), n)  # all-true leaves dropped
     if k2 is k and v2 is v and causal == bool(n.attrs["causal"]) and new_mask is mask:
         return None
     ins = [q, k2, v2] + ([new_mask] if new_mask is not None else [])
-    return _build("attention", ins, n, scale=n.attrs["scale"], causal=causal)
+    return build("attention", ins, n, scale=n.attrs["scale"], causal=causal)
 
 
-# ---- the pass ----------------------------------------------------------------------------------
+# ---- the rules and the pass --------------------------------------------------------------------
 
-def _describe(mt: AttentionMatch) -> str:
-    bits = [f"{mt.B}x{mt.H} heads"]
-    if mt.terms:
-        bits.append(f"{len(mt.terms)} mask term(s)")
+def _fused_node(out: Value) -> Node:
+    """The ``attention`` node of a built replacement (below the output's cast / reshape and the
+    dead-row fix-up)."""
+    n = out.node
+    while n.op != "attention":
+        n = n.inputs[2 if n.op == "where" else 0].node
+    return n
+
+
+def _describe(n: Node, B: Dim) -> str:
+    """What an ``attention`` node is: heads, causal, GQA, its mask input."""
+    H, Hkv = shape_of(n.inputs[0])[1], shape_of(n.inputs[1])[1]
+    bits = [f"{B}x{H} heads"]
+    if n.attrs["causal"]:
+        bits.append("causal")
+    if H != Hkv:
+        bits.append(f"GQA {H}/{Hkv} heads")
+    if len(n.inputs) == 4:
+        kind = "bool" if dtype_of(n.inputs[3]) == DType.bool else "additive"
+        bits.append(f"{kind} mask")
     return ", ".join(bits)
 
 
-def find_attention(g: Graph) -> tuple[list[Candidate], dict[int, AttentionMatch]]:
-    """Every attention block of ``g``: fused candidates (matched or already ``attention``) and
-    the failed ones with their reason. Returns the matches by id of their P V matmul."""
-    users = users_with_outputs(g)
-    cands: list[Candidate] = []
-    matches: dict[int, AttentionMatch] = {}
-    for n in g.nodes:
-        if n.op == "attention":
-            cands.append(Candidate("attention", "frontend", n, True,
-                                   detail="scaled_dot_product_attention / Attention in the "
-                                          "source"))
-        elif n.op == "softmax":
-            try:
-                mt = match_attention(n, users)
-            except NoMatch as e:
-                cands.append(Candidate("attention", RULE, n, False, e.condition, e.node))
-                continue
-            if id(mt.pv) in matches:
-                cands.append(Candidate("attention", RULE, n, False,
-                                       "P V matmul already claimed by another block", mt.pv))
-                continue
-            matches[id(mt.pv)] = mt
-            cands.append(Candidate("attention", RULE, n, True, detail=_describe(mt)))
-    return cands, matches
+class AttentionRule(Rule):
+    """softmax(Q K^T * scale + masks) V, in every spelling the module docstring lists ->
+    one ``attention`` node. Anchor: every softmax (a softmax that is not the middle of an
+    attention block is a candidate that says why)."""
+
+    name = RULE
+    place = "attention"
+    place_title = "attention blocks"
+    anchors = frozenset({"softmax"})
+    pass_name = "attention_flash"
+
+    def match(self, n: Node, ctx: MatchContext) -> Match:
+        mt = match_attention(n, ctx.users)
+        try:  # a dry build over the graph as it is: what the fused op is, and that it builds
+            att = _fused_node(build_attention(mt, _identity))
+        except GraphOptError as e:
+            raise fail(f"the fused op cannot be built: {e.one_line()}", n) from e
+        detail = _describe(att, mt.B)
+        if mt.terms:
+            detail += f", {len(mt.terms)} mask term(s)"
+        return Match(roots=[mt.pv.out], data=mt, detail=detail, spelling=mt.spelling)
+
+    def build(self, m: Match) -> Value:
+        return build_attention(m.data, m.tr)
 
 
-class AttentionFlash(Pass):
-    """Fuse every recognized attention block into one ``attention`` node."""
+class AttentionRefineRule(Rule):
+    """An existing ``attention`` node (torch's scaled_dot_product_attention, ONNX Attention):
+    causal proven from its mask, repeated key/value heads as GQA. A node with nothing to refine
+    is no candidate."""
+
+    name = REFINE_RULE
+    place = "attention"
+    place_title = "attention blocks"
+    anchors = frozenset({"attention"})
+    pass_name = "attention_flash"
+
+    def match(self, n: Node, ctx: MatchContext) -> Match | None:
+        r = refine_attention(n, _identity)
+        if r is None:
+            return None
+        what = []
+        if r.node.attrs["causal"] and not n.attrs["causal"]:
+            what.append("causal proven from the mask")
+        if shape_of(r.node.inputs[1])[1] != shape_of(n.inputs[1])[1]:
+            what.append("repeated kv heads as GQA")
+        if len(r.node.inputs) != len(n.inputs) or (
+                len(n.inputs) == 4 and r.node.inputs[3] != n.inputs[3]):
+            what.append("mask simplified")
+        return Match(roots=[n.out], data=n, detail=_describe(r.node, shape_of(n.inputs[0])[0]),
+                     spelling="; ".join(what))
+
+    def build(self, m: Match) -> Value:
+        n: Node = m.data
+        r = refine_attention(n, m.tr)
+        return r if r is not None else n.with_inputs(tuple(m.tr(x) for x in n.inputs)).out
+
+
+class AttentionFlash(RewritePass):
+    """Fuse every recognized attention block into one ``attention`` node and refine the
+    ``attention`` nodes already there. Stats: ``attention_fused`` / ``attention_not_fused``
+    (softmax blocks), ``attention_refined``, and over the result ``attention_causal`` and
+    ``attention_gqa``."""
 
     name = "attention_flash"
+    rules = (AttentionRule(), AttentionRefineRule())
 
-    def run(self, g: Graph) -> PassResult:
-        cands, matches = find_attention(g)
-        builders: dict[int, Callable[[Tr], Sequence[Value]]] = {}
-        for key, mt in matches.items():
-            builders[key] = (lambda m: lambda tr: (build_attention(m, tr),))(mt)
-        refined = 0
-        for n in g.nodes:
-            if n.op == "attention":
-                def refine(tr: Tr, node: Node = n) -> Sequence[Value]:
-                    nonlocal refined
-                    r = refine_attention(node, tr)
-                    if r is None:
-                        return node.with_inputs(tuple(tr(x) for x in node.inputs)).outputs
-                    refined += 1
-                    return (r,)
-                builders[id(n)] = refine
-        out = rebuild(g, builders) if builders else g
-        stats: dict[str, object] = {"attention_fused": len(matches),
-                                    "attention_refined": refined,
-                                    "attention_not_fused": sum(1 for c in cands if not c.fused)}
-        att = [n for n in out.nodes if n.op == "attention"]
-        stats["attention_causal"] = sum(1 for n in att if n.attrs["causal"])
-        stats["attention_gqa"] = sum(1 for n in att
-                                     if _shape(n.inputs[0])[1] != _shape(n.inputs[1])[1])
-        add_notes(stats, cands)
-        return PassResult(out, bool(matches) or refined > 0, stats)
+    def summarize(self, before: Graph, after: Graph, candidates: Sequence[Candidate]) -> Stats:
+        att = [n for n in after.nodes if n.op == "attention"]
+        return {
+            "attention_fused": sum(1 for c in candidates if c.rule == RULE and c.matched),
+            "attention_not_fused": sum(1 for c in candidates
+                                       if c.rule == RULE and not c.matched),
+            "attention_refined": sum(1 for c in candidates
+                                     if c.rule == REFINE_RULE and c.matched),
+            "attention_causal": sum(1 for n in att if n.attrs["causal"]),
+            "attention_gqa": sum(1 for n in att
+                                 if shape_of(n.inputs[0])[1] != shape_of(n.inputs[1])[1]),
+        }

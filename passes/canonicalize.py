@@ -1,6 +1,8 @@
 """Canonical forms the fusion patterns rely on, so each pattern needs few variants.
 
-Rewrites (each counted in the stats under its name):
+Every rewrite is an engine rule (``kind="canonical"``) applied by ``Canonicalize``, a
+``RewritePass`` in local mode (bottom-up, each node again until no rule applies); each is counted
+in the stats under its rule name, and stated as text-IR rules in ``rules/canonicalize.rules``:
 
 * ``div_to_mul``        x / c  -> x * (1/c)       float dtypes only, c constant. NOT bit-exact:
   the reciprocal is rounded once, so results can differ from the division by about one ulp
@@ -9,31 +11,33 @@ Rewrites (each counted in the stats under its name):
 * ``sub_to_add``        x - c  -> x + (-c)        float dtypes, c constant (exact in IEEE).
 * ``transpose_pair``    transpose(transpose(x, p), q) -> transpose(x, p∘q) (dropped when the
   composite is the identity).
-* ``reshape_pair``      reshape(reshape(x, s), t) -> reshape(x, t).
+* ``reshape_pair``      reshape(reshape(x, s), t) -> reshape(x, t) (x when t is x's shape).
 * ``cast_pair``         cast(cast(x, T1), T2) -> cast(x, T2) when x's dtype -> T1 is lossless
   (every value of x's dtype is exact in T1), and -> x when T2 is x's dtype.
 * ``squeeze_to_reshape`` / ``unsqueeze_to_reshape``  when the output shape is static.
 * ``const_right``       a commutative binary op with a constant on the left gets it on the right.
 * ``neg_neg``           neg(neg(x)) -> x.
+
+Local rules report no candidates (they have no ``place``): a node that is not in canonical form
+has nothing to explain.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from graphopt.ir.graph import Graph
 from graphopt.ir.node import ConstData, Node, Value, constant
 from graphopt.ir.types import DType, TensorType
-from graphopt.rewrite.passes import Pass, PassResult
-
-from .cleanup import const_array
+from graphopt.rewrite.context import MatchContext, const_array
+from graphopt.rewrite.match import Match, MatchFail
+from graphopt.rewrite.passes import RewritePass
+from graphopt.rewrite.pattern import op
+from graphopt.rewrite.rule import Rule, rule
 
 # dtypes numpy computes in (bf16 constants have no numpy form and are left alone)
 _NP_FLOATS = {DType.f16, DType.f32, DType.f64}
-_MAX_REWRITES_PER_NODE = 16
-
-Rule = Callable[[Node, "Canonicalize"], "Value | None"]
+PASS = "canonicalize"
 
 
 def _dtype(v: Value) -> DType | None:
@@ -41,51 +45,61 @@ def _dtype(v: Value) -> DType | None:
     return t.dtype if isinstance(t, TensorType) else None
 
 
-def _build(op: str, inputs: Sequence[Value], attrs: dict[str, Any], like: Node) -> Value:
-    return Node.build(op, tuple(inputs), attrs, like.origin).out
+def _like(m: Match, op_name: str, inputs: Sequence[Value], attrs: dict[str, Any]) -> Value:
+    """A new node in place of the match's root (keeping its origin)."""
+    return Node.build(op_name, tuple(inputs), attrs, m.roots[0].node.origin).out
 
 
-def _div_to_mul(n: Node, c: "Canonicalize") -> Value | None:
-    if not c.div_to_mul or n.op != "div" or _dtype(n.out) not in _NP_FLOATS:
-        return None
-    b = const_array(n.inputs[1])
-    if b is None:
-        return None
+def _canonical(name: str, lhs: Any, rhs: Any, check: Any = None) -> Rule:
+    return rule(name, lhs, rhs, check, source=__name__, kind="canonical", pass_name=PASS)
+
+
+# ---- x / c, x - c ---------------------------------------------------------------------------------
+
+def _float_const_divisor(m: Match) -> "MatchFail | None":
+    if _dtype(m.roots[0]) not in _NP_FLOATS:
+        return m.fail("not a float dtype numpy computes in", m.roots[0])
+    if const_array(m["c"]) is None:
+        return m.fail("the right operand is not a constant", m["c"])
+    return None
+
+
+def _with_const(m: Match, op_name: str, fn: Any) -> Value:
+    """``op_name(x, fn(c))``, ``fn(c)`` computed now in c's dtype."""
+    c = const_array(m["c"])
+    assert c is not None
     with np.errstate(all="ignore"):
-        r = np.asarray(np.reciprocal(b.astype(b.dtype, copy=True)), dtype=b.dtype)
-    return _build("mul", [n.inputs[0], constant(ConstData(r), origin=n.origin)], {}, n)
+        new = np.asarray(fn(c.astype(c.dtype, copy=True)), dtype=c.dtype)
+    origin = m.roots[0].node.origin
+    return _like(m, op_name, [m["x"], constant(ConstData(new), origin=origin)], {})
 
 
-def _sub_to_add(n: Node, c: "Canonicalize") -> Value | None:
-    if n.op != "sub" or _dtype(n.out) not in _NP_FLOATS:
-        return None
-    b = const_array(n.inputs[1])
-    if b is None:
-        return None
-    neg = np.asarray(np.negative(b), dtype=b.dtype)
-    return _build("add", [n.inputs[0], constant(ConstData(neg), origin=n.origin)], {}, n)
+DIV_TO_MUL = _canonical("div_to_mul", lambda x, c: op.div(x, c),
+                        lambda m: _with_const(m, "mul", np.reciprocal), _float_const_divisor)
+SUB_TO_ADD = _canonical("sub_to_add", lambda x, c: op.sub(x, c),
+                        lambda m: _with_const(m, "add", np.negative), _float_const_divisor)
 
 
-def _transpose_pair(n: Node, c: "Canonicalize") -> Value | None:
-    inner = n.inputs[0].node if n.inputs else None
-    if n.op != "transpose" or inner is None or inner.op != "transpose":
-        return None
-    p, q = inner.attrs["perm"], n.attrs["perm"]
+# ---- pairs of shape ops and casts -----------------------------------------------------------------
+
+def _inner(m: Match) -> Node:
+    """The inner node of a pair pattern ``f(g(x))``."""
+    return m.roots[0].node.inputs[0].node
+
+
+def _transpose_pair(m: Match) -> Value:
+    p, q = _inner(m).attrs["perm"], m.roots[0].node.attrs["perm"]
     perm = tuple(p[k] for k in q)
-    x = inner.inputs[0]
     if perm == tuple(range(len(perm))):
-        return x
-    return _build("transpose", [x], {"perm": perm}, n)
+        return m["x"]
+    return _like(m, "transpose", [m["x"]], {"perm": perm})
 
 
-def _reshape_pair(n: Node, c: "Canonicalize") -> Value | None:
-    inner = n.inputs[0].node if n.inputs else None
-    if n.op != "reshape" or inner is None or inner.op != "reshape":
-        return None
-    x = inner.inputs[0]
-    if x.type == n.out_types[0]:
+def _reshape_pair(m: Match) -> Value:
+    x = m["x"]
+    if x.type == m.roots[0].type:
         return x
-    return _build("reshape", [x], {"shape": n.attrs["shape"]}, n)
+    return _like(m, "reshape", [x], {"shape": m.roots[0].node.attrs["shape"]})
 
 
 _INT_BITS = {DType.i8: 8, DType.i16: 16, DType.i32: 32, DType.i64: 64}
@@ -116,98 +130,96 @@ def lossless(src: DType, dst: DType) -> bool:
     return False
 
 
-def _cast_pair(n: Node, c: "Canonicalize") -> Value | None:
-    inner = n.inputs[0].node if n.inputs else None
-    if n.op != "cast" or inner is None or inner.op != "cast":
-        return None
-    x = inner.inputs[0]
-    src, mid = _dtype(x), inner.attrs["to"]
+def _cast_pair_check(m: Match) -> "MatchFail | None":
+    src, mid = _dtype(m["x"]), _inner(m).attrs["to"]
     if src is None or not lossless(src, mid):
-        return None
-    if n.attrs["to"] == src:
-        return x
-    return _build("cast", [x], {"to": n.attrs["to"]}, n)
-
-
-def _squeeze_to_reshape(n: Node, c: "Canonicalize") -> Value | None:
-    if n.op not in ("squeeze", "unsqueeze"):
-        return None
-    t = n.out_types[0]
-    if not isinstance(t, TensorType) or not t.is_static:
-        return None
-    return _build("reshape", [n.inputs[0]], {"shape": tuple(t.shape or ())}, n)
-
-
-def _const_right(n: Node, c: "Canonicalize") -> Value | None:
-    from graphopt.ops.registry import get_op
-
-    if n.op in ("input", "constant", "opaque") or len(n.inputs) != 2:
-        return None
-    a, b = n.inputs
-    if a.node.op != "constant" or b.node.op == "constant" or not get_op(n.op).commutative:
-        return None
-    return Node.build(n.op, (b, a), n.attrs, n.origin).out
-
-
-def _neg_neg(n: Node, c: "Canonicalize") -> Value | None:
-    if n.op == "neg" and n.inputs[0].node.op == "neg":
-        return n.inputs[0].node.inputs[0]
+        return m.fail(f"the first cast ({src} -> {mid}) may round", _inner(m))
     return None
 
 
-RULES: dict[str, Rule] = {
-    "div_to_mul": _div_to_mul,
-    "sub_to_add": _sub_to_add,
-    "transpose_pair": _transpose_pair,
-    "reshape_pair": _reshape_pair,
-    "cast_pair": _cast_pair,
-    "squeeze_to_reshape": _squeeze_to_reshape,
-    "const_right": _const_right,
-    "neg_neg": _neg_neg,
-}
+def _cast_pair(m: Match) -> Value:
+    x, to = m["x"], m.roots[0].node.attrs["to"]
+    return x if _dtype(x) == to else _like(m, "cast", [x], {"to": to})
 
 
-class Canonicalize(Pass):
-    name = "canonicalize"
+TRANSPOSE_PAIR = _canonical("transpose_pair", lambda x: op.transpose(op.transpose(x)),
+                            _transpose_pair)
+RESHAPE_PAIR = _canonical("reshape_pair", lambda x: op.reshape(op.reshape(x)), _reshape_pair)
+CAST_PAIR = _canonical("cast_pair", lambda x: op.cast(op.cast(x)), _cast_pair, _cast_pair_check)
+
+
+def _static_out(m: Match) -> "MatchFail | None":
+    t = m.roots[0].type
+    if not isinstance(t, TensorType) or not t.is_static:
+        return m.fail("the output shape is not static", m.roots[0])
+    return None
+
+
+def _to_reshape(m: Match) -> Value:
+    t = m.roots[0].type
+    assert isinstance(t, TensorType)
+    return _like(m, "reshape", [m["x"]], {"shape": tuple(t.shape or ())})
+
+
+SQUEEZE_TO_RESHAPE = _canonical("squeeze_to_reshape", lambda x: op.squeeze(x), _to_reshape,
+                                _static_out)
+UNSQUEEZE_TO_RESHAPE = _canonical("unsqueeze_to_reshape", lambda x: op.unsqueeze(x),
+                                  _to_reshape, _static_out)
+NEG_NEG = _canonical("neg_neg", lambda x: op.neg(op.neg(x)), lambda m: m["x"])
+
+
+# ---- constants on the right ----------------------------------------------------------------------
+
+def _commutative_binary_ops() -> frozenset[str]:
+    from graphopt.ops.registry import all_ops
+
+    return frozenset(name for name, d in all_ops().items() if d.commutative)
+
+
+class ConstRight(Rule):
+    """A commutative binary op with a constant on the left (and none on the right) gets its
+    operands swapped. A rule of its own, not a pattern: a pattern of a commutative op matches
+    both operand orders, and this rule is about the order."""
+
+    name = "const_right"
+    kind = "canonical"
+    pass_name = PASS
+
+    def __init__(self) -> None:
+        self.anchors = _commutative_binary_ops()
+
+    def match(self, n: Node, ctx: MatchContext) -> Match | None:
+        if len(n.inputs) != 2:
+            return None
+        a, b = n.inputs
+        if a.node.op != "constant" or b.node.op == "constant":
+            return None
+        return Match(roots=[n.out], data=(a, b))
+
+    def build(self, m: Match) -> Value:
+        a, b = m.data
+        n = m.roots[0].node
+        return Node.build(n.op, (m.tr(b), m.tr(a)), n.attrs, n.origin).out
+
+
+# name -> rule; the order is the order rules are tried on a node
+RULES: dict[str, Rule] = {r.name: r for r in (
+    DIV_TO_MUL, SUB_TO_ADD, TRANSPOSE_PAIR, RESHAPE_PAIR, CAST_PAIR, SQUEEZE_TO_RESHAPE,
+    UNSQUEEZE_TO_RESHAPE, ConstRight(), NEG_NEG)}
+
+
+class Canonicalize(RewritePass):
+    """The canonical forms (all of ``RULES``, or the ``rules`` named; ``div_to_mul=False`` leaves
+    divisions alone)."""
+
+    name = PASS
+    mode = "local"
 
     def __init__(self, div_to_mul: bool = True, rules: Sequence[str] | None = None) -> None:
-        self.div_to_mul = div_to_mul
         names = list(RULES) if rules is None else list(rules)
         unknown = [r for r in names if r not in RULES]
         if unknown:
             raise ValueError(f"unknown canonicalize rules {unknown}; known: {sorted(RULES)}")
-        self.rules = [(r, RULES[r]) for r in names]
-
-    def run(self, g: Graph) -> PassResult:
-        stats: dict[str, int] = {}
-
-        def rewrite(n: Node) -> Sequence[Value] | None:
-            if len(n.out_types) != 1 or n.op in ("input", "constant", "opaque"):
-                return None
-            cur: Value = n.out
-            for _ in range(_MAX_REWRITES_PER_NODE):
-                node = cur.node
-                if node.op in ("input", "constant", "opaque") or len(node.out_types) != 1:
-                    break
-                for name, rule in self.rules:
-                    new = rule(node, self)
-                    if new is not None:
-                        key = "unsqueeze_to_reshape" if (
-                            name == "squeeze_to_reshape" and node.op == "unsqueeze") else name
-                        stats[key] = stats.get(key, 0) + 1
-                        cur = new
-                        break
-                else:
-                    break
-            if cur == n.out:
-                return None
-            if cur.type != n.out_types[0]:
-                from graphopt.errors import PassError
-
-                raise PassError(f"rewrite changed type {n.out_types[0]} -> {cur.type}",
-                                where=f"node {n.op} #{n.uid}" + (
-                                    f" [{n.origin}]" if n.origin else ""))
-            return (cur,)
-
-        out = g.map_nodes(rewrite)
-        return PassResult(out, bool(stats), stats)
+        self.div_to_mul = div_to_mul
+        super().__init__()
+        self.rules = [RULES[r] for r in names if div_to_mul or r != "div_to_mul"]

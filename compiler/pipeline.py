@@ -98,6 +98,10 @@ def pass_by_name(name: str) -> list[Pass]:
         "attention_flash": _attention_flash,
         "matmul_fusion": _matmul_fusion,
         "attention_chunking": _attention_chunking,
+        # the query chunks passes/rules/attention_chunking.rules states (2 rows, no cost model)
+        "query_chunks_2rows": lambda: _attention_chunking(chunk_rows=2),
+        # by name: every block with a contrib form (fusion_passes runs it in mode auto)
+        "ort_contrib_attention": _ort_contrib_attention,
         "rms_norm_fusion": lambda: [_fusion("norm_fusion", "RmsNormFusion")],
         "gelu_fusion": lambda: [_fusion("gelu_fusion", "GeluFusion")],
         "rotary_fusion": lambda: [_fusion("rotary_fusion", "RotaryFusion")],
@@ -128,10 +132,16 @@ def _fusion(module: str, cls: str) -> Pass:
     return getattr(importlib.import_module(f"graphopt.passes.{module}"), cls)()
 
 
-def _attention_chunking() -> list[Pass]:
+def _attention_chunking(chunk_rows: int | None = None) -> list[Pass]:
     from graphopt.passes.attention_chunking import AttentionChunking
 
-    return [AttentionChunking()]
+    return [AttentionChunking(options={"chunk_rows": chunk_rows} if chunk_rows else None)]
+
+
+def _ort_contrib_attention() -> list[Pass]:
+    from graphopt.passes.ort_attention import OrtContribAttention
+
+    return [OrtContribAttention("always")]
 
 
 def resolve_passes(passes: Sequence[Any] | None) -> list[Pass]:

@@ -311,6 +311,19 @@ def _unrepeat(x: Value, B: Dim, T: Dim, D: Dim) -> Value | None:
     return None
 
 
+def _keys(b: Value, shape: tuple[Dim, ...], mqa: bool, like: Node) -> Value:
+    """The keys as [B, H, T, D] from the right operand ``b`` ([.., D, T]) of Q K^T: ``b``'s
+    last two axes swapped back (a transpose of the last two axes is looked through, so the
+    3-D bmm form's keys are a reshape of the keys, not a transpose of a transpose)."""
+    if mqa:
+        return transpose_to(b, (0, 1, 3, 2), like)
+    n, r = b.node, len(shape_of(b))
+    if n.op == "transpose" and n.attrs["perm"] == (*range(r - 2), r - 1, r - 2):
+        return reshape_to(n.inputs[0], shape, like)
+    B, H, T, D = shape
+    return transpose_to(reshape_to(b, (B, H, D, T), like), (0, 1, 3, 2), like)
+
+
 def build_attention(mt: AttentionMatch, tr: Tr) -> Value:
     """The fused replacement of ``mt.pv``'s output (values translated by ``tr``)."""
     qk, pv = mt.qk, mt.pv
@@ -321,8 +334,7 @@ def build_attention(mt: AttentionMatch, tr: Tr) -> Value:
     S, T = shape_of(qk.out)[-2:]
     D, Dv = shape_of(a)[-1], shape_of(v)[-1]
     q4 = reshape_to(a, (B, H, S, D), like)
-    kt4 = b if mt.mqa_k else reshape_to(b, (B, H, D, T), like)
-    k4 = transpose_to(kt4, (0, 1, 3, 2), like)
+    k4 = _keys(b, (B, H, T, D), mt.mqa_k, like)
     v4 = v if mt.mqa_v else reshape_to(v, (B, H, T, Dv), like)
     q4, qs = _unscale(q4)
     k4, ks = _unscale(k4)

@@ -18,38 +18,52 @@ A bool mask becomes an additive bias (0 / ``MASK_FILL``). Rows whose every key i
 ``always`` lowers masked blocks (``auto`` takes unmasked ones), and graphopt's numeric check
 rejects the result when its inputs produce such rows.
 
-Which blocks to lower (``mode``), measured on this machine's CPU with ONNX Runtime 1.32
-(single-block models, table in docs/fusions.md):
+Which blocks to lower (``mode``):
 
-* ``"auto"`` (target cpu): only blocks without a mask whose contrib kernel is the memory-efficient
-  (flash) one: non-causal MultiHeadAttention, causal GroupQueryAttention; and only for static
-  sequences of at least ``min_seq`` queries. There the contrib op is faster (S=2048: 104 vs 116
-  ms non-causal, 86 vs 144 ms causal) and its memory grows ~1.3-1.5x from S=2048 to 4096 where
-  standard Attention's grows ~3.6x. At S=128 standard Attention is faster (0.28 vs 0.33-0.47 ms),
-  and with a mask the contrib kernels materialize the scores as standard Attention does.
-* ``"always"``: every block that has a contrib form.
+* ``"auto"`` (what ``fusion_passes("cpu", allow_contrib_ops=True)`` runs): a cost-model decision
+  per block (``passes/attention_cost.py``). The two forms of the block, the standard
+  ``attention`` node over q/k/v [B, H, S, D] and the contrib node over [B, S, H*D] (the layout
+  ops around it cancel against the model's own head split and merge, see
+  ``test_layout_ops_cancel_and_export_runs_in_ort``), are priced for the target (pass option
+  ``target``, default ``cpu``): on this host (``cpu``) both run in ONNX Runtime, timed
+  interleaved and cached per block shape, and the contrib op is chosen when it is faster. The
+  contrib kernels only win where their memory-efficient paths avoid materializing the
+  [B, H, S, T] scores (docs/fusions.md: 0.28 vs 0.33-0.47 ms at S=128, 104 vs 116 ms
+  non-causal and 86 vs 144 ms causal at S=2048), which the measurement finds by itself. Before
+  any timing, the structural conditions: a form must exist, no mask (ONNX Runtime's contrib
+  kernels materialize the scores with a mask: nothing to gain, and fully masked rows differ)
+  and static S and T (a form is timed at its shape). The analytic model has no price for the
+  opaque contrib kernel, so on other targets (or with ``cost="analytic"``) blocks are kept.
+* ``"always"``: every block that has a contrib form (what ``--passes ort_contrib_attention``
+  and the rule file ``passes/rules/ort_contrib_attention.rules`` replay).
+
+Pass options: ``target`` (default ``cpu``) and ``cost`` (None: measured on this host, analytic
+elsewhere; ``"measured"``, ``"analytic"`` or a function ``Graph -> seconds``).
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node, Value, constant
 from graphopt.ir.types import Dim, DType, TensorType
-from graphopt.rewrite.passes import Pass, PassResult
+from graphopt.rewrite.context import MatchContext
+from graphopt.rewrite.match import Match, fail
+from graphopt.rewrite.passes import RewritePass, Stats
+from graphopt.rewrite.rule import Rule
+from graphopt.rewrite.trace import Candidate
 
-from .attention_flash import reshape_to, transpose_to
-from .fusion_report import Candidate, NoMatch, add_notes, rebuild
+from .attention_cost import HOST, cost_mode, describe_time, form, form_times
+from .attention_mask import reshape_to, transpose_to
 
 RULE = "ort_contrib_attention"
 CONTRIB_OPSETS = (("", 21), ("com.microsoft", 1))
 MASK_FILL = -1e30  # finite: a fully masked row stays finite in ONNX Runtime
 MODES = ("auto", "always")
-DEFAULT_MIN_SEQ = 1024
 
-_Tr = Callable[[Value], Value]
+Tr = Callable[[Value], Value]
 
 
 def _t(v: Value) -> TensorType:
@@ -58,45 +72,59 @@ def _t(v: Value) -> TensorType:
     return t
 
 
-def contrib_op(n: Node, mode: str = "auto", min_seq: int = DEFAULT_MIN_SEQ) -> str:
-    """The contrib op type for attention node ``n``; raises NoMatch with the reason when ``n``
-    has none (or ``mode`` does not choose one)."""
+def contrib_op(n: Node) -> str:
+    """The contrib op type for attention node ``n``; raises MatchFail with the reason when ``n``
+    has none."""
     q, k, v = (_t(x) for x in n.inputs[:3])
     B, H, S, D = q.shape  # type: ignore[misc]
     _, Hkv, T, _ = k.shape  # type: ignore[misc]
     Dv = v.shape[3]  # type: ignore[index]
-    masked = len(n.inputs) == 4
     causal = bool(n.attrs["causal"])
     if q.dtype not in (DType.f32, DType.f16):
-        raise NoMatch(f"dtype {q.dtype.value} (contrib attention takes f32 / f16)", n)
+        raise fail(f"dtype {q.dtype.value} (contrib attention takes f32 / f16)", n)
     for d, what in ((H, "query heads"), (Hkv, "kv heads"), (D, "head size"),
                     (Dv, "value head size")):
         if not isinstance(d, int):
-            raise NoMatch(f"symbolic {what} {d}", n)
+            raise fail(f"symbolic {what} {d}", n)
     if causal and S != T:
-        raise NoMatch(f"causal with {S} queries over {T} keys (contrib ops align causal masks "
-                      f"to a KV cache)", n)
+        raise fail(f"causal with {S} queries over {T} keys (contrib ops align causal masks "
+                   f"to a KV cache)", n)
     # causal blocks prefer GroupQueryAttention (its causal CPU kernel does not materialize the
     # scores; MultiHeadAttention's does), non-causal ones MultiHeadAttention (flash when unmasked)
     why_not_gqa = _gqa_blocker(B, H, Hkv, S, T, D, Dv)
     if H == Hkv and (not causal or why_not_gqa):
-        op = "MultiHeadAttention"
-    elif why_not_gqa:
-        raise NoMatch(why_not_gqa, n)
-    else:
-        op = "GroupQueryAttention"
-    if mode == "auto":
-        if masked:
-            raise NoMatch("masked block: ONNX Runtime's contrib kernels materialize the scores "
-                          "with a mask, standard Attention is as fast (mode auto)", n)
-        if not isinstance(S, int) or S < min_seq:
-            raise NoMatch(f"sequence {S} below {min_seq}: standard Attention is faster on this "
-                          f"CPU (mode auto)", n)
-    elif mode != "always":
-        raise ValueError(f"{RULE}: unknown mode {mode!r}; valid: {', '.join(MODES)}")
-    return op
+        return "MultiHeadAttention"
+    if why_not_gqa:
+        raise fail(why_not_gqa, n)
+    return "GroupQueryAttention"
 
 
+def auto_choice(n: Node, op: str, ctx: MatchContext) -> str:
+    """Mode auto: why ``n`` is lowered to ``op`` (the cost model's numbers); raises MatchFail
+    saying why it is kept."""
+    if len(n.inputs) == 4:
+        raise fail("masked block: ONNX Runtime's contrib kernels materialize the scores "
+                   "with a mask, standard Attention is as fast (mode auto)", n)
+    S, T = _t(n.inputs[0]).shape[2], _t(n.inputs[1]).shape[2]  # type: ignore[index]
+    if not (isinstance(S, int) and isinstance(T, int)):
+        raise fail(f"symbolic sequence ({S}, {T}): the forms are priced at static shapes "
+                   f"(mode auto)", n)
+    target = str(ctx.option("target", HOST))
+    cost = ctx.option("cost")
+    if cost_mode(target, cost) == "analytic":
+        raise fail(f"the analytic cost model has no price for the com.microsoft kernel "
+                   f"(target {target}; measured on this host only) (mode auto)", n)
+    qkv = n.inputs[:3]
+    standard = form([x.type for x in qkv], lambda xs: Node.build("attention", xs, n.attrs).out)
+    contrib = form([_merged_type(x) for x in qkv],
+                   lambda xs: contrib_call(n, op, xs[0], xs[1], xs[2], None))
+    ts, tc = form_times([standard, contrib], target, cost)
+    if ts is None or tc is None:
+        raise fail(f"the {op} form could not be timed on {target} (mode auto)", n)
+    if not tc < ts:
+        raise fail(f"{op} is not faster on {target}: {describe_time(tc)} vs "
+                   f"{describe_time(ts)} for standard Attention (cost model) (mode auto)", n)
+    return f"{op}: {describe_time(tc)} vs {describe_time(ts)} for standard Attention"
 def _gqa_blocker(B: Dim, H: int, Hkv: int, S: Dim, T: Dim, D: int, Dv: int) -> str:
     """Why GroupQueryAttention cannot take this block ("" when it can)."""
     if D != Dv:
@@ -156,16 +184,21 @@ def _opaque(op: str, ins: Sequence[Value | None], attrs: dict[str, object],
     return node.outputs[0]
 
 
-def lower(n: Node, op: str, tr: _Tr) -> Value:
-    """The contrib replacement of attention node ``n`` (inputs translated by ``tr``)."""
-    q, k, v = (tr(x) for x in n.inputs[:3])
-    mask = tr(n.inputs[3]) if len(n.inputs) == 4 else None
-    qt = _t(q)
+def _merged_type(x: Value) -> TensorType:
+    """[B, H, S, D] -> the contrib ops' [B, S, H*D]."""
+    t = _t(x)
+    B, H, S, D = t.shape  # type: ignore[misc]
+    return TensorType((B, S, H * D), t.dtype)  # type: ignore[operator]
+
+
+def contrib_call(n: Node, op: str, q3: Value, k3: Value, v3: Value, bias: Value | None
+                 ) -> Value:
+    """The contrib node standing for attention node ``n`` over q/k/v in the merged [B, S, H*D]
+    layout (and the additive ``bias``); its output is [B, S, H*Dv]."""
+    qt, kt, vt = (_t(x) for x in n.inputs[:3])
     B, H, S, D = qt.shape  # type: ignore[misc]
-    Hkv, T = _t(k).shape[1], _t(k).shape[2]  # type: ignore[index]
-    Dv = _t(v).shape[3]  # type: ignore[index]
-    q3, k3, v3 = _merge_heads(q, n), _merge_heads(k, n), _merge_heads(v, n)
-    bias = _bias(mask, (B, H, S, T), qt.dtype, n) if mask is not None else None
+    Hkv, T = kt.shape[1], kt.shape[2]  # type: ignore[index]
+    Dv = vt.shape[3]  # type: ignore[index]
     attrs: dict[str, object] = {"num_heads": int(H)}  # type: ignore[arg-type]
     if n.attrs["scale"] is not None:
         attrs["scale"] = float(n.attrs["scale"])
@@ -173,59 +206,72 @@ def lower(n: Node, op: str, tr: _Tr) -> Value:
     if op == "MultiHeadAttention":
         if n.attrs["causal"]:
             attrs["unidirectional"] = 1
-        y = _opaque(op, [q3, k3, v3, None, None, bias], attrs, [out3], n)
-    else:
-        assert isinstance(B, int) and isinstance(T, int)
-        attrs["kv_num_heads"] = int(Hkv)  # type: ignore[arg-type]
-        attrs["causal"] = int(bool(n.attrs["causal"]))
-        seqlens = constant(np.full((B,), T - 1, np.int32))
-        total = constant(np.asarray(T, np.int32))
-        # present_key / present_value are asked for although unused: without them ONNX Runtime
-        # 1.32's CPU kernel materializes the scores (S=4096: 302 vs 47 MiB, measured)
-        present = TensorType((B, Hkv, T, D), qt.dtype)  # type: ignore[arg-type]
-        y = _opaque(op, [q3, k3, v3, None, None, seqlens, total, None, None, None, bias],
-                    attrs, [out3, present, present], n)
+        return _opaque(op, [q3, k3, v3, None, None, bias], attrs, [out3], n)
+    assert isinstance(B, int) and isinstance(T, int)
+    attrs["kv_num_heads"] = int(Hkv)  # type: ignore[arg-type]
+    attrs["causal"] = int(bool(n.attrs["causal"]))
+    seqlens = constant(np.full((B,), T - 1, np.int32))
+    total = constant(np.asarray(T, np.int32))
+    # present_key / present_value are asked for although unused: without them ONNX Runtime
+    # 1.32's CPU kernel materializes the scores (S=4096: 302 vs 47 MiB, measured)
+    present = TensorType((B, Hkv, T, D), qt.dtype)  # type: ignore[arg-type]
+    return _opaque(op, [q3, k3, v3, None, None, seqlens, total, None, None, None, bias],
+                   attrs, [out3, present, present], n)
+
+
+def lower(n: Node, op: str, tr: Tr) -> Value:
+    """The contrib replacement of attention node ``n`` (inputs translated by ``tr``)."""
+    q, k, v = (tr(x) for x in n.inputs[:3])
+    mask = tr(n.inputs[3]) if len(n.inputs) == 4 else None
+    qt = _t(q)
+    B, H, S, _ = qt.shape  # type: ignore[misc]
+    T, Dv = _t(k).shape[2], _t(v).shape[3]  # type: ignore[index]
+    bias = _bias(mask, (B, H, S, T), qt.dtype, n) if mask is not None else None
+    y = contrib_call(n, op, _merge_heads(q, n), _merge_heads(k, n), _merge_heads(v, n), bias)
     y4 = reshape_to(y, (B, S, H, Dv), n)
     return transpose_to(y4, (0, 2, 1, 3), n)
 
 
-def find_contrib(g: Graph, mode: str = "auto", min_seq: int = DEFAULT_MIN_SEQ
-                 ) -> tuple[list[Candidate], dict[int, tuple[Node, str]]]:
-    """Every attention node: lowered (with its contrib op, by id of the node) or not, why."""
-    cands: list[Candidate] = []
-    chosen: dict[int, tuple[Node, str]] = {}
-    for n in g.nodes:
-        if n.op != "attention":
-            continue
-        try:
-            op = contrib_op(n, mode, min_seq)
-        except NoMatch as e:
-            cands.append(Candidate("contrib_attention", RULE, n, False, e.condition, e.node))
-            continue
-        chosen[id(n)] = (n, op)
-        cands.append(Candidate("contrib_attention", RULE, n, True, detail=op))
-    return cands, chosen
+class ContribAttentionRule(Rule):
+    """``attention`` -> com.microsoft MultiHeadAttention / GroupQueryAttention (mode
+    ``always``: every block that has a contrib form; ``auto``: where the cost model says the
+    contrib kernel is faster)."""
+
+    name = RULE
+    kind = "lowering"
+    place = "contrib_attention"
+    place_title = "com.microsoft attention lowering"
+    anchors = frozenset({"attention"})
+    pass_name = "ort_contrib_attention"
+
+    def __init__(self, mode: str = "auto") -> None:
+        if mode not in MODES:
+            raise ValueError(f"{RULE}: unknown mode {mode!r}; valid: {', '.join(MODES)}")
+        self.mode = mode
+
+    def match(self, n: Node, ctx: MatchContext) -> Match:
+        op = contrib_op(n)
+        detail = auto_choice(n, op, ctx) if self.mode == "auto" else op
+        return Match(roots=[n.out], data=(n, op), detail=detail, spelling=f"mode {self.mode}")
+
+    def build(self, m: Match) -> Value:
+        n, op = m.data
+        return lower(n, op, m.tr)
 
 
-class OrtContribAttention(Pass):
-    """Lower ``attention`` nodes to com.microsoft MultiHeadAttention / GroupQueryAttention."""
+class OrtContribAttention(RewritePass):
+    """Lower ``attention`` nodes to com.microsoft MultiHeadAttention / GroupQueryAttention.
+    Stats: ``contrib_mha``, ``contrib_gqa``, ``contrib_attention_kept``."""
 
     name = "ort_contrib_attention"
 
-    def __init__(self, mode: str = "auto", min_seq: int = DEFAULT_MIN_SEQ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"{self.name}: unknown mode {mode!r}; valid: {', '.join(MODES)}")
-        self.mode = mode
-        self.min_seq = min_seq
+    def __init__(self, mode: str = "auto", options: dict[str, Any] | None = None) -> None:
+        super().__init__(rules=(ContribAttentionRule(mode),), options=options)
 
-    def run(self, g: Graph) -> PassResult:
-        cands, chosen = find_contrib(g, self.mode, self.min_seq)
-        builders = {key: (lambda node, op: lambda tr: (lower(node, op, tr),))(node, op)
-                    for key, (node, op) in chosen.items()}
-        out = rebuild(g, builders) if builders else g
-        stats: dict[str, object] = {
-            "contrib_mha": sum(1 for _, op in chosen.values() if op == "MultiHeadAttention"),
-            "contrib_gqa": sum(1 for _, op in chosen.values() if op == "GroupQueryAttention"),
-            "contrib_attention_kept": len(cands) - len(chosen)}
-        add_notes(stats, cands)
-        return PassResult(out, bool(chosen), stats)
+    def summarize(self, before: Graph, after: Graph, candidates: Sequence[Candidate]
+                  ) -> Stats:
+        done = [c.detail.split(":")[0] for c in candidates if c.rule == RULE and c.matched]
+        return {"contrib_mha": done.count("MultiHeadAttention"),
+                "contrib_gqa": done.count("GroupQueryAttention"),
+                "contrib_attention_kept": sum(1 for c in candidates
+                                              if c.rule == RULE and not c.matched)}

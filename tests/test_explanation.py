@@ -66,16 +66,16 @@ def test_explain_names_the_reason_for_each_unfused_block(tricky: str) -> None:
     ex = explain_model(tricky)
     att = ex.of_kind("attention")
     assert len(att) == 4
-    fused = [c for c in att if c.fused]
+    fused = [c for c in att if c.matched]
     assert len(fused) == 1
-    reasons = sorted((c.culprit.op, c.reason) for c in att if not c.fused)
+    reasons = sorted((c.culprit.op, c.reason) for c in att if not c.matched)
     assert [r[0] for r in reasons] == ["mul", "softmax", "tanh"], reasons
     conds = " | ".join(r[1] for r in reasons)
     assert "score path reaches tanh" in conds
     assert "graph output" in conds or "users" in conds
     assert "non-constant" in conds
     for c in att:
-        if not c.fused:
+        if not c.matched:
             assert c.rule == "attention_flash"
             assert "NOT fused: rule attention_flash, node " in c.describe()
     # the four projections of x form one matmul group (fused or not, it is listed)
@@ -101,8 +101,8 @@ def test_cli_explain_json(tricky: str) -> None:
         assert cli.main(["explain", tricky, "--json"]) == 0
     d = json.loads(buf.getvalue())
     att = [c for c in d["candidates"] if c["kind"] == "attention"]
-    assert len(att) == 4 and sum(c["fused"] for c in att) == 1
-    assert all(c["culprit"] for c in att if not c["fused"])
+    assert len(att) == 4 and sum(c["matched"] for c in att) == 1
+    assert all(c["culprit"] and c["reason"] for c in att if not c["matched"])
 
 
 def test_gelu_and_contrib_candidates_are_listed() -> None:
@@ -123,10 +123,13 @@ graph t(%q: f32[1,2,8,8], %k: f32[1,2,8,8], %v: f32[1,2,8,8], %x: f32[4]) {
     gelu = ex.of_kind("gelu")
     assert len(gelu) == 1 and not gelu[0].fused and "x / sqrt(2)" in gelu[0].reason
     contrib = ex.of_kind("contrib_attention")
-    assert len(contrib) == 1 and not contrib[0].fused and "below 1024" in contrib[0].reason
+    # mode auto on target cpu: both forms measured on this host; at 8 queries the standard
+    # kernel is faster, so the cost model keeps it
+    assert len(contrib) == 1 and not contrib[0].matched
+    assert "MultiHeadAttention is not faster on cpu" in contrib[0].reason, contrib[0].reason
     text = ex.text()
     assert "GELU compositions: 1 found, 0 fused, 1 not fused" in text
-    assert "com.microsoft attention lowering: 1 found, 0 fused" in text
+    assert "com.microsoft attention lowering: 1 found, 0 rewritten, 1 not rewritten" in text
     assert not explain_model(g).of_kind("contrib_attention")
 
 

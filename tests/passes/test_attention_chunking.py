@@ -1,7 +1,7 @@
 """attention_chunking: long attention blocks split into query chunks, exact in the interpreter and
 in ONNX Runtime (standard Attention per chunk), for causal / non-causal blocks with no mask, bool
 masks, additive masks with fully masked rows, padding masks and GQA; blocks it leaves alone say
-why."""
+why; the default decision (device memory bound, then the cost model) on this host."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +14,7 @@ from graphopt.ir.interp import run
 from graphopt.ir.node import Node, input_node
 from graphopt.ir.types import DType, TensorType
 from graphopt.passes.attention_chunking import MIN_CHUNK, AttentionChunking, chunk_rows
-from graphopt.passes.fusion_report import NoMatch
+from graphopt.rewrite.match import MatchFail
 
 LOWEST = np.finfo(np.float32).min
 
@@ -85,15 +85,17 @@ def test_causal_chunks_read_only_past_keys_and_share_masks_across_layers() -> No
 
 def test_small_blocks_are_not_candidates_and_unsplittable_ones_say_why() -> None:
     g, _ = _block(128, True, None)
-    res = AttentionChunking().run(g)  # 16 MiB budget: 2*2*128*128*4 bytes fit
-    assert not res.changed and res.stats["attention_not_chunked"] == 0
+    res = AttentionChunking().run(g)  # 2*2*128*128*4 bytes of scores fit the cpu's cache
+    assert not res.changed and res.candidates == () and res.stats["attention_not_chunked"] == 0
     cross, _ = _block(256, True, None, T=512)  # causal over a longer key sequence
     n = next(x for x in cross.nodes if x.op == "attention")
-    with pytest.raises(NoMatch, match="causal with 256 queries over 512 keys"):
+    with pytest.raises(MatchFail, match="causal with 256 queries over 512 keys"):
         chunk_rows(n, 1024)
     res = AttentionChunking(budget_bytes=1024).run(cross)
     assert not res.changed and res.stats["attention_not_chunked"] == 1
-    assert "NOT fused" in res.stats["notes"][0] and "512 keys" in res.stats["notes"][0]
+    c = res.candidates[0]
+    assert not c.matched and c.kind == "attention_chunks" and "512 keys" in c.reason
+    assert "NOT rewritten" in c.describe() and "notes" not in res.stats
 
 
 def test_symbolic_lengths_are_left_alone_with_a_reason() -> None:
@@ -102,15 +104,54 @@ def test_symbolic_lengths_are_left_alone_with_a_reason() -> None:
     y = Node.build("attention", (q.out, k.out, v.out), {"scale": None, "causal": True}).out
     res = AttentionChunking(budget_bytes=1024).run(Graph([q, k, v], [y], ["y"]))
     assert not res.changed
-    assert "symbolic query length" in res.stats["notes"][0]
+    assert "symbolic query length" in res.candidates[0].reason
 
 
-def test_cpu_fusion_passes_chunk_long_blocks() -> None:
+def _cost(chunks_win: bool):  # a cost "model": the chunked form 0.5 or 2 s, one node 1 s
+    def cost(g: Graph) -> float:
+        n = sum(x.op == "attention" for x in g.nodes)
+        return 1.0 if n == 1 else (0.5 if chunks_win else 2.0)
+    return cost
+
+
+@pytest.mark.parametrize("target, wins, chunked", [
+    ("cpu", True, True), ("cpu", False, False), ("h100", True, True)])
+def test_default_decision_device_bound_then_cost_model(target: str, wins: bool,
+                                                       chunked: bool) -> None:
+    from graphopt.cost.devices import get_device
+
+    bound = get_device(target).cache_bytes
+    S = 64
+    while 2 * 2 * S * S * 4 <= bound:  # the smallest power-of-two sequence over the bound
+        S *= 2
+    g, _ = _block(S, False, None)
+    res = AttentionChunking(options={"target": target, "cost": _cost(wins)}).run(g)
+    c = res.candidates[0]
+    assert c.matched == chunked and res.changed == chunked, c.describe()
+    att = [n for n in res.graph.nodes if n.op == "attention"]
+    if chunked:  # the largest power-of-two chunk whose scores fit the device's cache
+        rows = {n.inputs[0].type.shape[2] for n in att}
+        assert rows == {S // 2} and 2 * 2 * (S // 2) * S * 4 <= bound
+    else:
+        assert len(att) == 1 and "slower on" in c.reason
+
+
+def test_cpu_fusion_passes_chunk_long_causal_blocks_measured() -> None:
+    """Target cpu, the measured cost model: a causal block whose scores (64 MiB) exceed the
+    cache is split (its chunks skip the masked upper triangle); the analytic model of a GPU
+    target prices the chunks slower (no scores materialized there), so it keeps it whole."""
+    from graphopt.cost.devices import get_device
     from graphopt.passes.fusions import fusion_passes
     from graphopt.rewrite.passes import Pipeline
 
     g, feeds = _block(2048, True, None)  # 2*2*2048*2048*4 = 64 MiB of scores
+    assert 2 * 2 * 2048 * 2048 * 4 > get_device("cpu").cache_bytes
     res = Pipeline(fusion_passes("cpu")).run(g)
-    assert res.graph.op_counts()["attention"] == 2048 // 512  # 16 MiB chunks of 512 rows
+    cand = next(c for c in res.candidates if c.kind == "attention_chunks")
+    assert cand.matched, cand.describe()
+    assert res.graph.op_counts()["attention"] > 1
     gpu = Pipeline(fusion_passes("a100")).run(g)
     assert gpu.graph.op_counts()["attention"] == 1
+    res = AttentionChunking(options={"target": "a100"}).run(g)
+    c = res.candidates[0]
+    assert not res.changed and "query chunks are slower on a100" in c.reason, c.describe()

@@ -97,6 +97,8 @@ def pass_by_name(name: str) -> list[Pass]:
         "default": default_passes,
         "attention_flash": _attention_flash,
         "matmul_fusion": _matmul_fusion,
+        "matmul_merge": lambda: [_fusion("matmul_fusion", "MatmulMerge")],
+        "merge_parallel": lambda: [_fusion("merge_parallel", "MergeParallel")],
         "attention_chunking": _attention_chunking,
         # the query chunks passes/rules/attention_chunking.rules states (2 rows, no cost model)
         "query_chunks_2rows": lambda: _attention_chunking(chunk_rows=2),

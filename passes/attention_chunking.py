@@ -43,6 +43,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from graphopt.cost.devices import get_device
+from graphopt.errors import GraphOptError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import ConstData, Node, Value, constant
 from graphopt.ir.types import DType, TensorType
@@ -173,11 +174,11 @@ def choose(n: Node, ctx: MatchContext) -> tuple[int, str] | None:
     MatchFail when the chunks are not taken."""
     rows = ctx.option("chunk_rows")
     if rows is not None:
-        S = _static(n)[2]
+        _, _, S, T = _static(n)
         if S <= rows:
             return None
-        if n.attrs["causal"] and S != _static(n)[3]:
-            raise fail(f"causal with {S} queries over {_static(n)[3]} keys", n)
+        if n.attrs["causal"] and S != T:
+            raise fail(f"causal with {S} queries over {T} keys", n)
         return int(rows), f"chunks of {rows} rows requested"
     budget = ctx.option("budget_bytes")
     if budget is not None:
@@ -191,7 +192,10 @@ def choose(n: Node, ctx: MatchContext) -> tuple[int, str] | None:
     ins = [x.type for x in n.inputs]
     whole = form(ins, lambda xs: Node.build("attention", xs, n.attrs).out)
     parts = form(ins, lambda xs: chunked(n, c, xs))
-    tw, tc = form_times([whole, parts], target, ctx.option("cost"))
+    try:
+        tw, tc = form_times([whole, parts], target, ctx.option("cost"))
+    except GraphOptError as e:
+        raise fail(f"no cost for the forms: {e.one_line()}", n) from e
     if tw is None or tc is None:
         raise fail(f"the chunked form could not be priced on {target}", n)
     scores = f"scores {score_bytes(n) / 2**20:.3g} MiB over the {bound / 2**20:.3g} MiB cache"

@@ -1,31 +1,37 @@
 """Merge matmuls that share their input and have constant weights into one matmul + split.
 
-Group: the users ``matmul(x, W_i)`` of one value ``x`` whose weights ``W_i`` are constant 2-D
-[K, N_i] (Q/K/V projections, gate/up of a gated MLP; widths may differ, as for GQA's K/V). A
+Group: the matmuls ``matmul(x, W_i)`` reading one value ``x`` whose weights ``W_i`` are constant
+2-D [K, N_i] (Q/K/V projections, gate/up of a gated MLP; widths may differ, as for GQA's K/V). A
 bias epilogue ``add(matmul(x, W_i), b_i)`` with a constant [N_i] bias is merged too (members
-without a bias get zeros). The merged form is
+without a bias get zeros). The merged form, built by ``merge_parallel.merge_matmuls`` (the one
+implementation the search's ``merge_matmul_shared_lhs`` uses too), is
 
     y = matmul(x, concat(W_i, axis=1)) [+ concat(b_i)] ;  y_1..y_n = split(y, axis=-1)
 
-The cost model (``graphopt.cost.model.CostModel`` for the target device) prices both forms of
-the group as small graphs and the merge is made only when it is cheaper; otherwise the group is
-reported as not fused with the two estimates. Activation epilogues stay after the split (the
-runtime fuses them into each piece).
+``MatmulGroupRule`` is the rule (place "matmul_group", anchored at the first matmul of a group):
+the cost model of the target (``graphopt.cost.model.CostModel``; the pass's ``target`` option)
+prices both forms of the group as small graphs, and the group is merged only when the merged
+form is cheaper (``force``: always); each group is reported with both estimates. Activation
+epilogues stay after the split (the runtime fuses them into each piece). The accepted forms are
+stated in ``rules/matmul_fusion.rules``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import ConstData, Node, Value, constant, input_node
 from graphopt.ir.types import TensorType
-from graphopt.rewrite.passes import Pass, PassResult
+from graphopt.rewrite.context import MatchContext, const_array
+from graphopt.rewrite.match import Match, MatchFail, fail
+from graphopt.rewrite.passes import RewritePass, Stats
+from graphopt.rewrite.rule import Rule
+from graphopt.rewrite.trace import Candidate
 
-from .cleanup import const_array
-from .fusion_report import Candidate, add_notes, rebuild
+from .merge_parallel import merge_matmuls
 
 RULE = "matmul_fusion"
 
@@ -35,11 +41,15 @@ class Member:
     mm: Node
     weight: np.ndarray  # [K, N]
     bias_add: Node | None = None
-    bias: np.ndarray | None = None
+    bias: np.ndarray | None = None  # [N]
 
     @property
-    def out(self) -> Node:
-        return self.bias_add if self.bias_add is not None else self.mm
+    def out(self) -> Value:
+        return (self.bias_add if self.bias_add is not None else self.mm).out
+
+    @property
+    def width(self) -> int:
+        return int(self.weight.shape[1])
 
 
 @dataclass
@@ -47,10 +57,21 @@ class Group:
     x: Value
     members: list[Member]
 
+    def describe(self) -> str:
+        biased = sum(1 for m in self.members if m.bias is not None)
+        return (f"{len(self.members)} matmuls ({biased} with bias), widths "
+                f"{[m.width for m in self.members]}")
 
-def _bias_of(mm: Node, users: dict[Node, list[tuple[Node, int]]], n_out: int
-             ) -> tuple[Node, np.ndarray] | None:
-    us = users.get(mm, [])
+
+def _readers(x: Value, ctx: MatchContext) -> list[Node]:
+    """The matmuls reading ``x`` as their left operand, each once, in graph order."""
+    mms = {id(u): u for u, pos in ctx.users_of(x.node)
+           if u.op == "matmul" and pos == 0 and u.inputs[0].index == x.index}
+    return sorted(mms.values(), key=lambda u: ctx.position[id(u)])
+
+
+def _bias_of(mm: Node, ctx: MatchContext, n_out: int) -> tuple[Node, np.ndarray] | None:
+    us = ctx.users_of(mm)
     if len(us) != 1:
         return None
     add, pos = us[0]
@@ -64,66 +85,43 @@ def _bias_of(mm: Node, users: dict[Node, list[tuple[Node, int]]], n_out: int
     return add, b.reshape(n_out)
 
 
-def find_groups(g: Graph) -> tuple[list[Candidate], list[Group]]:
-    """Candidate groups (values read by two or more matmuls) and the mergeable ones."""
-    from .attention_flash import users_with_outputs
-
-    users = users_with_outputs(g)
-    cands: list[Candidate] = []
-    groups: list[Group] = []
-    for n in g.nodes:
-        mms = [u for u, pos in users.get(n, []) if u.op == "matmul" and pos == 0
-               and u.inputs[0].node is n]
-        by_index: dict[int, list[Node]] = {}
-        for u in mms:
-            by_index.setdefault(u.inputs[0].index, []).append(u)
-        for idx, group in by_index.items():
-            group = list(dict.fromkeys(group))
-            if len(group) < 2:
-                continue
-            x = Value(n, idx)
-            members: list[Member] = []
-            fail: tuple[str, Node] | None = None
-            for mm in group:
-                w = const_array(mm.inputs[1])
-                if w is None:
-                    fail = ("weight is not a constant", mm.inputs[1].node)
-                    continue
-                if w.ndim != 2:
-                    fail = (f"weight has rank {w.ndim}, not 2", mm)
-                    continue
-                members.append(Member(mm, w))
-            if len(members) < 2:
-                reason, node = fail or ("fewer than two constant-weight matmuls", n)
-                cands.append(Candidate("matmul_group", RULE, n, False, reason, node))
-                continue
-            dts = {m.weight.dtype for m in members}
-            ks = {m.weight.shape[0] for m in members}
-            if len(dts) != 1 or len(ks) != 1:
-                cands.append(Candidate("matmul_group", RULE, n, False,
-                                       "weights differ in dtype or input width", members[1].mm))
-                continue
-            for m in members:
-                b = _bias_of(m.mm, users, m.weight.shape[1])
-                if b is not None:
-                    m.bias_add, m.bias = b
-            groups.append(Group(x, members))
-    return cands, groups
+def group_at(n: Node, ctx: MatchContext) -> Group | None:
+    """The group of matmuls sharing the left operand of matmul ``n`` when ``n`` is the first of
+    them (None: ``n`` reads its input alone, or the group is another matmul's place). Raises
+    MatchFail when fewer than two of them can merge."""
+    x = n.inputs[0]
+    readers = _readers(x, ctx)
+    if len(readers) < 2 or readers[0] is not n:
+        return None
+    members: list[Member] = []
+    why: list[MatchFail] = []  # (MatchFail is falsy: kept in a list, not or-ed)
+    for mm in readers:
+        w = const_array(mm.inputs[1])
+        if w is None:
+            why.append(fail("weight is not a constant", mm.inputs[1]))
+        elif w.ndim != 2:
+            why.append(fail(f"weight has rank {w.ndim}, not 2", mm))
+        else:
+            members.append(Member(mm, w))
+    if len(members) < 2:
+        raise why[0] if why else fail("fewer than two constant-weight matmuls", n)
+    if len({m.weight.dtype for m in members}) != 1 or len({m.weight.shape[0]
+                                                           for m in members}) != 1:
+        raise fail("weights differ in dtype or input width", members[1].mm)
+    for m in members:
+        b = _bias_of(m.mm, ctx, m.width)
+        if b is not None:
+            m.bias_add, m.bias = b
+    return Group(x, members)
 
 
-def _merged(x: Value, members: Sequence[Member], like: Node) -> list[Value]:
-    w = np.concatenate([m.weight for m in members], axis=1)
-    y = Node.build("matmul", (x, constant(ConstData(w), origin=like.origin)), {},
-                   like.origin).out
-    if any(m.bias is not None for m in members):
-        b = np.concatenate([m.bias if m.bias is not None else
-                            np.zeros(m.weight.shape[1], m.weight.dtype) for m in members])
-        y = Node.build("add", (y, constant(ConstData(b.astype(w.dtype)), origin=like.origin)),
-                       {}, like.origin).out
-    rank = len(y.type.shape)  # type: ignore[union-attr]
-    sizes = tuple(int(m.weight.shape[1]) for m in members)
-    return list(Node.build("split", (y,), {"axis": rank - 1, "sizes": sizes},
-                           like.origin).outputs)
+def merged(x: Value, members: Sequence[Member], fold: bool = True) -> list[Value]:
+    """The merged form of ``members`` over ``x`` (one value per member)."""
+    origin = members[0].mm.origin
+    return merge_matmuls(
+        x, [constant(ConstData(m.weight), origin=origin) for m in members],
+        [None if m.bias is None else constant(ConstData(m.bias), origin=origin)
+         for m in members], origin, fold)
 
 
 def _separate(x: Value, members: Sequence[Member]) -> list[Value]:
@@ -144,56 +142,64 @@ def group_costs(grp: Group, device: str) -> tuple[float, float]:
     assert isinstance(t, TensorType)
     xin = input_node("x", t)
     cm = CostModel(device)
-    sep = Graph([xin], _separate(xin.out, grp.members))
-    mer = Graph([xin], _merged(xin.out, grp.members, grp.members[0].mm))
-    return cm(sep), cm(mer)
+    return (cm(Graph([xin], _separate(xin.out, grp.members))),
+            cm(Graph([xin], merged(xin.out, grp.members))))
 
 
-class MatmulFusion(Pass):
-    """Merge constant-weight matmuls that share an input when the cost model says so."""
+class MatmulGroupRule(Rule):
+    """Constant-weight matmuls sharing an input (and their constant bias adds) -> one matmul
+    (+ add) and a split, where the target's cost model says the merged form is faster."""
 
-    name = "matmul_fusion"
+    name = RULE
+    place = "matmul_group"
+    place_title = "matmul groups (shared input, constant weights)"
+    anchors = frozenset({"matmul"})
+    pass_name = RULE
+
+    def match(self, n: Node, ctx: MatchContext) -> Match | MatchFail | None:
+        grp = group_at(n, ctx)
+        if grp is None:
+            return None
+        target = ctx.option("target", "cpu")
+        sep, mer = group_costs(grp, target)
+        what = (f"{grp.describe()}; cost {sep * 1e6:.1f}us -> {mer * 1e6:.1f}us on {target}")
+        if not (mer < sep or ctx.option("force", False)):
+            return fail(f"cost model: merged form is not faster ({what})", grp.members[0].mm)
+        return Match(values={"x": grp.x}, roots=[m.out for m in grp.members], data=grp,
+                     detail=what)
+
+    def build(self, m: Match) -> list[Value]:
+        grp: Group = m.data
+        return merged(m.tr(grp.x), grp.members)
+
+
+class MatmulFusion(RewritePass):
+    """Merge constant-weight matmuls that share an input when the cost model of ``device`` says
+    so (``force``: always, for tests and explicit requests)."""
+
+    name = RULE
+    rules = (MatmulGroupRule(),)
 
     def __init__(self, device: str = "cpu", force: bool = False) -> None:
+        super().__init__(options={"target": device, "force": force})
         self.device = device
-        self.force = force  # merge without asking the cost model (tests, explicit requests)
+        self.force = force
 
-    def candidates(self, g: Graph) -> tuple[list[Candidate], list[Group]]:
-        cands, groups = find_groups(g)
-        chosen: list[Group] = []
-        for grp in groups:
-            anchor = grp.x.node
-            sep, mer = group_costs(grp, self.device)
-            what = (f"{len(grp.members)} matmuls, widths "
-                    f"{[int(m.weight.shape[1]) for m in grp.members]}; cost {sep * 1e6:.1f}us "
-                    f"-> {mer * 1e6:.1f}us on {self.device}")
-            if mer < sep or self.force:
-                chosen.append(grp)
-                cands.append(Candidate("matmul_group", RULE, anchor, True, detail=what))
-            else:
-                cands.append(Candidate("matmul_group", RULE, anchor, False,
-                                       f"cost model: merged form is not faster ({what})",
-                                       grp.members[0].mm))
-        return cands, chosen
+    def summarize(self, before: Graph, after: Graph, candidates: Sequence[Candidate]
+                  ) -> Stats:
+        # each merged group of k matmuls leaves one: k = (matmuls removed) + (groups merged)
+        groups = sum(1 for c in candidates if c.matched)
+        removed = sum(n.op == "matmul" for n in before.nodes) - sum(
+            n.op == "matmul" for n in after.nodes)
+        return {"matmuls_merged": removed + groups}
 
-    def run(self, g: Graph) -> PassResult:
-        cands, chosen = self.candidates(g)
-        builders: dict[int, Callable] = {}
-        for grp in chosen:
-            cache: dict[str, list[Value]] = {}
 
-            def piece(tr: Callable[[Value], Value], i: int, grp: Group = grp,
-                      cache: dict[str, list[Value]] = cache) -> tuple[Value, ...]:
-                if "outs" not in cache:
-                    cache["outs"] = _merged(tr(grp.x), grp.members, grp.members[0].mm)
-                return (cache["outs"][i],)
+class MatmulMerge(MatmulFusion):
+    """Every matmul group merged, the cost model's decision aside: ``MatmulFusion(force=True)``
+    under a name of its own for ``pass_by_name``, which replays the rules stated at sizes too
+    small for the cost model to merge them."""
 
-            for i, m in enumerate(grp.members):
-                builders[id(m.out)] = (lambda i, f: lambda tr: f(tr, i))(i, piece)
-        out = rebuild(g, builders) if builders else g
-        stats: dict[str, object] = {
-            "matmul_groups_fused": len(chosen),
-            "matmuls_merged": sum(len(grp.members) for grp in chosen),
-            "matmul_groups_not_fused": sum(1 for c in cands if not c.fused)}
-        add_notes(stats, cands)
-        return PassResult(out, bool(chosen), stats)
+    name = "matmul_merge"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device, force=True)

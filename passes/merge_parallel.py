@@ -5,6 +5,7 @@ Each rule is exact up to floating-point reassociation and is used by the cost-mo
 
 * ``merge_matmul_shared_lhs``: ``x@w1, x@w2 -> split(x @ concat(w1, w2))`` (BERT's q/k/v
   projections, NasRNN's gates); the concat of constant weights folds away after the search.
+  The merged form is built by ``merge_matmuls``, which ``matmul_fusion`` uses too.
 * ``merge_matmul_sum``: ``x@w1 + h@w2 -> concat(x, h) @ concat(w1, w2)`` (an RNN cell's
   input and state projections).
 * ``merge_conv_shared_input`` (with and without bias): two convs of one input with the same
@@ -17,16 +18,25 @@ Each rule is exact up to floating-point reassociation and is used by the cost-mo
   and ``concat_of_split`` (``concat(split(y)) -> y``).
 
 Two-way splits only: merging three ops takes two steps (the inner split feeds the outer one).
+The rules belong to the search (``pass_name="search"``); ``MergeParallel`` applies them all
+once, wherever they match (no cost model), so that their text-IR statements
+(``rules/merge_parallel.rules``) replay through ``pass_by_name("merge_parallel")``.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
-from graphopt.ir.node import Value, op as build, op_multi
+import numpy as np
+
+from graphopt.ir.node import ConstData, Node, Origin, Value, constant, op as build, op_multi
 from graphopt.ir.types import TensorType
+from graphopt.rewrite.context import const_array
 from graphopt.rewrite.match import Match, MatchFail
+from graphopt.rewrite.passes import RewritePass
 from graphopt.rewrite.pattern import attr, op
 from graphopt.rewrite.rule import Rule, rule
+
+PASS = "search"
 
 
 def _shape(v: Value) -> tuple[Any, ...] | None:
@@ -37,6 +47,38 @@ def _shape(v: Value) -> tuple[Any, ...] | None:
 def _static(v: Value) -> bool:
     s = _shape(v)
     return s is not None and all(isinstance(d, int) for d in s)
+
+
+def _concat(vals: Sequence[Value], axis: int, fold: bool, origin: Origin | None) -> Value:
+    """``concat(vals, axis)``; computed now when ``fold`` and every value is a constant."""
+    arrays = [const_array(v) for v in vals]
+    if fold and all(a is not None for a in arrays):
+        data = np.concatenate(arrays, axis=axis)  # type: ignore[arg-type]
+        return constant(ConstData(data), origin=origin)
+    return Node.build("concat", tuple(vals), {"axis": axis}, origin).out
+
+
+def merge_matmuls(x: Value, weights: Sequence[Value], biases: Sequence[Value | None] = (),
+                  origin: Origin | None = None, fold: bool = False) -> list[Value]:
+    """The merged form of matmuls ``x @ w_i`` (+ ``b_i``) that share ``x``: one per member,
+    ``split(x @ concat(w_i) [+ concat(b_i)])`` along the last axis (members without a bias get
+    zeros when another has one). ``fold``: concatenate constant weights and biases now (the
+    fusion pass, which prices the merged form as it will run); otherwise as ``concat`` nodes,
+    folded by cleanup afterwards (the search, which would copy weights for every graph it
+    tries)."""
+    shapes = [_shape(w) or () for w in weights]
+    widths = tuple(int(s[-1]) for s in shapes)
+    y = Node.build("matmul", (x, _concat(weights, len(shapes[0]) - 1, fold, origin)), {},
+                   origin).out
+    if any(b is not None for b in biases):
+        t = weights[0].type
+        assert isinstance(t, TensorType)
+        zeros = [constant(ConstData(np.zeros(n, t.dtype.to_numpy())), origin=origin)
+                 for n in widths]
+        bs = [b if b is not None else z for b, z in zip(biases, zeros)]
+        y = Node.build("add", (y, _concat(bs, 0, fold, origin)), {}, origin).out
+    rank = len(_shape(y) or ())
+    return list(Node.build("split", (y,), {"axis": rank - 1, "sizes": widths}, origin).outputs)
 
 
 # ---- matmuls ------------------------------------------------------------------------------------
@@ -57,10 +99,7 @@ def _mm_shared_lhs_check(m: Match) -> "MatchFail | None":
 
 
 def _mm_shared_lhs_rhs(m: Match) -> list[Value]:
-    w1, w2 = m["w1"], m["w2"]
-    y = build("matmul", m["x"], build("concat", w1, w2, axis=len(_shape(w1) or ()) - 1))
-    n1, n2 = (_shape(w1) or ())[-1], (_shape(w2) or ())[-1]
-    return list(op_multi("split", y, axis=len(_shape(y) or ()) - 1, sizes=(n1, n2)))
+    return merge_matmuls(m["x"], [m["w1"], m["w2"]])
 
 
 def _mm_sum(x: Any, w1: Any, h: Any, w2: Any) -> Any:
@@ -208,7 +247,7 @@ def _unary_through_split(name: str) -> Rule:
         return list(op_multi("split", build(name, m["y"]), axis=m.attrs["a"],
                              sizes=s.attrs["sizes"]))
 
-    return rule(f"{name}_through_split", lhs, rhs, _two_way, source=__name__)
+    return _search(f"{name}_through_split", lhs, rhs, _two_way)
 
 
 def _concat_split(y: Any) -> Any:
@@ -216,18 +255,27 @@ def _concat_split(y: Any) -> Any:
     return op.concat(s.out(0), s.out(1), axis=attr("a"))
 
 
+def _search(name: str, lhs: Any, rhs: Any, check: Any) -> Rule:
+    return rule(name, lhs, rhs, check, source=__name__, kind="search", pass_name=PASS)
+
+
 RULES: list[Rule] = [
-    rule("merge_matmul_shared_lhs", _mm_shared_lhs, _mm_shared_lhs_rhs, _mm_shared_lhs_check,
-         source=__name__),
-    rule("merge_matmul_sum", _mm_sum, _mm_sum_rhs, _mm_sum_check, source=__name__),
-    rule("merge_conv_shared_input", _conv_pair, _conv_rhs, _conv_check, source=__name__),
-    rule("merge_conv_bias_shared_input", _conv_pair_bias, _conv_rhs, _conv_check,
-         source=__name__),
-    rule("enlarge_conv_kernel", _enlarge, _enlarge_rhs, _enlarge_check, source=__name__),
-    rule("enlarge_conv_bias_kernel", _enlarge_bias, _enlarge_rhs, _enlarge_check,
-         source=__name__),
-    rule("merge_bias_after_split", _bias_split, _bias_split_rhs, _bias_split_check,
-         source=__name__),
-    rule("concat_of_split", _concat_split, lambda m: m["y"], _two_way, source=__name__),
+    _search("merge_matmul_shared_lhs", _mm_shared_lhs, _mm_shared_lhs_rhs, _mm_shared_lhs_check),
+    _search("merge_matmul_sum", _mm_sum, _mm_sum_rhs, _mm_sum_check),
+    _search("merge_conv_shared_input", _conv_pair, _conv_rhs, _conv_check),
+    _search("merge_conv_bias_shared_input", _conv_pair_bias, _conv_rhs, _conv_check),
+    _search("enlarge_conv_kernel", _enlarge, _enlarge_rhs, _enlarge_check),
+    _search("enlarge_conv_bias_kernel", _enlarge_bias, _enlarge_rhs, _enlarge_check),
+    _search("merge_bias_after_split", _bias_split, _bias_split_rhs, _bias_split_check),
+    _search("concat_of_split", _concat_split, lambda m: m["y"], _two_way),
     *[_unary_through_split(u) for u in ("relu", "sigmoid", "tanh", "gelu")],
 ]
+
+
+class MergeParallel(RewritePass):
+    """Every search rule of this module applied once wherever it matches, in one sweep (a place
+    taken by an earlier rule is left to it): the rules' replay pass. The search itself applies
+    them only where the cost model says the result is faster."""
+
+    name = "merge_parallel"
+    rules = tuple(RULES)

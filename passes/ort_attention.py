@@ -46,6 +46,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from graphopt.errors import GraphOptError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node, Value, constant
 from graphopt.ir.types import Dim, DType, TensorType
@@ -118,13 +119,18 @@ def auto_choice(n: Node, op: str, ctx: MatchContext) -> str:
     standard = form([x.type for x in qkv], lambda xs: Node.build("attention", xs, n.attrs).out)
     contrib = form([_merged_type(x) for x in qkv],
                    lambda xs: contrib_call(n, op, xs[0], xs[1], xs[2], None))
-    ts, tc = form_times([standard, contrib], target, cost)
+    try:
+        ts, tc = form_times([standard, contrib], target, cost)
+    except GraphOptError as e:
+        raise fail(f"no cost for the forms: {e.one_line()} (mode auto)", n) from e
     if ts is None or tc is None:
         raise fail(f"the {op} form could not be timed on {target} (mode auto)", n)
     if not tc < ts:
         raise fail(f"{op} is not faster on {target}: {describe_time(tc)} vs "
                    f"{describe_time(ts)} for standard Attention (cost model) (mode auto)", n)
     return f"{op}: {describe_time(tc)} vs {describe_time(ts)} for standard Attention"
+
+
 def _gqa_blocker(B: Dim, H: int, Hkv: int, S: Dim, T: Dim, D: int, Dv: int) -> str:
     """Why GroupQueryAttention cannot take this block ("" when it can)."""
     if D != Dv:

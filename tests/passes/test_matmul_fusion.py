@@ -3,13 +3,16 @@ decision, and the reasons given for groups left alone."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from graphopt.check import check_graphs
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import ConstData, Node, constant, input_node
 from graphopt.ir.text import parse
 from graphopt.ir.types import DType, TensorType
-from graphopt.passes.matmul_fusion import MatmulFusion, find_groups, group_costs
+from graphopt.passes.matmul_fusion import MatmulFusion, group_at, group_costs
+from graphopt.rewrite.context import MatchContext
+from graphopt.rewrite.match import MatchFail
 from graphopt.rewrite.passes import Pipeline
 from tests.passes.golden import assert_rewrite
 
@@ -36,15 +39,18 @@ graph t(%x: f32[4,3]) {
   %4: f32[4,2], %5: f32[4,1] = split(%3) {axis=1, sizes=(2, 1)}
   %6: f32[4,1] = relu(%5)
   return %4 as "q", %6 as "k"
-}""", {"matmul_groups_fused": 1, "matmuls_merged": 2})
+}""", {"matmul_group_fused": 1, "matmuls_merged": 2})
 
 
 def test_cost_model_rejects_a_tiny_merge_and_says_why() -> None:
     res = MatmulFusion().run(parse(SRC))
     assert not res.changed
-    assert res.stats["matmul_groups_not_fused"] == 1
-    note = res.stats["notes"][0]
+    assert res.stats["matmul_group_not_fused"] == 1 and res.stats["matmul_group_fused"] == 0
+    (c,) = res.candidates
+    note = c.describe()
     assert "rule matmul_fusion" in note and "cost model" in note and "matmul #" in note
+    assert c.culprit is not None and c.culprit.op == "matmul"
+    assert "2 matmuls (1 with bias)" in c.reason and "us ->" in c.reason  # both estimates
 
 
 def _qkv_graph(tokens: int, width: int, outs: tuple[int, ...]) -> Graph:
@@ -60,11 +66,14 @@ def _qkv_graph(tokens: int, width: int, outs: tuple[int, ...]) -> Graph:
 
 def test_cost_model_merges_qkv_projections() -> None:
     g = _qkv_graph(64, 128, (128, 64, 64))  # GQA: k/v narrower than q
-    _, groups = find_groups(g)
-    sep, mer = group_costs(groups[0], "cpu")
+    grp = group_at(g.outputs[0].node.inputs[0].node, MatchContext(g))
+    assert grp is not None and len(grp.members) == 3
+    sep, mer = group_costs(grp, "cpu")
     assert mer < sep
     res = Pipeline([MatmulFusion()]).run(g)
-    assert res.stats["matmul_groups_fused"] == 1 and res.stats["matmuls_merged"] == 3
+    assert res.stats["matmul_group_fused"] == 1 and res.stats["matmuls_merged"] == 3
+    (c,) = res.candidates
+    assert c.matched and f"{sep * 1e6:.1f}us -> {mer * 1e6:.1f}us on cpu" in c.detail
     assert res.graph.op_counts() == {"add": 1, "matmul": 1, "split": 1}
     check_graphs(g, res.graph)
 
@@ -77,11 +86,14 @@ graph t(%x: f32[4,3], %w: f32[3,2]) {
   %b: f32[4,2] = matmul(%x, %c)
   return %a as "a", %b as "b"
 }""")
-    cands, groups = find_groups(g)
-    assert not groups and len(cands) == 1
-    c = cands[0]
-    assert not c.fused and c.condition == "weight is not a constant"
+    res = MatmulFusion(force=True).run(g)
+    assert not res.changed and len(res.candidates) == 1
+    c = res.candidates[0]
+    assert not c.fused and c.reason == "weight is not a constant"
     assert c.culprit is not None and c.culprit.op == "input"
+    first = next(n for n in g.nodes if n.op == "matmul")
+    with pytest.raises(MatchFail, match="weight is not a constant"):
+        group_at(first, MatchContext(g))
 
 
 def test_models_qkv_merged_and_results_unchanged() -> None:
@@ -100,7 +112,7 @@ def test_models_qkv_merged_and_results_unchanged() -> None:
     g = simp.run(from_module(m, ins)).graph
     res = Pipeline([MatmulFusion(force=True)]).run(g)
     # per layer: q/k/v (GQA widths 32/16/16) and gate/up
-    assert res.stats["matmul_groups_fused"] == 4 and res.stats["matmuls_merged"] == 10
+    assert res.stats["matmul_group_fused"] == 4 and res.stats["matmuls_merged"] == 10
     with torch.no_grad():
         ref = m(*ins)[0]
         out = to_callable(simp.run(res.graph).graph)(*ins)[0]

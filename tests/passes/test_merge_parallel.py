@@ -10,7 +10,9 @@ from graphopt.ir.node import Value, constant, input_node, op, op_multi
 from graphopt.ir.types import DType, TensorType
 from graphopt.ir.verify import verify
 from graphopt.rewrite.driver import apply, matches
-from graphopt.passes.merge_parallel import RULES
+from graphopt.passes import RULES_DIR
+from graphopt.passes.merge_parallel import RULES, MergeParallel
+from graphopt.subst.rulefile import load_file
 
 BY_NAME = {r.name: r for r in RULES}
 rng = np.random.default_rng(0)
@@ -111,3 +113,23 @@ def test_enlarge_conv_kernel(stride: int) -> None:
     padded = Graph([x], [op("conv", x.out, _c(4, 3, 1, 1), strides=(1, 1), pads=(1, 1, 1, 1),
                             dilations=(1, 1), group=1)])
     assert matches(padded, BY_NAME["enlarge_conv_kernel"]) == []
+
+
+def test_every_search_rule_is_stated_in_the_rule_file() -> None:
+    stated = {r.name: r for r in load_file(RULES_DIR / "merge_parallel.rules")}
+    assert {r.kind for r in stated.values()} == {"search"}
+    assert {r.pass_name for r in stated.values()} == {"merge_parallel"}
+    for r in RULES:
+        assert r.kind == "search" and r.pass_name == "search", r.name
+        assert f"merge_parallel.{r.name}" in stated, f"rule {r.name} has no text-IR statement"
+
+
+def test_merge_parallel_pass_applies_each_place_once() -> None:
+    # two 1x1 convs of one input: the merge claims both, so enlarge_conv_kernel does not
+    # rewrite them in the same sweep (its place is already taken)
+    x = _in("x", 1, 3, 5, 5)
+    a = dict(strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1)
+    g = Graph([x], [op("conv", x.out, _c(4, 3, 1, 1), **a), op("conv", x.out, _c(2, 3, 1, 1), **a)])
+    res = MergeParallel().run(g)
+    assert res.stats == {"merge_conv_shared_input": 1} and not res.candidates
+    assert _ops(res.graph) == {"concat": 1, "conv": 1, "split": 1}

@@ -38,6 +38,12 @@ original, where ``causal=True`` would average over the causally visible keys onl
   additive ``where(tril, 0, fill)``; every row then sums exactly what the original sums.
 
 graphopt's numeric check generates such padded rows, so a wrong choice here fails the check.
+
+Engine form: ``AttentionRule`` (anchor softmax, place "attention") and ``AttentionRefineRule``
+(anchor attention) are matcher hooks; the sweep driver records every softmax as a candidate
+(matched, or the reason and culprit node) and rebuilds the graph once. Every spelling above is a
+rule of ``passes/rules/attention_flash.rules`` (proven, or float-tested where only floating point
+makes it exact, and replayed through this pass); the mask algebra is ``attention_mask.py``.
 """
 from __future__ import annotations
 

@@ -22,25 +22,22 @@ the norm fuses in float32 on the cast value.
 The rewrite changes only float rounding (x / sqrt vs x * (1/sqrt), the order of the weight
 multiply). The weight multiply is folded into ``rms_norm``'s scale (ones when absent). LayerNorm
 needs no rule here: both frontends already lift it to ``layer_norm`` (ONNX LayerNormalization,
-aten native_layer_norm).
+aten native_layer_norm). Every accepted spelling is a rule of ``rules/rms_norm_fusion.rules``.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-from graphopt.ir.graph import Graph
 from graphopt.ir.node import ConstData, Node, Value, constant
 from graphopt.ir.types import DType, TensorType
-from graphopt.rewrite.passes import Pass, PassResult
+from graphopt.rewrite.context import MatchContext, scalar_const
+from graphopt.rewrite.match import Match, fail
+from graphopt.rewrite.passes import RewritePass
+from graphopt.rewrite.rule import Rule
 
-from .cleanup import const_array
-from .fusion_report import Candidate, NoMatch, add_notes, rebuild
-
-RULE = "rms_norm_fusion"
-Users = dict[Node, list[tuple[Node, int]]]
 _LOW = (DType.f16, DType.bf16)  # rms_norm computes their statistics in float32
 
 
@@ -52,11 +49,11 @@ class RmsMatch(NamedTuple):
     spelling: str
 
 
-def _scalar(v: Value) -> float | None:
-    a = const_array(v)
-    if a is None or a.size != 1 or a.dtype.kind != "f":
-        return None
-    return float(a.reshape(()))
+def _float_scalar(v: Value) -> float | None:
+    """A one-element float constant's value (integer constants are no exponents / epsilons)."""
+    c = scalar_const(v)
+    t = v.type
+    return c if c is not None and isinstance(t, TensorType) and t.dtype.is_float else None
 
 
 def _other(n: Node, v: Value) -> Value:
@@ -69,7 +66,7 @@ def root_kind(n: Node) -> str | None:
     if n.op in ("sqrt", "rsqrt"):
         return n.op
     if n.op == "pow":
-        e = _scalar(n.inputs[1])
+        e = _float_scalar(n.inputs[1])
         if e == 0.5:
             return "sqrt"
         if e == -0.5:
@@ -77,71 +74,64 @@ def root_kind(n: Node) -> str | None:
     return None
 
 
-def _only_user(n: Node, users: Users, what: str) -> Node:
-    us = users.get(n, [])
-    if len(us) != 1 or us[0][1] < 0:
-        raise NoMatch(f"{what} has {len(us)} users (graph outputs included), not one", n)
-    return us[0][0]
-
-
 def _mean_square(root: Node) -> tuple[Value, float]:
     """(x, eps) of root = f(mean(x*x) + eps)."""
     add = root.inputs[0].node
     if add.op != "add":
-        raise NoMatch(f"{root.op} of something other than mean + eps", add)
-    eps = _scalar(add.inputs[1])
+        raise fail(f"{root.op} of something other than mean + eps", add)
+    eps = _float_scalar(add.inputs[1])
     if eps is None or not eps >= 0 or math.isinf(eps):
-        raise NoMatch("epsilon is not a non-negative scalar constant", add)
+        raise fail("epsilon is not a non-negative scalar constant", add)
     mean = add.inputs[0].node
     if mean.op != "reduce_mean" or not mean.attrs["keepdims"]:
-        raise NoMatch("not a keepdims mean of squares", mean)
+        raise fail("not a keepdims mean of squares", mean)
     sq = mean.inputs[0].node
-    if sq.op == "pow" and _scalar(sq.inputs[1]) == 2.0:
+    if sq.op == "pow" and _float_scalar(sq.inputs[1]) == 2.0:
         x = sq.inputs[0]
     elif sq.op == "mul" and sq.inputs[0] == sq.inputs[1]:
         x = sq.inputs[0]
     else:
-        raise NoMatch("mean of something other than x*x", sq)
+        raise fail("mean of something other than x*x", sq)
     t = x.type
     if not isinstance(t, TensorType) or not t.shape or not isinstance(t.shape[-1], int):
-        raise NoMatch("x has no static last axis", sq)
+        raise fail("x has no static last axis", sq)
     last = len(t.shape) - 1
     if tuple(mean.attrs["axes"]) != (last,):
-        raise NoMatch(f"mean over axes {mean.attrs['axes']}, not the last axis", mean)
+        raise fail(f"mean over axes {mean.attrs['axes']}, not the last axis", mean)
     if add.out_types[0] != mean.out_types[0]:
-        raise NoMatch("epsilon broadcasts the mean to another shape", add)
+        raise fail("epsilon broadcasts the mean to another shape", add)
     return x, eps
 
 
-def _normalizing(root: Node, x: Value, users: Users) -> tuple[Node, str]:
+def _normalizing(root: Node, x: Value, ctx: MatchContext) -> tuple[Node, str]:
     """The node computing x / sqrt(a) from the root, and the spelling."""
     kind = root_kind(root)
     name = root.op if root.op != "pow" else f"pow(., {'-' if kind == 'rsqrt' else ''}0.5)"
     if kind == "rsqrt":
         inv, spelling = root, f"x * {name}"
     else:
-        u = _only_user(root, users, name)
+        u, _ = ctx.only_user(root, name)
         if u.op == "reciprocal":
             inv, spelling = u, f"x * reciprocal({name})"
         elif u.op == "div" and u.inputs[1] == root.out and u.inputs[0] != root.out:
             if u.inputs[0] == x:
                 return u, f"x / {name}"
-            if _scalar(u.inputs[0]) != 1.0:
-                raise NoMatch(f"divides something other than x or 1 by {name}", u)
+            if _float_scalar(u.inputs[0]) != 1.0:
+                raise fail(f"divides something other than x or 1 by {name}", u)
             inv, spelling = u, f"x * (1 / {name})"
         else:
-            raise NoMatch(f"{name} is neither inverted (reciprocal, 1 / .) nor divides x", u)
-    us = users.get(inv, [])
+            raise fail(f"{name} is neither inverted (reciprocal, 1 / .) nor divides x", u)
+    us = ctx.users_of(inv)
     norm = next((u for u, i in us if i >= 0 and u.op == "mul" and _other(u, inv.out) == x),
                 None)
     if norm is None or len(us) != 1:
-        raise NoMatch(f"{inv.op} is not used only to scale x", inv)
+        raise fail(f"{inv.op} is not used only to scale x", inv)
     return norm, spelling
 
 
-def _weight(out: Node, n: int, users: Users) -> tuple[Node, Value] | None:
+def _weight(out: Node, n: int, ctx: MatchContext) -> tuple[Node, Value] | None:
     """(the weight multiply, w) when ``out``'s only user multiplies it by a size-N weight."""
-    us = users.get(out, [])
+    us = ctx.users_of(out)
     if len(us) != 1 or us[0][1] < 0 or us[0][0].op != "mul":
         return None
     wmul = us[0][0]
@@ -158,53 +148,30 @@ def _weight(out: Node, n: int, users: Users) -> tuple[Node, Value] | None:
     return wmul, w
 
 
-def match_rms(root: Node, users: Users) -> RmsMatch:
-    """The RMSNorm rooted at ``root`` (a sqrt / rsqrt / pow by +-0.5); NoMatch when it is not."""
+def match_rms(root: Node, ctx: MatchContext) -> RmsMatch:
+    """The RMSNorm rooted at ``root`` (a sqrt / rsqrt / pow by +-0.5); MatchFail when it is
+    not."""
     x, eps = _mean_square(root)
-    norm, spelling = _normalizing(root, x, users)
+    norm, spelling = _normalizing(root, x, ctx)
     if norm.out_types[0] != x.type:
-        raise NoMatch("the normalized value's type differs from x's", norm)
+        raise fail("the normalized value's type differs from x's", norm)
     t = x.type
     assert isinstance(t, TensorType) and t.shape is not None
     src, out = x, norm
     if x.node.op == "cast":
         x0 = x.node.inputs[0]
         dt0 = x0.type.dtype if isinstance(x0.type, TensorType) else None
-        us = users.get(norm, [])
+        us = ctx.users_of(norm)
         if (dt0 in _LOW and t.dtype == DType.f32 and len(us) == 1 and us[0][1] >= 0
                 and us[0][0].op == "cast" and us[0][0].attrs["to"] == dt0):
             src, out = x0, us[0][0]
             spelling += f" in f32, cast from/to {dt0.value}"
     n = t.shape[-1]
     assert isinstance(n, int)
-    wm = _weight(out, n, users)
+    wm = _weight(out, n, ctx)
     if wm is not None:
         return RmsMatch(src, eps, wm[0], wm[1], spelling)
     return RmsMatch(src, eps, out, None, spelling)
-
-
-def is_root(n: Node) -> bool:
-    return root_kind(n) is not None
-
-
-def find_rms(g: Graph) -> tuple[list[Candidate], list[RmsMatch]]:
-    from .attention_flash import users_with_outputs
-
-    users = users_with_outputs(g)
-    cands: list[Candidate] = []
-    found: list[RmsMatch] = []
-    for n in g.nodes:
-        if not is_root(n):
-            continue
-        try:
-            m = match_rms(n, users)
-        except NoMatch as e:
-            cands.append(Candidate("rms_norm", RULE, n, False, e.condition, e.node))
-            continue
-        w = "with weight" if m.weight is not None else "no weight"
-        cands.append(Candidate("rms_norm", RULE, n, True, detail=f"{m.spelling}, {w}"))
-        found.append(m)
-    return cands, found
 
 
 def _ones(n: int, dt: DType) -> Value:
@@ -224,26 +191,37 @@ def _scale(w: Value | None, n: int, dt: DType) -> Value:
     return Node.build("reshape", (w,), {"shape": (n,)}).out
 
 
-class RmsNormFusion(Pass):
-    name = "rms_norm_fusion"
+class RmsNormRule(Rule):
+    """x * (mean(x*x) + eps)^(-1/2) [* w] in any spelling of the root -> rms_norm(x, w)."""
 
-    def run(self, g: Graph) -> PassResult:
-        cands, found = find_rms(g)
-        builders: dict[int, Callable] = {}
-        for m in found:
-            def build(tr: Callable[[Value], Value], m: RmsMatch = m) -> tuple[Value, ...]:
-                xt = tr(m.x)
-                t = xt.type
-                assert isinstance(t, TensorType) and t.shape is not None
-                n = t.shape[-1]
-                assert isinstance(n, int)
-                w = tr(m.weight) if m.weight is not None else None
-                y = Node.build("rms_norm", (xt, _scale(w, n, t.dtype)),
-                               {"axis": len(t.shape) - 1, "epsilon": m.eps}, m.out.origin).out
-                return (y,)
-            builders[id(m.out)] = build
-        res = rebuild(g, builders) if builders else g
-        stats: dict[str, object] = {"rms_norm_fused": len(found),
-                                    "rms_norm_not_fused": sum(1 for c in cands if not c.fused)}
-        add_notes(stats, cands)
-        return PassResult(res, bool(found), stats)
+    name = "rms_norm_fusion"
+    place = "rms_norm"
+    place_title = "RMSNorm compositions"
+    anchors = frozenset({"rsqrt", "sqrt", "pow"})
+    pass_name = "rms_norm_fusion"
+
+    def match(self, n: Node, ctx: MatchContext) -> Match | None:
+        if root_kind(n) is None:
+            return None  # a pow by another exponent (a square, a cube) is no root
+        m = match_rms(n, ctx)
+        w = "with weight" if m.weight is not None else "no weight"
+        return Match(roots=[m.out.out], data=m, detail=f"epsilon={m.eps:g}, {w}",
+                     spelling=m.spelling)
+
+    def build(self, m: Match) -> Value:
+        rm: RmsMatch = m.data
+        xt = m.tr(rm.x)
+        t = xt.type
+        assert isinstance(t, TensorType) and t.shape is not None
+        n = t.shape[-1]
+        assert isinstance(n, int)
+        w = m.tr(rm.weight) if rm.weight is not None else None
+        return Node.build("rms_norm", (xt, _scale(w, n, t.dtype)),
+                          {"axis": len(t.shape) - 1, "epsilon": rm.eps}, rm.out.origin).out
+
+
+class RmsNormFusion(RewritePass):
+    """Fuse RMSNorm compositions into one ``rms_norm`` node."""
+
+    name = "rms_norm_fusion"
+    rules = (RmsNormRule(),)

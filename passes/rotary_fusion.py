@@ -27,20 +27,17 @@ way (rotate a slice of the head, concat the rest) fuses: the slice is a full-wid
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import NamedTuple
 
 import numpy as np
 
-from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node, Value
 from graphopt.ir.types import Dim, TensorType
-from graphopt.rewrite.passes import Pass, PassResult
+from graphopt.rewrite.context import MatchContext, const_array, scalar_const
+from graphopt.rewrite.match import Match, MatchFail, fail
+from graphopt.rewrite.passes import RewritePass
+from graphopt.rewrite.rule import Rule
 
-from .attention_flash import scalar_const
-from .cleanup import const_array
-from .fusion_report import Candidate, NoMatch, add_notes, rebuild
-
-RULE = "rotary_fusion"
 _DEPTH = 32  # how far the equal-halves proof walks back
 
 # shape ops that keep a value's last axis as the last axis (when their own check holds)
@@ -99,52 +96,55 @@ def _half_of(v: Value) -> tuple[Value, int, Dim]:
         a = n.attrs
         if tuple(a["axes"]) == (r - 1,) and tuple(a["steps"]) == (1,):
             return x, int(a["starts"][0]), _shape(v)[-1]
-        raise NoMatch(f"slice {dict(axes=a['axes'], steps=a['steps'])} is not a unit-step cut "
-                      f"of the last axis only", n)
+        raise fail(f"slice {dict(axes=a['axes'], steps=a['steps'])} is not a unit-step cut "
+                   f"of the last axis only", n)
     if n.op == "split":
         x = n.inputs[0]
         if n.attrs["axis"] == len(_shape(x)) - 1:
             sizes = [int(s) for s in n.attrs["sizes"]]
             return x, sum(sizes[:v.index]), sizes[v.index]
-        raise NoMatch(f"split along axis {n.attrs['axis']}, not the last axis", n)
-    raise NoMatch(f"a piece of the rotated operand is {n.op}, not a slice / split of x along "
-                  f"the last axis", n)
+        raise fail(f"split along axis {n.attrs['axis']}, not the last axis", n)
+    raise fail(f"a piece of the rotated operand is {n.op}, not a slice / split of x along "
+               f"the last axis", n)
 
 
-def match_rotate(r: Value, sub: bool) -> Value:
-    """x when ``r`` is rotate_half(x) (for an add) or its negation concat(x2, -x1) (for a sub)."""
+def match_rotate(r: Value, sub: bool) -> tuple[Value, str]:
+    """(x, spelling) when ``r`` is rotate_half(x) (for an add) or its negation concat(x2, -x1)
+    (for a sub)."""
     n = r.node
     if n.op == "reshape" and n.inputs[0].node.op == "concat":
-        raise NoMatch("rotated operand is a reshape of a stack (interleaved adjacent pairs, "
-                      "GPT-J style), not rotate_half's concat of the two halves", n)
+        raise fail("rotated operand is a reshape of a stack (interleaved adjacent pairs, "
+                   "GPT-J style), not rotate_half's concat of the two halves", n)
     if n.op != "concat":
-        raise NoMatch(f"rotated operand is {n.op}, not a concat", n)
+        raise fail(f"rotated operand is {n.op}, not a concat", n)
     rank = len(_shape(r))
     if n.attrs["axis"] != rank - 1:
-        raise NoMatch(f"concat along axis {n.attrs['axis']}, not the last axis", n)
+        raise fail(f"concat along axis {n.attrs['axis']}, not the last axis", n)
     if len(n.inputs) != 2:
-        raise NoMatch(f"rotated concat has {len(n.inputs)} pieces, not 2 halves (partial "
-                      f"rotary over part of the head?)", n)
+        raise fail(f"rotated concat has {len(n.inputs)} pieces, not 2 halves (partial "
+                   f"rotary over part of the head?)", n)
     (b0, neg0), (b1, neg1) = (_negated(i) for i in n.inputs)
     x0, s0, l0 = _half_of(b0)
     x1, s1, l1 = _half_of(b1)
     if x0 != x1:
-        raise NoMatch("the two halves are cut from different tensors", n)
+        raise fail("the two halves are cut from different tensors", n)
     x = x0
     d = _shape(x)[-1]
     if not isinstance(d, int) or d % 2:
-        raise NoMatch(f"head size D={d} is not a static even number", n)
+        raise fail(f"head size D={d} is not a static even number", n)
     h = d // 2
     if (s0, l0, s1, l1) != (h, h, 0, h):
-        raise NoMatch(f"pieces are x[..., {s0}:{s0 + l0}] and x[..., {s1}:{s1 + l1}], not "
-                      f"x[..., {h}:{d}] and x[..., 0:{h}] (D={d})", n)
+        raise fail(f"pieces are x[..., {s0}:{s0 + l0}] and x[..., {s1}:{s1 + l1}], not "
+                   f"x[..., {h}:{d}] and x[..., 0:{h}] (D={d})", n)
     if (neg0, neg1) != ((False, True) if sub else (True, False)):
         want = "(x2, -x1) under a sub" if sub else "(-x2, x1)"
-        raise NoMatch(f"signs of the halves are ({'-' if neg0 else '+'}x2, "
-                      f"{'-' if neg1 else '+'}x1), not rotate_half's {want}", n)
+        raise fail(f"signs of the halves are ({'-' if neg0 else '+'}x2, "
+                   f"{'-' if neg1 else '+'}x1), not rotate_half's {want}", n)
     if rank != 4:
-        raise NoMatch(f"x has rank {rank}, not 4 [B, H, S, D]", n)
-    return x
+        raise fail(f"x has rank {rank}, not 4 [B, H, S, D]", n)
+    cut = "split" if b0.node.op == "split" else "slice"
+    form = "x*cos - cat(x2, -x1)*sin" if sub else "x*cos + cat(-x2, x1)*sin"
+    return x, f"{form}, halves by {cut}"
 
 
 # ---- equal halves of cos / sin ------------------------------------------------------------------
@@ -157,8 +157,8 @@ def _const_halves_equal(a: np.ndarray) -> bool:
 
 
 def halves_equal(v: Value, what: str, depth: int = _DEPTH,
-                 memo: dict[Value, NoMatch | None] | None = None) -> None:
-    """Prove ``v[..., :D/2] == v[..., D/2:]`` or raise NoMatch naming the node that stops it."""
+                 memo: dict[Value, MatchFail | None] | None = None) -> None:
+    """Prove ``v[..., :D/2] == v[..., D/2:]`` or raise MatchFail naming the node that stops it."""
     memo = {} if memo is None else memo
     if v in memo:
         err = memo[v]
@@ -167,32 +167,32 @@ def halves_equal(v: Value, what: str, depth: int = _DEPTH,
         return
     try:
         _halves_equal(v, what, depth, memo)
-    except NoMatch as e:
+    except MatchFail as e:
         memo[v] = e
         raise
     memo[v] = None
 
 
-def _halves_equal(v: Value, what: str, depth: int, memo: dict[Value, NoMatch | None]) -> None:
+def _halves_equal(v: Value, what: str, depth: int, memo: dict[Value, MatchFail | None]) -> None:
     if not _ranked(v):
-        raise NoMatch(f"{what} has no known shape", v.node)
+        raise fail(f"{what} has no known shape", v.node)
     shp = _shape(v)
     if not shp or shp[-1] == 1:
         return  # constant along the last axis (broadcast)
     n = v.node
     d = shp[-1]
     if not isinstance(d, int) or d % 2:
-        raise NoMatch(f"{what}: last dim {d} is not a static even number", n)
+        raise fail(f"{what}: last dim {d} is not a static even number", n)
     if n.op == "constant":
         a = const_array(v)
         if a is None:
-            raise NoMatch(f"{what}: constant without numpy data", n)
+            raise fail(f"{what}: constant without numpy data", n)
         if not _const_halves_equal(a):
-            raise NoMatch(f"the two halves of {what} along the last axis differ (a constant "
-                          f"that is not cat(c, c))", n)
+            raise fail(f"the two halves of {what} along the last axis differ (a constant "
+                       f"that is not cat(c, c))", n)
         return
     if depth <= 0:
-        raise NoMatch(f"cannot prove the two halves of {what} equal: too deep", n)
+        raise fail(f"cannot prove the two halves of {what} equal: too deep", n)
 
     def rec(u: Value) -> None:
         halves_equal(u, what, depth - 1, memo)
@@ -203,8 +203,8 @@ def _halves_equal(v: Value, what: str, depth: int, memo: dict[Value, NoMatch | N
         k = len(ins)
         if k % 2 == 0 and ins[:k // 2] == ins[k // 2:]:
             return  # cat(a, a): HF's cat((freqs, freqs), -1)
-        raise NoMatch(f"cannot prove the two halves of {what} equal: concat of {k} inputs along "
-                      f"the last axis is not cat(a, a) of one value", n)
+        raise fail(f"cannot prove the two halves of {what} equal: concat of {k} inputs along "
+                   f"the last axis is not cat(a, a) of one value", n)
     from graphopt.ops.registry import get_op
 
     if get_op(n.op).elementwise:
@@ -217,9 +217,9 @@ def _halves_equal(v: Value, what: str, depth: int, memo: dict[Value, NoMatch | N
         for u in n.inputs[:1] if n.op != "concat" else n.inputs:
             rec(u)
         return
-    raise NoMatch(f"cannot prove the two halves of {what} equal: {n.op} is not followed (only "
-                  f"elementwise ops and shape ops keeping the last axis, down to a constant or "
-                  f"concat(a, a))", n)
+    raise fail(f"cannot prove the two halves of {what} equal: {n.op} is not followed (only "
+               f"elementwise ops and shape ops keeping the last axis, down to a constant or "
+               f"concat(a, a))", n)
 
 
 def _keeps_last_axis(n: Node, v: Value) -> bool:
@@ -253,7 +253,11 @@ def _keeps_last_axis(n: Node, v: Value) -> bool:
 
 # ---- the match ----------------------------------------------------------------------------------
 
-Match = tuple[Value, Value, Value, Node]  # x, C, S, the add / sub replaced
+class RotaryMatch(NamedTuple):
+    x: Value
+    cos: Value
+    sin: Value
+    spelling: str
 
 
 def _products(n: Node) -> list[tuple[Node, Node]]:
@@ -269,9 +273,10 @@ def is_candidate(n: Node) -> bool:
         _rotate_like(r) for _, rs in _products(n) for r in rs.inputs)
 
 
-def match_rotary(n: Node) -> Match:
-    """(x, C, S, n) when add / sub ``n`` is x*C + rotate_half(x)*S with the conditions above."""
-    first: NoMatch | None = None
+def match_rotary(n: Node) -> RotaryMatch:
+    """x, C, S when add / sub ``n`` is x*C + rotate_half(x)*S with the conditions above; the
+    first failure (in the order the operand orders are tried) otherwise."""
+    first: MatchFail | None = None
     for xc, rs in _products(n):
         for k in (0, 1):
             r, s = rs.inputs[k], rs.inputs[1 - k]
@@ -279,50 +284,32 @@ def match_rotary(n: Node) -> Match:
                 continue
             try:
                 return _match(n, xc, r, s)
-            except NoMatch as e:
-                first = first or e
-    raise first or NoMatch("no product of a rotate_half(x)", n)
+            except MatchFail as e:  # falsy: test against None
+                first = e if first is None else first
+    raise first if first is not None else fail("no product of a rotate_half(x)", n)
 
 
-def _match(n: Node, xc: Node, r: Value, s: Value) -> Match:
-    x = match_rotate(r, n.op == "sub")
+def _match(n: Node, xc: Node, r: Value, s: Value) -> RotaryMatch:
+    x, spelling = match_rotate(r, n.op == "sub")
     if not x.type.dtype.is_float:  # type: ignore[union-attr]
-        raise NoMatch(f"x {x.type} is not floating point", n)
+        raise fail(f"x {x.type} is not floating point", n)
     if xc.inputs[0] == x:
         c = xc.inputs[1]
     elif xc.inputs[1] == x:
         c = xc.inputs[0]
     else:
-        raise NoMatch("the other product is not x times cos (x is the rotated tensor)", xc)
+        raise fail("the other product is not x times cos (x is the rotated tensor)", xc)
     if n.out_types[0] != x.type:
-        raise NoMatch(f"result {n.out_types[0]} is not of x's type {x.type} (cos / sin "
-                      f"broadcast x)", n)
+        raise fail(f"result {n.out_types[0]} is not of x's type {x.type} (cos / sin "
+                   f"broadcast x)", n)
     for v, what in ((c, "cos"), (s, "sin")):
         cs = _shape(v)
         pad = (1,) * (4 - len(cs)) + cs
         if pad[1] != 1:
-            raise NoMatch(f"{what} {v.type} varies along axis 1 (heads, or a [B, S, H, D] "
-                          f"layout), not [B, 1, S, D]", v.node)
+            raise fail(f"{what} {v.type} varies along axis 1 (heads, or a [B, S, H, D] "
+                       f"layout), not [B, 1, S, D]", v.node)
         halves_equal(v, what)
-    return x, c, s, n
-
-
-def find_rotary(g: Graph) -> tuple[list[Candidate], list[Match]]:
-    cands: list[Candidate] = []
-    found: list[Match] = []
-    for n in g.nodes:
-        if not is_candidate(n):
-            continue
-        try:
-            m = match_rotary(n)
-        except NoMatch as e:
-            cands.append(Candidate("rotary", RULE, n, False, e.condition, e.node))
-            continue
-        x = m[0]
-        b, h, s, d = _shape(x)
-        cands.append(Candidate("rotary", RULE, n, True, detail=f"{h} heads, head size {d}"))
-        found.append(m)
-    return cands, found
+    return RotaryMatch(x, c, s, spelling)
 
 
 # ---- the rewrite --------------------------------------------------------------------------------
@@ -346,25 +333,35 @@ def cache_of(v: Value, x: Value, batch: Dim) -> Value:
     return v
 
 
-class RotaryFusion(Pass):
+class RotaryRule(Rule):
+    """x*C + rotate_half(x)*S (any operand order; slice or split halves; or the sub form)
+    -> rotary_embedding(x, c, s) with [B', S, D/2] caches."""
+
+    name = "rotary_fusion"
+    place = "rotary"
+    place_title = "rotary embeddings"
+    anchors = frozenset({"add", "sub"})
+    pass_name = "rotary_fusion"
+
+    def match(self, n: Node, ctx: MatchContext) -> Match | None:
+        if not is_candidate(n):
+            return None  # an add of products none of which multiplies a rotate-like concat
+        rm = match_rotary(n)
+        _, h, _, d = _shape(rm.x)
+        return Match(roots=[n.out], data=rm, detail=f"{h} heads, head size {d}",
+                     spelling=rm.spelling)
+
+    def build(self, m: Match) -> Value:
+        rm: RotaryMatch = m.data
+        xt, ct, st = m.tr(rm.x), m.tr(rm.cos), m.tr(rm.sin)
+        pads = [(1,) * (4 - len(_shape(v))) + _shape(v) for v in (ct, st)]
+        batch = _shape(xt)[0] if any(p[0] != 1 for p in pads) else 1
+        caches = [cache_of(v, xt, batch) for v in (ct, st)]
+        return Node.build("rotary_embedding", (xt, *caches), {}, m.roots[0].node.origin).out
+
+
+class RotaryFusion(RewritePass):
     """Fuse HF-style rotate_half RoPE into one ``rotary_embedding`` node."""
 
     name = "rotary_fusion"
-
-    def run(self, g: Graph) -> PassResult:
-        cands, found = find_rotary(g)
-        builders: dict[int, Callable] = {}
-        for x, c, s, out in found:
-            def build(tr: Callable[[Value], Value], x: Value = x, c: Value = c, s: Value = s,
-                      out: Node = out) -> tuple[Value, ...]:
-                xt, ct, st = tr(x), tr(c), tr(s)
-                pads = [(1,) * (4 - len(_shape(v))) + _shape(v) for v in (ct, st)]
-                batch = _shape(xt)[0] if any(p[0] != 1 for p in pads) else 1
-                caches = [cache_of(v, xt, batch) for v in (ct, st)]
-                return (Node.build("rotary_embedding", (xt, *caches), {}, out.origin).out,)
-            builders[id(out)] = build
-        res = rebuild(g, builders) if builders else g
-        stats: dict[str, object] = {"rotary_fused": len(found),
-                                    "rotary_not_fused": sum(1 for c in cands if not c.fused)}
-        add_notes(stats, cands)
-        return PassResult(res, bool(found), stats)
+    rules = (RotaryRule(),)

@@ -85,7 +85,7 @@ def default_passes() -> list[Pass]:
 
 
 def pass_by_name(name: str) -> list[Pass]:
-    from graphopt.passes import canonicalize, cleanup
+    from graphopt.passes import canonicalize, cleanup, skip_norm_fusion
 
     table: dict[str, Callable[[], list[Pass]]] = {
         "cleanup": cleanup.cleanup_passes,
@@ -108,6 +108,8 @@ def pass_by_name(name: str) -> list[Pass]:
         "gelu_fusion": lambda: [_fusion("gelu_fusion", "GeluFusion")],
         "rotary_fusion": lambda: [_fusion("rotary_fusion", "RotaryFusion")],
         "silu_fusion": lambda: [_fusion("silu_fusion", "SiluFusion")],
+        # by name: every place with a contrib form (fusion_passes runs it in mode auto)
+        "skip_norm_fusion": lambda: [skip_norm_fusion.SkipNormFusion("always")],
     }
     if name not in table:
         raise GraphOptError(f"unknown pass {name!r}; known: {', '.join(sorted(table))}",

@@ -17,7 +17,7 @@ Every look at an anchor that a rule reports becomes a ``Candidate`` (``rewrite/t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from ..ir.graph import Graph
 from ..ir.node import Node, Value
@@ -64,25 +64,30 @@ def _anchored(r: Rule, ctx: MatchContext) -> list[Node]:
     return out
 
 
-def _reads_roots(m: Match, ctx: MatchContext) -> bool:
-    """Whether a bound value of ``m`` depends on one of its roots (the rewrite would need the
-    old value to make the new one: TASO's cycle check)."""
-    roots = {(id(v.node), v.index) for v in m.roots}
-    if len(roots) < 2:
-        return False
-    first = min(ctx.position[id(v.node)] for v in m.roots)
-    stack = [v.node for v in m.values.values() if ctx.position.get(id(v.node), -1) > first]
+def reads_replaced(reads: Iterable[Value], roots: Iterable[Value],
+                   position: Mapping[int, int]) -> bool:
+    """TASO's cycle check: whether the node of a value in ``reads`` depends, through its inputs,
+    on one of ``roots`` (the values a rewrite replaces): the rewrite would need the old value to
+    make the new one. ``position``: topological position of each node of the graph (by id); a
+    node missing from it is new (built by the rewrite) and is walked too, and a node placed
+    before every root cannot depend on one."""
+    replaced = list(roots)
+    targets = {(id(v.node), v.index) for v in replaced}
+    first = min(position.get(id(v.node), 1 << 60) for v in replaced)
+    stack = [v.node for v in reads]
     seen: set[int] = set()
     while stack:
         n = stack.pop()
         if id(n) in seen:
             continue
         seen.add(id(n))
+        p = position.get(id(n))
+        if p is not None and p < first:
+            continue
         for v in n.inputs:
-            if (id(v.node), v.index) in roots:
+            if (id(v.node), v.index) in targets:
                 return True
-            if ctx.position.get(id(v.node), -1) > first:
-                stack.append(v.node)
+            stack.append(v.node)
     return False
 
 
@@ -104,7 +109,8 @@ def sweep(g: Graph, rules: Sequence[Rule], options: Mapping[str, Any] | None = N
                              None)
                 if taken is not None:
                     res = MatchFail(f"already rewritten by {taken[0].name}", res.roots[0].node)
-                elif _reads_roots(res, ctx):
+                elif len({(id(v.node), v.index) for v in res.roots}) > 1 and reads_replaced(
+                        res.values.values(), res.roots, ctx.position):
                     res = MatchFail("the replacement would read a value it replaces",
                                     res.roots[0].node)
                 else:

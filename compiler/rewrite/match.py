@@ -7,13 +7,14 @@ helpers with ``raise fail(reason, node)``. The driver catches it and records it 
 did not match (``rewrite/trace.py``).
 
 Matching is a backtracking search: commutative ops try both input orders, multi-root patterns
-match each root against every candidate node. Dim variables of generated rules are solved after
+match each root against every candidate node (``match_roots``: every node of the root's op;
+``match_roots_with``: nodes a callback names, e.g. users of what earlier roots bound). Dim variables of generated rules are solved after
 the structure matched (``dims.unify``), so ``split {sizes=(c, c)}`` binds ``c`` from the graph.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..ir.graph import Graph
 from ..ir.node import Node, Value
@@ -220,12 +221,22 @@ def solve_dims(m: Match) -> MatchFail | None:
     return None
 
 
+Candidates = Callable[[int, Match], Iterable[Node]]
+
+
 def match_roots(roots: Sequence[Term], g: Graph, anchor: Node | None = None,
                 by_op: dict[str, list[Node]] | None = None) -> Iterator[Match]:
     """Every match of a (multi-root) pattern in ``g``; ``anchor`` pins the first root's node."""
-    if by_op is None:
-        by_op = index_by_op(g)
-    yield from _match_roots(list(roots), 0, Match(), by_op, anchor)
+    index = index_by_op(g) if by_op is None else by_op
+    terms = list(roots)
+
+    def candidates(i: int, m: Match) -> Iterable[Node]:
+        if i == 0 and anchor is not None:
+            return [anchor]
+        pn, _ = root_node(terms[i])
+        return index.get(pn.op, []) if pn is not None else []
+
+    yield from match_roots_with(terms, candidates)
 
 
 def index_by_op(g: Graph) -> dict[str, list[Node]]:
@@ -235,18 +246,30 @@ def index_by_op(g: Graph) -> dict[str, list[Node]]:
     return out
 
 
-def _match_roots(roots: list[Term], i: int, m: Match, by_op: dict[str, list[Node]],
-                 anchor: Node | None) -> Iterator[Match]:
-    if i == len(roots):
+def match_roots_with(roots: Sequence[Term], candidates: Candidates,
+                     first: int = 0) -> Iterator[Match]:
+    """Every match of a (multi-root) pattern, its roots matched in the order ``first``,
+    ``first + 1``, ... (wrapping around). ``candidates(i, m)`` gives the nodes root ``i`` may
+    match, knowing the bindings ``m`` of the roots matched before it (all nodes of its op, or a
+    few found from those bindings). Roots come back in the pattern's order."""
+    terms = list(roots)
+    order = [(first + j) % len(terms) for j in range(len(terms))]
+    yield from _match_roots(terms, order, 0, Match(), candidates)
+
+
+def _match_roots(roots: list[Term], order: list[int], j: int, m: Match,
+                 candidates: Candidates) -> Iterator[Match]:
+    if j == len(order):
         if solve_dims(m) is None:
+            if order[0] != 0:
+                m.roots = [m.roots[order.index(i)] for i in range(len(order))]
             yield m
         return
-    t = roots[i]
+    t = roots[order[j]]
     pn, idx = root_node(t)
     if pn is None:
         raise ValueError("a pattern root must be an op, not a bare variable")
-    cands = [anchor] if (i == 0 and anchor is not None) else by_op.get(pn.op, [])
-    for node in cands:
+    for node in candidates(order[j], m):
         if node.op != pn.op or idx >= len(node.out_types):
             continue
         v = Value(node, idx)
@@ -255,7 +278,7 @@ def _match_roots(roots: list[Term], i: int, m: Match, by_op: dict[str, list[Node
         for m2 in match_term(t, v, m):
             m3 = m2.copy()
             m3.roots.append(v)
-            yield from _match_roots(roots, i + 1, m3, by_op, anchor)
+            yield from _match_roots(roots, order, j + 1, m3, candidates)
 
 
 def explain_no_match(roots: Sequence[Term], node: Node) -> MatchFail:

@@ -7,8 +7,10 @@ from typing import Any, Callable, Sequence
 from ..errors import GraphOptError
 from ..ir.graph import Graph
 from ..rewrite.rule import PatternRule, Rule
-from .backtrack import DEFAULT_ALPHA, DEFAULT_WINDOW, SearchResult, search
+from .backtrack import DEFAULT_ALPHA
 from .budget import Budget
+from .result import SearchResult
+from .windows import DEFAULT_WINDOW, search
 
 DEFAULT_BUDGET_S = 10.0
 DEFAULT_MAX_GRAPHS = 1000

@@ -17,9 +17,10 @@ from graphopt.ir.types import DType, TensorType
 from graphopt.ir.verify import verify
 from graphopt.rewrite.pattern import op
 from graphopt.rewrite.rule import rule
-from graphopt.search.backtrack import backtrack, partition, search
+from graphopt.search.backtrack import backtrack
 from graphopt.search.budget import Budget
 from graphopt.search.ruleset import default_rules, handwritten_rules
+from graphopt.search.windows import partition, search
 
 WEIGHT = {"exp": 1.0, "tanh": 1.03, "abs": 0.5, "relu": 1.0, "neg": 0.1, "add": 1.0,
           "sigmoid": 1.0}
@@ -145,7 +146,8 @@ def test_default_rules_include_the_hand_written_ones() -> None:
 
 
 def test_incremental_multi_root_matching_equals_a_fresh_match() -> None:
-    from graphopt.search.backtrack import Matcher, rewrite_once
+    from graphopt.rewrite.index import Matcher
+    from graphopt.search.backtrack import rewrite_once
 
     g = TINY["nasrnn"]()
     rules = handwritten_rules()

@@ -31,6 +31,7 @@ import numpy as np
 from bench.taso_models import MODELS, TENSAT_SPEEDUP
 from graphopt.cost.model import CostModel
 from graphopt.ir.graph import Graph
+from graphopt.pipeline import search_rules
 from graphopt.search.budget import Budget
 from graphopt.search.stage import search_step
 
@@ -107,7 +108,7 @@ def taso_table(models: list[str], targets: list[str], budget: float, patience: i
         for t in targets:
             b = Budget(seconds=budget, max_graphs=None, patience=patience)
             t0 = time.perf_counter()
-            out, rep = search_step(g, t, budget=b)
+            out, rep = search_step(g, t, budget=b, rules=search_rules(g))
             wall = time.perf_counter() - t0
             summed = CostModel(t)
             s_before, s_after = summed.summed_time(g), summed.summed_time(out)

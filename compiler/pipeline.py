@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from .errors import GraphOptError
 from .ir.graph import Graph
 from .rewrite.passes import Pass, Pipeline
+from .rewrite.rule import PatternRule
 
 TARGETS = ("cpu", "a100", "h100", "h200")
 
@@ -228,6 +229,17 @@ def raise_opset_for_fused_ops(g: Graph) -> Graph:
     return Graph(g.inputs, g.outputs, g.output_names, g.name, replace(g.meta, opsets=opsets))
 
 
+def search_rules(g: Graph | None = None) -> list[PatternRule]:
+    """The search's rule set: the generated rules both ways (for ``g``, the directions whose
+    left side uses only ops ``g`` has; None: all), then the hand-written search rules of the
+    pass modules (``passes/merge_parallel.py``)."""
+    from graphopt.passes.merge_parallel import RULES
+
+    from .search.ruleset import default_rules, graph_ops
+
+    return default_rules(ops=None if g is None else graph_ops(g)) + list(RULES)
+
+
 def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
         check: bool = True, inputs: Any = None, progress: Progress | None = None,
         budget: Any = None, rules: Sequence[Any] | None = None, cost: str = "analytic",
@@ -256,7 +268,7 @@ def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
         from .search.stage import search_step
 
         g, search_rep = steps.run("search", lambda: search_step(
-            g, target, budget=budget, extra_rules=rules or (),
+            g, target, budget=budget, rules=search_rules(g), extra_rules=rules or (),
             cost=cost, progress=(lambda msg: progress(f"search: {msg}", None))
             if progress else None))
     chk = steps.run("check", lambda: _checked(src, original, g, inputs, search_rep)) \

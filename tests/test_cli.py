@@ -256,7 +256,7 @@ def test_rules_subcommand_is_dispatched(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     fake = types.ModuleType("graphopt.subst.cli")
 
-    def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
+    def add_parser(sub, **kwargs) -> None:  # type: ignore[no-untyped-def]
         p = sub.add_parser("rules", help="substitution rules")
         p.add_argument("what")
         p.set_defaults(func=lambda args: 7 if args.what == "seven" else 0)
@@ -268,30 +268,8 @@ def test_rules_subcommand_is_dispatched(
 
 
 def test_real_rules_subcommand_is_registered(capsys: pytest.CaptureFixture[str]) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("graphopt.subst.cli") is None:
-        pytest.skip("graphopt.subst.cli not written yet")
     assert main(["rules", "--help"]) == EXIT_OK
     assert "usage: graphopt rules" in capsys.readouterr().out
-
-
-def test_rules_guard_only_hides_the_missing_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib
-
-    def missing(name: str):  # type: ignore[no-untyped-def]
-        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-
-    monkeypatch.setattr(importlib, "import_module", missing)
-    parser = cli.build_parser()  # no rules command, no error
-    assert "rules" not in parser.format_help()
-
-    def broken(name: str):  # type: ignore[no-untyped-def]
-        raise ModuleNotFoundError("No module named 'z3x'", name="z3x")
-
-    monkeypatch.setattr(importlib, "import_module", broken)
-    with pytest.raises(ModuleNotFoundError, match="z3x"):
-        cli.build_parser()
 
 
 def test_progress_printer() -> None:

@@ -1,5 +1,6 @@
-"""The rules the search uses: the generated (verified) rule files in both directions, plus the
-hand-written rules that pass modules export as ``RULES``.
+"""The generated (verified) rule files as search rules, in both directions. (The search's full
+rule set adds hand-written rules of pass modules; ``graphopt.pipeline.search_rules`` assembles
+it, since the core does not import ``passes/``.)
 
 The generated library is large (thousands of rules), and parsing a rule costs far more than
 reading it, so the files are first scanned as text (rule name, ops of each side); only the rule
@@ -7,19 +8,12 @@ directions whose left side uses ops the graph has are parsed (``ops=``), once pe
 """
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from ..rewrite.rule import PatternRule, Rule
-
-# pass modules whose ``RULES`` (a list of rewrite Rules) join the search; a module that does not
-# exist yet is skipped, any other import error is raised
-HANDWRITTEN_MODULES: tuple[str, ...] = (
-    "graphopt.passes.merge_parallel",
-)
 
 _OP = re.compile(r"= (\w+)\(")
 
@@ -145,30 +139,11 @@ def generated_rules(directory: "str | Path | None" = None, ops: Iterable[str] | 
     return out
 
 
-def handwritten_rules(modules: Sequence[str] = HANDWRITTEN_MODULES) -> list[Rule]:
-    out: list[Rule] = []
-    for name in modules:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:
-                continue
-            raise
-        rules = getattr(mod, "RULES", None)
-        if rules is None:
-            continue
-        for r in rules:
-            if not isinstance(r, Rule):
-                raise TypeError(f"{name}.RULES holds {r!r}, not a Rule")
-            out.append(r)
-    return out
-
-
 def default_rules(directory: "str | Path | None" = None, ops: Iterable[str] | None = None
                   ) -> list[Rule]:
-    """Generated rules (both ways; for a graph with ``ops``, the directions whose left side uses
-    only those ops) then hand-written ones."""
-    return generated_rules(directory, ops) + handwritten_rules()
+    """The search's default rules: the generated rules both ways (for a graph with ``ops``, the
+    directions whose left side uses only those ops)."""
+    return generated_rules(directory, ops)
 
 
 def graph_ops(g: object) -> frozenset[str]:

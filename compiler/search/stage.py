@@ -6,7 +6,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import GraphOptError
 from ..ir.graph import Graph
-from ..rewrite.rule import PatternRule, Rule
+from ..rewrite.rule import PatternRule
 from .backtrack import DEFAULT_ALPHA
 from .budget import Budget
 from .result import SearchResult
@@ -30,16 +30,17 @@ def make_budget(budget: "float | Budget | None") -> Budget:
 
 
 def search_step(g: Graph, target: str = "cpu", *, budget: "float | Budget | None" = None,
-                rules: Sequence[Rule] | None = None, extra_rules: Sequence[Rule] = (),
+                rules: Sequence[PatternRule] | None = None,
+                extra_rules: Sequence[PatternRule] = (),
                 cost: str = "analytic", alpha: float = DEFAULT_ALPHA,
                 window: int = DEFAULT_WINDOW,
                 progress: Callable[[str], None] | None = None) -> tuple[Graph, dict[str, Any]]:
     """Search ``g`` for the cheapest equivalent graph on ``target``.
 
-    rules: the rule set (default: generated rules both ways + hand-written pass rules);
-    extra_rules are added to it. cost: "analytic" or "measured". Returns the new graph and the
-    report entry (rules applied with counts, estimated cost before/after, search time, graphs
-    explored)."""
+    rules: the rule set (default: the generated rules both ways; the pipeline passes the
+    search's full set, ``graphopt.pipeline.search_rules``); extra_rules are added to it.
+    cost: "analytic" or "measured". Returns the new graph and the report entry (rules applied
+    with counts, estimated cost before/after, search time, graphs explored)."""
     from ..cost.measured import cost_model
     from .ruleset import default_rules, graph_ops
 

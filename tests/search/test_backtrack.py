@@ -15,11 +15,12 @@ from graphopt.ir.interp import run
 from graphopt.ir.node import input_node, op as build
 from graphopt.ir.types import DType, TensorType
 from graphopt.ir.verify import verify
+from graphopt.passes.merge_parallel import RULES as MERGE_RULES
+from graphopt.pipeline import search_rules
 from graphopt.rewrite.pattern import op
 from graphopt.rewrite.rule import rule
 from graphopt.search.backtrack import backtrack
 from graphopt.search.budget import Budget
-from graphopt.search.ruleset import default_rules, handwritten_rules
 from graphopt.search.windows import partition, search
 
 WEIGHT = {"exp": 1.0, "tanh": 1.03, "abs": 0.5, "relu": 1.0, "neg": 0.1, "add": 1.0,
@@ -100,7 +101,7 @@ def test_patience_stops_a_plateau() -> None:
 def test_merge_rules_on_tiny_bert_for_a_gpu() -> None:
     g = TINY["bert"]()
     m = CostModel("h100")
-    r = search(g, handwritten_rules(), m, budget=Budget(seconds=30, max_graphs=200))
+    r = search(g, MERGE_RULES, m, budget=Budget(seconds=30, max_graphs=200))
     verify(r.graph)
     assert r.applied.get("merge_matmul_shared_lhs", 0) >= 2  # q, k, v of each layer
     assert r.cost < r.initial_cost and r.cost == pytest.approx(m(r.graph))
@@ -111,8 +112,8 @@ def test_search_is_deterministic() -> None:
     g = TINY["nasrnn"]()
     m = CostModel("cpu")
     b = lambda: Budget(seconds=None, max_graphs=15)  # noqa: E731
-    r1 = search(g, handwritten_rules(), m, budget=b())
-    r2 = search(g, handwritten_rules(), m, budget=b())
+    r1 = search(g, MERGE_RULES, m, budget=b())
+    r2 = search(g, MERGE_RULES, m, budget=b())
     assert r1.graph.fingerprint() == r2.graph.fingerprint() and r1.applied == r2.applied
     assert r1.cost < r1.initial_cost and _same(g, r1.graph) < 1e-4
 
@@ -129,9 +130,9 @@ def test_partition_cuts_where_few_values_cross() -> None:
 def test_windows_reuse_equal_layers_and_keep_results_exact() -> None:
     g = bert(seq=4, hidden=8, heads=2, layers=8)
     m = CostModel("h100")
-    whole = search(g, handwritten_rules(), m, window=10_000,
+    whole = search(g, MERGE_RULES, m, window=10_000,
                    budget=Budget(seconds=60, max_graphs=400))
-    win = search(g, handwritten_rules(), m, window=30, rounds=1,
+    win = search(g, MERGE_RULES, m, window=30, rounds=1,
                  budget=Budget(seconds=60, max_graphs=400))
     assert win.windows >= 2 and win.reused_windows >= 1
     verify(win.graph)
@@ -140,8 +141,8 @@ def test_windows_reuse_equal_layers_and_keep_results_exact() -> None:
     assert win.cost == pytest.approx(whole.cost, rel=0.05)
 
 
-def test_default_rules_include_the_hand_written_ones() -> None:
-    names = {r.name for r in default_rules()}
+def test_search_rules_include_the_hand_written_ones() -> None:
+    names = {r.name for r in search_rules()}
     assert {"merge_matmul_shared_lhs", "merge_conv_shared_input"} <= names
 
 
@@ -150,7 +151,7 @@ def test_incremental_multi_root_matching_equals_a_fresh_match() -> None:
     from graphopt.search.backtrack import rewrite_once
 
     g = TINY["nasrnn"]()
-    rules = handwritten_rules()
+    rules = list(MERGE_RULES)
     fresh = Matcher(rules)
     inc = Matcher(rules)
     kept: list = []

@@ -14,13 +14,14 @@ from graphopt.ir.graph import Graph
 from graphopt.ir.node import input_node, op as build
 from graphopt.ir.types import DType, TensorType
 from graphopt.rewrite.pattern import op
+from graphopt.pipeline import search_rules
 from graphopt.rewrite.rule import rule
 from graphopt.search.stage import format_search, make_budget, search_step
 
 
 def test_search_step_reports_and_folds_merged_weights() -> None:
     g = TINY["bert"]()
-    out, rep = search_step(g, "h100", budget=20)
+    out, rep = search_step(g, "h100", budget=20, rules=search_rules(g))
     assert rep["rules_applied"].get("merge_matmul_shared_lhs", 0) >= 2
     assert rep["cost_after_us"] < rep["cost_before_us"] and rep["estimated_speedup"] > 0
     assert rep["kernels_after"] < rep["kernels_before"]

@@ -4,13 +4,12 @@ All rewrites here are exact, with one caveat on the sign of zero: ``x + 0.0`` is
 it maps ``-0.0`` to ``+0.0`` (numerically equal; every graph optimizer we know does the same).
 
 * ``ConstantFold``: a pure node whose inputs are all constants becomes a constant, computed with
-  the op's numpy aspect. Opaque ONNX nodes are impure, so only a small allow-list of
-  deterministic standard ONNX op types (Shape, Range, ConstantOfShape, Cast, ...) is folded,
-  by running the node alone in ONNX Runtime; random ops never are. A fold is skipped when its
-  result would have more than ``FOLD_MAX_ELEMENTS`` elements and more than its inputs (a folded
-  ``expand`` could otherwise blow a model up), and when its result is large and a large constant
-  input is still read by other nodes (folding ``transpose(embedding)`` of tied weights would store
-  the embedding twice).
+  the op's numpy aspect; an opaque node of a deterministic standard ONNX op type (Shape, Range,
+  ConstantOfShape, Cast, ...) is run alone in ONNX Runtime; random ops never fold (the folder is
+  ``graphopt.ir.fold``). A fold is skipped when its result would have more than ``max_elements``
+  (2**20) elements and more than its inputs (a folded ``expand`` could otherwise blow a model
+  up), and when its result is large and a large constant input is still read by other nodes
+  (folding ``transpose(embedding)`` of tied weights would store the embedding twice).
 * ``DeadCode``: dead nodes disappear by construction (a graph's node list is derived from its
   outputs); this pass reports unused graph inputs, and the pipeline records the nodes each pass
   dropped.
@@ -27,29 +26,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from graphopt.ir.fold import FOLDABLE_ONNX, FoldPolicy, fold_graph
 from graphopt.ir.graph import Graph
-from graphopt.ir.node import ConstData, Node, Value, constant
+from graphopt.ir.node import ConstData, Node, Value
 from graphopt.ir.types import TensorType
 from graphopt.rewrite.passes import Pass, PassResult, Pipeline
 
-FOLD_MAX_ELEMENTS = 1 << 20
-# a fold whose result is bigger than this is skipped when a big constant input stays read by
-# other nodes: the fold would store that data twice
-FOLD_SHARED_MAX_ELEMENTS = 1 << 16
 DEDUPE_MAX_BYTES = 1 << 20
-
-# standard ONNX op types that are deterministic and cheap to run alone; folded when an opaque
-# node of one of these types has only constant inputs
-FOLDABLE_ONNX = frozenset({
-    "Shape", "Size", "Range", "ConstantOfShape", "Cast", "CastLike", "Reshape", "Squeeze",
-    "Unsqueeze", "Concat", "Gather", "GatherElements", "Slice", "Identity", "Expand", "Tile",
-    "Transpose", "Flatten", "Split", "Add", "Sub", "Mul", "Div", "Mod", "Neg", "Abs", "Equal",
-    "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Where", "Min", "Max",
-    "Floor", "Ceil", "Sqrt", "Sign", "ReduceSum", "ReduceProd", "ReduceMax", "ReduceMin",
-    "NonZero", "Trilu", "EyeLike", "OneHot", "ScatterND",
-})
-# ops whose output can be much larger than their inputs: size is estimated before folding
-_GROWING_ONNX = frozenset({"ConstantOfShape", "Expand", "Tile", "Range", "OneHot", "EyeLike"})
 
 
 # ---- constants ----------------------------------------------------------------------------------
@@ -73,152 +56,25 @@ def is_const_all(v: Value, x: float) -> bool:
         return bool(np.all(a == x))
 
 
-def _has_numpy(dt: Any) -> bool:
-    try:
-        dt.to_numpy()
-    except TypeError:
-        return False
-    return True
-
-
-def _numel(t: Any) -> int | None:
-    if not isinstance(t, TensorType) or not t.is_static:
-        return None
-    n = 1
-    for d in t.shape or ():
-        n *= int(d)
-    return n
-
-
 # ---- constant folding ----------------------------------------------------------------------------
 
 class ConstantFold(Pass):
+    """Fold constant subgraphs with the compiler's folder (``graphopt.ir.fold``) under the
+    pass's size policy."""
+
     name = "constant_fold"
 
-    def __init__(self, max_elements: int = FOLD_MAX_ELEMENTS,
-                 shared_max_elements: int = FOLD_SHARED_MAX_ELEMENTS) -> None:
-        self.max_elements = max_elements
-        self.shared_max_elements = shared_max_elements
+    def __init__(self, max_elements: int = FoldPolicy.max_elements,
+                 shared_max_elements: int = FoldPolicy.shared_max_elements) -> None:
+        self.policy = FoldPolicy(max_elements, shared_max_elements=shared_max_elements)
 
     def run(self, g: Graph) -> PassResult:
-        stats: dict[str, Any] = {"folded": 0, "skipped_large": 0, "skipped_shared": 0}
-        errors: list[str] = []
-        readers = {id(n): len({id(u) for u, _ in us}) for n, us in g.users().items()}
-        for v in g.outputs:
-            readers[id(v.node)] = readers.get(id(v.node), 0) + 1
-
-        def duplicates_shared(n: Node, out_elems: int) -> bool:
-            """Folding would copy a big constant that other nodes keep reading (tied weights:
-            transpose(embedding) folded would store the embedding twice)."""
-            return out_elems > self.shared_max_elements and any(
-                readers.get(id(v.node), 1) > 1 and (_numel(v.type) or 0) > self.shared_max_elements
-                for v in n.inputs)
-
-        def fold(n: Node) -> Sequence[Value] | None:
-            if not self._foldable(n):
-                return None
-            ins = [np.asarray(v.node.const.array) for v in n.inputs]
-            in_elems = sum(int(a.size) for a in ins)
-            est = _estimate_out_elements(n, ins)
-            if est is not None and est > self.max_elements and est > in_elems:
-                stats["skipped_large"] += 1
-                return None
-            if est is not None and duplicates_shared(n, est):
-                stats["skipped_shared"] += 1
-                return None
-            try:
-                outs = _evaluate(n, ins)
-            except Exception as e:  # the node may fail at run time too; keep it, say why
-                errors.append(f"{_describe(n)}: {type(e).__name__}: {e}")
-                return None
-            out_elems = sum(int(np.asarray(o).size) for o in outs)
-            if out_elems > self.max_elements and out_elems > in_elems:
-                stats["skipped_large"] += 1
-                return None
-            if duplicates_shared(n, out_elems):
-                stats["skipped_shared"] += 1
-                return None
-            vals = []
-            for i, (o, t) in enumerate(zip(outs, n.out_types)):
-                arr = _as_declared(n, i, np.asarray(o), t)
-                vals.append(constant(ConstData(arr), origin=n.origin))
-            stats["folded"] += 1
-            return vals
-
-        out = g.map_nodes(fold)
-        if errors:
-            stats["not_folded_errors"] = errors
-        return PassResult(out, stats["folded"] > 0, stats)
-
-    @staticmethod
-    def _foldable(n: Node) -> bool:
-        from graphopt.ops.registry import get_op
-
-        if n.op in ("input", "constant") or not n.inputs:
-            return False
-        if not all(v.node.op == "constant" and v.node.const.has_array for v in n.inputs):
-            return False
-        if not all(isinstance(t, TensorType) and _has_numpy(t.dtype) for t in n.out_types):
-            return False  # e.g. a cast to bf16: no numpy form to hold the result
-        if any(v.node.const.dtype.value == "string" for v in n.inputs):
-            return False
-        if n.op == "opaque":
-            return (n.attrs.get("proto") is not None
-                    and n.attrs.get("domain", "") in ("", "ai.onnx")
-                    and n.attrs["op_type"] in FOLDABLE_ONNX
-                    and not n.attrs.get("captured"))
-        return get_op(n.op).pure
-
-
-def _evaluate(n: Node, ins: list[np.ndarray]) -> tuple[np.ndarray, ...]:
-    from graphopt.ops.registry import get_op
-
-    with np.errstate(all="ignore"):
-        return tuple(get_op(n.op).numpy(ins, n.attrs))
-
-
-def _as_declared(n: Node, i: int, arr: np.ndarray, t: Any) -> np.ndarray:
-    """Check a folded value against the node's declared type (a mismatch is an op bug)."""
-    from graphopt.errors import PassError
-
-    assert isinstance(t, TensorType)
-    want = t.dtype.to_numpy()
-    if arr.dtype != want:
-        raise PassError(f"folding output {i} gave {arr.dtype}, the node declares {t}",
-                        where=_describe(n))
-    if t.shape is not None and t.is_static and tuple(arr.shape) != tuple(t.shape):
-        raise PassError(f"folding output {i} gave shape {list(arr.shape)}, the node "
-                        f"declares {t}", where=_describe(n))
-    return arr
-
-
-def _estimate_out_elements(n: Node, ins: list[np.ndarray]) -> int | None:
-    """Output elements before computing, where cheap to know (None: unknown)."""
-    sizes = [_numel(t) for t in n.out_types]
-    if all(s is not None for s in sizes):
-        return int(sum(s for s in sizes if s is not None))
-    if n.op != "opaque" or n.attrs["op_type"] not in _GROWING_ONNX:
-        return None
-    op_type = n.attrs["op_type"]
-    try:
-        if op_type == "ConstantOfShape":
-            return int(np.prod(ins[0].astype(np.int64)))
-        if op_type == "Expand":
-            return int(np.prod(np.broadcast_shapes(ins[0].shape, tuple(int(x) for x in ins[1]))))
-        if op_type == "Tile":
-            return int(ins[0].size * np.prod(ins[1].astype(np.int64)))
-        if op_type == "Range":
-            start, limit, delta = (float(np.asarray(a).reshape(())) for a in ins[:3])
-            return max(int(np.ceil((limit - start) / delta)), 0) if delta else None
-    except (ValueError, TypeError, IndexError, OverflowError):
-        return None
-    # OneHot / EyeLike: the depth / shape decides; refuse to guess
-    return FOLD_MAX_ELEMENTS + 1 + sum(int(a.size) for a in ins)
-
-
-def _describe(n: Node) -> str:
-    what = n.op if n.op != "opaque" else f"opaque {n.attrs['op_type']}"
-    return f"node {what} #{n.uid}" + (f" [{n.origin}]" if n.origin else "")
+        out, st = fold_graph(g, self.policy)
+        stats: dict[str, Any] = {"folded": st.folded, "skipped_large": st.skipped["large"],
+                                 "skipped_shared": st.skipped["shared"]}
+        if st.errors:
+            stats["not_folded_errors"] = st.errors
+        return PassResult(out, st.folded > 0, stats)
 
 
 # ---- dead code ----------------------------------------------------------------------------------
@@ -418,4 +274,4 @@ def cleanup(g: Graph, fixed_point: bool = True) -> PassResult:
 
 
 __all__ = ["CSE", "ConstantFold", "DeadCode", "RemoveNoOps", "cleanup", "cleanup_passes",
-           "const_array", "is_const_all", "FOLDABLE_ONNX"]
+           "const_array", "is_const_all"]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..errors import FrontendError, GraphOptError, ShapeError
+from ..ir.fold import FOLDABLE_ONNX, FoldPolicy, NotFolded, fold_node
 from ..ir.graph import Graph, GraphMeta
 from ..ir.node import ConstData, Node, Origin, Value, input_node
 from ..ir.types import DType, OpaqueType, TensorType, ValueType
@@ -33,16 +34,10 @@ __all__ = ["load", "load_with_report", "ImportCtx", "ImportReport", "OpaqueNote"
 # why each opaque node of an imported graph stayed opaque (weak: dies with the node)
 _REASONS: "weakref.WeakKeyDictionary[Node, str]" = weakref.WeakKeyDictionary()
 
-# shape-computation ops evaluated at import when all their inputs are small constants
-FOLD_AT_IMPORT = frozenset({
-    "Shape", "Size", "Range", "ConstantOfShape", "Cast", "CastLike", "Reshape", "Squeeze",
-    "Unsqueeze", "Concat", "Gather", "GatherElements", "GatherND", "Slice", "Identity", "Expand",
-    "Tile", "Transpose", "Flatten", "Split", "Add", "Sub", "Mul", "Div", "Mod", "Neg", "Abs",
-    "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Where",
-    "Min", "Max", "Floor", "Ceil", "Sign", "ReduceSum", "ReduceProd", "ReduceMax", "ReduceMin",
-    "NonZero", "Trilu", "EyeLike", "OneHot", "ScatterND", "ScatterElements",
-})
-FOLD_MAX_ELEMENTS = 1 << 16
+# constants computed at import: small values (shape computations) only, each output and each
+# input of a node run in ONNX Runtime at most 2**16 elements; ONNX's declared dtypes win
+IMPORT_FOLD = FoldPolicy(max_elements=1 << 16, growth_only=False, shared_max_elements=None,
+                         max_onnx_input_elements=1 << 16, cast=True)
 
 # ONNX ops whose first output has the shape of their first input / of their inputs broadcast
 # (used to type opaque nodes where ONNX shape inference leaves dims unknown)
@@ -643,48 +638,38 @@ class _Importer:
     def _fold(self, node: "onnx.NodeProto", origin: Origin) -> bool:
         """Evaluate a shape-computation node whose inputs are all small constants (in ONNX
         Runtime, so the value is exactly what the model computes) into constants."""
-        if node.domain not in ("", "ai.onnx") or node.op_type not in FOLD_AT_IMPORT:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in FOLDABLE_ONNX:
             return False
         if any(subgraphs(a) for a in node.attribute) or not any(node.input):
             return False
         if ("", node.op_type) in self.functions:
             return False
-        xs = []
-        for nm in node.input:
-            if not nm:
-                continue
-            v = self.env[nm]
-            if v.node.op != "constant" or not v.node.const.has_array:
-                return False
-            d: ConstData = v.node.const
-            if int(np.prod(d.shape)) > FOLD_MAX_ELEMENTS:
-                return False
-            xs.append(np.asarray(d.array))
+        ins = [self.env[nm] for nm in node.input if nm]
+        if not all(v.node.op == "constant" for v in ins):
+            return False
         outs = [o for o in node.output if o]
         types = [self._type_of(o) for o in outs]
         if not all(isinstance(t, TensorType) for t in types):
             return False
-        from ..ops.opaque import run_onnx_node
-
-        attrs = {"op_type": node.op_type, "proto": node.SerializeToString(),
-                 "opsets": tuple(sorted(self.opsets.items())), "out_types": tuple(types),
-                 "present": tuple(bool(x) for x in node.input), "captured": ()}
+        attrs = {"op_type": node.op_type, "domain": node.domain,
+                 "proto": node.SerializeToString(), "opsets": tuple(sorted(self.opsets.items())),
+                 "out_types": tuple(types), "present": tuple(bool(x) for x in node.input),
+                 "captured": ()}
         try:
-            res = run_onnx_node(xs, attrs)  # type: ignore[arg-type]
-        except Exception as e:  # ONNX Runtime rejects it on these values: keep it opaque
+            n = Node.build("opaque", ins, attrs, origin)
+        except GraphOptError:
+            return False  # kept opaque, where the same error is reported
+        res = fold_node(n, IMPORT_FOLD)
+        if isinstance(res, NotFolded) and res.error is not None:
+            # ONNX Runtime rejects it on these values: keep it opaque
+            e = res.error
             self.report.warnings.append(f"could not fold {node.op_type} {origin.name!r}: "
                                         f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        if res is None or isinstance(res, NotFolded):
             return False
-        if len(res) != len(outs) or any(np.asarray(r).size > FOLD_MAX_ELEMENTS for r in res):
+        if any(_compatible(v.type, t) is not None for v, t in zip(res, types)):
             return False
-        vals = []
-        for r, t in zip(res, types):
-            arr = np.asarray(r)
-            v = Node.build("constant", (), {"data": ConstData(arr)}, origin).out
-            if _compatible(v.type, t) is not None:
-                return False
-            vals.append(v)
-        for o, v in zip(outs, vals):
+        for o, v in zip(outs, res):
             self.env[o] = v
         return True
 
@@ -776,32 +761,23 @@ class _Importer:
         self._folded[key] = v  # until proven foldable (also stops repeated walks)
         from ..ops.registry import get_op
 
-        opdef = get_op(n.op)
         t = v.type
-        if not opdef.pure or not isinstance(t, TensorType) or not t.is_static or \
-                t.static_numel() > FOLD_MAX_ELEMENTS:
-            return v
+        if not get_op(n.op).pure or not isinstance(t, TensorType) or not t.is_static or \
+                t.static_numel() > IMPORT_FOLD.max_elements:
+            return v  # cannot fold: leave its inputs alone too
         ins = [self._fold_ir(x) for x in n.inputs]
-        if not all(x.node.op == "constant" and x.node.const.has_array for x in ins):
+        if not all(x.node.op == "constant" for x in ins):
             return v
-        try:
-            with np.errstate(all="ignore"):
-                outs = opdef.numpy([np.asarray(x.node.const.array) for x in ins], n.attrs)
-        except Exception:  # the op's reference cannot evaluate it: leave the node in the IR
+        res = fold_node(n.with_inputs(ins), IMPORT_FOLD)
+        if res is None or isinstance(res, NotFolded):
+            if isinstance(res, NotFolded) and res.kind == "mismatch":  # an op bug: say so
+                self.report.warnings.append(f"op {n.op} at {n.origin}: {res.reason}; "
+                                            f"not folded")
             return v
-        want = t.dtype.to_numpy() if t.dtype != DType.string else None
-        arr = np.asarray(outs[v.index])
-        if want is not None:
-            arr = arr.astype(want, copy=False)
-        if tuple(arr.shape) != t.shape:  # an op whose numpy and infer disagree: say so
-            self.report.warnings.append(f"op {n.op} at {n.origin} computes shape "
-                                        f"{list(arr.shape)} on constants but infers {t}; "
-                                        f"not folded")
-            return v
-        c = Node.build("constant", (), {"data": ConstData(arr)}, n.origin).out
-        self._folded[key] = c
+        for i, c in enumerate(res):
+            self._folded[(n, i)] = c
         self.report.folded += 1
-        return c
+        return res[v.index]
 
     def _type_of(self, name: str) -> ValueType:
         return self.types.convert(self.tmap.get(name))

@@ -6,6 +6,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import GraphOptError
 from ..ir.graph import Graph
+from ..ir.fold import fold_graph
 from ..rewrite.rule import PatternRule
 from .backtrack import DEFAULT_ALPHA
 from .budget import Budget
@@ -74,11 +75,10 @@ def search_step(g: Graph, target: str = "cpu", *, budget: "float | Budget | None
 
 
 def _fold(g: Graph) -> tuple[Graph, int]:
-    """Constant-fold what the rewrites built over constants (e.g. concatenated weights)."""
-    from graphopt.passes.cleanup import ConstantFold
-
-    r = ConstantFold().run(g)
-    return r.graph, int(r.stats.get("folded", 0))
+    """Constant-fold what the rewrites built over constants (e.g. concatenated weights), under
+    the cleanup pass's size policy."""
+    out, stats = fold_graph(g)
+    return out, stats.folded
 
 
 def format_search(rep: dict[str, Any]) -> str:

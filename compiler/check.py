@@ -30,10 +30,6 @@ from .ir.types import DType, TensorType, dim_factors
 SYM_MIN, SYM_MAX = 2, 8
 INT_DEFAULT_RANGE = (1, 8)
 
-# ops that pass index values through unchanged (so a gather further down bounds the input)
-_INDEX_PASS_THROUGH = frozenset({"cast", "reshape", "unsqueeze", "squeeze", "expand", "transpose",
-                                 "slice", "identity", "concat", "tile", "split"})
-
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -189,7 +185,10 @@ def _concrete(d: Any, sizes: Mapping[str, int]) -> int:
 
 
 def index_bounds(g: Graph, sizes: Mapping[str, int]) -> dict[str, int]:
-    """For each integer input that ends up as gather indices, the exclusive upper bound."""
+    """For each integer input that ends up as gather indices, the exclusive upper bound (followed
+    through ops declaring ``index_pass_through``: they hand index values on unchanged)."""
+    from .ops.registry import get_op
+
     users = g.users()
     out: dict[str, int] = {}
     for inp in g.inputs:
@@ -208,7 +207,7 @@ def index_bounds(g: Graph, sizes: Mapping[str, int]) -> dict[str, int]:
                 b = _gather_bound(u, pos, sizes)
                 if b is not None:
                     bound = b if bound is None else min(bound, b)
-                elif u.op in _INDEX_PASS_THROUGH and (pos == 0 or u.op == "concat"):
+                elif get_op(u.op).index_pass_through:
                     stack.append(u)
         if bound is not None:
             out[inp.attrs["name"]] = bound

@@ -216,10 +216,13 @@ _FUSED_OPSETS = {"attention": 23, "rms_norm": 23, "gelu": 20, "rotary_embedding"
 
 def raise_opset_for_fused_ops(g: Graph) -> Graph:
     """Export fused ops as one ONNX node each: the graph's default opset is raised to what they
-    need (below it the exporter would write them back as compositions)."""
+    need (``OpDef.onnx_min_opset``; below it the exporter would write them back as
+    compositions)."""
     from dataclasses import replace
 
-    need = max((_FUSED_OPSETS.get(n.op, 0) for n in g.nodes), default=0)
+    from .ops.registry import get_op
+
+    need = max((get_op(n.op).onnx_min_opset or 0 for n in g.nodes), default=0)
     have = g.meta.opset("") or 0
     if need <= have:
         return g

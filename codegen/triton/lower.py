@@ -31,6 +31,7 @@ from graphopt.errors import GraphOptError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node, Value
 from graphopt.ir.types import DType, TensorType
+from graphopt.ops.registry import get_op
 
 from .cache import KernelSource, write
 from .exprs import fusible, scalar_constant
@@ -122,7 +123,7 @@ def lower(g: Graph, target: str = "a100") -> Lowered:
     from .kernels.flash_attention import attention_unsupported
     from .kernels.matmul import matmul_unsupported
     from .kernels.quant_matmul import quant_pattern
-    from .kernels.reduction import REDUCTIONS, reduction_unsupported
+    from .kernels.reduction import reduction_unsupported
 
     dev = _device(target)
     fusion = dev.fusion
@@ -172,7 +173,8 @@ def lower(g: Graph, target: str = "a100") -> Lowered:
             continue
         shape = _shape(n.outputs[0]) if len(n.out_types) == 1 else None
         placed = False
-        if n.op == "attention":
+        family = get_op(n.op).triton_kernel  # the kernel family anchoring a region at n
+        if family == "attention":
             why = attention_unsupported(n)
             if why is None:
                 kind = "decode_attention" if decode_unsupported(n) is None else "attention"
@@ -180,7 +182,7 @@ def lower(g: Graph, target: str = "a100") -> Lowered:
                 placed = True
             else:
                 kept[n.uid] = why
-        elif n.op == "matmul":
+        elif family == "matmul":
             why = matmul_unsupported(n)
             if id(n) in quants:
                 new("quant_matmul", n, shape or (), n, closed=True)
@@ -190,7 +192,7 @@ def lower(g: Graph, target: str = "a100") -> Lowered:
                 placed = True
             else:
                 kept[n.uid] = why
-        elif n.op in REDUCTIONS:
+        elif family == "reduction":
             why = reduction_unsupported(n) if fusion.reduction else "target fuses no reductions"
             if why is None:
                 why = _row_fits(n, dev)
@@ -275,8 +277,6 @@ def _finalize(g: Graph, groups: list[_Group], users: dict[Node, list[tuple[Node,
               dev: Any, kept: dict[int, str], absorbed: set[int]
               ) -> tuple[list[Region], dict[str, float]]:
     """Regions with their outputs; groups the cost model rejects dissolve into torch ops."""
-    from graphopt.ops.registry import get_op
-
     graph_outs = {(id(v.node), v.index) for v in g.outputs}
     regions: list[Region] = []
     fused_t = unfused_t = 0.0
@@ -296,7 +296,7 @@ def _finalize(g: Graph, groups: list[_Group], users: dict[Node, list[tuple[Node,
             c = get_op(n.op).cost(tuple(v.type for v in n.inputs), n.out_types, n.attrs)
             flops += c.flops
             dt = n.out_types[0].dtype if isinstance(n.out_types[0], TensorType) else None
-            sep += _time(c.flops, c.bytes, dev, dt, 1, n.op in ("matmul", "attention"))
+            sep += _time(c.flops, c.bytes, dev, dt, 1, get_op(n.op).matrix_unit)
             for v in n.inputs:
                 if id(v.node) not in members and scalar_constant(v) is None:
                     ins[(id(v.node), v.index)] = v

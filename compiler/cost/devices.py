@@ -279,12 +279,15 @@ def _parse_size(s: str) -> int | None:
     return int(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2)]
 
 
-# ONNX Runtime's CPU provider fuses MatMul+Add (Gemm), Conv+Add/activation and a few named
-# activation patterns; it does not fuse general pointwise chains
-CPU_EPILOGUE_OPS = frozenset({"add", "relu", "sigmoid", "tanh", "clip", "leaky_relu", "gelu",
-                              "silu", "hard_sigmoid"})
-_CPU_FUSION = Fusion(pointwise=False, epilogue=True, epilogue_ops=CPU_EPILOGUE_OPS,
-                     max_epilogue=2, reduction=False, split_views=False)
+def cpu_fusion() -> Fusion:
+    """ONNX Runtime's CPU provider fuses MatMul+Add (Gemm), Conv+Add/activation and a few named
+    activation patterns (the ops declaring ``cpu_epilogue``); it does not fuse general pointwise
+    chains."""
+    from ..ops.registry import all_ops
+
+    ops = frozenset(name for name, op in all_ops().items() if op.cpu_epilogue)
+    return Fusion(pointwise=False, epilogue=True, epilogue_ops=ops, max_epilogue=2,
+                  reduction=False, split_views=False)
 
 
 def cpu_device(info: CpuInfo | None = None, name: str = "cpu") -> Device:
@@ -304,7 +307,7 @@ def cpu_device(info: CpuInfo | None = None, name: str = "cpu") -> Device:
                   mem_bandwidth=mem_bw, cache_bandwidth=4 * mem_bw,
                   cache_bytes=c.l3_bytes, launch_overhead=3e-6,
                   onchip_bytes=c.l2_bytes, cores=c.cores, vector_bits=c.vector_bits,
-                  matmul_efficiency=0.6, fusion=_CPU_FUSION,
+                  matmul_efficiency=0.6, fusion=cpu_fusion(),
                   notes=c.source + f"; DRAM {mem_bw / 1e9:.0f} GB/s assumed")
 
 

@@ -9,9 +9,12 @@ costs the roofline of its flops and of the bytes crossing its boundary, plus one
                        boundary_bytes / bandwidth) + launch_overhead
 
 Interior tensors (produced and consumed inside a region, not a graph output) are free. Views
-(reshape, squeeze, unsqueeze, identity, and contiguous splits on targets whose runtime hands out
-views) cost nothing and are transparent: a value seen through views is its source value. Flops come from each op's ``cost`` aspect; bytes are the region's
-boundary (a ``slice`` or ``gather`` reads only what it outputs from its data input).
+(ops declaring ``cost_class = "view"``: reshape, squeeze, unsqueeze, identity; and contiguous
+splits on targets whose runtime hands out views) cost nothing and are transparent: a value seen
+through views is its source value. How a node fuses comes from its op's ``cost_class``, flops
+from its ``cost`` aspect (on matrix units when it declares ``matrix_unit``); bytes are the
+region's boundary (inputs in ``partial_read_inputs``, such as a slice's or gather's data, are read
+only as far as the output reaches).
 
 Grouping is greedy in topological order: a node joins the region of one of its producers when
 the target fuses that pair and no cycle between regions can form; it never merges two regions.
@@ -33,7 +36,7 @@ from .devices import Device, get_device
 
 
 class Kind(enum.IntEnum):
-    """How a node behaves under fusion."""
+    """How a node behaves under fusion (an op's ``cost_class``, upper-cased)."""
 
     SOURCE = 0  # input, constant
     VIEW = 1  # reshape / squeeze / unsqueeze / identity: no kernel, aliases its input
@@ -44,34 +47,15 @@ class Kind(enum.IntEnum):
     OPAQUE = 6  # never fused
 
 
-VIEW_OPS = frozenset({"reshape", "squeeze", "unsqueeze", "identity"})
-INJECTIVE_OPS = frozenset({"transpose", "concat", "split", "slice", "gather", "expand", "pad",
-                           "tile"})
-REDUCTION_OPS = frozenset({"reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod",
-                           "argmax", "argmin", "softmax", "log_softmax", "layer_norm", "rms_norm"})
-HEAVY_OPS = frozenset({"matmul", "conv", "attention", "max_pool", "avg_pool"})
-MATRIX_OPS = frozenset({"matmul", "conv", "attention"})  # flops run on matrix units
 # constant folding after the search folds pure nodes over constants up to this size (or any
 # size not larger than their inputs), as passes/cleanup.py's ConstantFold does
 FOLD_MAX_ELEMENTS = 1 << 20
-# (op, input index) that read only as many bytes as the op writes
-PARTIAL_READS = frozenset({("slice", 0), ("gather", 0)})
 
 
 def kind_of(op: str) -> Kind:
-    if op in ("input", "constant"):
-        return Kind.SOURCE
-    if op in VIEW_OPS:
-        return Kind.VIEW
-    if op == "opaque":
-        return Kind.OPAQUE
-    if op in HEAVY_OPS:
-        return Kind.HEAVY
-    if op in REDUCTION_OPS:
-        return Kind.REDUCTION
-    if op in INJECTIVE_OPS:
-        return Kind.INJECTIVE
-    return Kind.POINTWISE  # elementwise ops, cast, where, batch_norm (inference: per channel)
+    from ..ops.registry import get_op
+
+    return Kind[get_op(op).cost_class.upper()]
 
 
 def _nbytes(t: Any) -> float:
@@ -114,12 +98,12 @@ def node_info(n: Node) -> NodeInfo:
         return NodeInfo(kind, 0.0, 0.0, 0, out_bytes, tuple(0.0 for _ in in_types), None, 0,
                         0.0, 0, foldable)
     c = opdef.cost(in_types, n.out_types, n.attrs)
-    mf = float(c.flops) if n.op in MATRIX_OPS else 0.0
-    vf = 0.0 if n.op in MATRIX_OPS else float(c.flops)
+    mf = float(c.flops) if opdef.matrix_unit else 0.0
+    vf = 0.0 if opdef.matrix_unit else float(c.flops)
     in_bytes = []
     for i, t in enumerate(in_types):
         b = _nbytes(t)
-        if (n.op, i) in PARTIAL_READS:
+        if i in opdef.partial_read_inputs:
             b = min(b, sum(out_bytes))
         in_bytes.append(b)
     t0 = in_types[0] if kind == Kind.HEAVY and in_types else (n.out_types[0] if n.out_types
@@ -131,20 +115,14 @@ def node_info(n: Node) -> NodeInfo:
     if kind == Kind.REDUCTION and in_types and isinstance(in_types[0], TensorType):
         x = in_types[0]
         in_numel = x.static_numel(SYM_DEFAULT)
-        row = _reduced_elems(n, x, SYM_DEFAULT)
+        row = _reduced_elems(opdef.reduced_axes(len(x.shape or ()), n.attrs), x, SYM_DEFAULT)
         row_bytes = row * x.dtype.itemsize
     return NodeInfo(kind, mf, vf, max(int(c.launches), 1), out_bytes, tuple(in_bytes), dtype,
                     out_numel, row_bytes, in_numel, foldable)
 
 
-def _reduced_elems(n: Node, x: TensorType, sym: int) -> int:
+def _reduced_elems(axes: Iterable[int], x: TensorType, sym: int) -> int:
     shape = x.shape or ()
-    if n.op in ("softmax", "log_softmax", "argmax", "argmin"):
-        axes: Iterable[int] = (n.attrs["axis"],)
-    elif n.op in ("layer_norm", "rms_norm"):
-        axes = range(n.attrs["axis"], len(shape))
-    else:
-        axes = n.attrs.get("axes") or range(len(shape))
     k = 1
     for a in axes:
         if 0 <= a < len(shape):

@@ -79,7 +79,10 @@ class Attention(OpDef):
             "aten._scaled_dot_product_attention_math.default",
             "aten._scaled_dot_product_flash_attention.default",
             "aten._scaled_dot_product_efficient_attention.default")
-    triton = "graphopt.codegen.triton.kernels.flash_attention"
+    cost_class = "heavy"
+    matrix_unit = True
+    triton_kernel = "attention"
+    onnx_min_opset = 23
 
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:
         if set(attrs) - set(self.attr_names):
@@ -172,12 +175,12 @@ class Attention(OpDef):
         return (out,)
 
     def symbolic(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
-        """z3 form: exp is the uninterpreted ``exp`` of subst.axioms; masked scores drop out of
+        """z3 form: exp is the uninterpreted ``exp`` (ops/symbolic.py); masked scores drop out of
         the softmax sum (a concrete bool mask or causal mask), an additive mask adds to the
         score, a symbolic bool mask selects with If."""
         import z3
 
-        from ..subst.axioms import uf
+        from .symbolic import uf
 
         q, k, v = (np.asarray(x, dtype=object) for x in xs[:3])
         mask = np.asarray(xs[3]) if len(xs) == 4 else None

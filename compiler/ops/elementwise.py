@@ -19,10 +19,12 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import numpy as np
 
 from ..errors import ExportError, ShapeError
-from ..ir.node import Attrs, Value
+from ..ir.node import Attrs, Node, Value
 from ..ir.types import DType, TensorType, ValueType
-from .registry import (Cost, Example, NotSymbolic, OpDef, Unsupported, broadcast_shapes, numel,
-                       register, same_dtype, tensor_types, nbytes)
+from . import residues
+from .registry import (Cost, Example, NotGenerated, NotSymbolic, OpDef, Unsupported,
+                       broadcast_shapes, numel, register, same_dtype, tensor_types, nbytes)
+from .symbolic import Axiom, ite, uf
 
 # ---- dtype kinds --------------------------------------------------------------------------------
 
@@ -74,8 +76,6 @@ def zmap(fn: Callable[..., Any], *xs: np.ndarray) -> np.ndarray:
 
 def ufmap(name: str, *xs: np.ndarray) -> np.ndarray:
     """The uninterpreted function ``name`` applied elementwise."""
-    from ..subst.axioms import uf
-
     f = uf(name, len(xs))
     return zmap(lambda *v: f(*v), *xs)
 
@@ -181,6 +181,37 @@ def z_fdiv(a: Any, b: Any) -> Any:
         return int(a) // int(b)
     # z3's Int division is Euclidean: it is floor division for a positive divisor
     return zif(b > 0, a / b, (-a) / (-b))
+
+
+# ---- Triton expression helpers (source text only; see OpDef.triton_format) ---------------------
+
+def triton_literal(x: float) -> str:
+    """A float literal Triton parses (repr keeps every bit of an f32/f16 value)."""
+    return repr(float(x))
+
+
+def tl_sigmoid(a: str) -> str:
+    return f"(1.0 / (1.0 + tl.exp(-({a}))))"
+
+
+def tl_tanh(a: str) -> str:
+    # 1 - 2 / (exp(2a) + 1): exact limits at +-inf, no overflow to nan
+    return f"(1.0 - 2.0 / (tl.exp(2.0 * ({a})) + 1.0))"
+
+
+def scalar_constant(v: Value, dtypes: frozenset[DType] = FLOATS) -> float | None:
+    """The value of a finite one-element constant of a float dtype in ``dtypes``, else None."""
+    n = v.node
+    if n.op != "constant" or not n.const.has_array:
+        return None
+    t = n.out_types[0]
+    if not isinstance(t, TensorType) or t.dtype not in dtypes or n.const.dtype not in dtypes:
+        return None
+    arr = np.asarray(n.const.array)
+    if arr.size != 1:
+        return None
+    x = float(arr.reshape(-1)[0])
+    return x if math.isfinite(x) else None
 
 
 # ---- ONNX import helpers ------------------------------------------------------------------------
@@ -496,6 +527,10 @@ def add_scaled(ctx: Any, name: str) -> Any:
 class Add(Binary):
     name = "add"
     commutative = True
+    associative = True
+    exact_int = True
+    cpu_epilogue = True
+    triton_format = "({0} + {1})"
     onnx = ("Add", "Sum")
     aten = ("aten.add.Tensor", "aten.add.Scalar")
 
@@ -513,6 +548,8 @@ class Add(Binary):
 @register
 class Sub(Binary):
     name = "sub"
+    exact_int = True
+    triton_format = "({0} - {1})"
     onnx = ("Sub",)
     aten = ("aten.sub.Tensor", "aten.sub.Scalar")
 
@@ -531,6 +568,9 @@ class Sub(Binary):
 class Mul(Binary):
     name = "mul"
     commutative = True
+    associative = True
+    exact_int = True
+    triton_format = "({0} * {1})"
     onnx = ("Mul",)
     aten = ("aten.mul.Tensor", "aten.mul.Scalar")
 
@@ -552,6 +592,7 @@ def np_tdiv(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @register
 class Div(Binary):
     name = "div"
+    triton_format = "({0} / {1})"
     onnx = ("Div",)
     aten = ("aten.div.Tensor", "aten.div.Scalar", "aten.div.Tensor_mode", "aten.div.Scalar_mode")
 
@@ -575,6 +616,9 @@ class Div(Binary):
         if is_int_term(a) and is_int_term(b):
             return z_tdiv(a, b)
         return real(a) / b
+
+    def fingerprint(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
+        return (residues.modp(xs[0]) * residues.inverse(xs[1]) % residues.P,)
 
     def from_aten(self, ctx: Any) -> Any:
         import torch
@@ -620,8 +664,6 @@ class Pow(Binary):
         return torch.pow(a, b)
 
     def ref_z3(self, a: Any, b: Any, attrs: Attrs) -> Any:
-        from ..subst.axioms import uf
-
         n = concrete_value(b)
         if n is not None and math.isfinite(n) and n == int(n) and abs(n) <= 16:
             k = int(n)
@@ -640,6 +682,16 @@ class Pow(Binary):
         if n == 0.5:
             return uf("sqrt")(a)
         return uf("pow", 2)(a, b)
+
+    def triton_expr(self, xs: Sequence[str], node: Node) -> str:
+        e = scalar_constant(node.inputs[1])
+        a = xs[0]
+        forms = {1.0: f"({a})", 2.0: f"({a} * {a})", 3.0: f"({a} * {a} * {a})",
+                 4.0: f"(({a} * {a}) * ({a} * {a}))", 0.5: f"tl.sqrt({a})",
+                 -1.0: f"(1.0 / {a})", -0.5: f"tl.rsqrt({a})", -2.0: f"(1.0 / ({a} * {a}))"}
+        if e is None or e not in forms:
+            raise NotGenerated("unsupported form (pow exponent)")
+        return forms[e]
 
     def from_aten(self, ctx: Any) -> Any:
         a, b = aten_arg(ctx, 0, "self", None), aten_arg(ctx, 1, "exponent", None)
@@ -661,6 +713,8 @@ class Pow(Binary):
 class Maximum(Binary):
     name = "maximum"
     commutative = True
+    ordered = True
+    triton_format = "tl.maximum({0}, {1})"
     onnx = ("Max",)
     aten = ("aten.maximum.default",)
     onnx_since = 8
@@ -687,6 +741,7 @@ class Maximum(Binary):
 @register
 class Minimum(Maximum):
     name = "minimum"
+    triton_format = "tl.minimum({0}, {1})"
     onnx = ("Min",)
     aten = ("aten.minimum.default",)
 
@@ -708,6 +763,7 @@ class Mod(Binary):
     fmod=1: the sign of the dividend (C fmod, torch.fmod)."""
 
     name = "mod"
+    triton_missing = "fmod / floor-mod of fp32 operands has no exact tl builtin"
     onnx = ("Mod",)
     aten = ("aten.remainder.Tensor", "aten.remainder.Scalar", "aten.fmod.Tensor",
             "aten.fmod.Scalar")
@@ -803,6 +859,7 @@ class Compare(Binary):
 class Equal(Compare):
     name = "equal"
     commutative = True
+    triton_format = "({0} == {1})"
     kind = COMPARABLE
     onnx = ("Equal",)
     aten = ("aten.eq.Tensor", "aten.eq.Scalar", "aten.ne.Tensor", "aten.ne.Scalar")
@@ -824,6 +881,7 @@ class Equal(Compare):
 @register
 class Less(Compare):
     name = "less"
+    triton_format = "({0} < {1})"
     onnx = ("Less",)
     aten = ("aten.lt.Tensor", "aten.lt.Scalar")
 
@@ -835,6 +893,7 @@ class Less(Compare):
 @register
 class Greater(Compare):
     name = "greater"
+    triton_format = "({0} > {1})"
     onnx = ("Greater",)
     aten = ("aten.gt.Tensor", "aten.gt.Scalar")
 
@@ -846,6 +905,7 @@ class Greater(Compare):
 @register
 class LessEqual(Compare):
     name = "less_equal"
+    triton_format = "({0} <= {1})"
     onnx = ("LessOrEqual",)
     aten = ("aten.le.Tensor", "aten.le.Scalar")
     strict: ClassVar[str] = "Less"
@@ -868,6 +928,7 @@ class LessEqual(Compare):
 @register
 class GreaterEqual(LessEqual):
     name = "greater_equal"
+    triton_format = "({0} >= {1})"
     onnx = ("GreaterOrEqual",)
     aten = ("aten.ge.Tensor", "aten.ge.Scalar")
     strict = "Greater"
@@ -880,6 +941,7 @@ class GreaterEqual(LessEqual):
 class Logical(Binary):
     out_dtype = DType.bool
     kind = BOOL
+    triton_operands = "bool"
 
     def symbolic(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
         return (zmap(lambda a, b: self.ref_z3(a, b, attrs), xs[0], xs[1]),)
@@ -903,6 +965,7 @@ class Logical(Binary):
 class And(Logical):
     name = "and"
     commutative = True
+    triton_format = "({0} & {1})"
     onnx = ("And",)
     aten = ("aten.logical_and.default", "aten.bitwise_and.Tensor")
 
@@ -920,6 +983,7 @@ class And(Logical):
 class Or(Logical):
     name = "or"
     commutative = True
+    triton_format = "({0} | {1})"
     onnx = ("Or",)
     aten = ("aten.logical_or.default", "aten.bitwise_or.Tensor")
 
@@ -937,6 +1001,7 @@ class Or(Logical):
 class Xor(Logical):
     name = "xor"
     commutative = True
+    triton_format = "({0} ^ {1})"
     onnx = ("Xor",)
     aten = ("aten.logical_xor.default", "aten.bitwise_xor.Tensor")
 
@@ -1064,6 +1129,8 @@ class NumUnary(Unary):
 class Not(Unary):
     name = "not"
     kind = BOOL
+    triton_operands = "bool"
+    triton_format = "({0} == 0)"
     onnx = ("Not",)
     aten = ("aten.logical_not.default", "aten.bitwise_not.default")
 
@@ -1093,6 +1160,8 @@ class Not(Unary):
 @register
 class Neg(NumUnary):
     name = "neg"
+    exact_int = True
+    triton_format = "(-{0})"
     onnx = ("Neg",)
     aten = ("aten.neg.default",)
 
@@ -1109,6 +1178,7 @@ class Neg(NumUnary):
 @register
 class Abs(NumUnary):
     name = "abs"
+    triton_format = "tl.abs({0})"
     onnx = ("Abs",)
     aten = ("aten.abs.default",)
 
@@ -1138,8 +1208,6 @@ class Transcendental(Unary):
         return getattr(torch, self.name)(x)
 
     def ref_z3(self, v: Any, attrs: Attrs) -> Any:
-        from ..subst.axioms import uf
-
         return uf(self.name)(v)
 
     def examples(self, rng: np.random.Generator) -> list[Example]:
@@ -1149,6 +1217,10 @@ class Transcendental(Unary):
 @register
 class Exp(Transcendental):
     name = "exp"
+    axioms = (Axiom("exp_pos", "exp", 1, lambda f, x: ite(f(x) > 0, 1, 0),
+                    lambda f, x: 1),)
+    standin = "exp"
+    triton_format = "tl.exp({0})"
     onnx = ("Exp",)
     aten = ("aten.exp.default",)
 
@@ -1156,6 +1228,8 @@ class Exp(Transcendental):
 @register
 class Log(Transcendental):
     name = "log"
+    standin = "log"
+    triton_format = "tl.log({0})"
     onnx = ("Log",)
     aten = ("aten.log.default",)
     positive = True
@@ -1164,6 +1238,8 @@ class Log(Transcendental):
 @register
 class Sqrt(Transcendental):
     name = "sqrt"
+    standin = "sqrt"
+    triton_format = "tl.sqrt({0})"
     onnx = ("Sqrt",)
     aten = ("aten.sqrt.default",)
     positive = True
@@ -1172,6 +1248,9 @@ class Sqrt(Transcendental):
 @register
 class Tanh(Transcendental):
     name = "tanh"
+    standin = "tanh"
+    cpu_epilogue = True
+    triton_format = tl_tanh("{0}")
     onnx = ("Tanh",)
     aten = ("aten.tanh.default",)
 
@@ -1179,6 +1258,8 @@ class Tanh(Transcendental):
 @register
 class Sin(Transcendental):
     name = "sin"
+    standin = "sin"
+    triton_format = "tl.sin({0})"
     onnx = ("Sin",)
     aten = ("aten.sin.default",)
     onnx_since = 7
@@ -1187,6 +1268,8 @@ class Sin(Transcendental):
 @register
 class Cos(Transcendental):
     name = "cos"
+    standin = "cos"
+    triton_format = "tl.cos({0})"
     onnx = ("Cos",)
     aten = ("aten.cos.default",)
     onnx_since = 7
@@ -1200,6 +1283,9 @@ def np_sigmoid(x: np.ndarray) -> np.ndarray:
 @register
 class Sigmoid(Transcendental):
     name = "sigmoid"
+    standin = "sigmoid"
+    cpu_epilogue = True
+    triton_format = tl_sigmoid("{0}")
     onnx = ("Sigmoid",)
     aten = ("aten.sigmoid.default",)
 
@@ -1218,6 +1304,8 @@ def np_erf(x: np.ndarray) -> np.ndarray:
 @register
 class Erf(Transcendental):
     name = "erf"
+    standin = "erf"
+    triton_format = "tl.erf({0})"
     onnx = ("Erf",)
     aten = ("aten.erf.default",)
     onnx_since = 9
@@ -1231,6 +1319,8 @@ class Rsqrt(Unary):
     """1 / sqrt(x); no ONNX op of its own (exported as Reciprocal(Sqrt(x)))."""
 
     name = "rsqrt"
+    standin = "rsqrt"
+    triton_format = "tl.rsqrt({0})"
     aten = ("aten.rsqrt.default",)
     onnx_missing = "no ONNX op; exported as Reciprocal(Sqrt(x))"
     flops_per_elem = 8.0
@@ -1242,8 +1332,6 @@ class Rsqrt(Unary):
         return x.rsqrt()
 
     def ref_z3(self, v: Any, attrs: Attrs) -> Any:
-        from ..subst.axioms import uf
-
         return real(1) / uf("sqrt")(v)
 
     def to_onnx(self, ctx: Any, node: Any) -> None:
@@ -1257,6 +1345,7 @@ class Rsqrt(Unary):
 @register
 class Reciprocal(Unary):
     name = "reciprocal"
+    triton_format = "(1.0 / {0})"
     onnx = ("Reciprocal",)
     aten = ("aten.reciprocal.default",)
 
@@ -1269,6 +1358,9 @@ class Reciprocal(Unary):
     def ref_z3(self, v: Any, attrs: Attrs) -> Any:
         return real(1) / v
 
+    def fingerprint(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
+        return (residues.inverse(xs[0]),)
+
     def examples(self, rng: np.random.Generator) -> list[Example]:
         return float_examples(rng, positive=True, tol=1e-5)
 
@@ -1276,6 +1368,11 @@ class Reciprocal(Unary):
 @register
 class Relu(NumUnary):
     name = "relu"
+    ordered = True
+    cpu_epilogue = True
+    triton_format = "tl.maximum({0}, 0.0)"
+    axioms = (Axiom("relu_def", "relu", 1, lambda f, x: f(x),
+                    lambda f, x: ite(x > 0, x, 0 * x)),)
     onnx = ("Relu",)
     aten = ("aten.relu.default",)
 
@@ -1288,8 +1385,6 @@ class Relu(NumUnary):
         return torch.relu(x)
 
     def ref_z3(self, v: Any, attrs: Attrs) -> Any:
-        from ..subst.axioms import uf
-
         return uf("relu")(v)
 
     def to_onnx(self, ctx: Any, node: Any) -> None:
@@ -1322,6 +1417,7 @@ class Rounding(Unary):
 @register
 class Floor(Rounding):
     name = "floor"
+    triton_format = "tl.floor({0})"
     onnx = ("Floor",)
     aten = ("aten.floor.default",)
 
@@ -1338,6 +1434,7 @@ class Floor(Rounding):
 @register
 class Ceil(Rounding):
     name = "ceil"
+    triton_format = "tl.ceil({0})"
     onnx = ("Ceil",)
     aten = ("aten.ceil.default",)
 
@@ -1356,6 +1453,7 @@ class Round(Rounding):
     """Round half to even (ONNX Round, numpy.round, torch.round)."""
 
     name = "round"
+    triton_missing = "round half to even has no tl builtin (libdevice.rint is not used)"
     onnx = ("Round",)
     aten = ("aten.round.default",)
     onnx_since = 11
@@ -1381,6 +1479,7 @@ class Round(Rounding):
 @register
 class Sign(NumUnary):
     name = "sign"
+    triton_format = "tl.where({0} > 0.0, 1.0, tl.where({0} < 0.0, -1.0, 0.0 * {0}))"
     onnx = ("Sign",)
     aten = ("aten.sign.default",)
     onnx_since = 9
@@ -1404,6 +1503,9 @@ class Silu(Unary):
     body (Cast, Mul, Sigmoid, Mul) and runs it ~2.5x slower (docs/fusions.md)."""
 
     name = "silu"
+    standin = "silu"
+    cpu_epilogue = True
+    triton_format = "({0} * " + tl_sigmoid("{0}") + ")"
     onnx = ("Swish",)
     aten = ("aten.silu.default",)
     flops_per_elem = 9.0
@@ -1417,8 +1519,6 @@ class Silu(Unary):
         return torch.nn.functional.silu(x)
 
     def ref_z3(self, v: Any, attrs: Attrs) -> Any:
-        from ..subst.axioms import uf
-
         return v * uf("sigmoid")(v)
 
     def from_onnx(self, ctx: Any) -> Sequence[Any]:
@@ -1448,6 +1548,9 @@ class Softplus(Transcendental):
     float32 resolution)."""
 
     name = "softplus"
+    standin = "softplus"
+    # logaddexp(0, a) = max(a, 0) + log(1 + exp(-|a|))
+    triton_format = "(tl.maximum({0}, 0.0) + tl.log(1.0 + tl.exp(-tl.abs({0}))))"
     onnx = ("Softplus",)
     aten = ("aten.softplus.default",)
 
@@ -1470,6 +1573,10 @@ class Softplus(Transcendental):
 @register
 class Identity(Unary):
     name = "identity"
+    cost_class = "view"
+    exact_int = True
+    index_pass_through = True
+    triton_format = "{0}"
     kind = ANY
     onnx = ("Identity",)
     aten = ("aten.clone.default", "aten.alias.default", "aten.detach.default",
@@ -1508,6 +1615,9 @@ class Gelu(Unary):
     """GELU, exact (erf) or tanh approximation; ONNX Gelu from opset 20, a composition below."""
 
     name = "gelu"
+    standin = "gelu"
+    cpu_epilogue = True
+    onnx_min_opset = 20
     onnx = ("Gelu",)
     aten = ("aten.gelu.default",)
     defaults = {"approximate": "none"}
@@ -1529,9 +1639,14 @@ class Gelu(Unary):
         return torch.nn.functional.gelu(x, approximate=attrs["approximate"])
 
     def ref_z3(self, v: Any, attrs: Attrs) -> Any:
-        from ..subst.axioms import uf
-
         return uf("gelu" if attrs["approximate"] == "none" else "gelu_tanh")(v)
+
+    def triton_expr(self, xs: Sequence[str], node: Node) -> str:
+        a = xs[0]
+        if node.attrs["approximate"] == "tanh":
+            inner = f"0.7978845608028654 * ({a} + 0.044715 * {a} * {a} * {a})"
+            return f"(0.5 * {a} * (1.0 + {tl_tanh(inner)}))"
+        return f"(0.5 * {a} * (1.0 + tl.erf({a} * 0.7071067811865476)))"
 
     def to_onnx(self, ctx: Any, node: Any) -> None:
         if ctx.opset >= 20:
@@ -1566,6 +1681,7 @@ class Gelu(Unary):
 @register
 class LeakyRelu(Unary):
     name = "leaky_relu"
+    cpu_epilogue = True
     onnx = ("LeakyRelu",)
     aten = ("aten.leaky_relu.default",)
     defaults = {"alpha": 0.01}
@@ -1580,6 +1696,10 @@ class LeakyRelu(Unary):
 
     def ref_z3(self, v: Any, attrs: Attrs) -> Any:
         return zif(v >= 0, v, real(attrs["alpha"]) * v)
+
+    def triton_expr(self, xs: Sequence[str], node: Node) -> str:
+        a = xs[0]
+        return f"tl.where({a} >= 0.0, {a}, {triton_literal(node.attrs['alpha'])} * {a})"
 
     def from_aten(self, ctx: Any) -> Any:
         x = aten_float(ctx, aten_tensor(ctx, aten_arg(ctx, 0, "self", None)))
@@ -1606,9 +1726,12 @@ class Elu(Transcendental):
         return torch.nn.functional.elu(x, attrs["alpha"])
 
     def ref_z3(self, v: Any, attrs: Attrs) -> Any:
-        from ..subst.axioms import uf
-
         return zif(v > 0, v, real(attrs["alpha"]) * (uf("exp")(v) - 1))
+
+    def triton_expr(self, xs: Sequence[str], node: Node) -> str:
+        a = xs[0]
+        return (f"tl.where({a} > 0.0, {a}, "
+                f"{triton_literal(node.attrs['alpha'])} * (tl.exp({a}) - 1.0))")
 
     def from_aten(self, ctx: Any) -> Any:
         x = aten_float(ctx, aten_tensor(ctx, aten_arg(ctx, 0, "self", None)))
@@ -1629,6 +1752,7 @@ class HardSigmoid(Unary):
     """max(0, min(1, alpha * x + beta)); torch's hardsigmoid is alpha=1/6, beta=0.5."""
 
     name = "hard_sigmoid"
+    cpu_epilogue = True
     onnx = ("HardSigmoid",)
     aten = ("aten.hardsigmoid.default",)
     defaults = {"alpha": 0.2, "beta": 0.5}
@@ -1647,6 +1771,10 @@ class HardSigmoid(Unary):
         y = zif(y < 0, real(0), y)
         return zif(y > 1, real(1), y)
 
+    def triton_expr(self, xs: Sequence[str], node: Node) -> str:
+        alpha, beta = (triton_literal(node.attrs[k]) for k in ("alpha", "beta"))
+        return f"tl.minimum(tl.maximum({alpha} * {xs[0]} + {beta}, 0.0), 1.0)"
+
     def from_aten(self, ctx: Any) -> Any:
         x = aten_float(ctx, aten_tensor(ctx, aten_arg(ctx, 0, "self", None)))
         return build(ctx, self.name, [x], alpha=1.0 / 6.0, beta=0.5)
@@ -1661,6 +1789,7 @@ class Clip(Unary):
     """min(max(x, min), max) with constant bounds (None: unbounded); min > max gives max."""
 
     name = "clip"
+    cpu_epilogue = True
     kind = NUMERIC
     onnx = ("Clip",)
     aten = ("aten.clamp.default", "aten.clamp_min.default", "aten.clamp_max.default",
@@ -1715,6 +1844,14 @@ class Clip(Unary):
             y = zif(y < lo, lo if is_int_term(v) else real(lo), y)
         if hi is not None:
             y = zif(y > hi, hi if is_int_term(v) else real(hi), y)
+        return y
+
+    def triton_expr(self, xs: Sequence[str], node: Node) -> str:
+        y = xs[0]
+        if node.attrs.get("min") is not None:
+            y = f"tl.maximum({y}, {triton_literal(node.attrs['min'])})"
+        if node.attrs.get("max") is not None:
+            y = f"tl.minimum({y}, {triton_literal(node.attrs['max'])})"
         return y
 
     def from_onnx(self, ctx: Any) -> Sequence[Any]:
@@ -1809,6 +1946,8 @@ class Cast(Unary):
     """Convert to dtype ``to``: float -> int truncates, anything -> bool is ``!= 0``."""
 
     name = "cast"
+    index_pass_through = True
+    triton_operands = None
     kind = ANY
     onnx = ("Cast",)
     aten = ("aten._to_copy.default",)
@@ -1842,8 +1981,6 @@ class Cast(Unary):
         return (xs[0].to(attrs["to"].to_torch()),)
 
     def ref_z3(self, v: Any, attrs: Attrs) -> Any:
-        from ..subst.axioms import uf
-
         to: DType = attrs["to"]
         if is_bool_term(v):
             if to == DType.bool:
@@ -1862,6 +1999,16 @@ class Cast(Unary):
         if to == DType.f64:
             return v  # widening to f64 is exact from every float type
         return uf(f"round_{to.value}")(v)  # rounding to a narrower type (or a no-op)
+
+    def triton_expr(self, xs: Sequence[str], node: Node) -> str:
+        src, dst = in_type(node).dtype, node.attrs["to"]
+        if src.is_float and dst.is_float:
+            return xs[0]  # the rounding to dst happens where the kernel stores or rounds
+        if src == DType.bool and dst.is_float:
+            return f"tl.where({xs[0]}, 1.0, 0.0)"
+        if src.is_float and dst == DType.bool:
+            return f"({xs[0]} != 0.0)"
+        raise NotGenerated("unsupported form (cast)")
 
     def from_onnx(self, ctx: Any) -> Sequence[Any]:
         a = onnx_attrs(ctx, {"to": None, "saturate": 1, "round_mode": "up"})
@@ -1912,6 +2059,7 @@ class Where(OpDef):
     """cond ? a : b with numpy broadcasting of all three."""
 
     name = "where"
+    triton_operands = None
     min_inputs = max_inputs = 3
     elementwise = True
     onnx = ("Where",)
@@ -1937,6 +2085,11 @@ class Where(OpDef):
 
     def symbolic(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
         return (zmap(zif, xs[0], xs[1], xs[2]),)
+
+    def triton_expr(self, xs: Sequence[str], node: Node) -> str:
+        if in_type(node, 0).dtype != DType.bool or not in_type(node, 1).dtype.is_float:
+            raise NotGenerated("needs a bool condition and float branches")
+        return f"tl.where({xs[0]}, {xs[1]}, {xs[2]})"
 
     def from_onnx(self, ctx: Any) -> Sequence[Any]:
         onnx_attrs(ctx, {})

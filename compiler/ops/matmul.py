@@ -49,7 +49,12 @@ class MatMul(OpDef):
     onnx = ("MatMul", "Gemm")
     aten = ("aten.mm.default", "aten.bmm.default", "aten.matmul.default",
             "aten.addmm.default", "aten.linear.default")
-    triton = "graphopt.codegen.triton.kernels.matmul"
+    commutative = False
+    associative = True
+    exact_int = True
+    cost_class = "heavy"
+    matrix_unit = True
+    triton_kernel = "matmul"
 
     def infer(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> tuple[ValueType, ...]:
         check_attrs(self.name, attrs, self.attr_names)

@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import ExportError, ShapeError
 from ..ir.node import Attrs
 from ..ir.types import Dim, DType, TensorType, ValueType
+from . import residues
 from .registry import (SYM_DEFAULT, Cost, Example, OpDef, Unsupported, nbytes, register,
                        same_dtype, tensor_types)
 from .shape import aten_arg, build, check_attrs, onnx_only_attrs, onnx_tensor
@@ -195,6 +196,9 @@ class Conv(OpDef):
     """ONNX Conv: x [N, C, *sp], w [M, C/group, *k], optional bias b [M]."""
 
     name = "conv"
+    cost_class = "heavy"
+    matrix_unit = True
+    exact_int = True
     attr_names = ('strides', 'pads', 'dilations', 'group')
     min_inputs, max_inputs = 2, 3
     onnx = ("Conv",)
@@ -366,6 +370,7 @@ class Pool(OpDef):
     """Base of max_pool / avg_pool: attrs kernel, strides, pads, dilations, ceil_mode."""
 
     min_inputs = max_inputs = 1
+    cost_class = "heavy"
     attr_names: ClassVar[tuple[str, ...]] = ("kernel", "strides", "pads", "dilations",
                                              "ceil_mode")
 
@@ -435,6 +440,7 @@ class MaxPool(Pool):
     """ONNX MaxPool (single output, storage_order 0)."""
 
     name = "max_pool"
+    ordered = True
     onnx = ("MaxPool", "GlobalMaxPool")
     aten = ("aten.max_pool2d_with_indices.default", "aten.max_pool3d_with_indices.default",
             "aten.max_pool1d.default", "aten.max_pool2d.default", "aten.max_pool3d.default")
@@ -586,6 +592,15 @@ class AvgPool(Pool):
         acc = np.float32 if x.dtype == np.float16 else x.dtype
         s = self._sum(x.astype(acc), attrs, lambda sh: np.zeros(sh, dtype=acc))
         return ((s / div).astype(x.dtype),)
+
+    def fingerprint(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
+        """sum(window) / count, exactly: the float average times L = lcm(1..window size) is an
+        integer, so avg = rint(avg * L) * L^-1 (mod P)."""
+        k = int(np.prod(attrs["kernel"]))
+        lcm = math.lcm(*range(1, k + 1))
+        (avg,) = self.numpy([residues.to_signed(xs[0]).astype(np.float64)], attrs)
+        scaled = residues.modp(np.rint(np.asarray(avg) * lcm).astype(np.int64))
+        return (scaled * residues.inverse_of_count(lcm) % residues.P,)
 
     def torch(self, xs: Sequence[Any], attrs: Attrs) -> tuple[Any, ...]:
         import torch

@@ -30,6 +30,7 @@ from .registry import NotSymbolic, OpDef, register
 @register
 class Opaque(OpDef):
     name = "opaque"
+    cost_class = "opaque"
     pure = False
 
     def infer(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> tuple[ValueType, ...]:

@@ -23,6 +23,7 @@ from .elementwise import (FLOAT, NUMERIC, aten_arg, aten_float, aten_tensor, bui
                           zmap)
 from .registry import (Cost, Example, OpDef, Unsupported, broadcast_shapes, nbytes, norm_axis,
                        numel, register, tensor_types)
+from .residues import P, axis_sum, cubic, inverse, inverse_of_count, modp
 
 # ---- helpers ------------------------------------------------------------------------------------
 
@@ -87,9 +88,13 @@ class Reduce(OpDef):
     """Base of reduce_*: attrs axes (explicit, sorted, non-negative) and keepdims (bool)."""
 
     min_inputs = max_inputs = 1
+    cost_class = "reduction"
     kind: ClassVar[str] = NUMERIC
     onnx_axes_input_since: ClassVar[int] = 18  # ReduceSum: 13
     empty_value: ClassVar[Any] = None  # value of a reduction over no elements (symbolic)
+
+    def reduced_axes(self, rank: int, attrs: Attrs) -> tuple[int, ...]:
+        return tuple(attrs.get("axes") or range(rank))
 
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:
         extra = sorted(set(attrs) - {"axes", "keepdims"})
@@ -225,6 +230,7 @@ class Reduce(OpDef):
 @register
 class ReduceSum(Reduce):
     name = "reduce_sum"
+    exact_int = True
     onnx = ("ReduceSum",)
     aten = ("aten.sum.dim_IntList", "aten.sum.default")
     onnx_axes_input_since = 13
@@ -245,6 +251,7 @@ class ReduceSum(Reduce):
 @register
 class ReduceMean(ReduceSum):
     name = "reduce_mean"
+    exact_int = False  # a mean: multiplies by the inverse of the count (fingerprint)
     kind = FLOAT
     onnx = ("ReduceMean",)
     aten = ("aten.mean.dim", "aten.mean.default")
@@ -266,6 +273,13 @@ class ReduceMean(ReduceSum):
         s = obj_reduce(x, attrs["axes"], attrs["keepdims"], self.z3_fold, None)
         return (np.vectorize(lambda v: real(v) / n, otypes=[object])(s) if s.size else s,)
 
+    def fingerprint(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
+        x = xs[0]
+        axes = tuple(attrs["axes"]) or tuple(range(x.ndim))
+        n = int(np.prod([x.shape[a] for a in axes])) if axes else 1
+        s = np.sum(x, axis=axes, keepdims=bool(attrs.get("keepdims", True)))
+        return (modp(s) * inverse_of_count(n) % P,)
+
     def examples(self, rng: np.random.Generator) -> list[Example]:
         return [e for e in super().examples(rng) if e.inputs[0].dtype.kind == "f"]
 
@@ -273,6 +287,7 @@ class ReduceMean(ReduceSum):
 @register
 class ReduceProd(ReduceSum):
     name = "reduce_prod"
+    exact_int = False  # products of residues overflow int64
     onnx = ("ReduceProd",)
     aten = ("aten.prod.dim_int", "aten.prod.default")
     onnx_axes_input_since = 18
@@ -301,6 +316,7 @@ class ReduceProd(ReduceSum):
 @register
 class ReduceMax(Reduce):
     name = "reduce_max"
+    ordered = True
     onnx = ("ReduceMax",)
     aten = ("aten.amax.default",)
 
@@ -319,6 +335,7 @@ class ReduceMax(Reduce):
 @register
 class ReduceMin(Reduce):
     name = "reduce_min"
+    ordered = True
     onnx = ("ReduceMin",)
     aten = ("aten.amin.default",)
 
@@ -344,6 +361,7 @@ class ArgMax(OpDef):
 
     name = "argmax"
     min_inputs = max_inputs = 1
+    cost_class = "reduction"
     onnx = ("ArgMax",)
     aten = ("aten.argmax.default",)
     better: ClassVar[Callable[[Any, Any], Any]] = staticmethod(lambda v, best: v > best)
@@ -426,6 +444,9 @@ class ArgMax(OpDef):
         b = sum(nbytes(t) for t in in_types) + sum(nbytes(t) for t in out_types)
         return Cost(float(sum(numel(t) for t in in_types)), float(b), 1)
 
+    def reduced_axes(self, rank: int, attrs: Attrs) -> tuple[int, ...]:
+        return (attrs["axis"],)
+
     def from_onnx(self, ctx: Any) -> Sequence[Any]:
         a = onnx_attrs(ctx, {"axis": 0, "keepdims": 1, "select_last_index": 0})
         (x,) = onnx_inputs(ctx, 1, 1)
@@ -484,6 +505,8 @@ class Softmax(OpDef):
 
     name = "softmax"
     min_inputs = max_inputs = 1
+    cost_class = "reduction"
+    triton_kernel = "reduction"
     onnx = ("Softmax",)
     aten = ("aten._softmax.default", "aten.softmax.int")
     flops_per_elem: ClassVar[float] = 5.0
@@ -532,10 +555,17 @@ class Softmax(OpDef):
         s = obj_reduce(e, (ax,), True, lambda a, b: a + b)
         return (e / s,)
 
+    def fingerprint(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
+        e = cubic("exp")(xs[0])
+        return (e * inverse(axis_sum(e, (attrs["axis"],))) % P,)
+
     def cost(self, in_types: tuple[ValueType, ...], out_types: tuple[ValueType, ...],
              attrs: Attrs) -> Cost:
         b = sum(nbytes(t) for t in in_types) + sum(nbytes(t) for t in out_types)
         return Cost(self.flops_per_elem * sum(numel(t) for t in in_types), float(b), 1)
+
+    def reduced_axes(self, rank: int, attrs: Attrs) -> tuple[int, ...]:
+        return (attrs["axis"],)
 
     def from_onnx(self, ctx: Any) -> Sequence[Any]:
         a = onnx_attrs(ctx, {"axis": 1 if ctx.opset < 13 else -1})
@@ -600,6 +630,10 @@ class LogSoftmax(Softmax):
         s = obj_reduce(e, (attrs["axis"],), True, lambda a, b: a + b)
         return (np.asarray(xs[0], dtype=object) - ufmap("log", s),)
 
+    def fingerprint(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
+        s = axis_sum(cubic("exp")(xs[0]), (attrs["axis"],))
+        return (modp(xs[0] - cubic("log")(s)),)
+
 
 # ---- normalizations -----------------------------------------------------------------------------
 
@@ -609,7 +643,12 @@ class Norm(OpDef):
 
     min_inputs = 1
     max_inputs = 3
+    cost_class = "reduction"
+    triton_kernel = "reduction"
     flops_per_elem: ClassVar[float] = 8.0
+
+    def reduced_axes(self, rank: int, attrs: Attrs) -> tuple[int, ...]:
+        return tuple(range(attrs["axis"], rank))
 
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:
         extra = sorted(set(attrs) - {"axis", "epsilon"})
@@ -717,6 +756,20 @@ class LayerNorm(Norm):
             y = y * p if i == 0 else y + p
         return (y,)
 
+    def fingerprint(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
+        x = xs[0]
+        axes = tuple(range(attrs["axis"], x.ndim))
+        inv_n = inverse_of_count(int(np.prod([x.shape[a] for a in axes])))
+        mean = axis_sum(x, axes) * inv_n % P
+        c = modp(x - mean)
+        var = axis_sum(c * c % P, axes) * inv_n % P
+        y = c * cubic("rsqrt")(var) % P
+        if len(xs) > 1 and xs[1] is not None:
+            y = y * xs[1] % P
+        if len(xs) > 2 and xs[2] is not None:
+            y = modp(y + xs[2])
+        return (y,)
+
     def from_onnx(self, ctx: Any) -> Sequence[Any]:
         a = onnx_attrs(ctx, {"axis": -1, "epsilon": 1e-5, "stash_type": 1})
         if ctx.num_outputs != 1:
@@ -811,6 +864,7 @@ class RmsNorm(Norm):
 
     name = "rms_norm"
     min_inputs = max_inputs = 2
+    onnx_min_opset = 23
     onnx = ("RMSNormalization",)
     flops_per_elem = 5.0
 

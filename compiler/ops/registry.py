@@ -1,24 +1,34 @@
 """The op registry: every op is one ``OpDef`` subclass declaring all of its aspects side by side.
 
-Aspects of an op (see docs/architecture.md):
+Aspects of an op (see docs/architecture.md); every fact about an op lives here, on the op:
 
 * ``infer(in_types, attrs)``  -> output types; raises ShapeError naming the op and input types.
 * ``numpy(xs, attrs)``        -> reference semantics on numpy arrays (tuple of outputs).
 * ``torch(xs, attrs)``        -> the same semantics on torch tensors (used by the torch callable).
 * ``symbolic(xs, attrs)``     -> z3 semantics over numpy object arrays of z3 terms. The default
   runs ``numpy`` on object arrays, which is exact for linear and structural ops; non-linear ops
-  override it with uninterpreted functions whose axioms are declared in the same file.
-* ``cost(in_types, out_types, attrs)`` -> Cost(flops, bytes, launches).
+  override it with uninterpreted functions (``symbolic.uf``) and declare what the verifier may
+  assume about them in ``axioms``.
+* ``fingerprint(xs, attrs)``  -> semantics over integers mod a prime (the substitution
+  generator's fingerprints): ``exact_int``, ``ordered`` or ``standin`` choose a default, other
+  ops override the method (``residues.py`` has the arithmetic).
+* ``cost(in_types, out_types, attrs)`` -> Cost(flops, bytes, launches); ``cost_class``,
+  ``matrix_unit``, ``partial_read_inputs``, ``reduced_axes`` and ``cpu_epilogue`` tell the
+  fusion-aware cost model how the op groups with its neighbours.
 * ``onnx`` / ``aten``         -> the ONNX op types and aten targets it maps to (data); the
-  frontends and exporter look up ``from_onnx`` / ``to_onnx`` / ``from_aten`` here.
-* ``triton``                  -> dotted path of its lowering in graphopt.codegen (never imported here).
+  frontends and exporter look up ``from_onnx`` / ``to_onnx`` / ``from_aten`` here;
+  ``onnx_min_opset`` is the opset its single-node ONNX form needs.
+* ``triton_format`` / ``triton_expr`` -> its value inside a generated pointwise kernel (source
+  text; never imports triton); ``triton_kernel`` names the kernel family lowering it as an anchor.
+* ``dim_attrs``, ``associative``, ``commutative``, ``index_pass_through``: structural facts
+  read by the rule machinery and the checker.
 * ``examples(rng)``           -> sample (inputs, attrs); the conformance test runs every op
-  through every aspect with them.
+  through every aspect with them, and checks that the declarations agree with the semantics.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Sequence
 
 import numpy as np
 
@@ -26,7 +36,15 @@ from ..errors import ShapeError, UnknownOpError
 from ..ir.types import DType, TensorType, ValueType
 
 if TYPE_CHECKING:
-    from ..ir.node import Attrs, Origin
+    from ..ir.node import Attrs, Node, Origin
+    from .symbolic import Axiom
+
+# how an op groups with its neighbours in the cost model (cost/model.py Kind):
+#   source: input / constant; view: aliases its input (reshape, squeeze, ...), no kernel;
+#   pointwise: elementwise-like, fuses into chains and epilogues; injective: index-mapping data
+#   movement; reduction: reduces rows (fuses prologues/epilogues when a row fits on chip);
+#   heavy: matmul / conv / attention / pools, anchors with epilogues; opaque: never fused
+CostClass = Literal["source", "view", "pointwise", "injective", "reduction", "heavy", "opaque"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,14 @@ class NotSymbolic(Exception):
     """The op has no z3 semantics (the verifier treats it as opaque)."""
 
 
+class NotFingerprinted(Exception):
+    """The op has no semantics over residues mod a prime (the generator cannot enumerate it)."""
+
+
+class NotGenerated(Exception):
+    """The op has no Triton expression for this node's form (the message says why)."""
+
+
 class OpDef:
     """Base class of op declarations. Subclasses set ``name`` and override the aspects."""
 
@@ -70,13 +96,50 @@ class OpDef:
     max_inputs: ClassVar[int | None] = None  # None: unbounded
     pure: ClassVar[bool] = True  # False: never CSE'd or folded (random ops, opaque nodes)
     commutative: ClassVar[bool] = False
+    associative: ClassVar[bool] = False  # op(op(a, b), c) == op(a, op(b, c)) (rule pruning)
     elementwise: ClassVar[bool] = False  # pointwise with numpy broadcasting
     onnx: ClassVar[tuple[str, ...]] = ()
     aten: ClassVar[tuple[str, ...]] = ()
-    triton: ClassVar[str | None] = None
     # why ``onnx`` is empty (e.g. "exported as Reciprocal(Sqrt(x))"); the conformance test
     # requires every op to declare an ONNX op type or this reason
     onnx_missing: ClassVar[str | None] = None
+    # the default ONNX opset its single-node form needs (below it the exporter writes a
+    # composition); the pipeline raises a fused graph's opset to it. None: any opset
+    onnx_min_opset: ClassVar[int | None] = None
+    # size-valued attributes (dims or tuples of dims, e.g. reshape's shape): generated rules
+    # store them in terms of dim variables (rewrite/dims.py)
+    dim_attrs: ClassVar[tuple[str, ...]] = ()
+    # every input's values reach the outputs unchanged (moved, repeated, converted), so an
+    # integer input feeding gather indices through it must be a valid index (check.py)
+    index_pass_through: ClassVar[bool] = False
+    # what the verifier may assume about the uninterpreted functions ``symbolic`` uses
+    axioms: ClassVar[tuple["Axiom", ...]] = ()
+
+    # cost model (cost/model.py): fusion class, flops on matrix units (tensor cores), inputs
+    # read only as far as the output reaches (slice / gather data), and whether ONNX Runtime's
+    # CPU provider fuses it as the epilogue of a matmul / conv (Gemm bias, activations)
+    cost_class: ClassVar[CostClass] = "pointwise"
+    matrix_unit: ClassVar[bool] = False
+    partial_read_inputs: ClassVar[tuple[int, ...]] = ()
+    cpu_epilogue: ClassVar[bool] = False
+
+    # fingerprints over integers mod residues.P (subst/fingerprint.py), when the op does not
+    # override ``fingerprint``: exact_int: the numpy aspect is exact on int64 residues;
+    # ordered: it compares, so it runs on the signed representatives (exact below 2**19);
+    # standin: name of the random cubic standing in for a non-linear function
+    exact_int: ClassVar[bool] = False
+    ordered: ClassVar[bool] = False
+    standin: ClassVar[str | None] = None
+
+    # Triton (codegen/triton): the op's value inside a generated pointwise kernel, as a format
+    # string over the operand expressions {0}, {1}, ... (ops whose form depends on attrs or
+    # operands override ``triton_expr``); the operands it takes ("float": f16/bf16/f32 computed
+    # in fp32, "bool", or None: ``triton_expr`` checks them); why an elementwise op has none;
+    # and the kernel family (codegen/triton/kernels/) that lowers it as a region's anchor
+    triton_format: ClassVar[str | None] = None
+    triton_operands: ClassVar[Literal["float", "bool"] | None] = "float"
+    triton_missing: ClassVar[str | None] = None
+    triton_kernel: ClassVar[Literal["matmul", "attention", "reduction"] | None] = None
 
     # ---- types ---------------------------------------------------------------------------
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: "Attrs") -> "Attrs":
@@ -123,6 +186,51 @@ class OpDef:
         b = sum(_nbytes(t) for t in in_types) + sum(_nbytes(t) for t in out_types)
         f = sum(_numel(t) for t in out_types)
         return Cost(float(f), float(b), 1)
+
+    def reduced_axes(self, rank: int, attrs: "Attrs") -> tuple[int, ...]:
+        """Reductions: the input axes one row spans (the cost model fuses a reduction only
+        when a row fits on chip)."""
+        raise NotImplementedError(f"{self.name}.reduced_axes")
+
+    # ---- fingerprint -----------------------------------------------------------------------
+    def fingerprint(self, xs: Sequence[np.ndarray], attrs: "Attrs") -> tuple[np.ndarray, ...]:
+        """Semantics over int64 residues mod ``residues.P`` (outputs reduced mod P)."""
+        from . import residues as r
+
+        if self.standin is not None:
+            return (r.cubic(self.standin)(xs[0]),)
+        if self.ordered:
+            ys = self.numpy([r.to_signed(x).astype(np.float64) for x in xs], attrs)
+            return tuple(r.modp(np.rint(y).astype(np.int64)) for y in ys)
+        if not self.exact_int:
+            raise NotFingerprinted(f"op {self.name} has no mod-{r.P} semantics (declare "
+                                   f"exact_int, ordered or standin, or override fingerprint)")
+        out = []
+        for y in self.numpy(list(xs), attrs):
+            y = np.asarray(y)
+            if y.dtype.kind == "f":  # an op computing in floats: exact while |y| < 2**53
+                y = np.rint(y).astype(np.int64)
+            out.append(r.modp(y))
+        return tuple(out)
+
+    @property
+    def fingerprinted(self) -> bool:
+        """Whether ``fingerprint`` is defined for this op."""
+        return (self.exact_int or self.ordered or self.standin is not None
+                or type(self).fingerprint is not OpDef.fingerprint)
+
+    # ---- Triton ----------------------------------------------------------------------------
+    def triton_expr(self, xs: Sequence[str], node: "Node") -> str:
+        """Triton source of ``node``'s value over operand expressions ``xs`` (fp32 values, or
+        int1 for bool operands); raises NotGenerated for forms it has none for."""
+        if self.triton_format is None:
+            raise NotGenerated(f"op {self.name} has no Triton expression")
+        return self.triton_format.format(*xs)
+
+    @property
+    def has_triton_expr(self) -> bool:
+        return (self.triton_format is not None
+                or type(self).triton_expr is not OpDef.triton_expr)
 
     # ---- frontends and exporter ----------------------------------------------------------
     def from_onnx(self, ctx: Any) -> "Sequence[Any] | None":

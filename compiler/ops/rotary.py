@@ -48,6 +48,7 @@ def rope(x: np.ndarray, c: np.ndarray, s: np.ndarray) -> np.ndarray:
 class RotaryEmbedding(OpDef):
     name = "rotary_embedding"
     min_inputs = max_inputs = 3
+    onnx_min_opset = 23
     onnx = ("RotaryEmbedding",)
 
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:

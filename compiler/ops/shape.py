@@ -14,8 +14,8 @@ import numpy as np
 from ..errors import ExportError, ShapeError
 from ..ir.node import Attrs
 from ..ir.types import Dim, DType, TensorType, ValueType, check_dim, dim_divide, dim_product
-from .registry import (Cost, Example, NotSymbolic, OpDef, Unsupported, broadcast_shapes, nbytes,
-                       norm_axis, register, same_dtype, tensor_types)
+from .registry import (Cost, Example, NotFingerprinted, NotSymbolic, OpDef, Unsupported,
+                       broadcast_shapes, nbytes, norm_axis, register, same_dtype, tensor_types)
 from .symbols import eval_dim
 
 I64_MAX = 2**63 - 1
@@ -217,6 +217,10 @@ class Reshape(OpDef):
     """x viewed with a new shape of the same element count (``shape`` fully resolved)."""
 
     name = "reshape"
+    cost_class = "view"
+    exact_int = True
+    index_pass_through = True
+    dim_attrs = ("shape",)
     attr_names = ('shape',)
     min_inputs = max_inputs = 1
     onnx = ("Reshape", "Flatten", "Dropout", "Shape", "Size", "Range", "ConstantOfShape")
@@ -476,6 +480,9 @@ class Transpose(OpDef):
     """Axes permuted: out.shape[i] = x.shape[perm[i]]."""
 
     name = "transpose"
+    cost_class = "injective"
+    exact_int = True
+    index_pass_through = True
     attr_names = ('perm',)
     min_inputs = max_inputs = 1
     onnx = ("Transpose",)
@@ -549,6 +556,9 @@ class Concat(OpDef):
     """Inputs joined along ``axis``."""
 
     name = "concat"
+    cost_class = "injective"
+    exact_int = True
+    index_pass_through = True
     attr_names = ('axis',)
     min_inputs = 1
     onnx = ("Concat",)
@@ -632,6 +642,10 @@ class Split(OpDef):
     """x cut along ``axis`` into pieces of ``sizes`` (one output per piece)."""
 
     name = "split"
+    cost_class = "injective"
+    exact_int = True
+    index_pass_through = True
+    dim_attrs = ("sizes",)
     attr_names = ('axis', 'sizes')
     min_inputs = max_inputs = 1
     onnx = ("Split",)
@@ -837,6 +851,10 @@ class Slice(OpDef):
     """ONNX Slice semantics with all parameters as attrs."""
 
     name = "slice"
+    cost_class = "injective"
+    partial_read_inputs = (0,)
+    exact_int = True
+    index_pass_through = True
     attr_names = ('starts', 'ends', 'axes', 'steps')
     min_inputs = max_inputs = 1
     onnx = ("Slice",)
@@ -1012,6 +1030,8 @@ class Gather(OpDef):
     """ONNX Gather: out = take(x, indices, axis); negative indices count from the end."""
 
     name = "gather"
+    cost_class = "injective"
+    partial_read_inputs = (0,)
     attr_names = ('axis',)
     min_inputs = max_inputs = 2
     onnx = ("Gather",)
@@ -1157,6 +1177,10 @@ class Expand(OpDef):
     """numpy broadcast_to(x, shape): ``shape`` is the output shape."""
 
     name = "expand"
+    cost_class = "injective"
+    exact_int = True
+    index_pass_through = True
+    dim_attrs = ("shape",)
     attr_names = ('shape',)
     min_inputs = max_inputs = 1
     onnx = ("Expand",)
@@ -1240,6 +1264,9 @@ class Squeeze(OpDef):
     """Size-1 dims at ``axes`` removed."""
 
     name = "squeeze"
+    cost_class = "view"
+    exact_int = True
+    index_pass_through = True
     attr_names = ('axes',)
     min_inputs = max_inputs = 1
     onnx = ("Squeeze",)
@@ -1320,6 +1347,9 @@ class Unsqueeze(OpDef):
     """Size-1 dims inserted so that they sit at ``axes`` of the output."""
 
     name = "unsqueeze"
+    cost_class = "view"
+    exact_int = True
+    index_pass_through = True
     attr_names = ('axes',)
     min_inputs = max_inputs = 1
     onnx = ("Unsqueeze",)
@@ -1428,6 +1458,8 @@ class Pad(OpDef):
     wrap; ``value`` for constant mode."""
 
     name = "pad"
+    cost_class = "injective"
+    exact_int = True
     attr_names = ('pads', 'mode', 'value')
     min_inputs = max_inputs = 1
     onnx = ("Pad",)
@@ -1502,6 +1534,11 @@ class Pad(OpDef):
         else:
             fill = lambda s: np.full(s, v, dtype=x.dtype)  # noqa: E731
         return (self._run(x, attrs, lambda a, i, ax: np.take(a, i, axis=ax), fill),)
+
+    def fingerprint(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
+        if attrs["mode"] == "constant" and not float(attrs["value"]).is_integer():
+            raise NotFingerprinted(f"pad: fill value {attrs['value']} is not an integer")
+        return super().fingerprint(xs, attrs)
 
     def torch(self, xs: Sequence[Any], attrs: Attrs) -> tuple[Any, ...]:
         import torch
@@ -1650,6 +1687,9 @@ class Tile(OpDef):
     """numpy tile with one repeat count per dim."""
 
     name = "tile"
+    cost_class = "injective"
+    exact_int = True
+    index_pass_through = True
     attr_names = ('repeats',)
     min_inputs = max_inputs = 1
     onnx = ("Tile",)

@@ -16,6 +16,7 @@ class Input(OpDef):
     """A graph input. attrs: name (str), type (TensorType | OpaqueType)."""
 
     name = "input"
+    cost_class = "source"
     max_inputs = 0
 
     def infer(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> tuple[ValueType, ...]:
@@ -33,6 +34,7 @@ class Constant(OpDef):
     """A constant tensor. attrs: data (ConstData, hashed by identity)."""
 
     name = "constant"
+    cost_class = "source"
     max_inputs = 0
     onnx = ("Constant",)
 

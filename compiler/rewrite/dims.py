@@ -1,10 +1,10 @@
 """Dim variables of generated rules.
 
 A rule is stored as a concrete instance whose *variable* dims are distinct primes >= 5 (``a=5,
-b=7, c=11, ...``). Every dim-valued attribute (split sizes, reshape shapes, ...) then factors
-uniquely as ``coef * a^i * b^j * ...`` with a small coefficient made of 2s and 3s, so the rule
-generalizes to any sizes: the matcher binds each variable to a real dim (int or symbol) and
-re-instantiates the rule's dim-valued attributes from those bindings.
+b=7, c=11, ...``). Every dim-valued attribute (an op's ``dim_attrs``: split sizes, reshape
+shapes, ...) then factors uniquely as ``coef * a^i * b^j * ...`` with a small coefficient made of
+2s and 3s, so the rule generalizes to any sizes: the matcher binds each variable to a real dim
+(int or symbol) and re-instantiates the rule's dim-valued attributes from those bindings.
 """
 from __future__ import annotations
 
@@ -12,17 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..ir.types import Dim, dim_divide, dim_product
+from ..ops.registry import get_op
 
 # variable name -> prime used in the stored instance
 VAR_PRIMES: dict[str, int] = {"a": 5, "b": 7, "c": 11, "d": 13, "e": 17, "f": 19}
 PRIME_VARS: dict[int, str] = {p: v for v, p in VAR_PRIMES.items()}
-
-# attributes whose values are dims (or tuples of dims), per op; everything else is literal
-DIM_ATTRS: dict[str, tuple[str, ...]] = {
-    "split": ("sizes",),
-    "reshape": ("shape",),
-    "expand": ("shape",),
-}
 
 
 @dataclass(frozen=True)
@@ -89,8 +83,9 @@ def unify(expr: DimExpr, real: Dim, env: dict[str, Dim]) -> bool | None:
 
 
 def generalize_attr(op: str, key: str, value: Any) -> Any:
-    """The symbolic form of an attribute (DimExpr for dim-valued ones)."""
-    if key in DIM_ATTRS.get(op, ()):
+    """The symbolic form of an attribute (DimExpr for the op's ``dim_attrs``; every other
+    attribute is literal)."""
+    if key in get_op(op).dim_attrs:
         if isinstance(value, tuple):
             return tuple(DimExpr.of(v) if isinstance(v, int) else v for v in value)
         if isinstance(value, int):

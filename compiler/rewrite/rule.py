@@ -47,7 +47,7 @@ from ..errors import GraphOptError
 from ..ir.node import Node, Value
 from ..ir.types import TensorType
 from .context import MatchContext
-from .dims import DIM_ATTRS, DimExpr, generalize_attr, instantiate_attr
+from .dims import DimExpr, generalize_attr, instantiate_attr
 from .match import Match, MatchFail, match_roots
 from .pattern import PNode, POut, ShapeTemplate, Term, Var, pattern_ops, root_node
 
@@ -220,7 +220,7 @@ def builder_of(g: Any) -> Builder:
             if n.op == "input":
                 continue
             attrs = {k: instantiate_attr(generalize_attr(n.op, k, a), m.dims)
-                     if k in DIM_ATTRS.get(n.op, ()) else a for k, a in n.attrs.items()}
+                     for k, a in n.attrs.items()}
             nn = Node.build(n.op, [vals[(id(v.node), v.index)] for v in n.inputs], attrs)
             for k in range(len(n.out_types)):
                 vals[(id(n), k)] = Value(nn, k)

@@ -63,10 +63,9 @@ class Enumerator:
         self.max_ops = max_ops
         self.progress = progress
         for spec in scenario.ops:
-            get_op(spec.op)  # fail early on an unknown op
-            if not fpr.supported(spec.op):
+            if not get_op(spec.op).fingerprinted:  # (get_op fails early on an unknown op)
                 raise GraphOptError(f"scenario {scenario.name}: op {spec.op!r} has no fingerprint "
-                                    f"semantics", where="compiler/subst/fingerprint.py")
+                                    f"semantics", where=f"op {spec.op} (OpDef.fingerprint)")
         rng = np.random.default_rng(seed)
         self.samples = samples
         self.values: list[Value] = []

@@ -25,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..ops.registry import get_op
 from . import fingerprint as fpr
 from .enumerate import Enumerator, GraphRec
 
@@ -80,8 +81,6 @@ def congruent(en: Enumerator, p: Pair) -> bool:
     hb = [en.vhash[v] for v in en.node_ins[b]]
     if ha == hb:
         return True
-    from ..ops.registry import get_op
-
     return get_op(na.op).commutative and sorted(ha) == sorted(hb)
 
 
@@ -163,8 +162,6 @@ def term(en: Enumerator, v: int, names: dict[int, str], memo: dict[int, str]) ->
     if v < en.n_inputs:
         s = names[v]
     else:
-        from ..ops.registry import get_op
-
         n = en.vnode[v]
         node = en.nodes[n]
         args = [term(en, i, names, memo) for i in en.node_ins[n]]
@@ -221,11 +218,9 @@ def orient(en: Enumerator, a: GraphRec, b: GraphRec) -> Pair | None:
 
 # ---- derivable by associativity / commutativity ------------------------------------------------
 
-AC_OPS = {"add": True, "mul": True, "matmul": False}  # op -> commutative (all associative)
-
-
 def ac_term(en: Enumerator, v: int, memo: dict[int, str]) -> str:
-    """The value's term with chains of one associative op flattened (and sorted if it commutes)."""
+    """The value's term with chains of one associative op flattened (and sorted if it commutes):
+    the ops declaring ``associative`` (and ``commutative``)."""
     if v in memo:
         return memo[v]
     if v < en.n_inputs:
@@ -233,7 +228,8 @@ def ac_term(en: Enumerator, v: int, memo: dict[int, str]) -> str:
     else:
         n = en.vnode[v]
         node = en.nodes[n]
-        if node.op in AC_OPS:
+        opdef = get_op(node.op)
+        if opdef.associative:
             args: list[str] = []
             stack = list(reversed(en.node_ins[n]))
             while stack:
@@ -243,7 +239,7 @@ def ac_term(en: Enumerator, v: int, memo: dict[int, str]) -> str:
                     stack.extend(reversed(en.node_ins[an]))
                 else:
                     args.append(ac_term(en, a, memo))
-            if AC_OPS[node.op]:
+            if opdef.commutative:
                 args.sort()
             s = f"{node.op}({','.join(args)})"
         else:

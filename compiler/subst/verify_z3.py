@@ -132,7 +132,7 @@ def _as_expr(x: Any) -> Any:
 def prove(rule: SubstRule, env: Mapping[str, Dim], timeout_ms: int = 5000) -> Proof:
     import z3
 
-    from .axioms import instances
+    from ..ops.symbolic import instances
 
     t0 = time.perf_counter()
     assumptions: list[Any] = []

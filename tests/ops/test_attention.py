@@ -226,7 +226,7 @@ def test_symbolic_equals_matmul_softmax_composition() -> None:
 def test_symbolic_causal_row_ignores_future_keys() -> None:
     import z3
 
-    from graphopt.subst.axioms import uf
+    from graphopt.ops.symbolic import uf
 
     q, k, vv = _reals("q", 1, 1, 2, 1), _reals("k", 1, 1, 2, 1), _reals("v", 1, 1, 2, 1)
     (y,) = get_op("attention").symbolic([q, k, vv], Attrs({"scale": 1.0, "causal": True}))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from graphopt.ir.node import Node
 from graphopt.ir.types import DType, TensorType
+from graphopt.ops.registry import get_op
 
 from ..body import (Body, indent, launcher_input_args, launcher_inputs, module_header,
                     torch_dtype)
@@ -17,7 +18,6 @@ from ..exprs import literal, round_to
 from ..region import Region
 from .pointwise import _shape_lines
 
-REDUCTIONS = ("softmax", "log_softmax", "layer_norm", "rms_norm")
 MAX_ROW = 32768  # elements of one row a program keeps in registers
 
 
@@ -27,8 +27,9 @@ def reduced_axis(n: Node) -> int:
 
 
 def reduction_unsupported(n: Node) -> str | None:
-    """None when the reduction node fits this family, else why not."""
-    if n.op not in REDUCTIONS:
+    """None when the reduction node fits this family (its op declares
+    ``triton_kernel = "reduction"``), else why not."""
+    if get_op(n.op).triton_kernel != "reduction":
         return f"{n.op} is not a row reduction"
     t = n.inputs[0].type
     if not isinstance(t, TensorType) or t.shape is None or t.dtype not in (
@@ -80,7 +81,7 @@ def _reduce_lines(n: Node, x: str, nrow: int) -> tuple[list[str], str]:
 def emit_reduction(region: Region) -> KernelSource:
     """The kernel module computing a reduction region (prologue, anchor, epilogue)."""
     anchor = region.anchor
-    assert anchor is not None and anchor.op in REDUCTIONS
+    assert anchor is not None and get_op(anchor.op).triton_kernel == "reduction"
     why = reduction_unsupported(anchor)
     if why:
         raise ValueError(why)

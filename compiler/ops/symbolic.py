@@ -2,9 +2,11 @@
 
 Ops whose exact semantics z3 cannot (or should not) express map their elements through an
 uninterpreted function ``uf(name)``. What the verifier may assume about such a function is
-declared here, as data: each ``Axiom`` is an equation (optionally guarded) over the function,
-instantiated on the ground terms of a proof obligation, and each is itself checked on concrete
-values against the op's own numpy semantics (``check_axiom``), so a wrong axiom cannot hide.
+declared on the op that computes it (``OpDef.axioms``), as data: each ``Axiom`` is an equation
+(optionally guarded) over the function, instantiated on the ground terms of a proof obligation
+(``instances``, used by ``subst/verify_z3.py``), and each is itself checked on concrete values
+against the op's own numpy semantics (``check_axiom``; the conformance test runs it for every
+declared axiom), so a wrong axiom cannot hide.
 """
 from __future__ import annotations
 
@@ -39,8 +41,9 @@ def ite(c: Any, a: Any, b: Any) -> Any:
 class Axiom:
     """``lhs(f, *xs) == rhs(f, *xs)`` for all reals xs (where ``guard`` holds).
 
-    ``fn`` names the uninterpreted function (and the op whose numpy semantics check it);
-    ``arity`` is how many ground terms one instance takes (1: one per application of fn).
+    ``fn`` names the uninterpreted function; ``arity`` is how many ground terms one instance
+    takes (1: one per application of fn). The op declaring the axiom gives fn's numeric
+    semantics for ``check_axiom`` (with ``attrs``).
     """
 
     name: str
@@ -50,44 +53,37 @@ class Axiom:
     rhs: Callable[..., Any]
     guard: Callable[..., Any] | None = None
     op: str = ""  # op giving fn's numeric semantics ("" = fn)
+    attrs: tuple[tuple[str, Any], ...] = ()  # that op's attrs for the numeric check
     # sample arguments for the concrete check
     samples: tuple[tuple[float, ...], ...] = ((-2.0,), (-0.5,), (0.0,), (0.25,), (3.0,))
 
 
-AXIOMS: list[Axiom] = [
-    Axiom("relu_def", "relu", 1, lambda f, x: f(x), lambda f, x: ite(x > 0, x, 0 * x)),
-    Axiom("exp_pos", "exp", 1, lambda f, x: ite(f(x) > 0, 1, 0), lambda f, x: 1),
-]
+def all_axioms() -> list[Axiom]:
+    """Every axiom the registered ops declare (in registration order)."""
+    from .registry import all_ops
 
-
-def register_axiom(ax: Axiom) -> Axiom:
-    """Declare an axiom (op files call this next to the op using the function)."""
-    if any(a.name == ax.name for a in AXIOMS):
-        raise ValueError(f"axiom {ax.name!r} declared twice")
-    AXIOMS.append(ax)
-    return ax
+    out: list[Axiom] = []
+    for op in all_ops().values():
+        out.extend(a for a in op.axioms if a not in out)
+    return out
 
 
 def axioms_for(fn: str) -> list[Axiom]:
-    return [a for a in AXIOMS if a.fn == fn]
+    return [a for a in all_axioms() if a.fn == fn]
 
 
 def numeric_fn(ax: Axiom) -> Callable[[float], float]:
-    from ..ops.registry import get_op
+    from ..ir.node import Attrs
+    from .registry import get_op
 
     op = get_op(ax.op or ax.fn)
+    attrs = Attrs(dict(ax.attrs))
 
     def f(x: float) -> float:
-        (y,) = op.numpy([np.asarray(x, dtype=np.float64)], _attrs_for(op.name))
+        (y,) = op.numpy([np.asarray(x, dtype=np.float64)], attrs)
         return float(np.asarray(y))
 
     return f
-
-
-def _attrs_for(op: str) -> Any:
-    from ..ir.node import Attrs
-
-    return Attrs({"approximate": "none"} if op == "gelu" else {})
 
 
 def check_axiom(ax: Axiom, rtol: float = 1e-9) -> str | None:

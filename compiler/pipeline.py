@@ -210,10 +210,6 @@ def fuse_passes(target: str, allow_contrib_ops: bool) -> list[Pass]:
     return [*fusion_passes(target, allow_contrib_ops), *cleanup_passes()]
 
 
-# ops whose single-node ONNX form needs a newer default opset than most sources use
-_FUSED_OPSETS = {"attention": 23, "rms_norm": 23, "gelu": 20, "rotary_embedding": 23}
-
-
 def raise_opset_for_fused_ops(g: Graph) -> Graph:
     """Export fused ops as one ONNX node each: the graph's default opset is raised to what they
     need (``OpDef.onnx_min_opset``; below it the exporter would write them back as

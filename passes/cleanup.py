@@ -14,23 +14,31 @@ it maps ``-0.0`` to ``+0.0`` (numerically equal; every graph optimizer we know d
   outputs); this pass reports unused graph inputs, and the pipeline records the nodes each pass
   dropped.
 * ``CSE``: hash-consing already shares equal pure nodes; this pass also merges equal small
-  constants by content and equal deterministic opaque ONNX nodes.
+  constants by content and equal deterministic opaque ONNX nodes: two engine rules
+  (``MergeEqual``, kind cleanup) in one sweep over a table of the first node of each content,
+  which the pass builds for the sweep (``rules/cse.rules``).
 * ``RemoveNoOps``: identity, cast to the same dtype, reshape/expand to the same shape, identity
   transpose, slice taking everything, add 0 / sub 0 / mul 1 / div 1 / pow 1 with constants when
-  shape and dtype are unchanged, one-input concat, one-piece split, empty squeeze/unsqueeze, ...
+  shape and dtype are unchanged, one-input concat, one-piece split, empty squeeze/unsqueeze, ...:
+  one engine rule per form (``NOOP_RULES``, kind cleanup, counted under its name), applied in
+  local mode (``rules/remove_noops.rules``).
 """
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
 from graphopt.ir.fold import FOLDABLE_ONNX, FoldPolicy, fold_graph
 from graphopt.ir.graph import Graph
-from graphopt.ir.node import ConstData, Node, Value
+from graphopt.ir.node import Node, Value
 from graphopt.ir.types import TensorType
-from graphopt.rewrite.passes import Pass, PassResult, Pipeline
+from graphopt.rewrite.context import MatchContext
+from graphopt.rewrite.match import Match, MatchFail
+from graphopt.rewrite.passes import Pass, PassResult, Pipeline, RewritePass
+from graphopt.rewrite.pattern import op
+from graphopt.rewrite.rule import Rule, rule
 
 DEDUPE_MAX_BYTES = 1 << 20
 
@@ -99,54 +107,19 @@ class DeadCode(Pass):
 
 # ---- common subexpressions -----------------------------------------------------------------------
 
-class CSE(Pass):
-    """Merge equal constants (by content, up to ``max_bytes``) and equal deterministic opaque
-    ONNX nodes; equal pure nodes are already one node (hash-consing)."""
-
-    name = "cse"
-
-    def __init__(self, max_bytes: int = DEDUPE_MAX_BYTES) -> None:
-        self.max_bytes = max_bytes
-
-    def run(self, g: Graph) -> PassResult:
-        stats = {"constants_merged": 0, "opaque_merged": 0}
-        seen_const: dict[tuple, Value] = {}
-        seen_opaque: dict[tuple, Node] = {}
-
-        def merge(n: Node) -> Sequence[Value] | None:
-            if n.op == "constant":
-                key = self._const_key(n.const)
-                if key is None:
-                    return None
-                first = seen_const.setdefault(key, n.out)
-                if first.node is n:
-                    return None
-                stats["constants_merged"] += 1
-                return (first,)
-            if n.op == "opaque":
-                okey = _opaque_key(n)
-                if okey is None:
-                    return None
-                firstn = seen_opaque.setdefault(okey, n)
-                if firstn is n:
-                    return None
-                stats["opaque_merged"] += 1
-                return firstn.outputs
-            return None
-
-        out = g.map_nodes(merge)
-        changed = stats["constants_merged"] + stats["opaque_merged"] > 0
-        return PassResult(out, changed, stats)
-
-    def _const_key(self, c: ConstData) -> tuple | None:
-        if not c.has_array or c.nbytes > self.max_bytes or c.dtype.value == "string":
-            return None
-        a = np.ascontiguousarray(c.array)
-        # c.shape, not a.shape: ascontiguousarray turns a 0-d array into shape (1,)
-        return (c.dtype, tuple(c.shape), hashlib.sha256(a.tobytes()).hexdigest())
+_FIRST = "cse.first"  # option: id of a node -> the first node of equal content (one sweep's)
 
 
-def _opaque_key(n: Node) -> tuple | None:
+def _const_key(n: Node, max_bytes: int) -> tuple | None:
+    c = n.const
+    if not c.has_array or c.nbytes > max_bytes or c.dtype.value == "string":
+        return None
+    a = np.ascontiguousarray(c.array)
+    # c.shape, not a.shape: ascontiguousarray turns a 0-d array into shape (1,)
+    return ("constant", c.dtype, tuple(c.shape), hashlib.sha256(a.tobytes()).hexdigest())
+
+
+def _opaque_key(n: Node, max_bytes: int = 0) -> tuple | None:
     if (n.attrs.get("proto") is None or n.attrs.get("domain", "") not in ("", "ai.onnx")
             or n.attrs["op_type"] not in FOLDABLE_ONNX or n.attrs.get("captured")):
         return None
@@ -160,44 +133,109 @@ def _opaque_key(n: Node) -> tuple | None:
     # only in the fresh symbols ONNX shape inference made up: compare dtypes and ranks
     kinds = tuple((t.dtype, None if t.shape is None else len(t.shape))
                   if isinstance(t, TensorType) else str(t) for t in n.out_types)
-    return (n.attrs["op_type"], attrs, n.attrs.get("present"), kinds, len(p.output), ins)
+    return ("opaque", n.attrs["op_type"], attrs, n.attrs.get("present"), kinds, len(p.output),
+            ins)
+
+
+_KEYS: dict[str, Callable[[Node, int], "tuple | None"]] = {"constant": _const_key,
+                                                          "opaque": _opaque_key}
+
+
+class MergeEqual(Rule):
+    """A node whose content equals an earlier node's -> that node's values. Which node comes
+    first for each content is the pass's table (option ``cse.first``), built once per sweep from
+    the content keys (``_KEYS``)."""
+
+    kind = "cleanup"
+    pass_name = "cse"
+
+    def __init__(self, name: str, op_name: str) -> None:
+        self.name = name
+        self.anchors = frozenset({op_name})
+
+    def match(self, n: Node, ctx: MatchContext) -> Match | None:
+        first = ctx.option(_FIRST, {}).get(id(n))
+        if first is None or first is n:
+            return None
+        return Match(roots=list(n.outputs), data=first)
+
+    def replacement(self, m: Match) -> list[Value]:
+        # no type check: the key compares dtypes and ranks (two equal deterministic nodes may
+        # differ only in the fresh symbols ONNX shape inference made up for unknown dims)
+        return [m.tr(v) for v in m.data.outputs]
+
+
+class CSE(RewritePass):
+    """Merge equal constants (by content, up to ``max_bytes``) and equal deterministic opaque
+    ONNX nodes; equal pure nodes are already one node (hash-consing). One sweep over a table of
+    the first node of each content, which the pass builds for the sweep."""
+
+    name = "cse"
+    rules = (MergeEqual("constants_merged", "constant"), MergeEqual("opaque_merged", "opaque"))
+
+    def __init__(self, max_bytes: int = DEDUPE_MAX_BYTES) -> None:
+        super().__init__()
+        self.max_bytes = max_bytes
+
+    def run(self, g: Graph) -> PassResult:
+        by_key: dict[tuple, Node] = {}
+        first: dict[int, Node] = {}
+        for n in g.nodes:
+            key_of = _KEYS.get(n.op)
+            key = key_of(n, self.max_bytes) if key_of is not None else None
+            if key is not None:
+                first[id(n)] = by_key.setdefault(key, n)
+        options = self.options
+        self.options = {**options, _FIRST: first}
+        try:
+            return super().run(g)
+        finally:
+            self.options = options
 
 
 # ---- no-op removal -------------------------------------------------------------------------------
 
-def _same(n: Node, v: Value) -> bool:
-    return len(n.out_types) == 1 and n.out_types[0] == v.type
-
-
-def _noop_source(n: Node) -> tuple[str, Value] | None:
-    """If ``n`` computes one of its inputs unchanged, (rule name, that input)."""
-    op, ins = n.op, n.inputs
-    if not ins or len(n.out_types) != 1:
+def _noop(name: str, lhs: Callable[..., Any], check: Callable[[Match], "MatchFail | None"]
+          ) -> Rule:
+    """A no-op form: the lhs pattern's root computes its variable ``x`` unchanged where
+    ``check`` passes and the root has ``x``'s type."""
+    def checked(m: Match) -> "MatchFail | None":
+        f = check(m)
+        if f is not None:
+            return f
+        if m.roots[0].type != m["x"].type:
+            return m.fail(f"result {m.roots[0].type} differs from the input {m['x'].type}",
+                          m.roots[0])
         return None
-    x = ins[0]
-    rule = _UNARY_NOOPS.get(op)
-    if rule is not None and rule(n) and _same(n, x):
-        return f"{op}_noop", x
-    if op in ("add", "sub", "or", "xor") and len(ins) == 2:
-        zero = 0 if op in ("add", "sub") else False
-        if is_const_all(ins[1], zero) and _same(n, ins[0]):
-            return f"{op}_zero", ins[0]
-        if op != "sub" and is_const_all(ins[0], zero) and _same(n, ins[1]):
-            return f"{op}_zero", ins[1]
-    if op in ("mul", "div", "pow", "and") and len(ins) == 2:
-        one = True if op == "and" else 1
-        if is_const_all(ins[1], one) and _same(n, ins[0]):
-            return f"{op}_one", ins[0]
-        if op in ("mul", "and") and is_const_all(ins[0], one) and _same(n, ins[1]):
-            return f"{op}_one", ins[1]
-    if op in ("maximum", "minimum", "and", "or") and len(ins) == 2 and ins[0] == ins[1] \
-            and _same(n, x):
-        return f"{op}_self", x
-    if op == "where" and len(ins) == 3 and ins[1] == ins[2] and _same(n, ins[1]):
-        return "where_same", ins[1]
-    if op == "concat" and len(ins) == 1 and _same(n, x):
-        return "concat_single", x
+
+    return rule(name, lhs, lambda m: m["x"], checked, source=__name__, kind="cleanup",
+                pass_name="remove_noops")
+
+
+def _unary(op_name: str, ok: Callable[[Node], bool] = lambda n: True, why: str = "") -> Rule:
+    """``op(x)`` is x where ``ok(node)`` (and the type is unchanged)."""
+    def check(m: Match) -> "MatchFail | None":
+        n = m.roots[0].node
+        return None if ok(n) else m.fail(why, n)
+
+    return _noop(f"{op_name}_noop", lambda x: op(op_name, x), check)
+
+
+def _identity_element(op_name: str, e: Any, suffix: str) -> Rule:
+    """``op(x, e)`` (either order where ``op`` commutes) is x for a constant of all ``e``."""
+    def check(m: Match) -> "MatchFail | None":
+        return None if is_const_all(m["c"], e) else m.fail(f"not a constant of all {e}", m["c"])
+
+    return _noop(f"{op_name}_{suffix}", lambda x, c: op(op_name, x, c), check)
+
+
+def _none(m: Match) -> None:
     return None
+
+
+def _self(op_name: str) -> Rule:
+    """``op(x, x)`` is x (idempotent ops)."""
+    return _noop(f"{op_name}_self", lambda x: op(op_name, x, x), _none)
 
 
 def _slice_all(n: Node) -> bool:
@@ -224,43 +262,34 @@ def _reduce_over_ones(n: Node) -> bool:
     return all(t.shape[ax] == 1 for ax in axes)
 
 
-_UNARY_NOOPS: dict[str, Callable[[Node], bool]] = {
-    "identity": lambda n: True,
-    "cast": lambda n: True,  # same output type as input: same dtype
-    "reshape": lambda n: True,
-    "expand": lambda n: True,
-    "transpose": lambda n: tuple(n.attrs["perm"]) == tuple(range(len(n.attrs["perm"]))),
-    "slice": _slice_all,
-    "squeeze": lambda n: True,
-    "unsqueeze": lambda n: True,
-    "tile": lambda n: all(r == 1 for r in n.attrs["repeats"]),
-    "pad": lambda n: all(p == 0 for p in n.attrs["pads"]),
-    "clip": lambda n: n.attr("min") is None and n.attr("max") is None,
-    "split": lambda n: len(n.out_types) == 1,
-    "reduce_sum": _reduce_over_ones,
-    "reduce_mean": _reduce_over_ones,
-    "reduce_max": _reduce_over_ones,
-    "reduce_min": _reduce_over_ones,
-    "reduce_prod": _reduce_over_ones,
-}
+NOOP_RULES: list[Rule] = [
+    *(_unary(o) for o in ("identity", "cast", "reshape", "expand", "squeeze", "unsqueeze")),
+    _unary("transpose", lambda n: tuple(n.attrs["perm"]) == tuple(range(len(n.attrs["perm"]))),
+           "perm is not the identity"),
+    _unary("slice", _slice_all, "the slice does not take everything"),
+    _unary("tile", lambda n: all(r == 1 for r in n.attrs["repeats"]), "repeats are not all 1"),
+    _unary("pad", lambda n: all(p == 0 for p in n.attrs["pads"]), "pads are not all 0"),
+    _unary("clip", lambda n: n.attr("min") is None and n.attr("max") is None, "clip has a bound"),
+    _unary("split", lambda n: len(n.out_types) == 1, "split into several pieces"),
+    *(_unary(f"reduce_{r}", _reduce_over_ones, "reduces over dims other than 1 (or drops them)")
+      for r in ("sum", "mean", "max", "min", "prod")),
+    *(_identity_element(o, 0, "zero") for o in ("add", "sub")),
+    *(_identity_element(o, False, "zero") for o in ("or", "xor")),
+    *(_identity_element(o, 1, "one") for o in ("mul", "div", "pow")),
+    _identity_element("and", True, "one"),
+    *(_self(o) for o in ("maximum", "minimum", "and", "or")),
+    _noop("where_same", lambda c, x: op.where(c, x, x), _none),
+    _noop("concat_single", lambda x: op.concat(x), _none),
+]
 
 
-class RemoveNoOps(Pass):
+class RemoveNoOps(RewritePass):
+    """Drop nodes that compute one of their inputs unchanged (``NOOP_RULES``, one rule per form,
+    each counted under its name), bottom-up so chains of no-ops go in one run."""
+
     name = "remove_noops"
-
-    def run(self, g: Graph) -> PassResult:
-        stats: dict[str, int] = {}
-
-        def drop(n: Node) -> Sequence[Value] | None:
-            hit = _noop_source(n)
-            if hit is None:
-                return None
-            rule, v = hit
-            stats[rule] = stats.get(rule, 0) + 1
-            return (v,)
-
-        out = g.map_nodes(drop)
-        return PassResult(out, bool(stats), stats)
+    mode = "local"
+    rules = tuple(NOOP_RULES)
 
 
 def cleanup_passes() -> list[Pass]:
@@ -273,5 +302,5 @@ def cleanup(g: Graph, fixed_point: bool = True) -> PassResult:
     return Pipeline(cleanup_passes(), name="cleanup", fixed_point=fixed_point).run(g)
 
 
-__all__ = ["CSE", "ConstantFold", "DeadCode", "RemoveNoOps", "cleanup", "cleanup_passes",
-           "const_array", "is_const_all"]
+__all__ = ["CSE", "ConstantFold", "DeadCode", "NOOP_RULES", "RemoveNoOps", "cleanup",
+           "cleanup_passes", "const_array", "is_const_all"]

@@ -9,8 +9,10 @@ from graphopt.ir.graph import Graph
 from graphopt.ir.node import ConstData, Node, constant, input_node, op
 from graphopt.ir.text import parse
 from graphopt.ir.types import DType, TensorType
-from graphopt.passes.cleanup import (CSE, ConstantFold, DeadCode, RemoveNoOps, cleanup,
-                                     const_array, is_const_all)
+from graphopt.passes import RULES_DIR
+from graphopt.passes.cleanup import (CSE, NOOP_RULES, ConstantFold, DeadCode, RemoveNoOps,
+                                     cleanup, const_array, is_const_all)
+from graphopt.subst.rulefile import SubstRule, load_file
 from tests.passes.golden import assert_rewrite, counters
 
 # ---- constant folding ---------------------------------------------------------------------------
@@ -141,58 +143,21 @@ def test_fold_deterministic_opaque_but_never_random_ones() -> None:
 
 # ---- no-op removal -------------------------------------------------------------------------------
 
-NOOPS = [
-    ("identity(%x)", "identity_noop"),
-    ("cast(%x) {to=dtype:f32}", "cast_noop"),
-    ("reshape(%x) {shape=(2, 3)}", "reshape_noop"),
-    ("transpose(%x) {perm=(0, 1)}", "transpose_noop"),
-    ("expand(%x) {shape=(2, 3)}", "expand_noop"),
-    ("slice(%x) {starts=(0,), ends=(9223372036854775807,), axes=(1,), steps=(1,)}",
-     "slice_noop"),
-    ("tile(%x) {repeats=(1, 1)}", "tile_noop"),
-    ("pad(%x) {pads=(0, 0, 0, 0), mode=\"constant\", value=0.0}", "pad_noop"),
-    ("concat(%x) {axis=0}", "concat_single"),
-    ("clip(%x) {min=none, max=none}", "clip_noop"),
-    ("split(%x) {axis=1, sizes=(3,)}", "split_noop"),
-    ("squeeze(%x) {axes=()}", "squeeze_noop"),
-]
+STATED = load_file(RULES_DIR / "remove_noops.rules")
 
 
-@pytest.mark.parametrize("expr,rule", NOOPS)
-def test_unary_noops(expr: str, rule: str) -> None:
-    assert_rewrite(RemoveNoOps(), f"""
-graph t(%x: f32[2,3]) {{
-  %0: f32[2,3] = {expr}
-  %1: f32[2,3] = relu(%0)
-  return %1 as "y"
-}}""", """
-graph t(%x: f32[2,3]) {
-  %0: f32[2,3] = relu(%x)
-  return %0 as "y"
-}""", {rule: 1})
+def test_every_noop_rule_is_stated_in_the_rule_file() -> None:
+    for r in NOOP_RULES:
+        assert r.kind == "cleanup" and r.pass_name == "remove_noops" and not r.place, r.name
+        assert any(s.name.startswith(f"remove_noops.{r.name}") for s in STATED), r.name
 
 
-@pytest.mark.parametrize("src_expr,const,rule", [
-    ("add(%x, %c)", "0.0", "add_zero"),
-    ("add(%c, %x)", "0.0", "add_zero"),
-    ("sub(%x, %c)", "0.0", "sub_zero"),
-    ("mul(%x, %c)", "1.0", "mul_one"),
-    ("mul(%c, %x)", "1.0", "mul_one"),
-    ("div(%x, %c)", "1.0", "div_one"),
-    ("pow(%x, %c)", "1.0", "pow_one"),
-])
-def test_binary_noops_with_constants(src_expr: str, const: str, rule: str) -> None:
-    assert_rewrite(RemoveNoOps(), f"""
-graph t(%x: f32[2,3]) {{
-  %c: f32[3] = constant() {{data=dense<f32[3]>[{const}, {const}, {const}]}}
-  %0: f32[2,3] = {src_expr}
-  %1: f32[2,3] = exp(%0)
-  return %1 as "y"
-}}""", """
-graph t(%x: f32[2,3]) {
-  %0: f32[2,3] = exp(%x)
-  return %0 as "y"
-}""", {rule: 1})
+@pytest.mark.parametrize("stated", STATED, ids=[r.name for r in STATED])
+def test_each_noop_form_is_counted_under_its_rule(stated: SubstRule) -> None:
+    # the rule files prove and replay each form; here: which counter it lands in
+    res = RemoveNoOps().run(stated.lhs)
+    ((name, count),) = counters(res.stats).items()
+    assert count == 1 and stated.name.startswith(f"remove_noops.{name}"), res.stats
 
 
 @pytest.mark.parametrize("src", [

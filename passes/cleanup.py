@@ -34,34 +34,13 @@ from graphopt.ir.fold import FOLDABLE_ONNX, FoldPolicy, fold_graph
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node, Value
 from graphopt.ir.types import TensorType
-from graphopt.rewrite.context import MatchContext
+from graphopt.rewrite.context import MatchContext, const_array, is_const_all
 from graphopt.rewrite.match import Match, MatchFail
 from graphopt.rewrite.passes import Pass, PassResult, Pipeline, RewritePass
 from graphopt.rewrite.pattern import op
 from graphopt.rewrite.rule import Rule, rule
 
 DEDUPE_MAX_BYTES = 1 << 20
-
-
-# ---- constants ----------------------------------------------------------------------------------
-
-def const_array(v: Value) -> np.ndarray | None:
-    """The numpy data of ``v`` when it is a constant with a numpy form, else None."""
-    n = v.node
-    if n.op != "constant" or not n.const.has_array:
-        return None
-    return np.asarray(n.const.array)
-
-
-def is_const_all(v: Value, x: float) -> bool:
-    """True when ``v`` is a constant whose every element equals ``x``."""
-    a = const_array(v)
-    if a is None or a.dtype == object or a.size == 0:
-        return False
-    with np.errstate(all="ignore"):
-        if not a.flat[0] == x:  # cheap rejection: weights rarely start with exactly x
-            return False
-        return bool(np.all(a == x))
 
 
 # ---- constant folding ----------------------------------------------------------------------------

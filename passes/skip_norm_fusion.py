@@ -30,8 +30,10 @@ Which places to lower (``mode``):
   Runtime) uses the measured mode: each node is profiled alone in ONNX Runtime on this machine
   at the opset the pipeline exports it at (``ExportOpsetProfiler``), cached on disk by op, attrs
   and types; a saving below one run's fixed overhead (measured with the probes) is not resolved
-  and keeps the standard ops. Other targets use the analytic model (``cost="measured"`` /
-  ``"analytic"`` overrides). The candidate's reason (or detail) quotes both times.
+  and keeps the standard ops. The candidate's reason (or detail) quotes both times. The
+  analytic model has no price of its own for a contrib kernel (only its generic memory-bound
+  default), so other targets, or ``cost="analytic"``, keep every place and say so; a caller's
+  ``cost_model`` (a ``CostModel``) decides instead when given.
 * ``"always"``: every place that has a contrib form.
 """
 from __future__ import annotations
@@ -224,21 +226,15 @@ class ExportOpsetProfiler(OpProfiler):
         return super()._time_ort(raise_opset_for_fused_ops(g), feeds)
 
 
-_MODELS: dict[tuple[str, str], CostModel] = {}
+HOST = "cpu"  # the target that is this machine (measured costs exist for it only)
+_MEASURED: list[MeasuredCostModel] = []
 
 
-def cost_model_for(target: str, cost: str | None = None) -> CostModel:
-    """The cost model deciding for ``target`` (one per process, so measurements are reused):
-    measured on ``cpu`` (this host), analytic elsewhere, unless ``cost`` says which."""
-    mode = cost or ("measured" if target == "cpu" else "analytic")
-    if mode not in COSTS:
-        raise ValueError(f"skip_norm_fusion: unknown cost mode {mode!r}; valid: "
-                         f"{', '.join(COSTS)}")
-    key = (target, mode)
-    if key not in _MODELS:
-        _MODELS[key] = (MeasuredCostModel(target, ExportOpsetProfiler(target))
-                        if mode == "measured" else CostModel(target))
-    return _MODELS[key]
+def measured_model() -> MeasuredCostModel:
+    """The measured cost model of this host (one per process, so measurements are reused)."""
+    if not _MEASURED:
+        _MEASURED.append(MeasuredCostModel(HOST, ExportOpsetProfiler(HOST)))
+    return _MEASURED[0]
 
 
 @dataclass(frozen=True)
@@ -278,6 +274,23 @@ def decide(m: SkipNorm, model: CostModel) -> Decision:
     return Decision(True, times)
 
 
+def auto_decision(m: SkipNorm, ctx: MatchContext) -> Decision:
+    """Mode auto: the pass's ``cost_model`` when given, else the measured model when the
+    target is this host; the analytic model has no price of its own for a contrib kernel."""
+    model = ctx.option("cost_model")
+    if model is None:
+        target = ctx.option("target", HOST)
+        cost = ctx.option("cost") or ("measured" if target == HOST else "analytic")
+        if cost == "analytic":
+            return Decision(False, f"the analytic cost model has no price for the com.microsoft "
+                                   f"kernel (target {target}; it is measured on this host only)")
+        if target != HOST:
+            return Decision(False, f"measured costs exist for this host (target {HOST}) only, "
+                                   f"not for target {target}")
+        model = measured_model()
+    return decide(m, model)
+
+
 class SkipNormRule(Rule):
     """norm(add(input, skip)) -> com.microsoft Skip(Simplified)LayerNormalization; in mode auto
     only where the target's cost model prices it cheaper."""
@@ -296,9 +309,7 @@ class SkipNormRule(Rule):
         extra = [w for w, ok in (("bias", m.bias is not None), ("sum output", m.sum_used)) if ok]
         detail = m.op_type + (f" ({', '.join(extra)})" if extra else "")
         if ctx.option("mode", "auto") == "auto":
-            model = ctx.option("cost_model") or cost_model_for(ctx.option("target", "cpu"),
-                                                               ctx.option("cost"))
-            d = decide(m, model)
+            d = auto_decision(m, ctx)
             if not d.lower:
                 return fail(f"{d.reason} (mode auto)", n)
             detail += f"; {d.reason}"

@@ -24,7 +24,7 @@ once, wherever they match (no cost model), so that their text-IR statements
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from graphopt.rewrite.context import const_array
 from graphopt.rewrite.match import Match, MatchFail
 from graphopt.rewrite.passes import RewritePass
 from graphopt.rewrite.pattern import attr, op
-from graphopt.rewrite.rule import Rule, rule
+from graphopt.rewrite.rule import Builder, Check, Rule, rule
 
 PASS = "search"
 
@@ -73,9 +73,9 @@ def merge_matmuls(x: Value, weights: Sequence[Value], biases: Sequence[Value | N
     if any(b is not None for b in biases):
         t = weights[0].type
         assert isinstance(t, TensorType)
-        zeros = [constant(ConstData(np.zeros(n, t.dtype.to_numpy())), origin=origin)
-                 for n in widths]
-        bs = [b if b is not None else z for b, z in zip(biases, zeros)]
+        bs = [b if b is not None else
+              constant(ConstData(np.zeros(n, t.dtype.to_numpy())), origin=origin)
+              for b, n in zip(biases, widths)]
         y = Node.build("add", (y, _concat(bs, 0, fold, origin)), {}, origin).out
     rank = len(_shape(y) or ())
     return list(Node.build("split", (y,), {"axis": rank - 1, "sizes": widths}, origin).outputs)
@@ -255,7 +255,7 @@ def _concat_split(y: Any) -> Any:
     return op.concat(s.out(0), s.out(1), axis=attr("a"))
 
 
-def _search(name: str, lhs: Any, rhs: Any, check: Any) -> Rule:
+def _search(name: str, lhs: Callable[..., Any], rhs: Builder, check: Check) -> Rule:
     return rule(name, lhs, rhs, check, source=__name__, kind="search", pass_name=PASS)
 
 

@@ -180,6 +180,7 @@ class Attention(OpDef):
         score, a symbolic bool mask selects with If."""
         import z3
 
+        from .elementwise import is_bool_term
         from .symbolic import uf
 
         q, k, v = (np.asarray(x, dtype=object) for x in xs[:3])
@@ -201,19 +202,15 @@ class Attention(OpDef):
         if attrs["causal"]:
             keep = keep & np.tril(np.ones((S, T), dtype=bool))
         if mask is not None:
-            mb = np.broadcast_to(mask, (B, H, S, T))
-            is_bool = mask.dtype == np.bool_ or (mask.dtype == object and mask.size > 0 and
-                                                 isinstance(mask.reshape(-1)[0], z3.BoolRef))
-            if is_bool:
+            mb = np.broadcast_to(np.asarray(mask, dtype=object), (B, H, S, T))
+            if mask.size and all(is_bool_term(x) for x in mb.reshape(-1)):
                 keep = np.vectorize(_and, otypes=[object])(keep, mb)
             else:
-                if mask.dtype != object and np.isinf(mask.astype(np.float64)).any():
-                    mf = mask.astype(np.float64)
-                    if (mf == np.inf).any() or np.isnan(mf).any():
-                        raise NotSymbolic("attention mask holds +inf / nan")
-                    keep = keep & np.broadcast_to(~np.isneginf(mf), (B, H, S, T))
-                    mb = np.broadcast_to(np.where(np.isneginf(mf), 0.0, mf), (B, H, S, T))
-                s = s + mb
+                # additive: -inf entries (and If-trees with -inf leaves) mask the score out
+                parts = np.vectorize(_split_additive, otypes=[object])(mb)
+                keep = np.vectorize(_and, otypes=[object])(
+                    keep, np.vectorize(lambda kv: kv[0], otypes=[object])(parts))
+                s = s + np.vectorize(lambda kv: kv[1], otypes=[object])(parts)
         exp = uf("exp")
         e = np.empty(s.shape, dtype=object)
         for idx in np.ndindex(*s.shape):
@@ -383,6 +380,37 @@ class Attention(OpDef):
         if ctx.num_outputs > 1:
             return (y,) + (None,) * (ctx.num_outputs - 1)
         return y
+
+
+def _split_additive(m: Any) -> tuple[Any, Any]:
+    """An additive mask element as (keep, value): -inf is (False, 0), an If-tree with -inf
+    leaves splits branch by branch, anything else is (True, m)."""
+    import z3
+
+    from .symbolic import holds_neg_inf, is_neg_inf
+
+    if is_neg_inf(m):
+        return False, 0
+    if isinstance(m, (float, np.floating)) and not math.isfinite(float(m)):
+        raise NotSymbolic("attention mask holds +inf / nan")
+    if holds_neg_inf(m):
+        c, a, b = m.children()
+        ka, va = _split_additive(a)
+        kb, vb = _split_additive(b)
+        return z3.If(c, _bool(ka), _bool(kb)), z3.If(c, _num(va), _num(vb))
+    return True, m
+
+
+def _bool(v: Any) -> Any:
+    import z3
+
+    return z3.BoolVal(bool(v)) if isinstance(v, (bool, np.bool_)) else v
+
+
+def _num(v: Any) -> Any:
+    import z3
+
+    return v if z3.is_expr(v) else z3.RealVal(v)
 
 
 def _and(a: Any, b: Any) -> Any:

@@ -24,7 +24,7 @@ from ..ir.types import DType, TensorType, ValueType
 from . import residues
 from .registry import (Cost, Example, NotGenerated, NotSymbolic, OpDef, Unsupported,
                        broadcast_shapes, numel, register, same_dtype, tensor_types, nbytes)
-from .symbolic import Axiom, ite, uf
+from .symbolic import Axiom, is_neg_inf, ite, lift_neg_inf, neg_inf, not_neg_inf, uf
 
 # ---- dtype kinds --------------------------------------------------------------------------------
 
@@ -75,9 +75,15 @@ def zmap(fn: Callable[..., Any], *xs: np.ndarray) -> np.ndarray:
 
 
 def ufmap(name: str, *xs: np.ndarray) -> np.ndarray:
-    """The uninterpreted function ``name`` applied elementwise."""
+    """The uninterpreted function ``name`` applied elementwise (exp(-inf) is 0 exactly)."""
     f = uf(name, len(xs))
+    if name == "exp" and len(xs) == 1:
+        return zmap(lambda v: lift_neg_inf("exp", _exp_at, v), xs[0])
     return zmap(lambda *v: f(*v), *xs)
+
+
+def _exp_at(v: Any) -> Any:
+    return real(0) if is_neg_inf(v) else uf("exp")(v)
 
 
 def is_concrete(v: Any) -> bool:
@@ -137,6 +143,8 @@ def real(v: Any) -> Any:
 
     if isinstance(v, (bool, np.bool_)):
         return z3.RealVal(int(v))
+    if isinstance(v, (float, np.floating)) and v == -math.inf:
+        return neg_inf()  # masked scores; see ops/symbolic.py
     if isinstance(v, (float, np.floating)) and not math.isfinite(v):
         raise NotSymbolic(f"non-finite constant {v}")
     if isinstance(v, (int, float, np.integer, np.floating)):
@@ -452,7 +460,10 @@ class Binary(OpDef):
         return (self.ref_torch(xs[0], xs[1], attrs),)
 
     def symbolic(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
-        return (zmap(lambda a, b: self.ref_z3(a, b, attrs), xs[0], xs[1]),)
+        def one(a: Any, b: Any) -> Any:
+            return lift_neg_inf(self.name, lambda x, y: self.ref_z3(x, y, attrs), a, b)
+
+        return (zmap(one, xs[0], xs[1]),)
 
     def cost(self, in_types: tuple[ValueType, ...], out_types: tuple[ValueType, ...],
              attrs: Attrs) -> Cost:
@@ -615,7 +626,9 @@ class Div(Binary):
     def ref_z3(self, a: Any, b: Any, attrs: Attrs) -> Any:
         if is_int_term(a) and is_int_term(b):
             return z_tdiv(a, b)
-        return real(a) / b
+        # a * (1/b): the same term as a multiply by a reciprocal (x / sqrt(v) and
+        # x * rsqrt(v) normalize alike); equal to a / b wherever b != 0
+        return real(a) * (real(1) / b)
 
     def fingerprint(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
         return (residues.modp(xs[0]) * residues.inverse(xs[1]) % residues.P,)
@@ -681,6 +694,8 @@ class Pow(Binary):
             raise NotSymbolic("integer pow with a symbolic exponent")
         if n == 0.5:
             return uf("sqrt")(a)
+        if n == -0.5:
+            return real(1) / uf("sqrt")(a)  # rsqrt's own form
         return uf("pow", 2)(a, b)
 
     def triton_expr(self, xs: Sequence[str], node: Node) -> str:
@@ -1071,7 +1086,20 @@ class Unary(OpDef):
         return (self.ref_torch(xs[0], attrs),)
 
     def symbolic(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
-        return (zmap(lambda v: self.ref_z3(v, attrs), xs[0]),)
+        return (zmap(lambda v: lift_neg_inf(self.name, lambda x: self.z3_at(x, attrs), v),
+                     xs[0]),)
+
+    def z3_at(self, v: Any, attrs: Attrs) -> Any:
+        """``ref_z3`` with IEEE's value at -inf (``value_at_neg_inf``) for masked scores."""
+        if is_neg_inf(v):
+            at = self.at_neg_inf(attrs)
+            if at is None:
+                raise NotSymbolic(f"{self.name}(-inf) is not modelled")
+            return neg_inf() if at == "-inf" else real(at)
+        return self.ref_z3(v, attrs)
+
+    def at_neg_inf(self, attrs: Attrs) -> float | str | None:
+        return self.value_at_neg_inf
 
     def cost(self, in_types: tuple[ValueType, ...], out_types: tuple[ValueType, ...],
              attrs: Attrs) -> Cost:
@@ -1217,6 +1245,7 @@ class Transcendental(Unary):
 @register
 class Exp(Transcendental):
     name = "exp"
+    value_at_neg_inf = 0.0
     axioms = (Axiom("exp_pos", "exp", 1, lambda f, x: ite(f(x) > 0, 1, 0),
                     lambda f, x: 1),)
     standin = "exp"
@@ -1238,6 +1267,8 @@ class Log(Transcendental):
 @register
 class Sqrt(Transcendental):
     name = "sqrt"
+    axioms = (Axiom("sqrt_pos", "sqrt", 1, lambda f, x: ite(f(x) > 0, 1, 0), lambda f, x: 1,
+                    guard=lambda f, x: x > 0, samples=((0.25,), (1.0,), (3.0,), (1e-6,))),)
     standin = "sqrt"
     triton_format = "tl.sqrt({0})"
     onnx = ("Sqrt",)
@@ -1248,6 +1279,7 @@ class Sqrt(Transcendental):
 @register
 class Tanh(Transcendental):
     name = "tanh"
+    value_at_neg_inf = -1.0
     standin = "tanh"
     cpu_epilogue = True
     triton_format = tl_tanh("{0}")
@@ -1283,6 +1315,7 @@ def np_sigmoid(x: np.ndarray) -> np.ndarray:
 @register
 class Sigmoid(Transcendental):
     name = "sigmoid"
+    value_at_neg_inf = 0.0
     standin = "sigmoid"
     cpu_epilogue = True
     triton_format = tl_sigmoid("{0}")
@@ -1304,6 +1337,7 @@ def np_erf(x: np.ndarray) -> np.ndarray:
 @register
 class Erf(Transcendental):
     name = "erf"
+    value_at_neg_inf = -1.0
     standin = "erf"
     triton_format = "tl.erf({0})"
     onnx = ("Erf",)
@@ -1368,6 +1402,7 @@ class Reciprocal(Unary):
 @register
 class Relu(NumUnary):
     name = "relu"
+    value_at_neg_inf = 0.0
     ordered = True
     cpu_epilogue = True
     triton_format = "tl.maximum({0}, 0.0)"
@@ -1573,6 +1608,7 @@ class Softplus(Transcendental):
 @register
 class Identity(Unary):
     name = "identity"
+    value_at_neg_inf = "-inf"
     cost_class = "view"
     exact_int = True
     index_pass_through = True
@@ -1622,6 +1658,11 @@ class Gelu(Unary):
     aten = ("aten.gelu.default",)
     defaults = {"approximate": "none"}
     flops_per_elem = 12.0
+    # gelu_k3: the tanh form's cubic coefficient 0.044715 (named: graphs hold it rounded)
+    symbolic_constants = {"sqrt(2)": math.sqrt(2.0), "1/sqrt(2)": 1.0 / math.sqrt(2.0),
+                          "sqrt(2/pi)": math.sqrt(2.0 / math.pi), "gelu_k3": 0.044715,
+                          "sqrt(2/pi)*gelu_k3": math.sqrt(2.0 / math.pi) * 0.044715}
+    value_at_neg_inf = 0.0
 
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:
         a = super().normalize_attrs(in_types, attrs)
@@ -1639,7 +1680,17 @@ class Gelu(Unary):
         return torch.nn.functional.gelu(x, approximate=attrs["approximate"])
 
     def ref_z3(self, v: Any, attrs: Attrs) -> Any:
-        return uf("gelu" if attrs["approximate"] == "none" else "gelu_tanh")(v)
+        """The defining composition, over erf / tanh and the named constants (so the fusion
+        rules are proven against it): 0.5 x (1 + erf(x / sqrt 2)), or the tanh form."""
+        from .symbolic import named_constant
+
+        x = real(v)
+        if attrs["approximate"] == "none":
+            inner = uf("erf")(x * named_constant("1/sqrt(2)"))
+        else:
+            k3 = named_constant("gelu_k3")
+            inner = uf("tanh")(named_constant("sqrt(2/pi)") * (x + k3 * x * x * x))
+        return real(0.5) * x * (1 + inner)
 
     def triton_expr(self, xs: Sequence[str], node: Node) -> str:
         a = xs[0]
@@ -1941,6 +1992,12 @@ _ONNX_CAST_NAMES = {"FLOAT": DType.f32, "FLOAT16": DType.f16, "DOUBLE": DType.f6
                     "UINT64": DType.u64, "BOOL": DType.bool}
 
 
+# float types whose every value the key's values are exactly representable in
+_FLOAT_HOLDS = {DType.f16: (DType.f16, DType.f32, DType.f64),
+                DType.bf16: (DType.bf16, DType.f32, DType.f64),
+                DType.f32: (DType.f32, DType.f64), DType.f64: (DType.f64,)}
+
+
 @register
 class Cast(Unary):
     """Convert to dtype ``to``: float -> int truncates, anything -> bool is ``!= 0``."""
@@ -1979,6 +2036,14 @@ class Cast(Unary):
 
     def torch(self, xs: Sequence[Any], attrs: Attrs) -> tuple[Any, ...]:
         return (xs[0].to(attrs["to"].to_torch()),)
+
+    def symbolic_typed(self, xs: Sequence[np.ndarray], attrs: Attrs,
+                       in_types: Sequence[ValueType]) -> tuple[np.ndarray, ...]:
+        """A cast to a float type holding every value of the source float type is exact."""
+        src = in_types[0].dtype if in_types and isinstance(in_types[0], TensorType) else None
+        if src is not None and attrs["to"] in _FLOAT_HOLDS.get(src, ()):
+            return (np.asarray(xs[0], dtype=object),)
+        return self.symbolic(xs, attrs)
 
     def ref_z3(self, v: Any, attrs: Attrs) -> Any:
         to: DType = attrs["to"]
@@ -2075,8 +2140,9 @@ class Where(OpDef):
         return (TensorType(broadcast_shapes(self.name, c.shape, a.shape, b.shape), dt),)
 
     def numpy(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
-        a = np.asarray(xs[1])
-        return (np.asarray(np.where(xs[0], a, xs[2])).astype(a.dtype, copy=False),)
+        a, b = np.asarray(xs[1]), np.asarray(xs[2])
+        dt = np.result_type(a, b)  # one dtype in a typed graph; the wider when fed otherwise
+        return (np.asarray(np.where(xs[0], a, b)).astype(dt, copy=False),)
 
     def torch(self, xs: Sequence[Any], attrs: Attrs) -> tuple[Any, ...]:
         import torch

@@ -550,10 +550,20 @@ class Softmax(OpDef):
         return (f(x.to(torch_stat_dtype(x)), attrs["axis"]).to(x.dtype),)
 
     def symbolic(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
-        ax = attrs["axis"]
-        e = ufmap("exp", xs[0])
-        s = obj_reduce(e, (ax,), True, lambda a, b: a + b)
+        e, s = self._sums(xs, attrs)
         return (e / s,)
+
+    def _sums(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, np.ndarray]:
+        e = ufmap("exp", xs[0])  # exp(-inf) is 0: masked scores drop out
+        return e, obj_reduce(e, (attrs["axis"],), True, lambda a, b: a + b)
+
+    def symbolic_domain(self, xs: Sequence[np.ndarray], attrs: Attrs
+                        ) -> list[tuple[Any, Any]]:
+        """A row is defined when some score in it is not -inf (its exp sum is not 0)."""
+        from .elementwise import real
+
+        _, s = self._sums(xs, attrs)
+        return [(real(t), real(t) != 0) for t in s.reshape(-1)]
 
     def fingerprint(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
         e = cubic("exp")(xs[0])
@@ -883,6 +893,12 @@ class RmsNorm(Norm):
         return ((xc / torch.sqrt(ms + eps)).to(x.dtype) * s,)
 
     def symbolic(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
+        return self.symbolic_typed(xs, attrs, ())
+
+    def symbolic_typed(self, xs: Sequence[np.ndarray], attrs: Attrs,
+                       in_types: Sequence[ValueType]) -> tuple[np.ndarray, ...]:
+        """x / sqrt(mean(x^2) + eps) * scale; for f16 / bf16 inputs the normalized value is
+        rounded to the input type before the scale (statistics in f32, as ``numpy``)."""
         from .elementwise import real
 
         x = np.asarray(xs[0], dtype=object)
@@ -890,7 +906,12 @@ class RmsNorm(Norm):
         n = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
         ms = obj_reduce(x * x, axes, True, lambda a, b: a + b) / real(n)
         rms = ufmap("sqrt", ms + real(attrs["epsilon"]))
-        return ((x / rms) * np.asarray(xs[1], dtype=object),)
+        normed = x * zmap(lambda r: real(1) / r, rms)  # the reciprocal form, as div's
+
+        t = in_types[0] if in_types else None
+        if isinstance(t, TensorType) and t.dtype in (DType.f16, DType.bf16):
+            normed = ufmap(f"round_{t.dtype.value}", normed)
+        return (normed * np.asarray(xs[1], dtype=object),)
 
     def from_onnx(self, ctx: Any) -> Sequence[Any]:
         a = onnx_attrs(ctx, {"axis": -1, "epsilon": 1e-5, "stash_type": 1})

@@ -114,6 +114,12 @@ class OpDef:
     index_pass_through: ClassVar[bool] = False
     # what the verifier may assume about the uninterpreted functions ``symbolic`` uses
     axioms: ClassVar[tuple["Axiom", ...]] = ()
+    # irrational constants of the op's definition, by name (value: their float64), used by
+    # ``symbolic`` as ``symbolic.named_constant(name)``; a hand-written rule with
+    # ``constants: TOL`` reads its lhs constants within TOL of these as them (verify_z3.py)
+    symbolic_constants: ClassVar[dict[str, float]] = {}
+    # unary ops: IEEE's value at -inf ("-inf": stays -inf; None: not modelled) for masked scores
+    value_at_neg_inf: ClassVar[float | str | None] = None
 
     # cost model (cost/model.py): fusion class, flops on matrix units (tensor cores), inputs
     # read only as far as the output reaches (slice / gather data), and whether ONNX Runtime's
@@ -178,6 +184,21 @@ class OpDef:
     def symbolic(self, xs: Sequence[np.ndarray], attrs: "Attrs") -> tuple[np.ndarray, ...]:
         """z3 semantics over object arrays; default: the numpy reference (exact for linear ops)."""
         return self.numpy(xs, attrs)
+
+    def symbolic_typed(self, xs: Sequence[np.ndarray], attrs: "Attrs",
+                       in_types: Sequence[ValueType]) -> tuple[np.ndarray, ...]:
+        """``symbolic`` for ops whose meaning depends on the input dtypes (a norm of f16 rounds
+        its normalized value to f16); default: ``symbolic``. The verifier calls this one."""
+        return self.symbolic(xs, attrs)
+
+    def symbolic_domain(self, xs: Sequence[np.ndarray], attrs: "Attrs"
+                        ) -> list[tuple[Any, Any]]:
+        """Where the op is defined on ``xs``: (term, condition) pairs, meaning every value
+        computed from ``term`` is defined only when ``condition`` holds (default: always
+        defined). The verifier compares a rule's outputs only where the original (its lhs) is
+        defined: where it is undefined (a softmax row of -inf only gives NaN) the rewrite may
+        give anything."""
+        return []
 
     # ---- cost ----------------------------------------------------------------------------
     def cost(self, in_types: tuple[ValueType, ...], out_types: tuple[ValueType, ...],

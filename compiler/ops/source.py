@@ -53,7 +53,17 @@ class Constant(OpDef):
         return (torch.from_numpy(np.array(attrs["data"].array)),)
 
     def symbolic(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
-        return (np.asarray(attrs["data"].array).astype(object),)
+        """The data as Python numbers, -inf as the z3 constant standing for it
+        (ops/symbolic.py: masks)."""
+        out = np.asarray(attrs["data"].array).astype(object)
+        if out.dtype == object and out.size and np.asarray(attrs["data"].array).dtype.kind == "f":
+            from .symbolic import is_neg_inf, neg_inf
+
+            flat = out.reshape(-1)
+            for i, v in enumerate(flat):
+                if is_neg_inf(v):
+                    flat[i] = neg_inf()
+        return (out,)
 
     def cost(self, in_types, out_types, attrs) -> Cost:  # type: ignore[override]
         return Cost(0.0, 0.0, 0)

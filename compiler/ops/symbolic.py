@@ -127,3 +127,145 @@ def instances(terms: Sequence[Any]) -> list[Any]:
                 eq = ax.lhs(f, x) == ax.rhs(f, x)
                 out.append(z3.Implies(ax.guard(f, x), eq) if ax.guard else eq)
     return out
+
+
+# ---- -infinity ------------------------------------------------------------------------------------
+#
+# Masks fill scores with -inf. The reals have no -inf, so it is the z3 constant named "-inf" (NI),
+# which never enters arithmetic: ops apply IEEE's rules for it structurally (x + -inf = -inf,
+# -inf * c = -inf for a constant c > 0, exp(-inf) = 0, max(-inf, x) = x, a cast keeps it) and an
+# If with a -inf branch is pushed through the op branch by branch. Anything IEEE would turn into
+# +inf or NaN is NotSymbolic (no proof). Since nothing equates NI with a real, this is sound: an
+# identity that needed more of -inf's behaviour just fails to prove.
+
+def neg_inf() -> Any:
+    """The z3 constant standing for -infinity."""
+    import z3
+
+    return z3.Real("-inf")
+
+
+def is_neg_inf(v: Any) -> bool:
+    """Structurally -infinity (a Python/numpy -inf or the z3 constant)."""
+    if isinstance(v, (bool, np.bool_)):
+        return False
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v) == -np.inf
+    import z3
+
+    return z3.is_expr(v) and v.eq(neg_inf())
+
+
+def at_neg_inf(v: Any) -> Any:
+    """``v == -inf`` for axiom guards (a bool for numbers, a z3 formula for terms)."""
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v) == -np.inf
+    return v == neg_inf()
+
+
+def not_neg_inf(v: Any) -> Any:
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v) != -np.inf
+    return v != neg_inf()
+
+
+def _ite_parts(v: Any) -> "tuple[Any, Any, Any] | None":
+    import z3
+
+    if z3.is_expr(v) and z3.is_app_of(v, z3.Z3_OP_ITE):
+        c, a, b = v.children()
+        return c, a, b
+    return None
+
+
+def holds_neg_inf(v: Any) -> bool:
+    """Whether -inf is ``v`` or a leaf of the If-tree ``v`` is."""
+    if is_neg_inf(v):
+        return True
+    parts = _ite_parts(v) if not isinstance(v, (bool, int, float, np.generic)) else None
+    return parts is not None and (holds_neg_inf(parts[1]) or holds_neg_inf(parts[2]))
+
+
+def _concrete(v: Any) -> "float | None":
+    if isinstance(v, (bool, np.bool_)):
+        return None
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    import z3
+
+    if z3.is_rational_value(v):
+        return float(v.as_fraction())
+    return None
+
+
+def _binary_at_neg_inf(op: str, a: Any, b: Any) -> Any:
+    """IEEE's value of ``op(a, b)`` when ``a`` or ``b`` is -inf (the other finite or -inf)."""
+    from .registry import NotSymbolic
+
+    na, nb = is_neg_inf(a), is_neg_inf(b)
+    other = b if na else a
+    c = _concrete(other)
+    if op == "add" or (op == "sub" and na and not nb):
+        return neg_inf()
+    if op in ("mul", "div") and na and not nb and c is not None and c > 0:
+        return neg_inf()
+    if op == "mul" and nb and not na and c is not None and c > 0:
+        return neg_inf()
+    if op == "maximum":
+        return other
+    if op == "minimum":
+        return neg_inf()
+    raise NotSymbolic(f"{op} with -inf gives +inf or NaN, or needs the other operand's sign")
+
+
+def lift_neg_inf(op: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` (one element of op ``op``), with -inf operands handled by IEEE's rules and
+    If-trees holding -inf pushed through ``fn`` branch by branch."""
+    import z3
+
+    for i, a in enumerate(args):
+        parts = _ite_parts(a) if not isinstance(a, (bool, int, float, np.generic)) else None
+        if parts is not None and holds_neg_inf(a):
+            c, x, y = parts
+            left = lift_neg_inf(op, fn, *args[:i], x, *args[i + 1:])
+            right = lift_neg_inf(op, fn, *args[:i], y, *args[i + 1:])
+            return z3.If(c, _as_term(left), _as_term(right))
+    if any(is_neg_inf(a) for a in args):
+        if len(args) == 2:
+            return _binary_at_neg_inf(op, *args)
+        return fn(*args)  # unary: the op's own rule (see Unary.symbolic)
+    return fn(*args)
+
+
+def _as_term(v: Any) -> Any:
+    import z3
+
+    if z3.is_expr(v):
+        return v
+    if isinstance(v, (bool, np.bool_)):
+        return z3.BoolVal(bool(v))
+    if is_neg_inf(v):
+        return neg_inf()
+    return z3.RealVal(float(v)) if isinstance(v, (float, np.floating)) else z3.RealVal(int(v))
+
+
+# ---- named constants ------------------------------------------------------------------------------
+
+def named_constant(name: str) -> Any:
+    """The z3 term for a named constant of an op's definition: ``NAME`` is a real constant,
+    ``1/NAME`` its reciprocal, ``A*B`` a product (see ``OpDef.symbolic_constants``)."""
+    import z3
+
+    if "*" in name:
+        out = None
+        for part in name.split("*"):
+            t = named_constant(part)
+            out = t if out is None else out * t
+        return out
+    try:
+        return z3.RealVal(float(name))  # a plain number inside a product
+    except ValueError:
+        pass
+    if name.startswith("1/"):
+        return z3.RealVal(1) / z3.Real(name[2:])
+    return z3.Real(name)

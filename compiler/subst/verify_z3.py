@@ -68,10 +68,43 @@ def named_constants(g: Graph) -> dict[str, float]:
     return out
 
 
+def constant_bounds(consts: Mapping[str, float], rel: float = 1e-6) -> list[Any]:
+    """What is known of the named constants: each lies within ``rel`` of its value (so none
+    is zero; a proof may divide by them)."""
+    import z3
+
+    out = []
+    for name, v in consts.items():
+        if "*" in name or name.startswith("1/"):
+            continue  # built from the base constants
+        lo, hi = sorted((v * (1 - rel), v * (1 + rel)))
+        out.append(z3.And(z3.Real(name) >= lo, z3.Real(name) <= hi))
+    return out
+
+
+# an input of dtype T is a T value: rounding it to T, or to a wider float type, leaves it be
+_EXACT_IN = {"f16": ("f16", "f32"), "bf16": ("bf16", "f32"), "f32": ("f32",)}
+
+
+def input_facts(g: Graph, feed: Mapping[str, np.ndarray]) -> list[Any]:
+    """Facts about the inputs' values from their dtypes: ``round_U(x) == x`` for the float
+    types U that hold every value of x's type (casts are ``round_<dtype>`` applications)."""
+    from ..ops.symbolic import uf
+
+    out = []
+    for n, t in zip(g.input_names, g.input_types):
+        if not isinstance(t, TensorType):
+            continue
+        for u in _EXACT_IN.get(t.dtype.value, ()):
+            r = uf(f"round_{u}")
+            out += [r(x) == x for x in np.asarray(feed[n]).reshape(-1)]
+    return out
+
+
 def _snap(arr: np.ndarray, consts: Mapping[str, float], tol: float,
           snapped: dict[str, float]) -> np.ndarray:
     """A scalar float constant within relative ``tol`` of a named constant, as that constant."""
-    import z3
+    from ..ops.symbolic import named_constant
 
     if arr.size != 1 or arr.dtype.kind != "f":
         return arr
@@ -80,7 +113,7 @@ def _snap(arr: np.ndarray, consts: Mapping[str, float], tol: float,
         if c != 0 and abs(v - c) <= tol * abs(c):
             snapped[f"{v!r}"] = c
             out = np.empty(arr.shape, dtype=object)
-            out.reshape(-1)[0] = z3.Real(name)
+            out.reshape(-1)[0] = named_constant(name)
             return out
     return arr
 
@@ -90,7 +123,8 @@ def run_symbolic(g: Graph, feed: Mapping[str, np.ndarray],
                  snap: tuple[Mapping[str, float], float, dict[str, float]] | None = None
                  ) -> list[np.ndarray]:
     """Evaluate ``g`` on z3 terms. ``assumptions`` (when given) receives the domain
-    conditions of its ops; ``snap`` = (named constants, tolerance, record of what snapped)."""
+    conditions of its ops, (term, condition) pairs; ``snap`` = (named constants, tolerance,
+    record of what snapped)."""
     from ..ops.registry import get_op
 
     env: dict[int, tuple[Any, ...]] = {}
@@ -109,7 +143,7 @@ def run_symbolic(g: Graph, feed: Mapping[str, np.ndarray],
                     continue
             if assumptions is not None and hasattr(opdef, "symbolic_domain"):
                 assumptions.extend(opdef.symbolic_domain(xs, n.attrs))
-            outs = opdef.symbolic(xs, n.attrs)
+            outs = opdef.symbolic_typed(xs, n.attrs, tuple(v.type for v in n.inputs))
         except GraphOptError:
             raise
         except Exception as e:
@@ -129,25 +163,52 @@ def _as_expr(x: Any) -> Any:
     return z3.RealVal(x)
 
 
+def _subterms(x: Any) -> set[int]:
+    """Ids of every subterm of z3 term ``x``."""
+    import z3
+
+    seen: set[int] = set()
+    stack = [x]
+    while stack:
+        t = stack.pop()
+        if not z3.is_expr(t) or t.get_id() in seen:
+            continue
+        seen.add(t.get_id())
+        stack.extend(t.children())
+    return seen
+
+
+def _defined(x: Any, domain: list[tuple[Any, Any]]) -> list[Any]:
+    """The domain conditions output element ``x`` depends on (those whose term it reads)."""
+    ids = _subterms(x)
+    return [c for t, c in domain if t.get_id() in ids]
+
+
 def prove(rule: SubstRule, env: Mapping[str, Dim], timeout_ms: int = 5000) -> Proof:
+    """Prove ``rule`` at the sizes ``env``. Each output element of a hand-written rule is
+    compared where the lhs element is defined (the domain conditions of the ops it reads); an
+    element undefined for every input (a constant mask killing a whole softmax row) may be
+    anything on the rhs."""
     import z3
 
     from ..ops.symbolic import instances
 
     t0 = time.perf_counter()
-    assumptions: list[Any] = []
+    domain: list[tuple[Any, Any]] = []
     snapped: dict[str, float] = {}
     try:
         lhs, rhs = instantiate_rule(rule, env)
         feed = symbolic_inputs(lhs)
         tol = rule.get("constants") if not rule.generated else ""
         snap = (named_constants(rhs), float(tol), snapped) if tol else None
-        lo = run_symbolic(lhs, feed, None if rule.generated else assumptions, snap)
+        lo = run_symbolic(lhs, feed, None if rule.generated else domain, snap)
         ro = run_symbolic(rhs, {n: feed[n] for n in rhs.input_names})
+        facts = constant_bounds(named_constants(rhs)) + input_facts(lhs, feed)
     except GraphOptError as e:
         return Proof(False, "", f"symbolic evaluation failed: {e.one_line()}",
                      time.perf_counter() - t0)
-    pending: list[tuple[Any, Any]] = []
+    domain = [(t, z3.simplify(c)) for t, c in domain if not z3.is_true(z3.simplify(c))]
+    pending: list[tuple[Any, Any, list[Any]]] = []
     for i, (a, b) in enumerate(zip(lo, ro)):
         if a.shape != b.shape:
             return Proof(False, "", f"output {i}: shapes {a.shape} vs {b.shape}",
@@ -163,19 +224,22 @@ def prove(rule: SubstRule, env: Mapping[str, Dim], timeout_ms: int = 5000) -> Pr
                 d = z3.simplify(x - y, som=True)
                 if z3.is_rational_value(d) and d.as_fraction() == 0:
                     continue
-            pending.append((x, y))
+            conds = _defined(x, domain) if domain else []
+            if any(z3.is_false(c) for c in conds):
+                continue  # the original is undefined here for every input
+            pending.append((x, y, conds))
     note = ("; constants read as named: " + ", ".join(f"{k}~{v!r}" for k, v in snapped.items())
             if snapped else "")
     if not pending:
         return Proof(True, "normalize" + note, seconds=time.perf_counter() - t0)
     s = z3.Solver()
     s.set("timeout", timeout_ms)
-    terms = [t for xy in pending for t in xy] + assumptions
+    terms = [t for x, y, cs in pending for t in (x, y, *cs)]
     for ax in instances(terms):
         s.add(ax)
-    for c in assumptions:
+    for c in facts:
         s.add(c)
-    s.add(z3.Or([x != y for x, y in pending]))
+    s.add(z3.Or([z3.And(*cs, x != y) for x, y, cs in pending]))
     r = s.check()
     dt = time.perf_counter() - t0
     if r == z3.unsat:

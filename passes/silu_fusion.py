@@ -33,14 +33,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node, Value
 from graphopt.ir.types import TensorType
 from graphopt.rewrite.context import MatchContext, const_array
 from graphopt.rewrite.match import Match, MatchFail, fail
-from graphopt.rewrite.passes import RewritePass, Stats
+from graphopt.rewrite.passes import RewritePass
 from graphopt.rewrite.rule import Rule
-from graphopt.rewrite.trace import Candidate
 
 MERGED = "gate and up already come from one merged matmul"  # the gated-MLP report's fused form
 
@@ -138,9 +136,9 @@ def _piece(v: Value) -> int:
     return _through_views(v).index
 
 
-def gated_mlp_fail(m: Node, gate: Value, up: Value) -> MatchFail:
+def gated_mlp_form(m: Node, gate: Value, up: Value) -> Match | MatchFail:
     """What the gated MLP ``m = silu(gate) * up`` is: in its fused form (gate and up pieces of
-    one split matmul) or why not. Always a MatchFail: the report rewrites nothing."""
+    one split matmul: a match without roots, nothing to rewrite) or why not."""
     mg, sg = _projection(gate, "gate")
     mu, su = _projection(up, "up")
     if sg is not None and sg is su:
@@ -148,8 +146,8 @@ def gated_mlp_fail(m: Node, gate: Value, up: Value) -> MatchFail:
             return fail("gate and up are the same piece of the split", m)
         w = mg.inputs[1].type
         shape = list(w.shape) if isinstance(w, TensorType) and w.shape is not None else "?"
-        return fail(f"{MERGED} {shape}, split {list(sg.attrs['sizes'])} (its fused form: "
-                    f"silu + the merged matmul; report only, nothing to rewrite)", m)
+        return Match(detail=f"{MERGED} {shape}, split {list(sg.attrs['sizes'])} (its fused "
+                            f"form: silu + the merged matmul)")
     if sg is not None and su is not None:
         return fail("gate and up are pieces of two different merged matmuls", su)
     if sg is not None or su is not None:
@@ -190,12 +188,12 @@ class GatedMlpRule(Rule):
     anchors = frozenset({"mul"})
     pass_name = "silu_fusion"
 
-    def match(self, n: Node, ctx: MatchContext) -> MatchFail | None:
+    def match(self, n: Node, ctx: MatchContext) -> Match | MatchFail | None:
         for i in (0, 1):
             up = n.inputs[1 - i]
             gate = silu_input(n.inputs[i], ctx)
             if gate is not None and const_array(up) is None:
-                return gated_mlp_fail(n, gate, up)
+                return gated_mlp_form(n, gate, up)
         return None
 
 
@@ -205,9 +203,3 @@ class SiluFusion(RewritePass):
     name = "silu_fusion"
     rules = (SiluRule(), GatedMlpRule())
 
-    def summarize(self, before: Graph, after: Graph, candidates: Sequence[Candidate]
-                  ) -> Stats:
-        merged = sum(1 for c in candidates if c.kind == "gated_mlp"
-                     and c.reason.startswith(MERGED))
-        return {"gated_mlp_merged": merged} if any(c.kind == "gated_mlp"
-                                                   for c in candidates) else {}

@@ -1,5 +1,9 @@
 """Applying rules to graphs. Edits are functional: the input graph is never changed.
 
+A ``Match`` names the values it replaces in ``roots``; a match without roots says the place is
+already in the form the rule wants (a report-only rule: a gated MLP whose gate and up are one
+merged matmul): it is recorded as matched and nothing is rewritten.
+
 * ``sweep``: every rule looks at every anchor of the graph as it is; each match claims its root
   nodes (a place rewritten by one rule is not rewritten by another in the same sweep: the later
   one is recorded as not matched, naming the first); then one bottom-up rebuild puts each
@@ -102,9 +106,7 @@ def sweep(g: Graph, rules: Sequence[Rule], options: Mapping[str, Any] | None = N
             res = _guarded(r.match, anchor, ctx)
             if res is None:
                 continue
-            if isinstance(res, Match):
-                if not res.roots:
-                    raise ValueError(f"rule {r.name}: a match must name the values it replaces")
+            if isinstance(res, Match) and res.roots:  # no roots: matched, nothing to rewrite
                 taken = next((claimed[id(v.node)] for v in res.roots if id(v.node) in claimed),
                              None)
                 if taken is not None:
@@ -178,7 +180,7 @@ def local(g: Graph, rules: Sequence[Rule], options: Mapping[str, Any] | None = N
                 res = _guarded(r.match, cur, ctx)
                 if res is None:
                     continue
-                if isinstance(res, MatchFail):
+                if isinstance(res, MatchFail) or not res.roots:  # failed, or nothing to do
                     if r.place:
                         out.candidates.append(_candidate(r, cur, res, pass_name))
                     continue

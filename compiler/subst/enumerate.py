@@ -66,6 +66,8 @@ class Enumerator:
             if not get_op(spec.op).fingerprinted:  # (get_op fails early on an unknown op)
                 raise GraphOptError(f"scenario {scenario.name}: op {spec.op!r} has no fingerprint "
                                     f"semantics", where=f"op {spec.op} (OpDef.fingerprint)")
+        # per scenario op: its operands commute (enumerate each unordered pair once)
+        self.commutes = [get_op(spec.op).commutative for spec in scenario.ops]
         rng = np.random.default_rng(seed)
         self.samples = samples
         self.values: list[Value] = []
@@ -212,7 +214,7 @@ class Enumerator:
         # unrelated parts (never both sides of a new rule)
         need = set(self._sinks(nodes)) if (last and nodes) else None
         for si, spec in enumerate(self.sc.ops):
-            for ins in self._combos(avail, spec.arity, spec.commutative):
+            for ins in self._combos(avail, spec.arity, self.commutes[si]):
                 if need is not None and need.isdisjoint(ins):
                     continue
                 for attrs in self._attrs(si, ins):

@@ -26,12 +26,12 @@ def _none(ts: tuple[TensorType, ...]) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class OpSpec:
-    """One op of a scenario: its name, how many inputs it takes here, and its attr choices."""
+    """One op of a scenario: its name, how many inputs it takes here, and its attr choices
+    (whether its operands commute is the op's own ``commutative``)."""
 
     op: str
     arity: int
     attrs: AttrGen = _none
-    commutative: bool = False
     # restrict the input positions to values of these ranks (None: any)
     ranks: tuple[int, ...] | None = None
 
@@ -178,8 +178,8 @@ LINALG = Scenario(
     inputs=(("x", ("a", "b")), ("y", ("b", "c")), ("z", ("b", "c")), ("s", ())),
     ops=_ops(
         OpSpec("matmul", 2),
-        OpSpec("add", 2, commutative=True),
-        OpSpec("mul", 2, commutative=True),
+        OpSpec("add", 2),
+        OpSpec("mul", 2),
         OpSpec("transpose", 1, transpose_perms(2)),
         OpSpec("concat", 2, axes_of(all_axes)),
         OpSpec("split", 1, split_halves()),
@@ -193,9 +193,9 @@ ELEMENTWISE = Scenario(
     name="elementwise",
     inputs=(("x", ("a", "b")), ("y", ("a", "b")), ("z", ("a", "b")), ("s", ())),
     ops=_ops(
-        OpSpec("add", 2, commutative=True),
+        OpSpec("add", 2),
         OpSpec("sub", 2),
-        OpSpec("mul", 2, commutative=True),
+        OpSpec("mul", 2),
         OpSpec("neg", 1),
         OpSpec("relu", 1),
     ),
@@ -209,8 +209,8 @@ CONV = Scenario(
             ("u", ("b", "b", 1, 1)), ("s", ())),
     ops=_ops(
         OpSpec("conv", 2, conv_same()),
-        OpSpec("add", 2, commutative=True),
-        OpSpec("mul", 2, commutative=True),
+        OpSpec("add", 2),
+        OpSpec("mul", 2),
         OpSpec("relu", 1),
         OpSpec("concat", 2, axes_of(lambda r: [0, 1] if r == 4 else [])),
         OpSpec("split", 1, split_halves(lambda r: [0, 1] if r == 4 else [])),
@@ -226,8 +226,8 @@ ATTENTION = Scenario(
     inputs=(("x", ("a", "b", "c")), ("w", ("c", "c")), ("v", ("c", "c")), ("s", ())),
     ops=_ops(
         OpSpec("matmul", 2),
-        OpSpec("add", 2, commutative=True),
-        OpSpec("mul", 2, commutative=True),
+        OpSpec("add", 2),
+        OpSpec("mul", 2),
         OpSpec("transpose", 1, transpose_perms(3, only_last_two=True)),
         OpSpec("concat", 2, axes_of(last_axis)),
         OpSpec("split", 1, split_halves(last_axis)),
@@ -243,8 +243,8 @@ NORM = Scenario(
     name="norm",
     inputs=(("x", ("a", "b", "c")), ("y", ("a", "b", "c")), ("g", ("c",)), ("s", ())),
     ops=_ops(
-        OpSpec("add", 2, commutative=True),
-        OpSpec("mul", 2, commutative=True),
+        OpSpec("add", 2),
+        OpSpec("mul", 2),
         OpSpec("transpose", 1, transpose_perms(3)),
         OpSpec("layer_norm", 1, layer_norm_last),
         OpSpec("reduce_sum", 1, reduce_axes(True)),
@@ -260,7 +260,7 @@ MATMUL = Scenario(
     inputs=(("x", ("a", "b")), ("y", ("b", "c")), ("z", ("b", "c"))),
     ops=_ops(
         OpSpec("matmul", 2),
-        OpSpec("add", 2, commutative=True),
+        OpSpec("add", 2),
         OpSpec("transpose", 1, transpose_perms(2)),
         OpSpec("concat", 2, axes_of(all_axes)),
         OpSpec("split", 1, split_halves()),

@@ -4,7 +4,7 @@ from graphopt.subst.enumerate import Enumerator
 from graphopt.subst.scenario import OpSpec, Scenario, transpose_perms
 
 TINY = Scenario("tiny", inputs=(("x", ("a", "b")), ("y", ("a", "b"))),
-                ops=(OpSpec("add", 2, commutative=True), OpSpec("relu", 1),
+                ops=(OpSpec("add", 2), OpSpec("relu", 1),
                      OpSpec("transpose", 1, transpose_perms(2))))
 
 

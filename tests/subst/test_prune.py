@@ -9,7 +9,7 @@ from graphopt.subst.enumerate import Enumerator
 from graphopt.subst.scenario import OpSpec, Scenario, axes_of, all_axes, split_halves
 
 SC = Scenario("p", inputs=(("x", ("a", "b")), ("y", ("a", "b")), ("z", ("a", "b"))),
-              ops=(OpSpec("add", 2, commutative=True), OpSpec("mul", 2, commutative=True),
+              ops=(OpSpec("add", 2), OpSpec("mul", 2),
                    OpSpec("relu", 1), OpSpec("concat", 2, axes_of(all_axes)),
                    OpSpec("split", 1, split_halves())))
 

@@ -190,12 +190,33 @@ def _walk_scores(x: Value, users: Users
     raise fail("score chain too long", x.node)
 
 
+def _nan_guard(p: Node, us: list[tuple[Node, int]], users: Users) -> list[Node] | None:
+    """``[isnan, where]`` when the only users of ``p`` are ``isnan(p)`` and
+    ``where(isnan(p), 0, p)`` (the isnan read by that where alone): the guard zeroes the NaN
+    rows a softmax over all -inf gives, which the fused op gives as 0 too."""
+    if len(us) != 2 or any(pos < 0 for _, pos in us):
+        return None
+    isnan = next((u for u, pos in us if u.op == "isnan"), None)
+    where = next((u for u, pos in us if u.op == "where"), None)
+    if isnan is None or where is None or len(users.get(isnan, [])) != 1:
+        return None
+    c, a, b = where.inputs
+    if c != isnan.out or b != p.out or scalar_const(a) != 0.0 or where.out_types != p.out_types:
+        return None
+    return [isnan, where]
+
+
 def _walk_probs(sm: Node, users: Users) -> tuple[Node, list[Node]]:
     """From the softmax forward to the P V matmul."""
     cur = sm
     chain: list[Node] = []
     for _ in range(_MAX_CHAIN):
         us = users.get(cur, [])
+        guard = _nan_guard(cur, us, users)
+        if guard is not None:  # where(isnan(p), 0, p): torch's SDPA decomposition
+            chain += guard
+            cur = guard[-1]
+            continue
         if len(us) != 1:
             raise fail(f"attention probabilities ({cur.op}) have {len(us)} users "
                        f"(needed only by the P V matmul)", cur)

@@ -1095,6 +1095,10 @@ class Unary(OpDef):
             at = self.at_neg_inf(attrs)
             if at is None:
                 raise NotSymbolic(f"{self.name}(-inf) is not modelled")
+            if isinstance(at, bool):
+                import z3
+
+                return z3.BoolVal(at)
             return neg_inf() if at == "-inf" else real(at)
         return self.ref_z3(v, attrs)
 
@@ -1151,6 +1155,42 @@ class NumUnary(Unary):
     def examples(self, rng: np.random.Generator) -> list[Example]:
         xi = rng.integers(-5, 6, (2, 3)).astype(np.int32)
         return float_examples(rng) + [Example([xi]), Example([xi.astype(np.int64)])]
+
+
+@register
+class IsNan(Unary):
+    """True where x is NaN (ONNX IsNaN, aten.isnan). torch's SDPA decomposition guards its
+    softmax with ``where(isnan(p), 0, p)``. In z3 it is False: the verifier's values are reals
+    (NaN is an undefined original, which proofs leave out)."""
+
+    name = "isnan"
+    out_dtype = DType.bool
+    value_at_neg_inf = False
+    triton_format = "({0} != {0})"
+    onnx = ("IsNaN",)
+    aten = ("aten.isnan.default",)
+
+    def ref_np(self, x: np.ndarray, attrs: Attrs) -> Any:
+        return np.isnan(x)
+
+    def ref_torch(self, x: Any, attrs: Attrs) -> Any:
+        import torch
+
+        return torch.isnan(x)
+
+    def ref_z3(self, v: Any, attrs: Attrs) -> Any:
+        import z3
+
+        return z3.BoolVal(False)
+
+    def fingerprint(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
+        return (np.zeros(np.shape(xs[0]), dtype=np.int64),)  # residues are never NaN
+
+    def examples(self, rng: np.random.Generator) -> list[Example]:
+        x = rng.standard_normal((3, 4)).astype(np.float32)
+        x[0, 1] = np.nan
+        x[2, 3] = np.inf
+        return [Example([x], symbolic=False), Example([x[1:2]])]
 
 
 @register

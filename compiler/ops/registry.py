@@ -119,7 +119,7 @@ class OpDef:
     # ``constants: TOL`` reads its lhs constants within TOL of these as them (verify_z3.py)
     symbolic_constants: ClassVar[dict[str, float]] = {}
     # unary ops: IEEE's value at -inf ("-inf": stays -inf; None: not modelled) for masked scores
-    value_at_neg_inf: ClassVar[float | str | None] = None
+    value_at_neg_inf: ClassVar[float | bool | str | None] = None
 
     # cost model (cost/model.py): fusion class, flops on matrix units (tensor cores), inputs
     # read only as far as the output reaches (slice / gather data), and whether ONNX Runtime's

@@ -283,6 +283,19 @@ def test_sdpa_attention_is_refined(name: str, causal: int, gqa: int) -> None:
     _close([o.numpy() for o in out], ref)
 
 
+@pytest.mark.parametrize("name", ["llama_sdpa", "gpt2_sdpa", "bert_sdpa"])
+def test_sdpa_nan_guard_from_dynamo_export_is_fused(name: str) -> None:
+    # the dynamo exporter decomposes SDPA with a bool mask into softmax + where(isnan(p), 0, p)
+    import graphopt
+
+    proto = _onnx(name, dynamo=True)
+    assert any(nd.op_type == "IsNaN" for nd in proto.graph.node)
+    om = graphopt.optimize(proto, budget=0)  # with the numeric check against the original
+    counts = om.graph.op_counts()
+    assert counts.get("attention") == 2 and "softmax" not in counts and "isnan" not in counts
+    assert om.report["check"]["ok"]
+
+
 # ---- dynamic-axes exports (symbolic batch and sequence) -----------------------------------------
 
 # name -> attention blocks. With a symbolic sequence the causal mask is computed at run time

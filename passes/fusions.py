@@ -8,30 +8,26 @@ passes of ``pipeline.default_passes``; run those again afterwards).
 * matmul_fusion: the cost model of ``target`` decides each merge;
 * silu_fusion: x * sigmoid(x) -> silu, after matmul_fusion so its gated-MLP report sees merged
   gate/up matmuls;
-* ort_contrib_attention (mode auto): only with ``allow_contrib_ops`` and target ``cpu`` (the
-  output then runs in ONNX Runtime only: com.microsoft MultiHeadAttention / GroupQueryAttention
-  where those are faster on this CPU, see passes/ort_attention.py);
-* skip_norm_fusion (mode auto): only with ``allow_contrib_ops`` and target ``cpu``: residual add
-  + layer_norm / rms_norm -> com.microsoft Skip(Simplified)LayerNormalization; mode auto keeps
-  every place (both kernels are slower than the standard ops on this CPU, reported with the
-  numbers; passes/skip_norm_fusion.py);
-* attention_chunking: target ``cpu``, last: splits attention blocks whose score matrix exceeds
-  16 MiB into query chunks (bounded memory; causal chunks skip the masked work), see
-  passes/attention_chunking.py.
+* ort_contrib_attention and skip_norm_fusion (mode auto): only with ``allow_contrib_ops`` (the
+  output then runs in ONNX Runtime only); each place is lowered to the com.microsoft op only
+  where the target's cost model prices it faster (on ``cpu``: the kernels timed on this host);
+* attention_chunking, last: long attention blocks split into query chunks where the scores
+  outgrow the device's last-level cache and the target's cost model prices the chunks no
+  slower (on GPU targets the flash kernel never materializes the scores, so blocks stay whole).
 
-Export opset: the fused graph needs opset >= 23 for ``attention`` as one ONNX Attention node
-(>= 20 for Gelu; below that both export as compositions), plus com.microsoft 1 when contrib ops
-were allowed. ``silu`` exports as Mul(x, Sigmoid(x)) at every opset (faster in ONNX Runtime 1.32
-than Swish-24), so it does not raise the opset (docs/fusions.md).
+Every pass gets the target in its options. Export opset: the fused graph needs opset >= 23 for
+``attention`` as one ONNX Attention node (>= 20 for Gelu; below that both export as
+compositions), plus com.microsoft 1 when contrib ops were allowed (``OpDef.onnx_min_opset``).
+``silu`` exports as Mul(x, Sigmoid(x)) at every opset (faster in ONNX Runtime 1.32 than
+Swish-24), so it does not raise the opset (docs/fusions.md).
 """
 from __future__ import annotations
 
 from graphopt.rewrite.passes import Pass
 
-FUSED_OPSET = 23  # ONNX Attention (and RMSNormalization, RotaryEmbedding); Gelu needs 20
-
 
 def fusion_passes(target: str, allow_contrib_ops: bool = False) -> list[Pass]:
+    from .attention_chunking import AttentionChunking
     from .attention_flash import AttentionFlash
     from .gelu_fusion import GeluFusion
     from .matmul_fusion import MatmulFusion
@@ -43,11 +39,9 @@ def fusion_passes(target: str, allow_contrib_ops: bool = False) -> list[Pass]:
 
     passes: list[Pass] = [AttentionFlash(), RmsNormFusion(), GeluFusion(), RotaryFusion(),
                          MatmulFusion(target), SiluFusion()]
-    if allow_contrib_ops and target == "cpu":
-        passes.append(OrtContribAttention("auto"))
-        passes.append(SkipNormFusion("auto"))
-    if target == "cpu":
-        from .attention_chunking import AttentionChunking
-
-        passes.append(AttentionChunking())  # after the contrib lowering: what it left
+    if allow_contrib_ops:
+        passes.append(OrtContribAttention("auto", options={"target": target}))
+        passes.append(SkipNormFusion("auto", target=target))
+    # after the contrib lowering: what it left
+    passes.append(AttentionChunking(options={"target": target}))
     return passes

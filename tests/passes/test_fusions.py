@@ -15,13 +15,30 @@ from graphopt.rewrite.passes import Pipeline
     ("cpu", True, ["attention_flash", "rms_norm_fusion", "gelu_fusion", "rotary_fusion",
                    "matmul_fusion", "silu_fusion", "ort_contrib_attention", "skip_norm_fusion",
                    "attention_chunking"]),
+    # every target gets the same passes; the target's cost model decides each place
     ("h100", True, ["attention_flash", "rms_norm_fusion", "gelu_fusion", "rotary_fusion",
-                    "matmul_fusion", "silu_fusion"]),
+                    "matmul_fusion", "silu_fusion", "ort_contrib_attention", "skip_norm_fusion",
+                    "attention_chunking"]),
 ])
 def test_pass_list(target: str, contrib: bool, names: list[str]) -> None:
     ps = fusion_passes(target, contrib)
     assert [p.name for p in ps] == names
     assert next(p for p in ps if p.name == "matmul_fusion").device == target
+    for p in ps:
+        if p.name in ("ort_contrib_attention", "skip_norm_fusion", "attention_chunking"):
+            assert p.options["target"] == target, p.name
+
+
+def test_gpu_target_keeps_long_blocks_whole_and_says_why() -> None:
+    g = parse("""
+graph t(%q: f32[1,2,4096,8], %k: f32[1,2,4096,8], %v: f32[1,2,4096,8]) {
+  %y: f32[1,2,4096,8] = attention(%q, %k, %v) {causal=true, scale=none}
+  return %y as "y"
+}""")
+    res = Pipeline(fusion_passes("h100", True)).run(g)
+    assert res.graph.op_counts() == {"attention": 1}
+    why = {c.kind: c.reason for c in res.candidates if not c.matched}
+    assert "contrib_attention" in why and "attention_chunks" in why, why
 
 
 def test_long_unmasked_causal_block_goes_to_gqa_only_when_allowed() -> None:

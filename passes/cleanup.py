@@ -26,42 +26,56 @@ it maps ``-0.0`` to ``+0.0`` (numerically equal; every graph optimizer we know d
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from graphopt.ir.fold import FOLDABLE_ONNX, FoldPolicy, fold_graph
+from graphopt.ir.fold import FOLDABLE_ONNX, FoldPolicy, describe
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node, Value
 from graphopt.ir.types import TensorType
 from graphopt.rewrite.context import MatchContext, const_array, is_const_all
+from graphopt.rewrite.fold import REFUSALS, FoldRule
 from graphopt.rewrite.match import Match, MatchFail
-from graphopt.rewrite.passes import Pass, PassResult, Pipeline, RewritePass
+from graphopt.rewrite.passes import Pass, PassResult, Pipeline, RewritePass, Stats
 from graphopt.rewrite.pattern import op
 from graphopt.rewrite.rule import Rule, rule
+from graphopt.rewrite.trace import Candidate
 
 DEDUPE_MAX_BYTES = 1 << 20
 
 
 # ---- constant folding ----------------------------------------------------------------------------
 
-class ConstantFold(Pass):
-    """Fold constant subgraphs with the compiler's folder (``graphopt.ir.fold``) under the
-    pass's size policy."""
+class ConstantFold(RewritePass):
+    """Fold constant subgraphs: the engine's ``FoldRule`` (``graphopt.rewrite.fold``, over the
+    compiler's one folder ``graphopt.ir.fold``) under the pass's size policy, bottom-up. Stats:
+    ``folded``, ``skipped_large``, ``skipped_shared``, ``not_folded_errors`` (node: reason)."""
 
     name = "constant_fold"
+    mode = "local"
 
     def __init__(self, max_elements: int = FoldPolicy.max_elements,
                  shared_max_elements: int = FoldPolicy.shared_max_elements) -> None:
         self.policy = FoldPolicy(max_elements, shared_max_elements=shared_max_elements)
+        super().__init__(rules=[FoldRule(self.policy)])
 
     def run(self, g: Graph) -> PassResult:
-        out, st = fold_graph(g, self.policy)
-        stats: dict[str, Any] = {"folded": st.folded, "skipped_large": st.skipped["large"],
-                                 "skipped_shared": st.skipped["shared"]}
-        if st.errors:
-            stats["not_folded_errors"] = st.errors
-        return PassResult(out, st.folded > 0, stats)
+        res = super().run(g)
+        stats = dict(res.stats)
+        stats["folded"] = stats.pop(FoldRule.name, 0)
+        return PassResult(res.graph, res.changed, stats, res.candidates)
+
+    def summarize(self, before: Graph, after: Graph, candidates: Sequence[Candidate]
+                  ) -> Stats:
+        refused = [c for c in candidates if c.rule == FoldRule.name]
+        out: Stats = {f"skipped_{k}": sum(1 for c in refused if c.reason.startswith(p))
+                      for k, p in REFUSALS.items() if k != "error"}
+        errors = [f"{describe(c.anchor)}: {c.reason}" for c in refused
+                  if c.reason.startswith(REFUSALS["error"])]
+        if errors:
+            out["not_folded_errors"] = errors
+        return out
 
 
 # ---- dead code ----------------------------------------------------------------------------------

@@ -72,6 +72,8 @@ class MatchContext:
     def __init__(self, graph: Graph, options: Mapping[str, Any] | None = None) -> None:
         self.graph = graph
         self.options: Mapping[str, Any] = dict(options or {})
+        # what rules compute once per graph (an index, a table): name -> value
+        self.memo: dict[str, Any] = {}
 
     @cached_property
     def users(self) -> Users:

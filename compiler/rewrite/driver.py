@@ -118,7 +118,7 @@ def sweep(g: Graph, rules: Sequence[Rule], options: Mapping[str, Any] | None = N
                 else:
                     for v in res.roots:
                         claimed[id(v.node)] = (r, res)
-            if r.place:
+            if r.place and (r.report_matches or not isinstance(res, Match)):
                 out.candidates.append(_candidate(r, anchor, res, pass_name))
     if not claimed:
         return out
@@ -187,7 +187,7 @@ def local(g: Graph, rules: Sequence[Rule], options: Mapping[str, Any] | None = N
                 got = r.replacement(res)
                 if isinstance(got, MatchFail):
                     continue
-                if r.place:
+                if r.place and r.report_matches:
                     out.candidates.append(_candidate(r, cur, res, pass_name))
                 out.count(r.name)
                 full = {(id(v.node), v.index): nv for v, nv in zip(res.roots, got)}

@@ -207,7 +207,8 @@ class RewritePass(Pass):
 
     Stats: for each candidate kind (a rule's ``place``), ``<place>_fused`` / ``<place>_not_fused``
     (fusion rules) or ``<place>_rewritten`` / ``<place>_not_rewritten`` (others); rules without a
-    place count their rewrites under their own name. Subclasses add counters in ``summarize``.
+    place, and rules reporting only their refusals, count their rewrites under their own name.
+    Subclasses add counters in ``summarize``.
     """
 
     mode: str = "sweep"
@@ -232,10 +233,13 @@ class RewritePass(Pass):
         out = fn(g, self.rules, self.options, pass_name=self.name)
         stats: Stats = {}
         kinds = {r.name: r.kind for r in self.rules}
+        quiet = {r.name for r in self.rules if not r.report_matches}
         for r in self.rules:
-            if not r.place and out.applied.get(r.name):
+            if (not r.place or r.name in quiet) and out.applied.get(r.name):
                 stats[r.name] = out.applied[r.name]
         for c in out.candidates:
+            if c.rule in quiet:
+                continue  # refusals only: the pass's summarize counts them
             ok, bad = ("_fused", "_not_fused") if kinds.get(c.rule) == "fusion" else (
                 "_rewritten", "_not_rewritten")
             for suffix in (ok, bad):

@@ -64,6 +64,11 @@ class Rule:
     kind: ClassVar[str] = "fusion"
     place: str = ""  # candidate kind; "" = no candidates are reported for failed matches
     place_title: str = ""  # what such places are, for listings ("attention blocks")
+    # False: only refusals become candidates (a rule that fires on most nodes: folding)
+    report_matches: bool = True
+    # True: the replacement may know more of its type than the value it replaces (a symbolic
+    # dim becomes a number once folded); otherwise the types must be equal
+    refines_types: bool = False
     anchors: "frozenset[str] | None" = None  # ops whose nodes anchor a match (None: any node)
     pass_name: str = ""
     exact: bool = True
@@ -100,12 +105,26 @@ class Rule:
         if len(vals) != len(m.roots):
             return m.fail(f"rhs of {self.name} gives {len(vals)} values for {len(m.roots)} roots")
         for old, new in zip(m.roots, vals):
-            if old.type != new.type:
+            if old.type != new.type and not (self.refines_types
+                                             and refines(new.type, old.type)):
                 return m.fail(f"rhs type {new.type} differs from {old.type}", old)
         return vals
 
     def __repr__(self) -> str:
         return f"<rule {self.name} ({self.kind})>"
+
+
+def refines(new: Any, old: Any) -> bool:
+    """Whether tensor type ``new`` is ``old`` with some symbolic dims known."""
+    if not (isinstance(new, TensorType) and isinstance(old, TensorType)):
+        return False
+    if new.dtype != old.dtype:
+        return False
+    if old.shape is None:
+        return True
+    if new.shape is None or len(new.shape) != len(old.shape):
+        return False
+    return all(a == b or isinstance(b, str) for a, b in zip(new.shape, old.shape))
 
 
 def _guarded(fn: Callable[[Node, MatchContext], Any], n: Node, ctx: MatchContext) -> Any:

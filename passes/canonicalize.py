@@ -50,8 +50,9 @@ def _like(m: Match, op_name: str, inputs: Sequence[Value], attrs: dict[str, Any]
     return Node.build(op_name, tuple(inputs), attrs, m.roots[0].node.origin).out
 
 
-def _canonical(name: str, lhs: Any, rhs: Any, check: Any = None) -> Rule:
-    return rule(name, lhs, rhs, check, source=__name__, kind="canonical", pass_name=PASS)
+def _canonical(name: str, lhs: Any, rhs: Any, check: Any = None, error: str = "") -> Rule:
+    return rule(name, lhs, rhs, check, source=__name__, kind="canonical", pass_name=PASS,
+                exact=not error, error=error)
 
 
 # ---- x / c, x - c ---------------------------------------------------------------------------------
@@ -75,7 +76,9 @@ def _with_const(m: Match, op_name: str, fn: Any) -> Value:
 
 
 DIV_TO_MUL = _canonical("div_to_mul", lambda x, c: op.div(x, c),
-                        lambda m: _with_const(m, "mul", np.reciprocal), _float_const_divisor)
+                        lambda m: _with_const(m, "mul", np.reciprocal), _float_const_divisor,
+                        error="the reciprocal 1/c is rounded once: at most 2 ulp of the dtype "
+                              "from the division (exact when c is a power of two)")
 SUB_TO_ADD = _canonical("sub_to_add", lambda x, c: op.sub(x, c),
                         lambda m: _with_const(m, "add", np.negative), _float_const_divisor)
 

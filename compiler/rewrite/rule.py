@@ -148,6 +148,8 @@ class PatternRule(Rule):
     place: str = ""
     pass_name: str = ""
     place_title: str = ""
+    exact: bool = True
+    error: str = ""
 
     @property
     def kind(self) -> str:  # type: ignore[override]
@@ -192,17 +194,21 @@ class PatternRule(Rule):
 
 
 def rule(name: str, lhs: Callable[..., Any], rhs: Builder, check: Check | None = None,
-         source: str = "", kind: str = "search", place: str = "", pass_name: str = ""
-         ) -> PatternRule:
-    """A pattern rule from functions: ``lhs``'s parameters become pattern variables."""
+         source: str = "", kind: str = "search", place: str = "", pass_name: str = "",
+         exact: bool = True, error: str = "") -> PatternRule:
+    """A pattern rule from functions: ``lhs``'s parameters become pattern variables. An
+    inexact rule (``exact=False``) names the error measure it is held to in ``error``."""
     if kind not in KINDS:
         raise ValueError(f"rule {name}: kind {kind!r} is not one of {KINDS}")
+    if not exact and not error:
+        raise ValueError(f"rule {name}: an inexact rule must name its error measure")
     params = list(inspect.signature(lhs).parameters)
     roots = lhs(*(Var(p) for p in params))
     if not isinstance(roots, (tuple, list)):
         roots = (roots,)
     return PatternRule(name, tuple(roots), rhs, check,
-                       source or getattr(lhs, "__module__", ""), -1, kind, place, pass_name)
+                       source or getattr(lhs, "__module__", ""), -1, kind, place, pass_name,
+                       "", exact, error)
 
 
 # ---- generated rules --------------------------------------------------------------------------

@@ -54,8 +54,8 @@ def opaque_reason(n: Any) -> str | None:
     r = n.attrs.get("reason")
     if r:
         return str(r)
-    if "graphopt.frontends.onnx" in sys.modules:
-        r = sys.modules["graphopt.frontends.onnx"].opaque_reason(n)
+    if "graphopt.frontends.onnx_opaque" in sys.modules:
+        r = sys.modules["graphopt.frontends.onnx_opaque"].opaque_reason(n)
         if r:
             return str(r)
     detail = n.origin.detail if n.origin else ""

@@ -1,9 +1,9 @@
 """Structural ops: reshape, transpose, concat, split, slice, gather, expand, squeeze, unsqueeze,
 pad, tile. Their z3 semantics are the numpy reference run on object arrays (exact).
 
-ONNX types lowered without an op of their own are handled here too (on ``reshape``'s
-declaration): Flatten -> reshape, Dropout at inference -> its input, Shape / Size / Range /
-ConstantOfShape on static or constant inputs -> constants."""
+ONNX Flatten is a reshape and is lifted by ``reshape`` (on its declaration). ONNX types that are
+no op of graphopt's (Dropout, Shape, Size, Range, ConstantOfShape) are lowered by the ONNX frontend
+(``frontends/onnx_lowering.py``)."""
 from __future__ import annotations
 
 import math
@@ -223,7 +223,7 @@ class Reshape(OpDef):
     dim_attrs = ("shape",)
     attr_names = ('shape',)
     min_inputs = max_inputs = 1
-    onnx = ("Reshape", "Flatten", "Dropout", "Shape", "Size", "Range", "ConstantOfShape")
+    onnx = ("Reshape", "Flatten")
     aten = ("aten.view.default", "aten._unsafe_view.default", "aten.reshape.default")
 
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:
@@ -258,9 +258,8 @@ class Reshape(OpDef):
                 Example([_r(rng, 1)], {"shape": ()})]
 
     def from_onnx(self, ctx: Any) -> Sequence[Any]:
-        t = ctx.op_type
-        if t in _ONNX_LOWERINGS:
-            return _ONNX_LOWERINGS[t](ctx)
+        if ctx.op_type == "Flatten":
+            return _flatten_from_onnx(ctx)
         x = onnx_tensor(ctx, 0)
         onnx_only_attrs(ctx, {"allowzero", "shape", "consumed_inputs"})
         if ctx.opset < 5:
@@ -363,7 +362,7 @@ def shape_tensor(ctx: Any, node: Any, x: Any, dims: Sequence[Dim], mode: str,
     return ctx.emit("Concat", pieces, 1, axis=0)[0]
 
 
-# ---- ONNX lowerings without an op of their own ------------------------------------------------
+# ---- ONNX Flatten: a reshape ------------------------------------------------------------------
 
 def _flatten_from_onnx(ctx: Any) -> Sequence[Any]:
     x = onnx_tensor(ctx, 0)
@@ -376,101 +375,6 @@ def _flatten_from_onnx(ctx: Any) -> Sequence[Any]:
         axis += len(shp)
     return [build(ctx, "reshape", [x], shape=(dim_product(shp[:axis]),
                                               dim_product(shp[axis:])))]
-
-
-def _dropout_from_onnx(ctx: Any) -> Sequence[Any]:
-    if ctx.num_outputs != 1:
-        raise Unsupported("Dropout with its mask output")
-    x = ctx.inputs[0]
-    if ctx.opset < 12:
-        onnx_only_attrs(ctx, {"ratio", "is_test", "consumed_inputs"})
-    if ctx.opset < 7:
-        if not int(ctx.attrs.get("is_test", 0)):
-            raise Unsupported("Dropout-6 in training mode (is_test=0)")
-    if ctx.opset >= 12:
-        onnx_only_attrs(ctx, {"seed"})
-        if len(ctx.inputs) > 2 and ctx.inputs[2] is not None:
-            tm = ctx.const(2)
-            if tm is None:
-                raise Unsupported("Dropout training_mode is not a constant")
-            if bool(np.asarray(tm).reshape(-1)[0]):
-                raise Unsupported("Dropout in training mode")
-    return [x]
-
-
-def _shape_from_onnx(ctx: Any) -> Sequence[Any]:
-    if not ctx.inputs or ctx.inputs[0] is None:
-        raise Unsupported("Shape without input")
-    t = ctx.inputs[0].type
-    if not isinstance(t, TensorType) or t.shape is None:
-        raise Unsupported(f"Shape of {t}")
-    onnx_only_attrs(ctx, {"start", "end"})
-    r = len(t.shape)
-    start = int(ctx.attrs.get("start", 0))
-    end = int(ctx.attrs.get("end", r))
-    start = min(max(start + r if start < 0 else start, 0), r)
-    end = min(max(end + r if end < 0 else end, 0), r)
-    dims = t.shape[start:end]
-    if not all(isinstance(d, int) for d in dims):
-        raise Unsupported(f"Shape of {t}: symbolic dims {list(dims)}")
-    return [ctx.constant(np.array(dims, dtype=np.int64))]
-
-
-def _size_from_onnx(ctx: Any) -> Sequence[Any]:
-    t = ctx.inputs[0].type
-    if not isinstance(t, TensorType) or not t.is_static:
-        raise Unsupported(f"Size of {t}")
-    return [ctx.constant(np.array(t.static_numel(), dtype=np.int64))]
-
-
-def _range_from_onnx(ctx: Any) -> Sequence[Any]:
-    vals = []
-    for i in range(3):
-        if i >= len(ctx.inputs) or ctx.inputs[i] is None:
-            raise Unsupported("Range with a missing input")
-        a = ctx.const(i)
-        if a is None:
-            raise Unsupported("Range with non-constant inputs")
-        vals.append(np.asarray(a).reshape(()))
-    start, limit, delta = vals
-    dt = start.dtype
-    if delta == 0:
-        raise Unsupported("Range with delta 0")
-    n = max(int(math.ceil((float(limit) - float(start)) / float(delta))), 0)
-    if dt.kind in "iu":
-        out = (int(start) + np.arange(n, dtype=np.int64) * int(delta)).astype(dt)
-    else:
-        # ONNX: start + i * delta, in the input type
-        out = (start + np.arange(n).astype(dt) * delta).astype(dt)
-    return [ctx.constant(out)]
-
-
-def _constant_of_shape_from_onnx(ctx: Any) -> Sequence[Any]:
-    onnx_only_attrs(ctx, {"value"})
-    shape = onnx_dims(ctx, 0, "shape")
-    if shape is None:
-        raise Unsupported("ConstantOfShape without input")
-    value = ctx.attrs.get("value")
-    v = np.zeros((1,), np.float32) if value is None else np.asarray(value).reshape(-1)
-    if v.size != 1:
-        raise Unsupported(f"ConstantOfShape value with {v.size} elements")
-    if any(isinstance(d, int) and d < 0 for d in shape):
-        raise Unsupported(f"ConstantOfShape of shape {shape}")
-    if all(isinstance(d, int) for d in shape):
-        return [ctx.constant(np.full(shape, v[0], dtype=v.dtype))]
-    # a symbolic shape: the scalar broadcast to it
-    return [build(ctx, "expand", [ctx.constant(np.asarray(v[0], dtype=v.dtype))],
-                  shape=tuple(shape))]
-
-
-_ONNX_LOWERINGS: dict[str, Callable[[Any], Sequence[Any]]] = {
-    "Flatten": _flatten_from_onnx,
-    "Dropout": _dropout_from_onnx,
-    "Shape": _shape_from_onnx,
-    "Size": _size_from_onnx,
-    "Range": _range_from_onnx,
-    "ConstantOfShape": _constant_of_shape_from_onnx,
-}
 
 
 # ---- transpose --------------------------------------------------------------------------------

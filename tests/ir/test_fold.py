@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper
 
-from graphopt.frontends.onnx import IMPORT_FOLD, load
+from graphopt.frontends.onnx import load
+from graphopt.frontends.onnx_fold import IMPORT_FOLD
 from graphopt.ir.fold import FOLDABLE_ONNX, FoldPolicy, NotFolded, fold_graph, fold_node
 from graphopt.ir.node import Node, constant, input_node, op
 from graphopt.ir.types import DType, TensorType

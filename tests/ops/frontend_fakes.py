@@ -2,7 +2,7 @@
 and AtenCtx interfaces ops implement against) and ONNX Runtime / torch references.
 
 * ``check_onnx_node``: one ONNX node run in ONNX Runtime vs the same node lifted through the
-  op's ``from_onnx`` and run by the IR interpreter.
+  op's ``from_onnx`` (or the frontend's lowering of its type) and run by the IR interpreter.
 * ``check_aten``: one aten call run by torch vs the call lifted through ``from_aten``.
 * ``export_run``: an IR graph exported with the real exporter and run in ONNX Runtime.
 """
@@ -12,11 +12,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from graphopt.frontends.onnx_lift import lifters
 from graphopt.ir.graph import Graph, GraphMeta
 from graphopt.ir.interp import run
 from graphopt.ir.node import ConstData, Node, Value, input_node
 from graphopt.ir.types import DType, TensorType
-from graphopt.ops.registry import Unsupported, ops_for_aten, ops_for_onnx
+from graphopt.ops.registry import Unsupported, ops_for_aten
 
 
 class FakeImportCtx:
@@ -48,19 +49,20 @@ class FakeImportCtx:
 
 def lift_onnx(op_type: str, inputs: list[Value | None], attrs: dict[str, Any], opset: int,
               num_outputs: int = 1) -> list[Value]:
-    """Lift one ONNX node the way the frontend does (first op that does not decline wins)."""
+    """Lift one ONNX node the way the frontend does (its lowering of the type, then the ops that
+    declare it; the first that does not decline wins)."""
     from onnx import TensorProto, numpy_helper
 
     # tensor attributes reach ops as numpy arrays (as the ONNX frontend decodes them)
     attrs = {k: numpy_helper.to_array(a) if isinstance(a, TensorProto) else a
              for k, a in attrs.items()}
     reasons = []
-    for op in ops_for_onnx(op_type):
+    for name, from_onnx in lifters(op_type):
         ctx = FakeImportCtx(op_type, opset, list(inputs), dict(attrs), num_outputs)
         try:
-            res = op.from_onnx(ctx)
+            res = from_onnx(ctx)
         except Unsupported as e:
-            reasons.append(f"{op.name}: {e}")
+            reasons.append(f"{name}: {e}")
             continue
         return [res] if isinstance(res, Value) else list(res)
     raise Unsupported("; ".join(reasons) or f"no op for {op_type}")

@@ -9,9 +9,12 @@
             if cost(G') < alpha * cost(best): queue <- G'
             if cost(G') < cost(best): best <- G'
 
-Graphs are immutable and hash-consed, so dedup is a set of graph keys and a rewrite shares every
-unchanged node with its parent. Matches come from the incremental index
-(``rewrite/index.py``): a new graph only matches at its new nodes.
+Graphs are immutable and hash-consed, so dedup is by graph key (the ids of the graph's input
+and output nodes) and a rewrite shares every unchanged node with its parent. An id names a node
+only while the node lives: ``seen`` maps each key to the nodes it names and so keeps them alive
+(a candidate dropped for its cost would otherwise be collected, and a later, different graph
+whose new nodes got its ids would be dropped as its duplicate). Matches come from the
+incremental index (``rewrite/index.py``): a new graph only matches at its new nodes.
 
 Two ways to price a candidate, one loop: *exact* builds and costs every candidate graph when it
 is found; *lazy* (a ``CostModel``) queues it at its parent's cost plus ``local_delta`` (the cost
@@ -26,7 +29,7 @@ import time
 from typing import Callable, Sequence
 
 from ..ir.graph import Graph
-from ..ir.node import Value
+from ..ir.node import Node, Value
 from ..rewrite.driver import reads_replaced
 from ..rewrite.index import Matcher, MultiMatches
 from ..rewrite.match import Match, MatchFail
@@ -74,6 +77,11 @@ def rewrite_once(g: Graph, r: PatternRule, m: Match, pos: dict[int, int]) -> "Gr
     return mapping if isinstance(mapping, str) else g.replace(mapping)
 
 
+def held(g: Graph) -> tuple[Node, ...]:
+    """The nodes whose ids make up ``g.key()`` (kept alive while the key is in use)."""
+    return g.inputs + tuple(v.node for v in g.outputs)
+
+
 # ---- the search -----------------------------------------------------------------------------------
 
 def backtrack(g: Graph, rules: "Sequence[PatternRule] | Matcher", cost: Callable[[Graph], float],
@@ -113,7 +121,9 @@ class _State:
         self.c0 = cost(g)
         budget.explored += 1
         self.best, self.best_cost, self.best_path = g, self.c0, ()
-        self.seen = {g.key()}
+        # graph key -> the nodes it names, held so their ids are not reused while the key is
+        # here (``multi`` in ``run`` is keyed by the keys of graphs seen here, too)
+        self.seen: dict[tuple, tuple[Node, ...]] = {g.key(): held(g)}
         self.tie = itertools.count()
         self.rejected: dict[str, int] = {}
         self.stopped = "exhausted"
@@ -150,7 +160,7 @@ class _State:
         if k in self.seen:
             self.reject("duplicate")
             return None
-        self.seen.add(k)
+        self.seen[k] = held(g)
         c = self.cost(g)
         if found:
             self.budget.explored += 1

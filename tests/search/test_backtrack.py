@@ -5,6 +5,8 @@ semantically valid here: the search trusts its rules; the pipeline's numeric che
 real rules and the real cost model are tested with numeric equivalence."""
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -69,6 +71,35 @@ def test_graphs_seen_before_are_not_searched_again() -> None:
     r = backtrack(g, [swap], op_cost, alpha=1.05)
     # add(x, y) <-> add(y, x): two graphs, then only duplicates
     assert r.stopped == "exhausted" and r.explored == 2 and r.rejected["duplicate"] >= 1
+
+
+def test_only_real_duplicates_are_dropped_when_candidates_are_collected() -> None:
+    """exp <-> tanh at each of k positions of a chain: 2**k graphs within alpha, each explored
+    once; exp -> sigmoid: graphs over alpha, dropped and collected. Every other arrival is a
+    real duplicate, also when the cost function holds no node and rejected graphs are collected
+    between candidates (their nodes' ids are then free for new nodes: dedup keys made of ids
+    must not outlive them)."""
+    k = 4
+    x = _x(4)
+    v = x.out
+    for _ in range(k):
+        v = build("exp", v)
+    g = Graph([x], [v])
+    weight = {"exp": 1.0, "tanh": 1.01, "sigmoid": 3.0}
+    costed: list[str] = []
+
+    def collecting_cost(h: Graph) -> float:
+        gc.collect()
+        costed.append(h.fingerprint())
+        return sum(weight.get(n.op, 0.0) for n in h.nodes)
+
+    rules = [_unary("exp", "tanh"), _unary("tanh", "exp"), _unary("exp", "sigmoid")]
+    r = backtrack(g, rules, collecting_cost, budget=Budget(seconds=None, max_graphs=None))
+    over_alpha = k * 2 ** (k - 1)  # one exp of an exp/tanh graph made sigmoid: each once
+    assert r.stopped == "exhausted" and r.expanded == 2 ** k
+    assert r.explored == len(costed) == len(set(costed)) == 2 ** k + over_alpha
+    # each exp/tanh graph's k flips arrive; all but the 2**k - 1 new graphs are duplicates
+    assert r.rejected == {"duplicate": k * 2 ** k - (2 ** k - 1), "cost": over_alpha}
 
 
 def test_a_rewrite_reading_its_own_output_is_a_cycle() -> None:

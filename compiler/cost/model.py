@@ -29,6 +29,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
+from ..ir.fold import FoldPolicy
 from ..ir.graph import Graph
 from ..ir.node import Node, Value
 from ..ir.types import DType, TensorType
@@ -47,9 +48,9 @@ class Kind(enum.IntEnum):
     OPAQUE = 6  # never fused
 
 
-# constant folding after the search folds pure nodes over constants up to this size (or any
-# size not larger than their inputs), as passes/cleanup.py's ConstantFold does
-FOLD_MAX_ELEMENTS = 1 << 20
+# the size policy of the constant folding after the search (search/stage.py: the one folder's
+# default, as passes/cleanup.py's ConstantFold uses it); what it folds costs nothing
+SEARCH_FOLD = FoldPolicy()
 
 
 def kind_of(op: str) -> Kind:
@@ -92,8 +93,9 @@ def node_info(n: Node) -> NodeInfo:
                    for t in in_types)
     out_elems = sum(t.static_numel(SYM_DEFAULT) if isinstance(t, TensorType) else 1
                     for t in n.out_types)
-    foldable = bool(opdef.pure and in_types and (out_elems <= FOLD_MAX_ELEMENTS
-                                                 or out_elems <= in_elems))
+    fold = SEARCH_FOLD
+    foldable = bool(opdef.pure and in_types and (
+        out_elems <= fold.max_elements or (fold.growth_only and out_elems <= in_elems)))
     if kind in (Kind.SOURCE, Kind.VIEW):
         return NodeInfo(kind, 0.0, 0.0, 0, out_bytes, tuple(0.0 for _ in in_types), None, 0,
                         0.0, 0, foldable)

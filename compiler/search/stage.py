@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+from ..cost.model import SEARCH_FOLD
 from ..errors import GraphOptError
 from ..ir.graph import Graph
 from ..ir.fold import fold_graph
@@ -76,8 +77,8 @@ def search_step(g: Graph, target: str = "cpu", *, budget: "float | Budget | None
 
 def _fold(g: Graph) -> tuple[Graph, int]:
     """Constant-fold what the rewrites built over constants (e.g. concatenated weights), under
-    the cleanup pass's size policy."""
-    out, stats = fold_graph(g)
+    the cleanup pass's size policy (``SEARCH_FOLD``: the one the cost model counts as free)."""
+    out, stats = fold_graph(g, SEARCH_FOLD)
     return out, stats.folded
 
 

@@ -17,7 +17,7 @@ attrs:
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -25,6 +25,17 @@ from ..errors import ExportError, GraphOptError
 from ..ir.node import Attrs
 from ..ir.types import TensorType, ValueType
 from .registry import NotSymbolic, OpDef, register
+
+# How opaque nodes without an ONNX NodeProto run (torch tensors in, torch tensors out), by their
+# ``domain`` attr. The frontend that makes such nodes registers it (the PyTorch frontend: "aten",
+# ``frontends/fx_opaque.py``); ops sit below the frontends and do not import them.
+Runner = Callable[[Sequence[Any], Attrs], tuple[Any, ...]]
+_RUNNERS: dict[str, Runner] = {}
+
+
+def register_runner(domain: str, run: Runner) -> None:
+    """Run opaque nodes of ``domain`` (that carry no NodeProto) with ``run(xs, attrs)``."""
+    _RUNNERS[domain] = run
 
 
 @register
@@ -48,9 +59,12 @@ class Opaque(OpDef):
         if attrs.get("proto") is not None:
             outs = run_onnx_node([x.detach().cpu().numpy() for x in xs], attrs)
             return tuple(torch.from_numpy(np.asarray(o)) for o in outs)
-        from ..frontends.fx import call_opaque_aten
-
-        return call_opaque_aten(xs, attrs)
+        run = _RUNNERS.get(attrs["domain"])
+        if run is None:
+            raise GraphOptError(f"opaque {attrs['domain']} node {attrs['op_type']}: no run-time "
+                                f"semantics registered for domain {attrs['domain']!r} (the "
+                                f"frontend that makes such nodes registers them on import)")
+        return run(xs, attrs)
 
     def symbolic(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
         raise NotSymbolic(f"opaque {attrs['op_type']}")

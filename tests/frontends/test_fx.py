@@ -8,12 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from graphopt.errors import FrontendError
-from graphopt.frontends import fx as fxf
-from graphopt.frontends.fx import call_opaque_aten, const_to_tensor, from_module, tensor_to_const
+from graphopt.errors import FrontendError, GraphOptError
+from graphopt.frontends.fx import const_to_tensor, from_module, tensor_to_const
+from graphopt.frontends.fx_aten import AtenCtx
+from graphopt.frontends.fx_opaque import call_opaque_aten
 from graphopt.frontends.torch_export import to_callable
 from graphopt.ir.graph import Graph
-from graphopt.ir.node import Value
+from graphopt.ir.node import Attrs, Value
 from graphopt.ir.types import DType, TensorType
 from graphopt.ir.verify import verify
 from graphopt.ops.registry import OpDef, Unsupported
@@ -92,6 +93,17 @@ def test_unmapped_aten_op_is_opaque_and_round_trips() -> None:
     torch.testing.assert_close(direct, got)
 
 
+def test_opaque_op_runs_aten_nodes_through_the_runner_the_frontend_registered() -> None:
+    from graphopt.ops.opaque import _RUNNERS
+    from graphopt.ops.registry import get_op
+
+    assert _RUNNERS["aten"] is call_opaque_aten
+    attrs = Attrs({"op_type": "x.y.z", "domain": "elsewhere", "proto": None,
+                   "out_types": (TensorType((2,), DType.f32),)})
+    with pytest.raises(GraphOptError, match="no run-time semantics registered"):
+        get_op("opaque").torch([torch.zeros(2)], attrs)
+
+
 class TopK(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         v, i = torch.topk(x, 2)
@@ -125,7 +137,7 @@ def test_used_outputs_seen_by_from_aten(monkeypatch: pytest.MonkeyPatch) -> None
     class Spy(OpDef):
         name = "spy"
 
-        def from_aten(self, ctx: fxf.AtenCtx) -> Value:
+        def from_aten(self, ctx: AtenCtx) -> Value:
             seen.append((ctx.num_outputs, ctx.used_outputs))
             raise Unsupported("spying only")
 
@@ -147,7 +159,7 @@ def test_mapping_with_wrong_type_is_an_error(monkeypatch: pytest.MonkeyPatch) ->
     class Bad(OpDef):
         name = "bad"
 
-        def from_aten(self, ctx: fxf.AtenCtx) -> Value:
+        def from_aten(self, ctx: AtenCtx) -> Value:
             return ctx.tensor_args()[0]  # ignores the dtype change
 
     import graphopt.ops.registry as reg

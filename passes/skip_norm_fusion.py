@@ -28,9 +28,9 @@ Which places to lower (``mode``):
   pass's ``target`` prices the contrib node below the add (+ bias add) and norm it replaces, by
   more than the model resolves. Target ``cpu`` (this host, where the result runs in ONNX
   Runtime) uses the measured mode: each node is profiled alone in ONNX Runtime on this machine
-  at the opset the pipeline exports it at (``ExportOpsetProfiler``), cached on disk by op, attrs
-  and types; a saving below one run's fixed overhead (measured with the probes) is not resolved
-  and keeps the standard ops. The candidate's reason (or detail) quotes both times. The
+  at the opset the pipeline exports it at (the profiler's default), cached on disk by op, attrs,
+  types and opset; a saving below one run's fixed overhead (measured with the probes) is not
+  resolved and keeps the standard ops. The candidate's reason (or detail) quotes both times. The
   analytic model has no price of its own for a contrib kernel (only its generic memory-bound
   default), so other targets, or ``cost="analytic"``, keep every place and say so; a caller's
   ``cost_model`` (a ``CostModel``) decides instead when given.
@@ -43,8 +43,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from graphopt.cost.measured import MeasuredCostModel, OpProfiler, node_key
+from graphopt.cost.measured import MeasuredCostModel
 from graphopt.cost.model import CostModel
+from graphopt.cost.profile import OpProfiler, Unpriced
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import ConstData, Node, Value, constant
 from graphopt.ir.types import DType, TensorType
@@ -211,21 +212,6 @@ def contrib_node(m: SkipNorm, tr: _Tr = lambda v: v) -> Node:
 
 # ---- the cost decision (mode auto) -------------------------------------------------------------
 
-class ExportOpsetProfiler(OpProfiler):
-    """``OpProfiler`` probing each node at the default opset the pipeline exports it at
-    (``pipeline.raise_opset_for_fused_ops``): ``rms_norm`` is one RMSNormalization node from
-    opset 23 and a six-node composition below it, which the plain profiler (probes at the
-    exporter's default opset 18) would time instead. Its times are cached apart (``machine``)."""
-
-    def machine(self) -> str:
-        return super().machine() + "/export-opset"
-
-    def _time_ort(self, g: Graph, feeds: dict[str, np.ndarray]) -> float:
-        from graphopt.pipeline import raise_opset_for_fused_ops
-
-        return super()._time_ort(raise_opset_for_fused_ops(g), feeds)
-
-
 HOST = "cpu"  # the target that is this machine (measured costs exist for it only)
 _MEASURED: list[MeasuredCostModel] = []
 
@@ -233,7 +219,9 @@ _MEASURED: list[MeasuredCostModel] = []
 def measured_model() -> MeasuredCostModel:
     """The measured cost model of this host (one per process, so measurements are reused)."""
     if not _MEASURED:
-        _MEASURED.append(MeasuredCostModel(HOST, ExportOpsetProfiler(HOST)))
+        # the profiler probes each node at the opset the pipeline exports it at (its default):
+        # rms_norm is one RMSNormalization node there, a six-node composition below opset 23
+        _MEASURED.append(MeasuredCostModel(HOST, OpProfiler(HOST)))
     return _MEASURED[0]
 
 
@@ -257,12 +245,12 @@ def decide(m: SkipNorm, model: CostModel) -> Decision:
     resolution = 0.0
     if isinstance(model, MeasuredCostModel):
         prof = model.profiler
-        missing = [n for n in (*m.replaced, node) if prof.op_time(n) is None]
+        unpriced = [t for t in map(prof.price_op, (*m.replaced, node))
+                    if isinstance(t, Unpriced)]
         prof.flush()
-        if missing:
-            why = prof.fallbacks.get(node_key(missing[0]), missing[0].op)
+        if unpriced:
             return Decision(False, f"{m.op_type} vs {ops} cannot be measured on this host "
-                                   f"({why}); kept ({how})")
+                                   f"({unpriced[0].reason}); kept ({how})")
         how = "measured in ONNX Runtime on this host"
         resolution = prof.overhead()
     times = f"{m.op_type} {_us(new)} vs {ops} {_us(std)} ({how})"

@@ -255,7 +255,7 @@ class OpDef:
 
     # ---- frontends and exporter ----------------------------------------------------------
     def from_onnx(self, ctx: Any) -> "Sequence[Any] | None":
-        """Lift one ONNX node (``ctx``: frontends.onnx.ImportCtx) into IR values, one per ONNX
+        """Lift one ONNX node (``ctx``: frontends.onnx_lift.ImportCtx) into IR values, one per ONNX
         output; return None (or raise Unsupported(reason)) to keep the node opaque.
 
         Default: ONNX inputs map 1:1 onto this op's inputs and the node has no attributes."""
@@ -273,7 +273,7 @@ class OpDef:
         ctx.emit(self.onnx[0], [ctx.name(v) for v in node.inputs], ctx.out_names(node))
 
     def from_aten(self, ctx: Any) -> Any:
-        """Lift one aten call (``ctx``: frontends.fx.AtenCtx) into IR values.
+        """Lift one aten call (``ctx``: frontends.fx_aten.AtenCtx) into IR values.
         Default: the tensor positional args map 1:1 onto this op's inputs."""
         return ctx.build(self.name, ctx.tensor_args())
 

@@ -123,13 +123,14 @@ graph t(%q: f32[1,2,8,8], %k: f32[1,2,8,8], %v: f32[1,2,8,8], %x: f32[4]) {
     gelu = ex.of_kind("gelu")
     assert len(gelu) == 1 and not gelu[0].fused and "x / sqrt(2)" in gelu[0].reason
     contrib = ex.of_kind("contrib_attention")
-    # mode auto on target cpu: both forms measured on this host; at 8 queries the standard
-    # kernel is faster, so the cost model keeps it
-    assert len(contrib) == 1 and not contrib[0].matched
-    assert "MultiHeadAttention is not faster on cpu" in contrib[0].reason, contrib[0].reason
+    # mode auto on target cpu: both forms timed on this host; which wins is this machine's
+    # business (no test asserts a timing), but the place is listed with both times
+    assert len(contrib) == 1
+    said = contrib[0].detail if contrib[0].matched else contrib[0].reason
+    assert "MultiHeadAttention" in said and " ms" in said, said
     text = ex.text()
     assert "GELU compositions: 1 found, 0 fused, 1 not fused" in text
-    assert "com.microsoft attention lowering: 1 found, 0 rewritten, 1 not rewritten" in text
+    assert "com.microsoft attention lowering: 1 found" in text
     assert not explain_model(g).of_kind("contrib_attention")
 
 
@@ -144,13 +145,13 @@ def test_silu_gated_mlp_and_skip_norm_candidates_are_listed() -> None:
     # rewrite) say so
     assert len(gated) == 2 and all(not c.matched and "not merged" in c.reason for c in gated)
     # residual add + rms_norm: contrib form found; mode auto measured both forms on this host
-    # and kept the standard ops (slower, or a saving within what the probes resolve)
+    # and quotes both times, whichever wins here (no test asserts a timing)
     assert len(skip) == 4, [c.describe() for c in skip]
-    assert all(not c.matched and "measured in ONNX Runtime on this host" in c.reason
-               and " us vs add + rms_norm " in c.reason for c in skip), [c.reason for c in skip]
+    said = [c.detail if c.matched else c.reason for c in skip]
+    assert all("measured in ONNX Runtime on this host" in t and " us vs add + rms_norm " in t
+               for t in said), said
     text = ex.text()
     assert "SiLU compositions (x * sigmoid(x)): 2 found, 2 fused" in text
     assert "SiLU-gated MLPs (silu(gate) * up): 2 found, 0 fused, 2 not fused" in text
-    assert ("residual add + norm (com.microsoft Skip*Normalization): 4 found, 0 rewritten, "
-            "4 not rewritten") in text
+    assert "residual add + norm (com.microsoft Skip*Normalization): 4 found" in text
     assert not explain_model(m, ins).of_kind("skip_norm")

@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from graphopt.check import check_graphs
 from graphopt.frontends.onnx_export import to_model
 from graphopt.ir.graph import Graph
 from graphopt.ir.interp import run
@@ -136,20 +137,29 @@ def test_default_decision_device_bound_then_cost_model(target: str, wins: bool,
         assert len(att) == 1 and "slower on" in c.reason
 
 
-def test_cpu_fusion_passes_chunk_long_causal_blocks_measured() -> None:
-    """Target cpu, the measured cost model: a causal block whose scores (64 MiB) exceed the
-    cache is split (its chunks skip the masked upper triangle); the analytic model of a GPU
+def test_cpu_prices_long_causal_blocks_measured_gpu_keeps_them_whole() -> None:
+    """Target cpu, the measured cost model: a causal block whose scores exceed the cache is a
+    candidate, both forms timed on this host (which wins is this machine's business: no test
+    asserts a timing; injected costs test the decision above). The analytic model of a GPU
     target prices the chunks slower (no scores materialized there), so it keeps it whole."""
     from graphopt.cost.devices import get_device
     from graphopt.passes.fusions import fusion_passes
     from graphopt.rewrite.passes import Pipeline
 
-    g, feeds = _block(2048, True, None)  # 2*2*2048*2048*4 = 64 MiB of scores
-    assert 2 * 2 * 2048 * 2048 * 4 > get_device("cpu").cache_bytes
+    bound = get_device("cpu").cache_bytes
+    S = 64
+    while 2 * 2 * S * S * 4 <= bound:  # the smallest power-of-two sequence over the bound
+        S *= 2
+    if S > 4096:
+        pytest.skip(f"this host's cache ({bound >> 20} MiB) needs a {S}-query block to be "
+                    f"exceeded: too large to time in a test")
+    g, feeds = _block(S, True, None)
     res = Pipeline(fusion_passes("cpu")).run(g)
     cand = next(c for c in res.candidates if c.kind == "attention_chunks")
-    assert cand.matched, cand.describe()
-    assert res.graph.op_counts()["attention"] > 1
+    assert " ms" in cand.describe(), cand.describe()  # both forms' times, either way
+    assert (res.graph.op_counts()["attention"] > 1) == cand.matched
+    if cand.matched:
+        check_graphs(g, res.graph, feeds)
     gpu = Pipeline(fusion_passes("a100")).run(g)
     assert gpu.graph.op_counts()["attention"] == 1
     res = AttentionChunking(options={"target": "a100"}).run(g)

@@ -144,13 +144,15 @@ def test_auto_mode_choice_and_reasons(h: int, hkv: int, s: int | str, causal: bo
 
 
 def test_auto_mode_measures_on_this_host_and_keeps_small_blocks() -> None:
-    """Target cpu: both forms run in ONNX Runtime (cached per shape); at 8 queries the standard
-    kernel wins by far (docs/fusions.md). Other targets have no price for the contrib kernel."""
+    """Target cpu: both forms run in ONNX Runtime (cached per shape) and the candidate quotes
+    both times, whichever wins on this machine (no test asserts a timing; injected costs
+    test the decision). Other targets have no price for the contrib kernel."""
     from graphopt.passes.attention_cost import profiler
 
     g = parse(_graph(2, 2, 8, False, None))
     c = OrtContribAttention("auto").run(g).candidates[0]
-    assert not c.matched and "MultiHeadAttention is not faster on cpu" in c.reason, c.reason
+    said = c.detail if c.matched else c.reason
+    assert "MultiHeadAttention" in said and " ms" in said and "standard Attention" in said, said
     runs = profiler().measured
     OrtContribAttention("auto").run(g)  # the same shape again: from the cache, not re-timed
     assert profiler().measured == runs

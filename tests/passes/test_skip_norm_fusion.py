@@ -151,16 +151,14 @@ def test_mode_auto_follows_the_cost_model(contrib: float, lowered: bool) -> None
 
 
 def test_mode_auto_on_this_host_quotes_measured_times() -> None:
-    # target cpu: each form profiled in ONNX Runtime here (cached); a BERT-size SkipLayerNorm
-    # is several times slower than Add + LayerNormalization on this CPU
+    # target cpu: each form profiled in ONNX Runtime here (cached); the candidates quote both
+    # times whichever wins on this machine (injected costs test the decision itself)
     g = parse(TWO_NORMS.replace("2,3,8", "1,128,768").replace("[8]", "[768]"))
     res = SkipNormFusion().run(g)
     assert len(res.candidates) == 2
     for c in res.candidates:
         text = c.detail if c.matched else c.reason
         assert "measured in ONNX Runtime on this host" in text and " us vs add + " in text, text
-    ln = next(c for c in res.candidates if c.anchor.op == "layer_norm")
-    assert not ln.matched and "SkipLayerNormalization is slower" in ln.reason, ln.describe()
     # the analytic model has no price for a contrib kernel: kept, and said so (no profiling)
     for p in (SkipNormFusion(cost="analytic"), SkipNormFusion(target="a100")):
         res = p.run(parse(TWO_NORMS))
@@ -201,10 +199,10 @@ def test_models_lowered_and_equal_in_onnx_runtime(name: str, frontend: str) -> N
     assert not _contrib(g)  # without allow_contrib_ops nothing is emitted
     ln, rms, with_sum = MODELS[(name, frontend)]
     # what fusion_passes("cpu", allow_contrib_ops=True) runs: mode auto, measured on this host,
-    # keeps every place of these tiny models (savings within what the probes resolve, or slower)
+    # decides every place (which way is this machine's business; no test asserts a timing)
     auto = SkipNormFusion().run(g)
-    assert not auto.changed and auto.stats["skip_norm_not_rewritten"] == ln + rms, \
-        [c.describe() for c in auto.candidates]
+    assert auto.stats["skip_norm_rewritten"] + auto.stats["skip_norm_not_rewritten"] == \
+        ln + rms, [c.describe() for c in auto.candidates]
     res = SkipNormFusion("always").run(g)
     assert res.stats["skip_layer_norm"] == ln and res.stats["skip_simplified_layer_norm"] == rms
     assert res.stats["skip_norm_not_rewritten"] == 0, [c.describe() for c in res.candidates]

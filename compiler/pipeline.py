@@ -216,9 +216,9 @@ def raise_opset_for_fused_ops(g: Graph) -> Graph:
     compositions)."""
     from dataclasses import replace
 
-    from .ops.registry import get_op
+    from .ops.registry import onnx_opset_needed
 
-    need = max((get_op(n.op).onnx_min_opset or 0 for n in g.nodes), default=0)
+    need = onnx_opset_needed(n.op for n in g.nodes)
     have = g.meta.opset("") or 0
     if need <= have:
         return g

@@ -119,15 +119,17 @@ def _const_part(c: ConstData) -> str:
 
 
 def _need(op: str) -> int:
-    from ..ops.registry import get_op
+    from ..ops.registry import onnx_opset_needed
 
-    return get_op(op).onnx_min_opset or 0
+    return onnx_opset_needed([op])
 
 
 def export_opset(g: Graph) -> int:
     """The default-domain opset ``g`` is exported (and probed) at: its own, raised to what its
     ops need to be one ONNX node each."""
-    return max(g.meta.opset("") or DEFAULT_OPSET, max((_need(n.op) for n in g.nodes), default=0))
+    from ..ops.registry import onnx_opset_needed
+
+    return max(g.meta.opset("") or DEFAULT_OPSET, onnx_opset_needed(n.op for n in g.nodes))
 
 
 def node_key(n: Node, opset: int | None = None) -> str:

@@ -28,7 +28,7 @@ Aspects of an op (see docs/architecture.md); every fact about an op lives here, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Literal, Sequence
 
 import numpy as np
 
@@ -349,6 +349,12 @@ def ops_for_onnx(op_type: str) -> list[OpDef]:
 def ops_for_aten(target: str) -> list[OpDef]:
     _ensure_loaded()
     return list(_BY_ATEN.get(target, ()))
+
+
+def onnx_opset_needed(ops: Iterable[str]) -> int:
+    """The default-domain ONNX opset at which every op of ``ops`` exports as one node of its
+    own (``onnx_min_opset``; 0 when none needs more than any opset has)."""
+    return max((get_op(op).onnx_min_opset or 0 for op in ops), default=0)
 
 
 # ---- helpers shared by op families ------------------------------------------------------------

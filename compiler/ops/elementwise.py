@@ -24,7 +24,7 @@ from ..ir.types import DType, TensorType, ValueType
 from . import residues
 from .registry import (Cost, Example, NotGenerated, NotSymbolic, OpDef, Unsupported,
                        broadcast_shapes, numel, register, same_dtype, tensor_types, nbytes)
-from .symbolic import Axiom, is_neg_inf, ite, lift_neg_inf, neg_inf, not_neg_inf, uf
+from .symbolic import Axiom, concrete_value, is_neg_inf, ite, lift_neg_inf, neg_inf, uf
 
 # ---- dtype kinds --------------------------------------------------------------------------------
 
@@ -120,21 +120,6 @@ def is_bool_term(v: Any) -> bool:
     import z3
 
     return z3.is_bool(v)
-
-
-def concrete_value(v: Any) -> float | None:
-    """The numeric value of a Python number or z3 numeral, else None."""
-    if isinstance(v, (bool, np.bool_)):
-        return None
-    if isinstance(v, (int, float, np.integer, np.floating)):
-        return float(v)
-    import z3
-
-    if z3.is_int_value(v):
-        return float(v.as_long())
-    if z3.is_rational_value(v):
-        return float(v.as_fraction())
-    return None
 
 
 def real(v: Any) -> Any:

@@ -156,19 +156,6 @@ def is_neg_inf(v: Any) -> bool:
     return z3.is_expr(v) and v.eq(neg_inf())
 
 
-def at_neg_inf(v: Any) -> Any:
-    """``v == -inf`` for axiom guards (a bool for numbers, a z3 formula for terms)."""
-    if isinstance(v, (int, float, np.integer, np.floating)):
-        return float(v) == -np.inf
-    return v == neg_inf()
-
-
-def not_neg_inf(v: Any) -> Any:
-    if isinstance(v, (int, float, np.integer, np.floating)):
-        return float(v) != -np.inf
-    return v != neg_inf()
-
-
 def _ite_parts(v: Any) -> "tuple[Any, Any, Any] | None":
     import z3
 
@@ -186,13 +173,16 @@ def holds_neg_inf(v: Any) -> bool:
     return parts is not None and (holds_neg_inf(parts[1]) or holds_neg_inf(parts[2]))
 
 
-def _concrete(v: Any) -> "float | None":
+def concrete_value(v: Any) -> "float | None":
+    """The numeric value of a Python number or z3 numeral, else None."""
     if isinstance(v, (bool, np.bool_)):
         return None
     if isinstance(v, (int, float, np.integer, np.floating)):
         return float(v)
     import z3
 
+    if z3.is_int_value(v):
+        return float(v.as_long())
     if z3.is_rational_value(v):
         return float(v.as_fraction())
     return None
@@ -204,7 +194,7 @@ def _binary_at_neg_inf(op: str, a: Any, b: Any) -> Any:
 
     na, nb = is_neg_inf(a), is_neg_inf(b)
     other = b if na else a
-    c = _concrete(other)
+    c = concrete_value(other)
     if op == "add" or (op == "sub" and na and not nb):
         return neg_inf()
     if op in ("mul", "div") and na and not nb and c is not None and c > 0:

@@ -16,9 +16,8 @@ from ..errors import GraphOptError
 from ..ir.graph import Graph
 from ..ir.node import Node
 from .devices import Device
-from .model import CostModel, Kind, Region
-from .profile import (OpProfiler, Timing, Unmeasurable, Unpriced, default_cache_path, graph_key,
-                      node_key, probe_graph)
+from .model import CostModel, Region
+from .profile import OpProfiler
 
 
 class MeasuredCostModel(CostModel):
@@ -70,7 +69,3 @@ def cost_model(target: "Device | str" = "cpu", mode: str = "analytic", **kw: Any
     if mode == "measured":
         return MeasuredCostModel(target, **kw)
     raise GraphOptError(f"unknown cost mode {mode!r} (analytic, measured)", where="cost model")
-
-
-__all__ = ["OpProfiler", "MeasuredCostModel", "cost_model", "node_key", "graph_key",
-           "probe_graph", "default_cache_path", "Timing", "Unpriced", "Unmeasurable", "Kind"]

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from graphopt.cost.measured import (MeasuredCostModel, OpProfiler, cost_model, node_key,
-                                    probe_graph)
+from graphopt.cost.measured import MeasuredCostModel, cost_model
+from graphopt.cost.profile import OpProfiler, node_key, probe_graph
 from graphopt.cost.model import CostModel
 from graphopt.errors import GraphOptError
 from graphopt.ir.graph import Graph

@@ -362,10 +362,9 @@ def run_graph(g: Graph, feeds: Mapping[str, np.ndarray], backend: str = "numpy"
     """Run an IR graph: ``numpy`` (reference interpreter), ``onnx`` (export + ONNX Runtime) or
     ``torch`` (the torch callable)."""
     if backend == "numpy":
-        from .ir.interp import run
+        from .ir.interp import NumpyInterpreter
 
-        # by position: an input may be named like run()'s own parameters (g, backend)
-        return [np.asarray(x) for x in run(g, *[feeds[n] for n in g.input_names])]
+        return [np.asarray(x) for x in NumpyInterpreter().run(g, feeds)]
     if backend == "onnx":
         return run_onnx_graph(g, feeds)
     if backend == "torch":

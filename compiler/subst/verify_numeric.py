@@ -6,7 +6,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import GraphOptError
-from ..ir.interp import run
+from ..ir.interp import NumpyInterpreter
 from ..ir.types import Dim, TensorType
 from .rulefile import SubstRule, instantiate_rule
 
@@ -47,8 +47,8 @@ def check_numeric(rule: SubstRule, envs: Sequence[Mapping[str, Dim]], seed: int 
         for _ in range(trials):
             xs = random_inputs(lhs.input_types, rng, keep_dtype)  # type: ignore[arg-type]
             feed = dict(zip(lhs.input_names, xs))
-            lo = run(lhs, **feed)
-            ro = run(rhs, **{n: feed[n] for n in rhs.input_names})
+            lo = NumpyInterpreter().run(lhs, feed)
+            ro = NumpyInterpreter().run(rhs, {n: feed[n] for n in rhs.input_names})
             for i, (a, b) in enumerate(zip(lo, ro)):
                 a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
                 if a.shape != b.shape:

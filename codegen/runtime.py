@@ -5,14 +5,17 @@ a ``torch.nn.Module``. Kernels run on CUDA tensors, autotuned per device; with
 ``interpret=True`` they run in Triton's interpreter on CPU tensors (tests; needs
 ``TRITON_INTERPRET=1`` before triton's first import, which ``import_triton`` sets when it can).
 Inputs go by position or by graph input name; outputs are shaped like the source module's.
+The module is the torch callable (``frontends/torch_export.py``, a ``TorchInterpreter``) with the
+lowering's schedule as its node walk: a kernel per region, ``run_node`` for every other node.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from graphopt.errors import GraphOptError
 from graphopt.ir.graph import Graph
-from graphopt.ir.node import Node
+from graphopt.ir.interp import Env, node_where
 
 GPU_TARGETS = ("a100", "h100", "h200")
 
@@ -36,87 +39,48 @@ def compile_graph(g: Graph, target: str = "a100", *, interpret: bool = False,
     return _module_class()(lower(g, target), interpret, autotune)
 
 
+@functools.lru_cache(maxsize=None)
 def _module_class() -> type:
-    import torch
+    from graphopt.frontends.torch_export import module_class
 
-    from graphopt.frontends.fx import const_to_tensor
-    from graphopt.frontends.torch_export import _bind, _check_input, _out_spec
-
-    class KernelModule(torch.nn.Module):
-        """Runs a ``Lowered`` graph: kernels for regions, torch ops elsewhere."""
+    class KernelModule(module_class()):  # type: ignore[misc]
+        """Runs a ``Lowered`` graph: kernels for regions, torch ops elsewhere (a torch
+        callable whose node walk is the lowering's schedule)."""
 
         def __init__(self, lowered: Any, interpret: bool, autotune: bool) -> None:
-            super().__init__()
-            from graphopt.ops.registry import get_op
-
+            super().__init__(lowered.graph, True)
             from .triton.cache import load
 
             self.lowered = lowered
-            self.graph: Graph = lowered.graph
             self.interpret = interpret
             self.autotune = autotune and not interpret
             self._tuner: Any = None
-            self._const: dict[int, str] = {}
-            for n in self.graph.nodes:
-                if n.op == "constant":
-                    name = f"c{len(self._const)}"
-                    self.register_buffer(name, const_to_tensor(n.const), persistent=False)
-                    self._const[id(n)] = name
-            self._plan: list[tuple[str, Any, Any]] = []
-            for s in lowered.steps:
-                if s.kernel is not None:
-                    self._plan.append(("kernel", s, load(s.kernel, interpret)))
-                else:
-                    self._plan.append(("torch", s.node, get_op(s.node.op)))
-            self._out_spec = _out_spec(self.graph)
+            self._kernels: list[Any] = [None if s.kernel is None else load(s.kernel, interpret)
+                                        for s in lowered.steps]
 
         @property
         def kernel_count(self) -> int:
-            return sum(1 for k, _, _ in self._plan if k == "kernel")
+            return sum(1 for k in self._kernels if k is not None)
 
-        def forward(self, *args: Any, **kwargs: Any) -> Any:
-            from graphopt.ops.symbols import bind_symbols, symbol_values
+        def execute(self, g: Graph, env: Env) -> None:
+            for n in g.nodes:
+                if n.op == "constant":
+                    self.store(env, n, self.run_node(n, []))
+            for step, module in zip(self.lowered.steps, self._kernels):
+                if module is None:
+                    self.store(env, step.node, self.run_node(step.node,
+                                                             self.args_of(step.node, env)))
+                else:
+                    self._run_kernel(step, module, env)
 
-            g = self.graph
-            feed = _bind(g, args, kwargs)
-            env: dict[tuple[int, int], Any] = {}
-            for n in g.inputs:
-                _check_input(n, feed[n.attrs["name"]])
-                env[(id(n), 0)] = feed[n.attrs["name"]]
-            for nid, name in self._const.items():
-                env[(nid, 0)] = getattr(self, name)
-            with symbol_values(bind_symbols(g.input_types, [feed[nm] for nm in g.input_names])):
-                for kind, a, b in self._plan:
-                    if kind == "torch":
-                        self._run_torch(a, b, env)
-                    else:
-                        self._run_kernel(a, b, env)
-            outs = [env[(id(v.node), v.index)] for v in g.outputs]
-            if self._out_spec is not None:
-                from torch.utils import _pytree as pytree
-
-                return pytree.tree_unflatten(outs, self._out_spec)
-            return outs[0] if len(outs) == 1 else tuple(outs)
-
-        def _run_torch(self, n: Node, opdef: Any, env: dict) -> None:
-            xs = [env[(id(v.node), v.index)] for v in n.inputs]
-            try:
-                outs = opdef.torch(xs, n.attrs)
-            except GraphOptError:
-                raise
-            except Exception as e:  # noqa: BLE001 - re-raised naming the node
-                raise GraphOptError(f"{type(e).__name__}: {e}", where=_where(n)) from e
-            for i, o in enumerate(outs):
-                env[(id(n), i)] = o
-
-        def _run_kernel(self, step: Any, module: Any, env: dict) -> None:
+        def _run_kernel(self, step: Any, module: Any, env: Env) -> None:
             ks = step.kernel
             xs = [env[(id(v.node), v.index)] for v in ks.inputs]
             dev = xs[0].device if xs else None
             if dev is not None and dev.type != "cuda" and not self.interpret:
                 raise GraphOptError(f"kernel {ks.name} got {dev.type} tensors; generated kernels "
                                     f"run on CUDA (or compile with interpret=True)",
-                                    where=_where(step.region.nodes[0]))
+                                    where=node_where(step.region.nodes[0]))
             cfg = None
             if self.autotune and dev is not None and dev.type == "cuda":
                 cfg = self._autotuner(dev).config(ks.name, module, xs)
@@ -127,7 +91,7 @@ def _module_class() -> type:
             except Exception as e:  # noqa: BLE001 - re-raised naming the region
                 raise GraphOptError(f"kernel {ks.name} ({ks.summary}) failed: "
                                     f"{type(e).__name__}: {e}",
-                                    where=_where(step.region.nodes[0])) from e
+                                    where=node_where(step.region.nodes[0])) from e
             for v, o in zip(ks.outputs, outs):
                 env[(id(v.node), v.index)] = o
 
@@ -141,7 +105,3 @@ def _module_class() -> type:
             return self._tuner
 
     return KernelModule
-
-
-def _where(n: Node) -> str:
-    return f"node {n.op} #{n.uid}" + (f" [{n.origin}]" if n.origin else "")

@@ -100,3 +100,16 @@ def test_runtime_error_names_the_node() -> None:
     f = to_callable(g, check_inputs=False)
     with pytest.raises(GraphOptError, match=r"node relu #\d+.*inputs: complex64\[2, 3\]"):
         f(torch.ones(2, 3, dtype=torch.complex64))
+
+
+def test_the_callable_is_a_torch_interpreter() -> None:
+    """One node walk: the module is a TorchInterpreter; its inputs may be named anything."""
+    from graphopt.ir.interp import TorchInterpreter
+
+    g_in = input_node("g", TensorType((3,), DType.f32))
+    b_in = input_node("backend", TensorType((3,), DType.f32))
+    f = to_callable(Graph([g_in, b_in], [op("sub", g_in.out, b_in.out)]))
+    assert isinstance(f, TorchInterpreter)
+    a, b = torch.randn(3), torch.randn(3)
+    torch.testing.assert_close(f(g=a, backend=b), a - b)
+    torch.testing.assert_close(f.run(f.graph, {"g": a, "backend": b})[0], a - b)

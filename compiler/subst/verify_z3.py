@@ -24,14 +24,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import GraphOptError
 from ..ir.graph import Graph
+from ..ir.interp import Interpreter
+from ..ir.node import Node
 from ..ir.types import Dim, TensorType
 from .rulefile import SubstRule, instantiate_rule
+
+if TYPE_CHECKING:
+    from ..ops.registry import OpDef
 
 
 @dataclass(frozen=True)
@@ -101,56 +106,55 @@ def input_facts(g: Graph, feed: Mapping[str, np.ndarray]) -> list[Any]:
     return out
 
 
-def _snap(arr: np.ndarray, consts: Mapping[str, float], tol: float,
-          snapped: dict[str, float]) -> np.ndarray:
-    """A scalar float constant within relative ``tol`` of a named constant, as that constant."""
-    from ..ops.symbolic import named_constant
+class Z3Interpreter(Interpreter):
+    """A graph on z3 terms: each op's ``symbolic_typed`` aspect over object arrays.
 
-    if arr.size != 1 or arr.dtype.kind != "f":
+    ``domain`` (when given) collects the lhs's domain conditions, the ops' ``symbolic_domain``
+    (term, condition) pairs. ``constants`` / ``tol``: a scalar float constant within relative
+    ``tol`` of a named constant is read as that constant; ``snapped`` records each (its value
+    -> the named constant's)."""
+
+    binds_symbols = False  # rules are instantiated at static sizes
+    # every term lives until the run ends: z3 reuses the ids of dead terms, and its solver's
+    # search order (so whether a marginal proof finishes in time) follows the ids
+    drops_values = False
+
+    def __init__(self, domain: list[tuple[Any, Any]] | None = None,
+                 constants: Mapping[str, float] | None = None, tol: float = 0.0) -> None:
+        self.domain = domain
+        self.constants = dict(constants or {})
+        self.tol = tol
+        self.snapped: dict[str, float] = {}
+
+    def constant(self, n: Node) -> Any:
+        if self.constants and n.const.has_array:
+            arr = np.asarray(n.const.array)
+            snapped = self._snap(arr)
+            if snapped is not arr:
+                return snapped
+        return super().constant(n)
+
+    def _snap(self, arr: np.ndarray) -> np.ndarray:
+        """A scalar float constant within relative ``tol`` of a named constant, as that
+        constant (else ``arr`` itself)."""
+        from ..ops.symbolic import named_constant
+
+        if arr.size != 1 or arr.dtype.kind != "f":
+            return arr
+        v = float(arr.reshape(()))
+        for name, c in self.constants.items():
+            if c != 0 and abs(v - c) <= self.tol * abs(c):
+                self.snapped[f"{v!r}"] = c
+                out = np.empty(arr.shape, dtype=object)
+                out.reshape(-1)[0] = named_constant(name)
+                return out
         return arr
-    v = float(arr.reshape(()))
-    for name, c in consts.items():
-        if c != 0 and abs(v - c) <= tol * abs(c):
-            snapped[f"{v!r}"] = c
-            out = np.empty(arr.shape, dtype=object)
-            out.reshape(-1)[0] = named_constant(name)
-            return out
-    return arr
 
-
-def run_symbolic(g: Graph, feed: Mapping[str, np.ndarray],
-                 assumptions: list[Any] | None = None,
-                 snap: tuple[Mapping[str, float], float, dict[str, float]] | None = None
-                 ) -> list[np.ndarray]:
-    """Evaluate ``g`` on z3 terms. ``assumptions`` (when given) receives the domain
-    conditions of its ops, (term, condition) pairs; ``snap`` = (named constants, tolerance,
-    record of what snapped)."""
-    from ..ops.registry import get_op
-
-    env: dict[int, tuple[Any, ...]] = {}
-    for n in g.nodes:
-        if n.op == "input":
-            env[id(n)] = (feed[n.attrs["name"]],)
-            continue
-        xs = [env[id(v.node)][v.index] for v in n.inputs]
-        opdef = get_op(n.op)
-        try:
-            if n.op == "constant" and snap is not None and n.const.has_array:
-                arr = np.asarray(n.const.array)
-                snapped = _snap(arr, snap[0], snap[1], snap[2])
-                if snapped is not arr:
-                    env[id(n)] = (snapped,)
-                    continue
-            if assumptions is not None and hasattr(opdef, "symbolic_domain"):
-                assumptions.extend(opdef.symbolic_domain(xs, n.attrs))
-            outs = opdef.symbolic_typed(xs, n.attrs, tuple(v.type for v in n.inputs))
-        except GraphOptError:
-            raise
-        except Exception as e:
-            raise GraphOptError(f"symbolic {n.op} failed: {type(e).__name__}: {e}",
-                                where=f"node {n.op} #{n.uid}") from e
-        env[id(n)] = tuple(np.asarray(o, dtype=object) for o in outs)
-    return [env[id(v.node)][v.index] for v in g.outputs]
+    def call_op(self, n: Node, opdef: "OpDef", args: Sequence[Any]) -> Sequence[Any]:
+        if self.domain is not None:
+            self.domain.extend(opdef.symbolic_domain(args, n.attrs))
+        outs = opdef.symbolic_typed(args, n.attrs, tuple(v.type for v in n.inputs))
+        return tuple(np.asarray(o, dtype=object) for o in outs)
 
 
 def _as_expr(x: Any) -> Any:
@@ -195,14 +199,15 @@ def prove(rule: SubstRule, env: Mapping[str, Dim], timeout_ms: int = 5000) -> Pr
 
     t0 = time.perf_counter()
     domain: list[tuple[Any, Any]] = []
-    snapped: dict[str, float] = {}
     try:
         lhs, rhs = instantiate_rule(rule, env)
         feed = symbolic_inputs(lhs)
         tol = rule.get("constants") if not rule.generated else ""
-        snap = (named_constants(rhs), float(tol), snapped) if tol else None
-        lo = run_symbolic(lhs, feed, None if rule.generated else domain, snap)
-        ro = run_symbolic(rhs, {n: feed[n] for n in rhs.input_names})
+        left = Z3Interpreter(None if rule.generated else domain,
+                             named_constants(rhs) if tol else None, float(tol or 0.0))
+        lo = left.run(lhs, feed)
+        ro = Z3Interpreter().run(rhs, {n: feed[n] for n in rhs.input_names})
+        snapped = left.snapped
         facts = constant_bounds(named_constants(rhs)) + input_facts(lhs, feed)
     except GraphOptError as e:
         return Proof(False, "", f"symbolic evaluation failed: {e.one_line()}",

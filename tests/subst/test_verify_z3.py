@@ -69,3 +69,29 @@ def test_z3_alone_rejects(name: str) -> None:
 
 def test_planted_count() -> None:
     assert len(PLANTED) >= 10
+
+
+def test_z3_interpreter_collects_domains_and_reads_named_constants() -> None:
+    """The verifier's interpreter: softmax rows' domain conditions are collected, a scalar
+    constant within the tolerance of a named constant is read as it (and recorded)."""
+    import math
+
+    import numpy as np
+
+    from graphopt.ir.graph import Graph
+    from graphopt.ir.node import constant, input_node, op
+    from graphopt.ir.types import DType, TensorType
+    from graphopt.ops.symbolic import named_constant
+    from graphopt.subst.verify_z3 import Z3Interpreter, symbolic_inputs
+
+    x = input_node("x", TensorType((2, 3), DType.f32))
+    half = constant(np.float32(1 / math.sqrt(2)))
+    g = Graph([x], [op("mul", op("softmax", x.out, axis=1), half)])
+    domain: list = []
+    it = Z3Interpreter(domain, {"1/sqrt(2)": 1 / math.sqrt(2)}, 1e-6)
+    (out,) = it.run(g, symbolic_inputs(g))
+    assert len(domain) == 2  # one condition per softmax row
+    assert list(it.snapped.values()) == [1 / math.sqrt(2)]
+    assert str(named_constant("1/sqrt(2)")) in str(out[0, 0])
+    (plain,) = Z3Interpreter().run(g, symbolic_inputs(g))
+    assert "sqrt" not in str(plain[0, 0])

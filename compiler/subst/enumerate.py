@@ -26,7 +26,7 @@ from ..ir.graph import Graph
 from ..ir.node import Attrs, Node, Value, input_node
 from ..ir.types import TensorType
 from . import fingerprint as fpr
-from ..rewrite.dims import DimExpr, generalize_attr, instantiate_attr, representable
+from ..rewrite.dims import DimExpr, representable
 
 # sizes the fingerprints are computed at (small, distinct per variable)
 FP_DIMS: dict[str, int] = {"a": 3, "b": 4, "c": 5, "d": 2, "e": 3, "f": 2}
@@ -79,6 +79,7 @@ class Enumerator:
         self.input_nodes: list[Node] = []
         # fingerprints are computed at small sizes (types are checked at the stored instance)
         self.fp_env: dict[str, int] = dict(FP_DIMS)
+        self.fp = fpr.ModPrimeInterpreter(samples, self.fp_env)  # evaluates one node at a time
         for name, t in scenario.input_types():
             n = input_node(name, t)
             self.input_nodes.append(n)
@@ -90,7 +91,6 @@ class Enumerator:
         self.nodes: list[Node] = []
         self.node_ins: list[tuple[int, ...]] = []
         self.node_outs: list[tuple[int, ...]] = []
-        self.node_fattrs: list[Attrs] = []  # attrs at the fingerprint sizes
         self.node_cone: list[frozenset[int]] = []  # the node and every op node it depends on
         self.node_canonical: list[bool] = []  # no enumerated graph computes its value cheaper
         self._memo: dict[tuple, int] = {}
@@ -146,18 +146,12 @@ class Enumerator:
             self._memo[key] = -1
             self.stats.invalid += 1
             return -1
-        fattrs = Attrs({k: instantiate_attr(generalize_attr(spec.op, k, v), self.fp_env)
-                        for k, v in node.attrs.items()})
-        per_sample = [fpr.eval_op(spec.op, [self.vfp[i][r] for i in ins], fattrs)
-                      for r in range(self.samples)]
+        fps = self.fp.run_node(node, [self.vfp[i] for i in ins])
         nid = len(self.nodes)
         self.nodes.append(node)
         self.node_ins.append(ins)
-        vids = tuple(self._add_value(Value(node, k),
-                                     tuple(np.asarray(o[k]) for o in per_sample), nid)
-                     for k in range(len(types)))
+        vids = tuple(self._add_value(Value(node, k), fps[k], nid) for k in range(len(types)))
         self.node_outs.append(vids)
-        self.node_fattrs.append(fattrs)
         cone = {nid}
         for i in ins:
             if self.vnode[i] >= 0:

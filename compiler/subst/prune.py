@@ -95,12 +95,9 @@ def _eval(en: Enumerator, rec: GraphRec, override: dict[int, tuple[np.ndarray, .
         n = en.vnode[v]
         if n < 0 or n not in members:
             return en.vfp[v]
-        node = en.nodes[n]
-        ins = [val(i) for i in en.node_ins[n]]
-        outs = [fpr.eval_op(node.op, [x[r] for x in ins], en.node_fattrs[n])
-                for r in range(en.samples)]
+        outs = en.fp.run_node(en.nodes[n], [val(i) for i in en.node_ins[n]])
         for k, ov in enumerate(en.node_outs[n]):
-            env[ov] = tuple(o[k] for o in outs)
+            env[ov] = outs[k]
         return env[v]
 
     members = set(rec.nodes)

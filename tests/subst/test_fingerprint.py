@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from graphopt.ir.node import Attrs
 from graphopt.ops import residues
@@ -41,3 +42,41 @@ def test_digest_stable() -> None:
     x = np.arange(6).reshape(2, 3)
     assert fp.digest([x]) == fp.digest([x.copy()])
     assert fp.digest([x]) != fp.digest([x.reshape(3, 2)])
+
+
+@pytest.mark.parametrize("scenario,ops", [("attention", ("reshape", "softmax")),
+                                          ("linalg", ("concat", "split", "matmul"))])
+def test_interpreter_over_a_graph_matches_the_enumerators_fingerprints(
+        scenario: str, ops: tuple[str, ...]) -> None:
+    """The enumerator fingerprints node by node (``run_node``); a whole-graph run of the same
+    interpreter gives the same residues, with size-valued attrs (reshape) re-instantiated at the
+    fingerprint sizes and multi-output ops (split) per output."""
+    from graphopt.subst.enumerate import Enumerator, GraphRec
+    from graphopt.subst.generate import restrict
+    from graphopt.subst.scenario import SCENARIOS
+
+    sc = restrict(SCENARIOS[scenario], list(ops))
+    assert sc is not None
+    en = Enumerator(sc, 2).run()
+    ops_seen: set[str] = set()
+    for nid, node in enumerate(en.nodes):  # each node's cone as a graph, its outputs out
+        rec = GraphRec(tuple(sorted(en.node_cone[nid])), en.node_outs[nid])
+        ins = en.inputs_of(rec)
+        g = en.to_graph(rec, ins, "g")
+        feed = {en.values[i].node.attrs["name"]: en.vfp[i] for i in ins}
+        outs = fp.ModPrimeInterpreter(en.samples, en.fp_env).run(g, feed)
+        assert [fp.digest(o) for o in outs] == [en.vhash[v] for v in rec.outputs]
+        ops_seen.add(node.op)
+    assert set(ops) <= ops_seen
+
+
+def test_unfingerprinted_op_is_named() -> None:
+    from graphopt.errors import GraphOptError
+    from graphopt.ir.graph import Graph
+    from graphopt.ir.node import input_node, op
+    from graphopt.ir.types import DType, TensorType
+
+    x = input_node("x", TensorType((3,), DType.f32))
+    g = Graph([x], [op("abs", x.out)])
+    with pytest.raises(GraphOptError, match=r"node abs #\d+: ValueError: fingerprint: op abs"):
+        fp.ModPrimeInterpreter().run(g, [(np.zeros(3, np.int64),)])

@@ -90,7 +90,9 @@ _LEAF_MEMO: dict[tuple[int, int], tuple[Node, np.ndarray | None]] = {}
 def const_leaf(v: Value, depth: int = 4) -> np.ndarray | None:
     """A mask leaf's value when it is a constant, or a small expression over constants that
     constant folding left unfolded because of its size (a causal mask ``arange[:, None] >=
-    arange[None, :]`` at long sequences): evaluated with the ops' numpy forms, bounded in size.
+    arange[None, :]`` at long sequences): evaluated node by node with the reference interpreter
+    (``NumpyInterpreter.run_node``), bounded in size; not through the constant folder, which
+    would store these intermediates as constants.
     Evaluations are remembered (the matcher's dry build and the rebuild ask twice)."""
     a = const_array(v)
     if a is not None or depth <= 0:
@@ -108,9 +110,9 @@ def const_leaf(v: Value, depth: int = 4) -> np.ndarray | None:
     xs = [const_leaf(i, depth - 1) for i in n.inputs]
     out: np.ndarray | None = None
     if all(x is not None for x in xs):
-        from graphopt.ops.registry import get_op
+        from graphopt.ir.interp import NumpyInterpreter
 
-        out = np.asarray(get_op(n.op).numpy(xs, n.attrs)[v.index])
+        out = np.asarray(NumpyInterpreter().run_node(n, xs)[v.index])
     if len(_LEAF_MEMO) >= 8:
         _LEAF_MEMO.clear()
     _LEAF_MEMO[key] = (n, out)

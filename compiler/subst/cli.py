@@ -103,7 +103,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"no rules under {', '.join(args.dir or args.rule_dirs)}", file=sys.stderr)
         return 1
     t0 = time.perf_counter()
-    tasks = [(r.text(), r.source, 0, args.timeout_ms) for r in rules]
+    tasks = [(r.text(), r.source, 0, args.timeout_ms, True) for r in rules]
     if args.jobs > 1:
         with mp.get_context("fork").Pool(args.jobs) as pool:
             verdicts = pool.map(verify_text, tasks, chunksize=max(1, len(tasks) // (8 * args.jobs)))
@@ -115,8 +115,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     again = [i for i, v in enumerate(verdicts) if not v.ok and v.stage == "z3"
              and v.reason.startswith("z3 returned unknown")]
     for i in again:
-        text, source, seed, ms = tasks[i]
-        verdicts[i] = verify_text((text, source, seed, 4 * ms))
+        text, source, seed, ms, nlsat = tasks[i]
+        verdicts[i] = verify_text((text, source, seed, 4 * ms, nlsat))
     if again:
         print(f"re-proved {len(again)} rule(s) after a z3 timeout, one at a time with "
               f"{4 * args.timeout_ms} ms: {sum(verdicts[i].ok for i in again)} proven")

@@ -54,7 +54,10 @@ def _float_tolerance(rule: SubstRule) -> tuple[float, float]:
     return 1e-7, 1e-9
 
 
-def verify_rule(rule: SubstRule, seed: int = 0, timeout_ms: int = 5000) -> Verdict:
+def verify_rule(rule: SubstRule, seed: int = 0, timeout_ms: int = 5000,
+                nlsat: bool = True) -> Verdict:
+    """Float re-test, then proof (``verify_z3.prove``; ``nlsat``: with the nonlinear fallback,
+    which verification uses and generation does not)."""
     tests, proof_env = sizes_for(rule)
     t0 = time.perf_counter()
     narrow = not rule.generated and any(
@@ -84,16 +87,19 @@ def verify_rule(rule: SubstRule, seed: int = 0, timeout_ms: int = 5000) -> Verdi
     t1 = time.perf_counter()
     if why is not None:
         return Verdict(rule.name, False, "numeric", reason=why, numeric_s=t1 - t0)
-    pf = prove(rule, proof_env, timeout_ms)
+    pf = prove(rule, proof_env, timeout_ms, nlsat)
     if not pf.proved:
         return Verdict(rule.name, False, "z3", reason=pf.reason, numeric_s=t1 - t0,
                        z3_s=pf.seconds)
     return Verdict(rule.name, True, "ok", pf.method, numeric_s=t1 - t0, z3_s=pf.seconds)
 
 
-def verify_text(args: tuple[str, str, int, int]) -> Verdict:
-    """Worker entry: (rule text, source, seed, timeout_ms) -> Verdict (picklable both ways)."""
-    text, source, seed, timeout_ms = args
+def verify_text(args: tuple) -> Verdict:
+    """Worker entry: (rule text, source, seed, timeout_ms[, nlsat]) -> Verdict (picklable both
+    ways). ``nlsat`` (default False: what ``rules generate`` keeps must not depend on it) adds
+    the nonlinear fallback, as ``rules verify`` does."""
+    text, source, seed, timeout_ms = args[:4]
+    nlsat = bool(args[4]) if len(args) > 4 else False
     (rule,) = loads(text, source)
     rule = SubstRule(rule.name, rule.lhs, rule.rhs, source, rule.meta)
-    return verify_rule(rule, seed, timeout_ms)
+    return verify_rule(rule, seed, timeout_ms, nlsat)

@@ -188,11 +188,18 @@ def _defined(x: Any, domain: list[tuple[Any, Any]]) -> list[Any]:
     return [c for t, c in domain if t.get_id() in ids]
 
 
-def prove(rule: SubstRule, env: Mapping[str, Dim], timeout_ms: int = 5000) -> Proof:
+def prove(rule: SubstRule, env: Mapping[str, Dim], timeout_ms: int = 5000,
+          nlsat: bool = False) -> Proof:
     """Prove ``rule`` at the sizes ``env``. Each output element of a hand-written rule is
     compared where the lhs element is defined (the domain conditions of the ops it reads); an
     element undefined for every input (a constant mask killing a whole softmax row) may be
-    anything on the rhs."""
+    anything on the rhs.
+
+    ``nlsat``: when z3's default solver answers unknown, ask z3's nonlinear real arithmetic
+    procedure (tactic qfnra-nlsat) too: it decides polynomial identities the default solver's
+    heuristics sometimes time out on (a conv over an average pool, say; whether they do depends
+    on z3's internal term order). Verification uses it; generation does not, so the generated
+    set does not change with it."""
     import z3
 
     from ..ops.symbolic import instances
@@ -246,9 +253,26 @@ def prove(rule: SubstRule, env: Mapping[str, Dim], timeout_ms: int = 5000) -> Pr
         s.add(c)
     s.add(z3.Or([z3.And(*cs, x != y) for x, y, cs in pending]))
     r = s.check()
+    why = s.reason_unknown() if r == z3.unknown else ""
+    method = "solver"
+    if r == z3.unknown and nlsat:
+        r, method = _check_nlsat(s.assertions(), timeout_ms), "nlsat"
     dt = time.perf_counter() - t0
     if r == z3.unsat:
-        return Proof(True, "solver" + note, seconds=dt)
+        return Proof(True, method + note, seconds=dt)
     if r == z3.sat:
         return Proof(False, "", "counterexample found", dt)
-    return Proof(False, "", f"z3 returned unknown ({s.reason_unknown()})", dt)
+    return Proof(False, "", f"z3 returned unknown ({why})", dt)
+
+
+def _check_nlsat(assertions: Any, timeout_ms: int) -> Any:
+    """The same obligation under qfnra-nlsat (unknown where it does not apply: functions)."""
+    import z3
+
+    try:
+        s = z3.Tactic("qfnra-nlsat").solver()
+        s.set("timeout", timeout_ms)
+        s.add(assertions)
+        return s.check()
+    except z3.Z3Exception:
+        return z3.unknown

@@ -3,7 +3,8 @@
 The one folder of the compiler. The ONNX importer folds shape computations as it reads a model
 (``frontends/onnx.py``), the cleanup pass folds what rewrites leave over constants
 (``passes/cleanup.py``'s ``ConstantFold``), and the search folds the weights its rewrites
-concatenated (``search/stage.py``). They differ only in the size policy (``FoldPolicy``).
+concatenated (``search/stage.py``); the last two through the engine's rule
+(``rewrite/fold.py::FoldRule``). They differ only in the size policy (``FoldPolicy``).
 
 What folds: a pure IR op, computed with its numpy aspect; or an opaque ONNX node of a
 deterministic standard op type (``FOLDABLE_ONNX``), run alone in ONNX Runtime. Random and other
@@ -11,8 +12,8 @@ impure ops never fold; neither do results whose dtype has no numpy form (bf16).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -125,39 +126,6 @@ def readers_of(g: Graph) -> dict[int, int]:
     for v in g.outputs:
         readers[id(v.node)] = readers.get(id(v.node), 0) + 1
     return readers
-
-
-@dataclass
-class FoldStats:
-    folded: int = 0
-    skipped: dict[str, int] = field(default_factory=lambda: {"large": 0, "shared": 0})
-    errors: list[str] = field(default_factory=list)  # nodes whose evaluation failed, and why
-
-
-def fold_graph(g: Graph, policy: FoldPolicy = FoldPolicy()) -> tuple[Graph, FoldStats]:
-    """Fold every foldable node of ``g`` (bottom-up, so chains fold in one pass). A result that
-    contradicts its node's declared type is an op bug: PassError."""
-    from ..errors import PassError
-
-    stats = FoldStats()
-    readers = readers_of(g)
-
-    def fold(n: Node) -> Sequence[Value] | None:
-        res = fold_node(n, policy, readers)
-        if res is None:
-            return None
-        if isinstance(res, NotFolded):
-            if res.kind == "mismatch":
-                raise PassError(res.reason, where=describe(n))
-            if res.kind == "error":
-                stats.errors.append(f"{describe(n)}: {res.reason}")
-            else:
-                stats.skipped[res.kind] += 1
-            return None
-        stats.folded += 1
-        return res
-
-    return g.map_nodes(fold), stats
 
 
 def describe(n: Node) -> str:

@@ -7,7 +7,8 @@ from typing import Any, Callable, Sequence
 from ..cost.model import SEARCH_FOLD
 from ..errors import GraphOptError
 from ..ir.graph import Graph
-from ..ir.fold import fold_graph
+from ..rewrite.driver import local
+from ..rewrite.fold import FoldRule
 from ..rewrite.rule import PatternRule
 from .backtrack import DEFAULT_ALPHA
 from .budget import Budget
@@ -76,10 +77,11 @@ def search_step(g: Graph, target: str = "cpu", *, budget: "float | Budget | None
 
 
 def _fold(g: Graph) -> tuple[Graph, int]:
-    """Constant-fold what the rewrites built over constants (e.g. concatenated weights), under
-    the cleanup pass's size policy (``SEARCH_FOLD``: the one the cost model counts as free)."""
-    out, stats = fold_graph(g, SEARCH_FOLD)
-    return out, stats.folded
+    """Constant-fold what the rewrites built over constants (e.g. concatenated weights) with the
+    engine's folding rule, under the cleanup pass's size policy (``SEARCH_FOLD``: the one the
+    cost model counts as free)."""
+    out = local(g, [FoldRule(SEARCH_FOLD)])
+    return out.graph, out.applied.get(FoldRule.name, 0)
 
 
 def format_search(rep: dict[str, Any]) -> str:

@@ -7,7 +7,9 @@ from onnx import TensorProto, helper
 
 from graphopt.frontends.onnx import load
 from graphopt.frontends.onnx_fold import IMPORT_FOLD
-from graphopt.ir.fold import FOLDABLE_ONNX, FoldPolicy, NotFolded, fold_graph, fold_node
+from graphopt.ir.fold import FOLDABLE_ONNX, FoldPolicy, NotFolded, fold_node
+from graphopt.rewrite.driver import local
+from graphopt.rewrite.fold import FoldRule
 from graphopt.ir.node import Node, constant, input_node, op
 from graphopt.ir.types import DType, TensorType
 from graphopt.ops.registry import get_op
@@ -51,8 +53,9 @@ def test_opaque_onnx_nodes_of_the_one_list_fold_in_the_pass() -> None:
     d = constant(np.array([[1, 2], [3, 4]], np.float32))
     i = constant(np.array([[1], [0]], np.int64))
     g = g.replace({g.inputs[0].out: d, g.inputs[1].out: i})
-    out, stats = fold_graph(g)
-    assert stats.folded == 1
+    res = local(g, [FoldRule()])
+    out = res.graph
+    assert res.applied == {"constant_fold": 1}
     np.testing.assert_array_equal(out.outputs[0].node.const.array, [[3, 4], [1, 2]])
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from graphopt.errors import GraphOptError
 from graphopt.ir.graph import Graph
-from graphopt.ir.interp import Env, node_where
+from graphopt.ir.interp import Env
 
 GPU_TARGETS = ("a100", "h100", "h200")
 
@@ -80,7 +80,7 @@ def _module_class() -> type:
             if dev is not None and dev.type != "cuda" and not self.interpret:
                 raise GraphOptError(f"kernel {ks.name} got {dev.type} tensors; generated kernels "
                                     f"run on CUDA (or compile with interpret=True)",
-                                    where=node_where(step.region.nodes[0]))
+                                    where=step.region.nodes[0].where)
             cfg = None
             if self.autotune and dev is not None and dev.type == "cuda":
                 cfg = self._autotuner(dev).config(ks.name, module, xs)
@@ -91,7 +91,7 @@ def _module_class() -> type:
             except Exception as e:  # noqa: BLE001 - re-raised naming the region
                 raise GraphOptError(f"kernel {ks.name} ({ks.summary}) failed: "
                                     f"{type(e).__name__}: {e}",
-                                    where=node_where(step.region.nodes[0])) from e
+                                    where=step.region.nodes[0].where) from e
             for v, o in zip(ks.outputs, outs):
                 env[(id(v.node), v.index)] = o
 

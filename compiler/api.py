@@ -50,21 +50,9 @@ class OptimizedModel:
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def _bind(self, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
-        names = self.graph.input_names
-        if len(args) > len(names):
-            raise GraphOptError(f"the model takes {len(names)} inputs ({', '.join(names)}), "
-                                f"got {len(args)}")
-        feeds = {n: np.asarray(x) for n, x in zip(names, args)}
-        for k, v in kwargs.items():
-            if k not in names:
-                raise GraphOptError(f"unknown input {k!r}; inputs: {', '.join(names)}")
-            if k in feeds:
-                raise GraphOptError(f"input {k!r} given twice")
-            feeds[k] = np.asarray(v)
-        missing = [n for n in names if n not in feeds]
-        if missing:
-            raise GraphOptError(f"missing inputs {missing}")
-        return feeds
+        from .ir.interp import bind_inputs
+
+        return {k: np.asarray(v) for k, v in bind_inputs(self.graph, args, kwargs).items()}
 
     def _call_torch(self, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         import torch

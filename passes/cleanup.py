@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from graphopt.ir.fold import FOLDABLE_ONNX, FoldPolicy, describe
+from graphopt.ir.fold import FOLDABLE_ONNX, FoldPolicy
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node, Value
 from graphopt.ir.types import TensorType
@@ -71,7 +71,7 @@ class ConstantFold(RewritePass):
         refused = [c for c in candidates if c.rule == FoldRule.name]
         out: Stats = {f"skipped_{k}": sum(1 for c in refused if c.reason.startswith(p))
                       for k, p in REFUSALS.items() if k != "error"}
-        errors = [f"{describe(c.anchor)}: {c.reason}" for c in refused
+        errors = [f"{c.anchor.where}: {c.reason}" for c in refused
                   if c.reason.startswith(REFUSALS["error"])]
         if errors:
             out["not_folded_errors"] = errors

@@ -206,7 +206,7 @@ def test_calling_with_bad_inputs() -> None:
     x = np.ones((1, 4), np.float32)
     with pytest.raises(GraphOptError, match="takes 1 inputs"):
         om(x, x)
-    with pytest.raises(GraphOptError, match="unknown input 'q'"):
+    with pytest.raises(GraphOptError, match="has no input 'q'"):
         om(q=x)
     with pytest.raises(GraphOptError, match="missing inputs"):
         om()

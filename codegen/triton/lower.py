@@ -370,9 +370,5 @@ def _schedule(g: Graph, regions: list[Region], absorbed: set[int]) -> list[Step]
             except Exception as e:
                 raise GraphOptError(f"cannot generate the kernel of {s.region.summary()}: "
                                     f"{type(e).__name__}: {e}",
-                                    where=_where(s.region.nodes[0])) from e
+                                    where=s.region.nodes[0].where) from e
     return order
-
-
-def _where(n: Node) -> str:
-    return f"node {n.op} #{n.uid}" + (f" [{n.origin}]" if n.origin else "")

@@ -261,7 +261,7 @@ class ExportCtx:
 
         a = node.attrs
         if a.get("proto") is None:
-            raise ExportError(f"opaque {a['op_type']} has no ONNX form", where=_where(node))
+            raise ExportError(f"opaque {a['op_type']} has no ONNX form", where=node.where)
         p = _node_proto(node)
         present = a.get("present") or tuple(True for _ in p.input)
         n_explicit = sum(1 for x in present if x)
@@ -313,7 +313,7 @@ class ExportCtx:
                        src: int) -> None:
         """Emit ``q`` converted from opset ``src`` to this export's opset; names the converter
         invents for intermediate values are made unique."""
-        new = _upgrade_node(q, in_types, src, self.opset, _where(node))
+        new = _upgrade_node(q, in_types, src, self.opset, node.where)
         keep = set(q.input) | set(q.output)
         renamed: dict[str, str] = {}
         for nd in new:
@@ -349,22 +349,18 @@ class ExportCtx:
                 get_op(n.op).to_onnx(self, n)
             except ExportError as e:
                 if e.where is None:
-                    e.where = _where(n)
+                    e.where = n.where
                 raise
             except GraphOptError:
                 raise
             except Exception as e:
                 raise ExportError(f"{n.op}.to_onnx raised {type(e).__name__}: {e}",
-                                  where=_where(n)) from e
+                                  where=n.where) from e
             self._current = None
         for i, (v, nm) in enumerate(zip(g.outputs, g.output_names)):
             src = self.name(v)
             if src != nm:
                 self._identity(src, nm, None)
-
-
-def _where(n: Node) -> str:
-    return f"node {n.op} #{n.uid}" + (f" [{n.origin}]" if n.origin else "")
 
 
 def _attribute(k: str, v: Any) -> "onnx.AttributeProto":

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import GraphOptError
 from ..ir.graph import Graph
-from ..ir.interp import TorchInterpreter, bind_inputs, node_where
+from ..ir.interp import TorchInterpreter, bind_inputs
 from ..ir.node import Node
 from .fx import OUT_SPEC_KEY, const_to_tensor
 
@@ -48,7 +48,7 @@ def module_class() -> type:
                     try:
                         t = const_to_tensor(n.const)
                     except GraphOptError as e:
-                        raise GraphOptError(e.message, where=node_where(n)) from e
+                        raise GraphOptError(e.message, where=n.where) from e
                     self.register_buffer(name, t, persistent=False)
                     self._const_names[id(n)] = name
             self._out_spec = _out_spec(g)

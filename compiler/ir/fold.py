@@ -128,11 +128,6 @@ def readers_of(g: Graph) -> dict[int, int]:
     return readers
 
 
-def describe(n: Node) -> str:
-    what = n.op if n.op != "opaque" else f"opaque {n.attrs['op_type']}"
-    return f"node {what} #{n.uid}" + (f" [{n.origin}]" if n.origin else "")
-
-
 # ---- helpers ------------------------------------------------------------------------------------
 
 def _numpy_form(dt: DType) -> bool:

@@ -38,11 +38,6 @@ Inputs = Mapping[str, Any] | Sequence[Any]
 BACKENDS = ("numpy", "torch")
 
 
-def node_where(n: Node) -> str:
-    """How errors name a node: ``node <op> #<uid> [origin]``."""
-    return f"node {n.op} #{n.uid}" + (f" [{n.origin}]" if n.origin else "")
-
-
 def describe_value(x: Any) -> str:
     """A value in an error message: ``dtype[shape]`` for arrays and tensors."""
     if hasattr(x, "shape") and hasattr(x, "dtype"):
@@ -161,12 +156,12 @@ class Interpreter:
             return tuple(self.call_op(n, get_op(n.op), args))
         except GraphOptError as e:
             if e.where is None:
-                e.where = node_where(n)
+                e.where = n.where
             raise
         except Exception as e:  # noqa: BLE001 - re-raised naming the node
             ins = ", ".join(describe_value(x) for x in args)
             raise GraphOptError(f"{type(e).__name__}: {e}" + (f" (inputs: {ins})" if ins else ""),
-                                where=node_where(n)) from e
+                                where=n.where) from e
 
     def placeholder(self, n: Node, value: Any) -> Any:
         """The value graph input ``n`` takes when given ``value``."""

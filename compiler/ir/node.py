@@ -229,6 +229,13 @@ class Node:
         return self.attrs.get(name, default)
 
     @property
+    def where(self) -> str:
+        """How errors name the node: ``node <op> #<uid> [origin]`` (an opaque node with its
+        ONNX / aten op type)."""
+        what = self.op if self.op != "opaque" else f"opaque {self.attrs.get('op_type', '')}"
+        return f"node {what} #{self.uid}" + (f" [{self.origin}]" if self.origin else "")
+
+    @property
     def is_constant(self) -> bool:
         return self.op == "constant"
 

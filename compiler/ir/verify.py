@@ -37,20 +37,16 @@ def verify(g: Graph) -> None:
         try:
             types = get_op(n.op).checked_infer(tuple(v.type for v in n.inputs), n.attrs, n.origin)
         except GraphOptError as e:
-            raise VerifyError(e.message, where=_where(n), context=context_lines(g, n)) from e
+            raise VerifyError(e.message, where=n.where, context=context_lines(g, n)) from e
         if tuple(types) != n.out_types:
             raise VerifyError(
                 f"stored types {', '.join(map(str, n.out_types))} differ from inferred "
-                f"{', '.join(map(str, types))}", where=_where(n), context=context_lines(g, n))
+                f"{', '.join(map(str, types))}", where=n.where, context=context_lines(g, n))
         for v in n.inputs:
             if v.index >= len(v.node.out_types):
                 raise VerifyError(f"reads output {v.index} of {v.node.op}, which has "
-                                  f"{len(v.node.out_types)}", where=_where(n),
+                                  f"{len(v.node.out_types)}", where=n.where,
                                   context=context_lines(g, n))
     names = g.output_names
     if len(set(names)) != len(names):
         raise VerifyError(f"duplicate output names {list(names)}", where=f"graph {g.name}")
-
-
-def _where(n: Node) -> str:
-    return f"node {n.op} #{n.uid}" + (f" [{n.origin}]" if n.origin else "")

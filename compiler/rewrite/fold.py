@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..errors import PassError
-from ..ir.fold import FoldPolicy, NotFolded, describe, fold_node, readers_of
+from ..ir.fold import FoldPolicy, NotFolded, fold_node, readers_of
 from ..ir.node import Node, Value
 from .context import MatchContext
 from .match import Match, MatchFail
@@ -47,7 +47,7 @@ class FoldRule(Rule):
             return None
         if isinstance(res, NotFolded):
             if res.kind == "mismatch":
-                raise PassError(res.reason, where=describe(n))
+                raise PassError(res.reason, where=n.where)
             return MatchFail(f"{REFUSALS[res.kind]}: {res.reason}", n)
         return Match(roots=list(n.outputs), data=res)
 

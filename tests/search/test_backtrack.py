@@ -89,7 +89,7 @@ def test_only_real_duplicates_are_dropped_when_candidates_are_collected() -> Non
     costed: list[str] = []
 
     def collecting_cost(h: Graph) -> float:
-        gc.collect()
+        gc.collect(0)
         costed.append(h.fingerprint())
         return sum(weight.get(n.op, 0.0) for n in h.nodes)
 

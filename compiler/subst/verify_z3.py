@@ -195,11 +195,11 @@ def prove(rule: SubstRule, env: Mapping[str, Dim], timeout_ms: int = 5000,
     element undefined for every input (a constant mask killing a whole softmax row) may be
     anything on the rhs.
 
-    ``nlsat``: when z3's default solver answers unknown, ask z3's nonlinear real arithmetic
-    procedure (tactic qfnra-nlsat) too: it decides polynomial identities the default solver's
-    heuristics sometimes time out on (a conv over an average pool, say; whether they do depends
-    on z3's internal term order). Verification uses it; generation does not, so the generated
-    set does not change with it."""
+    ``nlsat``: when z3's default solver answers unknown, try again with other random seeds, then
+    z3's nonlinear real arithmetic procedure (tactic qfnra-nlsat): it decides polynomial
+    identities the default solver's heuristics sometimes time out on (a conv over an average
+    pool, say; whether they do depends on z3's internal term order). Verification uses it;
+    generation does not, so the generated set does not change with it."""
     import z3
 
     from ..ops.symbolic import instances
@@ -256,7 +256,7 @@ def prove(rule: SubstRule, env: Mapping[str, Dim], timeout_ms: int = 5000,
     why = s.reason_unknown() if r == z3.unknown else ""
     method = "solver"
     if r == z3.unknown and nlsat:
-        r, method = _check_nlsat(s.assertions(), timeout_ms), "nlsat"
+        r, method = _check_again(s.assertions(), timeout_ms)
     dt = time.perf_counter() - t0
     if r == z3.unsat:
         return Proof(True, method + note, seconds=dt)
@@ -265,14 +265,24 @@ def prove(rule: SubstRule, env: Mapping[str, Dim], timeout_ms: int = 5000,
     return Proof(False, "", f"z3 returned unknown ({why})", dt)
 
 
-def _check_nlsat(assertions: Any, timeout_ms: int) -> Any:
-    """The same obligation under qfnra-nlsat (unknown where it does not apply: functions)."""
+def _check_again(assertions: Any, timeout_ms: int, seeds: int = 2) -> tuple[Any, str]:
+    """The same obligation once more: z3's default solver with other random seeds (its search
+    on a hard instance depends on them, and on term order), then qfnra-nlsat (unknown where it
+    does not apply: uninterpreted functions)."""
     import z3
 
+    for seed in range(1, seeds + 1):
+        s = z3.Solver()
+        s.set("timeout", timeout_ms)
+        s.set("random_seed", seed)
+        s.add(assertions)
+        r = s.check()
+        if r != z3.unknown:
+            return r, f"solver (seed {seed})"
     try:
         s = z3.Tactic("qfnra-nlsat").solver()
         s.set("timeout", timeout_ms)
         s.add(assertions)
-        return s.check()
+        return s.check(), "nlsat"
     except z3.Z3Exception:
-        return z3.unknown
+        return z3.unknown, "nlsat"

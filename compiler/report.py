@@ -104,11 +104,15 @@ def build_report(*, source: str, target: str, before: Graph, after: Graph,
 
 
 def _rewrite_totals(passes: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """Counters summed over all pass runs, keyed 'pass.counter' (only numeric, non-zero)."""
+    """Counters summed over all pass runs, keyed 'pass.counter' (only numeric, non-zero; the
+    counts of places left as they were, '*not_*' / '*_kept', are not rewrites: the passes'
+    candidates list them with their reasons)."""
     tot: dict[str, int] = {}
     for p in passes:
         for k, v in p.get("stats", {}).items():
             if isinstance(v, bool) or not isinstance(v, int) or k == "nodes":
+                continue
+            if "not_" in k or k.endswith("_kept") or k.startswith("skipped_"):
                 continue
             key = f"{p['name']}.{k}"
             tot[key] = tot.get(key, 0) + v
@@ -171,7 +175,8 @@ def format_report(report: Mapping[str, Any]) -> str:
 
 
 def explain_text(report: Mapping[str, Any]) -> str:
-    """What was done and what could not be: rewrites by name and the opaque nodes' reasons."""
+    """What was done and what could not be: rewrites by name, the opaque nodes' reasons, and
+    every place a rule looked at and did not rewrite, with its reason."""
     lines = [f"target: {report['target']}"]
     rw = report.get("rewrites") or {}
     lines.append("rewrites applied:" if rw else "rewrites applied: none")
@@ -184,6 +189,9 @@ def explain_text(report: Mapping[str, Any]) -> str:
         for k, v in notes.items():
             for item in v:
                 lines.append(f"  {p['name']} {k}: {item}")
+        for c in p.get("not_rewritten", []):  # the pass's candidates that did not match
+            lines.append(f"  {p['name']}: {c['kind']} at {c['anchor']} not rewritten: rule "
+                         f"{c['rule']}, node {c['culprit'] or c['anchor']}: {c['reason']}")
     return "\n".join(lines)
 
 

@@ -127,3 +127,25 @@ def test_constants_are_counted_once() -> None:
     c = constant(np.ones(4, np.float32))
     g = Graph([x], [op("add", x.out, c), op("mul", x.out, c)])
     assert report.param_stats(g)["params"] == 4
+
+
+def test_explain_lists_places_not_rewritten_and_rewrites_only_count_rewrites() -> None:
+    import graphopt
+    from graphopt.ir.text import parse
+
+    g = parse("""graph t(%x: f32[4]) {
+  %c: f32[] = constant() {data=dense<f32[]>[0.8]}
+  %u: f32[4] = mul(%x, %c)
+  %e: f32[4] = erf(%u)
+  %one: f32[] = constant() {data=dense<f32[]>[1.0]}
+  %a: f32[4] = add(%e, %one)
+  %h: f32[] = constant() {data=dense<f32[]>[0.5]}
+  %xh: f32[4] = mul(%x, %h)
+  %y: f32[4] = mul(%xh, %a)
+  return %y as "y"
+}""")
+    om = graphopt.optimize(g, budget=0)
+    assert not any("not_" in k for k in om.report["rewrites"]), om.report["rewrites"]
+    text = om.explain()
+    assert "gelu_fusion: gelu at erf #" in text and "not rewritten: rule gelu_fusion" in text
+    assert "erf argument is not x / sqrt(2)" in text, text

@@ -165,8 +165,10 @@ class Graph:
                 f"{len(self.outputs)} outputs>")
 
 
-def toposort(roots: Iterable[Node], extra: Iterable[Node] = ()) -> list[Node]:
-    """Iterative post-order DFS (no recursion limit on deep graphs); deterministic."""
+def toposort(roots: Iterable[Node], extra: Iterable[Node] = (),
+             keep: Callable[[Node], bool] | None = None) -> list[Node]:
+    """Iterative post-order DFS (no recursion limit on deep graphs); deterministic. ``keep``:
+    only nodes it accepts are visited (a part of a graph; the walk stops at the others)."""
     order: list[Node] = []
     seen: set[int] = set()
     for n in extra:
@@ -174,7 +176,7 @@ def toposort(roots: Iterable[Node], extra: Iterable[Node] = ()) -> list[Node]:
             seen.add(id(n))
             order.append(n)
     for root in roots:
-        if id(root) in seen:
+        if id(root) in seen or (keep is not None and not keep(root)):
             continue
         stack: list[tuple[Node, int]] = [(root, 0)]
         seen.add(id(root))
@@ -183,7 +185,7 @@ def toposort(roots: Iterable[Node], extra: Iterable[Node] = ()) -> list[Node]:
             if i < len(node.inputs):
                 stack[-1] = (node, i + 1)
                 child = node.inputs[i].node
-                if id(child) not in seen:
+                if id(child) not in seen and (keep is None or keep(child)):
                     seen.add(id(child))
                     stack.append((child, 0))
             else:

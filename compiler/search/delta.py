@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ..ir.graph import toposort
 from ..ir.node import Node, Value
 from ..rewrite.match import Match
 
@@ -69,23 +70,5 @@ def local_delta(model: Any, m: Match, mapping: dict[Value, Value], pos: dict[int
 def _part_nodes(outs: Sequence[Value], part: dict[int, Node], pos: dict[int, int]) -> list[Node]:
     """Nodes computing ``outs`` inside the part: nodes of ``part`` and new nodes (not in the old
     graph), in topological order; anything else is outside."""
-    order: list[Node] = []
-    seen: set[int] = set()
-    for v in outs:
-        root = v.node
-        if id(root) in seen or not (id(root) in part or id(root) not in pos):
-            continue
-        stack: list[tuple[Node, int]] = [(root, 0)]
-        seen.add(id(root))
-        while stack:
-            n, i = stack[-1]
-            if i < len(n.inputs):
-                stack[-1] = (n, i + 1)
-                c = n.inputs[i].node
-                if id(c) not in seen and (id(c) in part or id(c) not in pos):
-                    seen.add(id(c))
-                    stack.append((c, 0))
-            else:
-                stack.pop()
-                order.append(n)
-    return order
+    return toposort((v.node for v in outs),
+                    keep=lambda n: id(n) in part or id(n) not in pos)

@@ -224,7 +224,9 @@ def test_contrib_pipeline_reports_skip_norm_places() -> None:
     m, ins, _, _ = _model("llama")
     g = _simplify(from_module(m, ins))
     res = Pipeline(fusion_passes("cpu", allow_contrib_ops=True)).run(g)
-    assert res.stats["skip_norm_not_rewritten"] == 4 and not _contrib(res.graph)
+    # every place decided by timings on this host (which way is not asserted)
+    done, kept = res.stats["skip_norm_rewritten"], res.stats["skip_norm_not_rewritten"]
+    assert done + kept == 4 and sum(_contrib(res.graph).values()) == done
     res = Pipeline(fusion_passes("cpu", allow_contrib_ops=False)).run(g)
     assert "skip_norm_not_rewritten" not in res.stats
     assert not any(k.startswith("opaque:Skip") for k in res.graph.op_counts())

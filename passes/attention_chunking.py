@@ -46,8 +46,8 @@ from graphopt.cost.devices import get_device
 from graphopt.errors import GraphOptError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import ConstData, Node, Value, constant
-from graphopt.ir.types import DType, TensorType
-from graphopt.rewrite.context import MatchContext
+from graphopt.ir.types import DType
+from graphopt.rewrite.context import MatchContext, tensor_type
 from graphopt.rewrite.match import Match, fail
 from graphopt.rewrite.passes import PassResult, RewritePass, Stats
 from graphopt.rewrite.rule import Rule
@@ -61,15 +61,9 @@ MIN_CHUNK = 64
 Tr = Callable[[Value], Value]
 
 
-def _t(v: Value) -> TensorType:
-    t = v.type
-    assert isinstance(t, TensorType) and t.shape is not None
-    return t
-
-
 def _static(n: Node) -> tuple[int, int, int, int]:
     """B, H, S, T of attention node ``n``; MatchFail when one is symbolic."""
-    q, k = _t(n.inputs[0]), _t(n.inputs[1])
+    q, k = tensor_type(n.inputs[0]), tensor_type(n.inputs[1])
     B, H, S, _ = q.shape  # type: ignore[misc]
     T = k.shape[2]  # type: ignore[index]
     for d, what in ((B, "batch"), (H, "heads"), (S, "query length"), (T, "key length")):
@@ -81,7 +75,7 @@ def _static(n: Node) -> tuple[int, int, int, int]:
 def score_bytes(n: Node) -> int:
     """Bytes of the [B, H, S, T] score matrix of attention node ``n`` (static)."""
     B, H, S, T = _static(n)
-    return B * H * S * T * _t(n.inputs[0]).dtype.itemsize
+    return B * H * S * T * tensor_type(n.inputs[0]).dtype.itemsize
 
 
 def chunk_rows(n: Node, budget_bytes: int, min_chunk: int = MIN_CHUNK) -> int | None:
@@ -89,7 +83,7 @@ def chunk_rows(n: Node, budget_bytes: int, min_chunk: int = MIN_CHUNK) -> int | 
     chunk's scores; None when its scores fit the bound (no candidate); raises MatchFail with the
     reason when a block that needs chunks cannot be split."""
     B, H, S, T = _static(n)
-    row = B * H * T * _t(n.inputs[0]).dtype.itemsize  # bytes of one query row's scores
+    row = B * H * T * tensor_type(n.inputs[0]).dtype.itemsize  # bytes of one query row's scores
     if row * S <= budget_bytes:
         return None
     if n.attrs["causal"] and S != T:
@@ -105,7 +99,7 @@ def chunk_rows(n: Node, budget_bytes: int, min_chunk: int = MIN_CHUNK) -> int | 
 def _slice(x: Value, bounds: dict[int, tuple[int, int]]) -> Value:
     """``x`` sliced to [start, end) on each axis of ``bounds`` (axes kept whole are left out;
     one ``slice`` node)."""
-    shape = _t(x).shape
+    shape = tensor_type(x).shape
     assert shape is not None
     cut = {a: se for a, se in sorted(bounds.items()) if se != (0, shape[a])}
     if not cut:
@@ -117,7 +111,7 @@ def _slice(x: Value, bounds: dict[int, tuple[int, int]]) -> Value:
 
 def _mask_part(m: Value, r: int, c: int, tk: int) -> Value:
     """Rows r:r+c and keys :tk of a mask broadcastable to [B, H, S, T]."""
-    ms = _t(m).shape
+    ms = tensor_type(m).shape
     assert ms is not None
     rank = len(ms)
     bounds = {}
@@ -144,7 +138,7 @@ def chunked(n: Node, c: int, ins: Sequence[Value]) -> Value:
     """Attention node ``n`` over ``ins`` (q, k, v[, mask]) as query chunks of ``c`` rows."""
     q, k, v = ins[:3]
     mask = ins[3] if len(ins) == 4 else None
-    S, T = _t(q).shape[2], _t(k).shape[2]  # type: ignore[index]
+    S, T = tensor_type(q).shape[2], tensor_type(k).shape[2]  # type: ignore[index]
     assert isinstance(S, int) and isinstance(T, int)
     causal = bool(n.attrs["causal"])
     parts = []
@@ -157,10 +151,10 @@ def chunked(n: Node, c: int, ins: Sequence[Value]) -> Value:
             keep = _causal_keep(r, cc, tk)
             if m is None:
                 m = keep
-            elif _t(m).dtype == DType.bool:
+            elif tensor_type(m).dtype == DType.bool:
                 m = Node.build("and", (m, keep), {}).out
             else:
-                ninf = constant(ConstData(np.array(-np.inf, _t(m).dtype.to_numpy())))
+                ninf = constant(ConstData(np.array(-np.inf, tensor_type(m).dtype.to_numpy())))
                 m = Node.build("where", (keep, m, ninf), {}).out
         args += [m] if m is not None else []
         parts.append(Node.build("attention", tuple(args),
@@ -220,7 +214,7 @@ class ChunkRule(Rule):
         if got is None:
             return None  # small blocks need no chunks: not a candidate
         c, why = got
-        S = _t(n.inputs[0]).shape[2]  # type: ignore[index]
+        S = tensor_type(n.inputs[0]).shape[2]  # type: ignore[index]
         return Match(roots=[n.out], data=(n, c), detail=f"{-(-S // c)} chunks of {c} queries",
                      spelling=why)
 

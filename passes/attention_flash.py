@@ -55,8 +55,7 @@ from graphopt.errors import GraphOptError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node, Value
 from graphopt.ir.types import Dim, DType, TensorType, dim_product
-from graphopt.rewrite.context import (MatchContext, Users, const_array, scalar_const, shape_of,
-                                      users_with_outputs)
+from graphopt.rewrite.context import MatchContext, Users, scalar_const, shape_of
 from graphopt.rewrite.match import Match, fail
 from graphopt.rewrite.passes import RewritePass, Stats
 from graphopt.rewrite.rule import Rule
@@ -64,10 +63,6 @@ from graphopt.rewrite.trace import Candidate
 
 from .attention_mask import (NEG_LIMIT, MaskSet, MaskTerm, build, dead_rows_mean, dtype_of,
                              reshape_to, transpose_to)
-
-# helpers other passes import from here
-__all__ = ["AttentionFlash", "const_array", "reshape_to", "scalar_const", "transpose_to",
-           "users_with_outputs"]
 
 RULE = "attention_flash"
 REFINE_RULE = "attention_refine"

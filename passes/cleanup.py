@@ -34,7 +34,7 @@ from graphopt.ir.fold import FOLDABLE_ONNX, FoldPolicy
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node, Value
 from graphopt.ir.types import TensorType
-from graphopt.rewrite.context import MatchContext, const_array, is_const_all
+from graphopt.rewrite.context import MatchContext, is_const_all
 from graphopt.rewrite.fold import REFUSALS, FoldRule
 from graphopt.rewrite.match import Match, MatchFail
 from graphopt.rewrite.passes import Pass, PassResult, Pipeline, RewritePass, Stats
@@ -296,4 +296,4 @@ def cleanup(g: Graph, fixed_point: bool = True) -> PassResult:
 
 
 __all__ = ["CSE", "ConstantFold", "DeadCode", "NOOP_RULES", "RemoveNoOps", "cleanup",
-           "cleanup_passes", "const_array", "is_const_all"]
+           "cleanup_passes"]

@@ -50,7 +50,7 @@ from graphopt.errors import GraphOptError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node, Value, constant
 from graphopt.ir.types import Dim, DType, TensorType
-from graphopt.rewrite.context import MatchContext
+from graphopt.rewrite.context import MatchContext, tensor_type
 from graphopt.rewrite.match import Match, fail
 from graphopt.rewrite.passes import RewritePass, Stats
 from graphopt.rewrite.rule import Rule
@@ -67,16 +67,10 @@ MODES = ("auto", "always")
 Tr = Callable[[Value], Value]
 
 
-def _t(v: Value) -> TensorType:
-    t = v.type
-    assert isinstance(t, TensorType) and t.shape is not None
-    return t
-
-
 def contrib_op(n: Node) -> str:
     """The contrib op type for attention node ``n``; raises MatchFail with the reason when ``n``
     has none."""
-    q, k, v = (_t(x) for x in n.inputs[:3])
+    q, k, v = (tensor_type(x) for x in n.inputs[:3])
     B, H, S, D = q.shape  # type: ignore[misc]
     _, Hkv, T, _ = k.shape  # type: ignore[misc]
     Dv = v.shape[3]  # type: ignore[index]
@@ -106,7 +100,7 @@ def auto_choice(n: Node, op: str, ctx: MatchContext) -> str:
     if len(n.inputs) == 4:
         raise fail("masked block: ONNX Runtime's contrib kernels materialize the scores "
                    "with a mask, standard Attention is as fast (mode auto)", n)
-    S, T = _t(n.inputs[0]).shape[2], _t(n.inputs[1]).shape[2]  # type: ignore[index]
+    S, T = tensor_type(n.inputs[0]).shape[2], tensor_type(n.inputs[1]).shape[2]  # type: ignore[index]
     if not (isinstance(S, int) and isinstance(T, int)):
         raise fail(f"symbolic sequence ({S}, {T}): the forms are priced at static shapes "
                    f"(mode auto)", n)
@@ -146,7 +140,7 @@ def _gqa_blocker(B: Dim, H: int, Hkv: int, S: Dim, T: Dim, D: int, Dv: int) -> s
 
 def _merge_heads(x: Value, like: Node) -> Value:
     """[B, H, S, D] -> [B, S, H*D]."""
-    B, H, S, D = _t(x).shape  # type: ignore[misc]
+    B, H, S, D = tensor_type(x).shape  # type: ignore[misc]
     y = transpose_to(x, (0, 2, 1, 3), like)
     return reshape_to(y, (B, S, H * D), like)
 
@@ -154,13 +148,13 @@ def _merge_heads(x: Value, like: Node) -> Value:
 def _bias(mask: Value, full: tuple[Dim, ...], dt: DType, like: Node) -> Value:
     """The mask as an additive [B|1, H|1, S, T] tensor of dtype ``dt``."""
     npdt = dt.to_numpy()
-    t = _t(mask)
+    t = tensor_type(mask)
     if t.dtype == DType.bool:
         mask = Node.build("where", (mask, constant(np.zeros((), npdt)),
                                     constant(np.asarray(MASK_FILL, npdt))), {}, like.origin).out
     elif t.dtype != dt:
         mask = Node.build("cast", (mask,), {"to": dt}, like.origin).out
-    shp = tuple(_t(mask).shape)  # type: ignore[arg-type]
+    shp = tuple(tensor_type(mask).shape)  # type: ignore[arg-type]
     if len(shp) < 4:
         shp = (1,) * (4 - len(shp)) + shp
         mask = reshape_to(mask, shp, like)
@@ -192,7 +186,7 @@ def _opaque(op: str, ins: Sequence[Value | None], attrs: dict[str, object],
 
 def _merged_type(x: Value) -> TensorType:
     """[B, H, S, D] -> the contrib ops' [B, S, H*D]."""
-    t = _t(x)
+    t = tensor_type(x)
     B, H, S, D = t.shape  # type: ignore[misc]
     return TensorType((B, S, H * D), t.dtype)  # type: ignore[operator]
 
@@ -201,7 +195,7 @@ def contrib_call(n: Node, op: str, q3: Value, k3: Value, v3: Value, bias: Value 
                  ) -> Value:
     """The contrib node standing for attention node ``n`` over q/k/v in the merged [B, S, H*D]
     layout (and the additive ``bias``); its output is [B, S, H*Dv]."""
-    qt, kt, vt = (_t(x) for x in n.inputs[:3])
+    qt, kt, vt = (tensor_type(x) for x in n.inputs[:3])
     B, H, S, D = qt.shape  # type: ignore[misc]
     Hkv, T = kt.shape[1], kt.shape[2]  # type: ignore[index]
     Dv = vt.shape[3]  # type: ignore[index]
@@ -229,9 +223,9 @@ def lower(n: Node, op: str, tr: Tr) -> Value:
     """The contrib replacement of attention node ``n`` (inputs translated by ``tr``)."""
     q, k, v = (tr(x) for x in n.inputs[:3])
     mask = tr(n.inputs[3]) if len(n.inputs) == 4 else None
-    qt = _t(q)
+    qt = tensor_type(q)
     B, H, S, _ = qt.shape  # type: ignore[misc]
-    T, Dv = _t(k).shape[2], _t(v).shape[3]  # type: ignore[index]
+    T, Dv = tensor_type(k).shape[2], tensor_type(v).shape[3]  # type: ignore[index]
     bias = _bias(mask, (B, H, S, T), qt.dtype, n) if mask is not None else None
     y = contrib_call(n, op, _merge_heads(q, n), _merge_heads(k, n), _merge_heads(v, n), bias)
     y4 = reshape_to(y, (B, S, H, Dv), n)

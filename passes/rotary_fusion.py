@@ -33,7 +33,7 @@ import numpy as np
 
 from graphopt.ir.node import Node, Value
 from graphopt.ir.types import Dim, TensorType
-from graphopt.rewrite.context import MatchContext, const_array, scalar_const
+from graphopt.rewrite.context import MatchContext, const_array, scalar_const, shape_of
 from graphopt.rewrite.match import Match, MatchFail, fail
 from graphopt.rewrite.passes import RewritePass
 from graphopt.rewrite.rule import Rule
@@ -43,12 +43,6 @@ _DEPTH = 32  # how far the equal-halves proof walks back
 # shape ops that keep a value's last axis as the last axis (when their own check holds)
 _LAST_AXIS_OPS = ("unsqueeze", "squeeze", "reshape", "expand", "transpose", "slice", "gather",
                   "tile", "concat")
-
-
-def _shape(v: Value) -> tuple[Dim, ...]:
-    t = v.type
-    assert isinstance(t, TensorType) and t.shape is not None
-    return tuple(t.shape)
 
 
 def _ranked(v: Value) -> bool:
@@ -66,7 +60,7 @@ def _negated(v: Value) -> tuple[Value, bool]:
         if n.op == "neg":
             v, neg = n.inputs[0], not neg
         elif n.op == "mul" and scalar_const(n.inputs[1]) == -1.0 and \
-                _shape(n.inputs[0]) == _shape(v):
+                shape_of(n.inputs[0]) == shape_of(v):
             v, neg = n.inputs[0], not neg
         else:
             return v, neg
@@ -92,15 +86,15 @@ def _half_of(v: Value) -> tuple[Value, int, Dim]:
     n = v.node
     if n.op == "slice":
         x = n.inputs[0]
-        r = len(_shape(x))
+        r = len(shape_of(x))
         a = n.attrs
         if tuple(a["axes"]) == (r - 1,) and tuple(a["steps"]) == (1,):
-            return x, int(a["starts"][0]), _shape(v)[-1]
+            return x, int(a["starts"][0]), shape_of(v)[-1]
         raise fail(f"slice {dict(axes=a['axes'], steps=a['steps'])} is not a unit-step cut "
                    f"of the last axis only", n)
     if n.op == "split":
         x = n.inputs[0]
-        if n.attrs["axis"] == len(_shape(x)) - 1:
+        if n.attrs["axis"] == len(shape_of(x)) - 1:
             sizes = [int(s) for s in n.attrs["sizes"]]
             return x, sum(sizes[:v.index]), sizes[v.index]
         raise fail(f"split along axis {n.attrs['axis']}, not the last axis", n)
@@ -117,7 +111,7 @@ def match_rotate(r: Value, sub: bool) -> tuple[Value, str]:
                    "GPT-J style), not rotate_half's concat of the two halves", n)
     if n.op != "concat":
         raise fail(f"rotated operand is {n.op}, not a concat", n)
-    rank = len(_shape(r))
+    rank = len(shape_of(r))
     if n.attrs["axis"] != rank - 1:
         raise fail(f"concat along axis {n.attrs['axis']}, not the last axis", n)
     if len(n.inputs) != 2:
@@ -129,7 +123,7 @@ def match_rotate(r: Value, sub: bool) -> tuple[Value, str]:
     if x0 != x1:
         raise fail("the two halves are cut from different tensors", n)
     x = x0
-    d = _shape(x)[-1]
+    d = shape_of(x)[-1]
     if not isinstance(d, int) or d % 2:
         raise fail(f"head size D={d} is not a static even number", n)
     h = d // 2
@@ -176,7 +170,7 @@ def halves_equal(v: Value, what: str, depth: int = _DEPTH,
 def _halves_equal(v: Value, what: str, depth: int, memo: dict[Value, MatchFail | None]) -> None:
     if not _ranked(v):
         raise fail(f"{what} has no known shape", v.node)
-    shp = _shape(v)
+    shp = shape_of(v)
     if not shp or shp[-1] == 1:
         return  # constant along the last axis (broadcast)
     n = v.node
@@ -211,7 +205,7 @@ def _halves_equal(v: Value, what: str, depth: int, memo: dict[Value, MatchFail |
         for u in n.inputs:
             rec(u)  # broadcast operands of last dim 1 (scales, casts of scalars) pass at once
         return
-    if n.op == "expand" and (not _shape(n.inputs[0]) or _shape(n.inputs[0])[-1] == 1):
+    if n.op == "expand" and (not shape_of(n.inputs[0]) or shape_of(n.inputs[0])[-1] == 1):
         return  # broadcast along the last axis
     if n.op in _LAST_AXIS_OPS and _keeps_last_axis(n, v):
         for u in n.inputs[:1] if n.op != "concat" else n.inputs:
@@ -227,7 +221,7 @@ def _keeps_last_axis(n: Node, v: Value) -> bool:
     x = n.inputs[0]
     if not _ranked(x):
         return False
-    xs, vs = _shape(x), _shape(v)
+    xs, vs = shape_of(x), shape_of(v)
     if not xs or xs[-1] != vs[-1]:
         return False
     r = len(xs)
@@ -303,7 +297,7 @@ def _match(n: Node, xc: Node, r: Value, s: Value) -> RotaryMatch:
         raise fail(f"result {n.out_types[0]} is not of x's type {x.type} (cos / sin "
                    f"broadcast x)", n)
     for v, what in ((c, "cos"), (s, "sin")):
-        cs = _shape(v)
+        cs = shape_of(v)
         pad = (1,) * (4 - len(cs)) + cs
         if pad[1] != 1:
             raise fail(f"{what} {v.type} varies along axis 1 (heads, or a [B, S, H, D] "
@@ -316,16 +310,16 @@ def _match(n: Node, xc: Node, r: Value, s: Value) -> RotaryMatch:
 
 def cache_of(v: Value, x: Value, batch: Dim) -> Value:
     """[batch, S, D/2] cache from ``v`` (broadcastable to [B or 1, 1, S, D], halves equal)."""
-    b, _, s, d = _shape(x)
+    b, _, s, d = shape_of(x)
     h = d // 2  # type: ignore[operator]
-    vs = _shape(v)
+    vs = shape_of(v)
     pad = (1,) * (4 - len(vs)) + vs
     if vs and vs[-1] != 1:
         r = len(vs)
         v = Node.build("slice", (v,), {"axes": (r - 1,), "starts": (0,), "ends": (h,),
                                        "steps": (1,)}).out
     small = (pad[0], pad[2], 1 if pad[3] == 1 else h)
-    if _shape(v) != small:
+    if shape_of(v) != small:
         v = Node.build("reshape", (v,), {"shape": small}).out
     want = (batch, s, h)
     if small != want:
@@ -347,15 +341,15 @@ class RotaryRule(Rule):
         if not is_candidate(n):
             return None  # an add of products none of which multiplies a rotate-like concat
         rm = match_rotary(n)
-        _, h, _, d = _shape(rm.x)
+        _, h, _, d = shape_of(rm.x)
         return Match(roots=[n.out], data=rm, detail=f"{h} heads, head size {d}",
                      spelling=rm.spelling)
 
     def build(self, m: Match) -> Value:
         rm: RotaryMatch = m.data
         xt, ct, st = m.tr(rm.x), m.tr(rm.cos), m.tr(rm.sin)
-        pads = [(1,) * (4 - len(_shape(v))) + _shape(v) for v in (ct, st)]
-        batch = _shape(xt)[0] if any(p[0] != 1 for p in pads) else 1
+        pads = [(1,) * (4 - len(shape_of(v))) + shape_of(v) for v in (ct, st)]
+        batch = shape_of(xt)[0] if any(p[0] != 1 for p in pads) else 1
         caches = [cache_of(v, xt, batch) for v in (ct, st)]
         return Node.build("rotary_embedding", (xt, *caches), {}, m.roots[0].node.origin).out
 

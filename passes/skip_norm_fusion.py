@@ -48,8 +48,8 @@ from graphopt.cost.model import CostModel
 from graphopt.cost.profile import OpProfiler, Unpriced
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import ConstData, Node, Value, constant
-from graphopt.ir.types import DType, TensorType
-from graphopt.rewrite.context import MatchContext, const_array
+from graphopt.ir.types import DType
+from graphopt.rewrite.context import MatchContext, const_array, tensor_type
 from graphopt.rewrite.match import Match, MatchFail, fail
 from graphopt.rewrite.passes import RewritePass, Stats
 from graphopt.rewrite.rule import Rule
@@ -93,14 +93,8 @@ class SkipNorm:
         return [self.norm.out] + ([self.add.out] if self.sum_used else [])
 
 
-def _t(v: Value) -> TensorType:
-    t = v.type
-    assert isinstance(t, TensorType) and t.shape is not None
-    return t
-
-
 def _param(v: Value, h: int, what: str, norm: Node) -> None:
-    shp = _t(v).shape
+    shp = tensor_type(v).shape
     if not shp or shp[-1] != h or any(d != 1 for d in shp[:-1]):
         raise fail(f"{what} has shape {list(shp)}, not [{h}]", norm)
 
@@ -113,9 +107,9 @@ def _split_operands(add: Node, full: tuple) -> tuple[Value, Value]:
     """(input, skip): the input has the sum's shape, the skip that or ORT's batch broadcast."""
     a, b = add.inputs
     for x, s in ((a, b), (b, a)):
-        if tuple(_t(x).shape) == full and _skip_ok(full, tuple(_t(s).shape)):
+        if tuple(tensor_type(x).shape) == full and _skip_ok(full, tuple(tensor_type(s).shape)):
             return x, s
-    raise fail(f"operand shapes {list(_t(a).shape)} + {list(_t(b).shape)}: the skip must "
+    raise fail(f"operand shapes {list(tensor_type(a).shape)} + {list(tensor_type(b).shape)}: the skip must "
                f"have the input's shape or (3-D) [1, S, H] / [S, H]", add)
 
 
@@ -129,7 +123,7 @@ def _fold_bias(x: Value, h: int, ctx: MatchContext) -> tuple[Value, np.ndarray |
         c = const_array(n.inputs[1 - i])
         m = n.inputs[i]
         if (c is not None and const_array(m) is None and c.size == h and c.ndim >= 1
-                and c.shape[-1] == h and _t(m).shape == _t(x).shape):
+                and c.shape[-1] == h and tensor_type(m).shape == tensor_type(x).shape):
             return m, c.reshape(h)
     return x, None
 
@@ -138,7 +132,7 @@ def match_skip_norm(norm: Node, ctx: MatchContext) -> SkipNorm:
     """The contrib form of ``norm(add(...))``; MatchFail naming the condition it misses."""
     s = norm.inputs[0]
     add = s.node
-    t = _t(s)
+    t = tensor_type(s)
     shp = tuple(t.shape)
     if t.dtype not in _DTYPES:
         raise fail(f"dtype {t.dtype.value} (the contrib kernels take f32 / f16)", norm)
@@ -164,7 +158,7 @@ def match_skip_norm(norm: Node, ctx: MatchContext) -> SkipNorm:
     bias_add = None
     if norm.op == "layer_norm":
         folded, bias = _fold_bias(inp, h, ctx)
-        if bias is None and tuple(_t(skip).shape) == shp:
+        if bias is None and tuple(tensor_type(skip).shape) == shp:
             folded, bias = _fold_bias(skip, h, ctx)
             if bias is not None:
                 inp, skip = skip, inp
@@ -175,7 +169,7 @@ def match_skip_norm(norm: Node, ctx: MatchContext) -> SkipNorm:
 
 
 def _vec(v: Value, h: int, like: Node) -> Value:
-    if tuple(_t(v).shape) == (h,):
+    if tuple(tensor_type(v).shape) == (h,):
         return v
     return Node.build("reshape", (v,), {"shape": (h,)}, like.origin).out
 
@@ -186,7 +180,7 @@ def contrib_node(m: SkipNorm, tr: _Tr = lambda v: v) -> Node:
     from onnx import helper
 
     x, s = tr(m.input), tr(m.skip)
-    t = _t(x)
+    t = tensor_type(x)
     h = int(t.shape[-1])  # type: ignore[index, arg-type]
     npdt = t.dtype.to_numpy()
     gamma = _vec(tr(m.gamma), h, m.norm) if m.gamma is not None else constant(

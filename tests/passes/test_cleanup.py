@@ -10,8 +10,8 @@ from graphopt.ir.node import ConstData, Node, constant, input_node, op
 from graphopt.ir.text import parse
 from graphopt.ir.types import DType, TensorType
 from graphopt.passes import RULES_DIR
-from graphopt.passes.cleanup import (CSE, NOOP_RULES, ConstantFold, DeadCode, RemoveNoOps,
-                                     cleanup, const_array, is_const_all)
+from graphopt.passes.cleanup import CSE, NOOP_RULES, ConstantFold, DeadCode, RemoveNoOps, cleanup
+from graphopt.rewrite.context import const_array, is_const_all
 from graphopt.subst.rulefile import SubstRule, load_file
 from tests.passes.golden import assert_rewrite, counters
 

@@ -27,7 +27,7 @@ from ..ir.graph import Graph
 from ..ir.node import Node, Value
 from .context import MatchContext
 from .match import Match, MatchFail
-from .rule import PatternRule, Rule, _guarded
+from .rule import Rule, _guarded
 from .trace import Candidate, Tracer
 
 
@@ -46,15 +46,6 @@ class Outcome:
 
     def count(self, name: str) -> None:
         self.applied[name] = self.applied.get(name, 0) + 1
-
-
-def _candidate(r: Rule, anchor: Node, res: "Match | MatchFail", pass_name: str) -> Candidate:
-    common = dict(pass_name=pass_name or r.pass_name, rule_kind=r.kind,
-                  title=r.place_title or r.place)
-    if isinstance(res, MatchFail):
-        return Candidate(r.place, r.name, anchor, False, res.reason, res.node, **common)
-    return Candidate(r.place, r.name, anchor, True, detail=res.detail, spelling=res.spelling,
-                     **common)
 
 
 def _anchored(r: Rule, ctx: MatchContext) -> list[Node]:
@@ -119,7 +110,7 @@ def sweep(g: Graph, rules: Sequence[Rule], options: Mapping[str, Any] | None = N
                     for v in res.roots:
                         claimed[id(v.node)] = (r, res)
             if r.place and (r.report_matches or not isinstance(res, Match)):
-                out.candidates.append(_candidate(r, anchor, res, pass_name))
+                out.candidates.append(Candidate.of(r, anchor, res, pass_name))
     if not claimed:
         return out
     env: dict[tuple[int, int], Value] = {}
@@ -182,13 +173,13 @@ def local(g: Graph, rules: Sequence[Rule], options: Mapping[str, Any] | None = N
                     continue
                 if isinstance(res, MatchFail) or not res.roots:  # failed, or nothing to do
                     if r.place:
-                        out.candidates.append(_candidate(r, cur, res, pass_name))
+                        out.candidates.append(Candidate.of(r, cur, res, pass_name))
                     continue
                 got = r.replacement(res)
                 if isinstance(got, MatchFail):
                     continue
                 if r.place and r.report_matches:
-                    out.candidates.append(_candidate(r, cur, res, pass_name))
+                    out.candidates.append(Candidate.of(r, cur, res, pass_name))
                 out.count(r.name)
                 full = {(id(v.node), v.index): nv for v, nv in zip(res.roots, got)}
                 vals = [full.get((id(cur), i), Value(cur, i)) for i in range(len(cur.out_types))]
@@ -218,8 +209,7 @@ def matches(g: Graph, r: Rule, tracer: Tracer | None = None, limit: int = 10000,
         for res in r.matches(anchor, ctx):
             if isinstance(res, MatchFail):
                 if tracer is not None:
-                    tracer.record(Candidate(r.place or r.name, r.name, anchor, False, res.reason,
-                                            res.node))
+                    tracer.record(Candidate.of(r, anchor, res))
                 continue
             key = tuple((id(v.node), v.index) for v in res.roots)
             if key in seen:
@@ -245,8 +235,7 @@ def rewrites(g: Graph, r: Rule, tracer: Tracer | None = None) -> Iterator[Graph]
         ng = apply(g, r, m)
         if isinstance(ng, MatchFail):
             if tracer is not None:
-                tracer.record(Candidate(r.place or r.name, r.name, m.roots[0].node, False,
-                                        ng.reason, ng.node))
+                tracer.record(Candidate.of(r, m.roots[0].node, ng))
             continue
         yield ng
 
@@ -262,14 +251,15 @@ def rewrite(g: Graph, rules: Sequence[Rule], max_steps: int = 1000,
             tracer: Tracer | None = None) -> tuple[Graph, RewriteStats]:
     """Apply rules greedily (first rule, first match) until none applies. A rewrite that gives
     a graph seen before is skipped (so a rule and its reverse cannot loop); stops after
-    ``max_steps``."""
+    ``max_steps``. Graph keys are node ids, so ``seen`` keeps its graphs alive (an id freed by a
+    dropped graph could otherwise name a new node)."""
     st = RewriteStats()
-    seen = {g.key()}
+    seen = {g.key(): g}
     while st.steps < max_steps:
         for r in rules:
             ng = next((x for x in rewrites(g, r, tracer) if x.key() not in seen), None)
             if ng is not None:
-                seen.add(ng.key())
+                seen[ng.key()] = ng
                 g = ng
                 st.applied[r.name] = st.applied.get(r.name, 0) + 1
                 st.steps += 1
@@ -282,4 +272,4 @@ def rewrite(g: Graph, rules: Sequence[Rule], max_steps: int = 1000,
 
 
 __all__ = ["Outcome", "sweep", "local", "matches", "apply", "rewrites", "rewrite",
-           "RewriteStats", "PatternRule"]
+           "RewriteStats"]

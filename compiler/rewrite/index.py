@@ -190,9 +190,7 @@ class Matcher:
         key = (r.name, res.reason)
         self.failures[key] = self.failures.get(key, 0) + 1
         if self.tracer is not None:
-            self.tracer.record(Candidate(r.place or r.name, r.name, anchor, False, res.reason,
-                                         res.node, pass_name=r.pass_name or "search",
-                                         rule_kind=r.kind, title=r.place_title or r.place))
+            self.tracer.record(Candidate.of(r, anchor, res, r.pass_name or "search"))
         return False
 
     # ---- single-root rules -------------------------------------------------------------------

@@ -232,7 +232,6 @@ class RewritePass(Pass):
         fn = sweep if self.mode == "sweep" else local
         out = fn(g, self.rules, self.options, pass_name=self.name)
         stats: Stats = {}
-        kinds = {r.name: r.kind for r in self.rules}
         quiet = {r.name for r in self.rules if not r.report_matches}
         for r in self.rules:
             if (not r.place or r.name in quiet) and out.applied.get(r.name):
@@ -240,7 +239,7 @@ class RewritePass(Pass):
         for c in out.candidates:
             if c.rule in quiet:
                 continue  # refusals only: the pass's summarize counts them
-            ok, bad = ("_fused", "_not_fused") if kinds.get(c.rule) == "fusion" else (
+            ok, bad = ("_fused", "_not_fused") if c.rule_kind == "fusion" else (
                 "_rewritten", "_not_rewritten")
             for suffix in (ok, bad):
                 stats.setdefault(c.kind + suffix, 0)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ..ir.node import Node
+from .match import Match, MatchFail
 
 
 def node_label(n: Node) -> str:
@@ -39,6 +40,19 @@ class Candidate:
     pass_name: str = ""
     rule_kind: str = ""  # the rule's kind: "fusion", "canonical", ...
     title: str = ""  # what places of this kind are, for listings ("attention blocks")
+
+    @classmethod
+    def of(cls, rule: Any, anchor: Node, res: "Match | MatchFail", pass_name: str = ""
+           ) -> "Candidate":
+        """What ``rule`` found at ``anchor``: its answer ``res`` as a candidate (of the rule's
+        place; a rule without one is named by itself)."""
+        kind = rule.place or rule.name
+        common: dict[str, Any] = dict(pass_name=pass_name or rule.pass_name,
+                                      rule_kind=rule.kind, title=rule.place_title or kind)
+        if isinstance(res, MatchFail):
+            return cls(kind, rule.name, anchor, False, res.reason, res.node, **common)
+        return cls(kind, rule.name, anchor, True, detail=res.detail, spelling=res.spelling,
+                   **common)
 
     @property
     def fused(self) -> bool:

@@ -43,6 +43,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from graphopt.cost.devices import get_device
+from graphopt.cost.measured import HOST
 from graphopt.errors import GraphOptError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import ConstData, Node, Value, constant
@@ -53,7 +54,7 @@ from graphopt.rewrite.passes import PassResult, RewritePass, Stats
 from graphopt.rewrite.rule import Rule
 from graphopt.rewrite.trace import Candidate
 
-from .attention_cost import HOST, describe_time, form, form_times
+from .attention_cost import describe_time, form, form_times
 
 RULE = "attention_chunking"
 MIN_CHUNK = 64

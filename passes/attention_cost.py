@@ -20,14 +20,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from graphopt.cost.profile import OpProfiler, Timing
+from graphopt.cost.measured import HOST, cost_mode, host_profiler
+from graphopt.cost.profile import Timing
 from graphopt.errors import GraphOptError
 from graphopt.ir.graph import Graph, GraphMeta
 from graphopt.ir.node import Value, input_node
 from graphopt.ir.types import ValueType
 
 FORM_OPSET = 23  # ONNX Attention as one node
-HOST = "cpu"  # the target that is this machine
 _BUDGET_S = 1.0  # timing runs per form: about this long, at least _MIN_REPS
 _MIN_REPS = 3
 CostFn = Callable[[Graph], float]
@@ -42,24 +42,6 @@ def form(types: Sequence[ValueType], build: Callable[[list[Value]], Value]) -> G
     return Graph(ins, [out], ["y"], "form", meta)
 
 
-_PROFILERS: dict[str, OpProfiler] = {}
-
-
-def profiler(target: str = HOST) -> OpProfiler:
-    """The profiler of ``target`` (one per process)."""
-    p = _PROFILERS.get(target)
-    if p is None:
-        p = _PROFILERS[target] = OpProfiler(target)
-    return p
-
-
-def cost_mode(target: str, cost: Any) -> Any:
-    """The cost to use: ``cost`` as given, else measured on this host, analytic elsewhere."""
-    if cost is not None:
-        return cost
-    return "measured" if target == HOST else "analytic"
-
-
 def form_times(forms: Sequence[Graph], target: str = HOST, cost: Any = None
                ) -> list[float | None]:
     """Seconds per run of each form on ``target`` (None where it has no price); ``cost``: None
@@ -71,8 +53,8 @@ def form_times(forms: Sequence[Graph], target: str = HOST, cost: Any = None
         if target != HOST:
             raise GraphOptError(f"measured costs exist for this host only (target {HOST!r}), "
                                 f"not {target!r}", where="attention cost")
-        got = profiler(target).graph_times(forms, opset=FORM_OPSET, budget_s=_BUDGET_S,
-                                           min_reps=_MIN_REPS)
+        got = host_profiler().graph_times(forms, opset=FORM_OPSET, budget_s=_BUDGET_S,
+                                          min_reps=_MIN_REPS)
         return [t.seconds if isinstance(t, Timing) else None for t in got]
     if mode != "analytic":
         raise GraphOptError(f"unknown cost {mode!r} (analytic, measured, or a function)",

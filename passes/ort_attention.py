@@ -46,6 +46,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from graphopt.cost.measured import HOST, cost_mode
 from graphopt.errors import GraphOptError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import Node, Value, constant
@@ -56,7 +57,7 @@ from graphopt.rewrite.passes import RewritePass, Stats
 from graphopt.rewrite.rule import Rule
 from graphopt.rewrite.trace import Candidate
 
-from .attention_cost import HOST, cost_mode, describe_time, form, form_times
+from .attention_cost import describe_time, form, form_times
 from .attention_mask import reshape_to, transpose_to
 
 RULE = "ort_contrib_attention"

@@ -43,9 +43,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from graphopt.cost.measured import MeasuredCostModel
+from graphopt.cost.measured import HOST, MeasuredCostModel, cost_mode, host_profiler
 from graphopt.cost.model import CostModel
-from graphopt.cost.profile import OpProfiler, Unpriced
+from graphopt.cost.profile import Unpriced
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import ConstData, Node, Value, constant
 from graphopt.ir.types import DType
@@ -206,7 +206,6 @@ def contrib_node(m: SkipNorm, tr: _Tr = lambda v: v) -> Node:
 
 # ---- the cost decision (mode auto) -------------------------------------------------------------
 
-HOST = "cpu"  # the target that is this machine (measured costs exist for it only)
 _MEASURED: list[MeasuredCostModel] = []
 
 
@@ -215,7 +214,7 @@ def measured_model() -> MeasuredCostModel:
     if not _MEASURED:
         # the profiler probes each node at the opset the pipeline exports it at (its default):
         # rms_norm is one RMSNormalization node there, a six-node composition below opset 23
-        _MEASURED.append(MeasuredCostModel(HOST, OpProfiler(HOST)))
+        _MEASURED.append(MeasuredCostModel(HOST, host_profiler()))
     return _MEASURED[0]
 
 
@@ -262,7 +261,7 @@ def auto_decision(m: SkipNorm, ctx: MatchContext) -> Decision:
     model = ctx.option("cost_model")
     if model is None:
         target = ctx.option("target", HOST)
-        cost = ctx.option("cost") or ("measured" if target == HOST else "analytic")
+        cost = cost_mode(target, ctx.option("cost"))
         if cost == "analytic":
             return Decision(False, f"the analytic cost model has no price for the com.microsoft "
                                    f"kernel (target {target}; it is measured on this host only)")

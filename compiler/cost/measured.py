@@ -62,6 +62,25 @@ class MeasuredCostModel(CostModel):
         return gc
 
 
+HOST = "cpu"  # the target that is this machine: measured costs exist for it only
+_HOST_PROFILER: list[OpProfiler] = []
+
+
+def host_profiler() -> OpProfiler:
+    """The profiler of this host, one per process (so passes share what they measured)."""
+    if not _HOST_PROFILER:
+        _HOST_PROFILER.append(OpProfiler(HOST))
+    return _HOST_PROFILER[0]
+
+
+def cost_mode(target: str, cost: Any = None) -> Any:
+    """The cost a target-dependent rewrite asks: ``cost`` as given (a mode or a function), else
+    "measured" on this host and "analytic" elsewhere."""
+    if cost is not None:
+        return cost
+    return "measured" if target == HOST else "analytic"
+
+
 def cost_model(target: "Device | str" = "cpu", mode: str = "analytic", **kw: Any) -> CostModel:
     """The cost model for a target: ``mode`` "analytic" (roofline) or "measured" (profiled)."""
     if mode == "analytic":

@@ -147,7 +147,7 @@ def test_auto_mode_measures_on_this_host_and_keeps_small_blocks() -> None:
     """Target cpu: both forms run in ONNX Runtime (cached per shape) and the candidate quotes
     both times, whichever wins on this machine (no test asserts a timing; injected costs
     test the decision). Other targets have no price for the contrib kernel."""
-    from graphopt.passes.attention_cost import profiler
+    from graphopt.cost.measured import host_profiler as profiler
 
     g = parse(_graph(2, 2, 8, False, None))
     c = OrtContribAttention("auto").run(g).candidates[0]

@@ -138,11 +138,20 @@ def instances(terms: Sequence[Any]) -> list[Any]:
 # +inf or NaN is NotSymbolic (no proof). Since nothing equates NI with a real, this is sound: an
 # identity that needed more of -inf's behaviour just fails to prove.
 
+_NEG_INF: list[Any] = []  # the constant, once made: until then no term can hold it
+
+
 def neg_inf() -> Any:
     """The z3 constant standing for -infinity."""
-    import z3
+    if not _NEG_INF:
+        import z3
 
-    return z3.Real("-inf")
+        _NEG_INF.append(z3.Real("-inf"))
+    return _NEG_INF[0]
+
+
+def _python_neg_inf(v: Any) -> bool:
+    return isinstance(v, (float, np.floating)) and float(v) == -np.inf
 
 
 def is_neg_inf(v: Any) -> bool:
@@ -151,9 +160,7 @@ def is_neg_inf(v: Any) -> bool:
         return False
     if isinstance(v, (int, float, np.integer, np.floating)):
         return float(v) == -np.inf
-    import z3
-
-    return z3.is_expr(v) and v.eq(neg_inf())
+    return bool(_NEG_INF) and v.eq(_NEG_INF[0]) if hasattr(v, "eq") else False
 
 
 def _ite_parts(v: Any) -> "tuple[Any, Any, Any] | None":
@@ -213,6 +220,8 @@ def lift_neg_inf(op: str, fn: Callable[..., Any], *args: Any) -> Any:
     If-trees holding -inf pushed through ``fn`` branch by branch."""
     import z3
 
+    if not _NEG_INF and not any(_python_neg_inf(a) for a in args):
+        return fn(*args)  # no term holds -inf before its constant is made: nothing to lift
     for i, a in enumerate(args):
         parts = _ite_parts(a) if not isinstance(a, (bool, int, float, np.generic)) else None
         if parts is not None and holds_neg_inf(a):

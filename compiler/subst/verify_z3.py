@@ -69,7 +69,7 @@ def named_constants(g: Graph) -> dict[str, float]:
 
     out: dict[str, float] = {}
     for n in g.nodes:
-        out.update(getattr(get_op(n.op), "symbolic_constants", {}) or {})
+        out.update(get_op(n.op).symbolic_constants)
     return out
 
 
@@ -91,12 +91,15 @@ def constant_bounds(consts: Mapping[str, float], rel: float = 1e-6) -> list[Any]
 _EXACT_IN = {"f16": ("f16", "f32"), "bf16": ("bf16", "f32"), "f32": ("f32",)}
 
 
-def input_facts(g: Graph, feed: Mapping[str, np.ndarray]) -> list[Any]:
-    """Facts about the inputs' values from their dtypes: ``round_U(x) == x`` for the float
-    types U that hold every value of x's type (casts are ``round_<dtype>`` applications)."""
+def input_facts(g: Graph, feed: Mapping[str, np.ndarray], *others: Graph) -> list[Any]:
+    """Facts about the inputs of ``g`` from their dtypes: ``round_U(x) == x`` for the float
+    types U that hold every value of x's type (casts are ``round_<dtype>`` applications; none
+    is needed when neither ``g`` nor ``others`` casts)."""
     from ..ops.symbolic import uf
 
-    out = []
+    out: list[Any] = []
+    if not any(n.op == "cast" for h in (g, *others) for n in h.nodes):
+        return out  # casts are the only rounding applications: no fact is needed
     for n, t in zip(g.input_names, g.input_types):
         if not isinstance(t, TensorType):
             continue
@@ -215,7 +218,7 @@ def prove(rule: SubstRule, env: Mapping[str, Dim], timeout_ms: int = 5000,
         lo = left.run(lhs, feed)
         ro = Z3Interpreter().run(rhs, {n: feed[n] for n in rhs.input_names})
         snapped = left.snapped
-        facts = constant_bounds(named_constants(rhs)) + input_facts(lhs, feed)
+        facts = constant_bounds(named_constants(rhs)) + input_facts(lhs, feed, rhs)
     except GraphOptError as e:
         return Proof(False, "", f"symbolic evaluation failed: {e.one_line()}",
                      time.perf_counter() - t0)

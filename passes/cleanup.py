@@ -100,7 +100,7 @@ class DeadCode(Pass):
 
 # ---- common subexpressions -----------------------------------------------------------------------
 
-_FIRST = "cse.first"  # option: id of a node -> the first node of equal content (one sweep's)
+_MAX_BYTES = "cse.max_bytes"  # option: the largest constant compared by content
 
 
 def _const_key(n: Node, max_bytes: int) -> tuple | None:
@@ -134,10 +134,23 @@ _KEYS: dict[str, Callable[[Node, int], "tuple | None"]] = {"constant": _const_ke
                                                           "opaque": _opaque_key}
 
 
+def first_of_each_content(g: Graph, max_bytes: int) -> dict[int, Node]:
+    """For each node with a content key (``_KEYS``), the first node of ``g`` with that content
+    (by id)."""
+    by_key: dict[tuple, Node] = {}
+    first: dict[int, Node] = {}
+    for n in g.nodes:
+        key_of = _KEYS.get(n.op)
+        key = key_of(n, max_bytes) if key_of is not None else None
+        if key is not None:
+            first[id(n)] = by_key.setdefault(key, n)
+    return first
+
+
 class MergeEqual(Rule):
     """A node whose content equals an earlier node's -> that node's values. Which node comes
-    first for each content is the pass's table (option ``cse.first``), built once per sweep from
-    the content keys (``_KEYS``)."""
+    first for each content is computed once per graph (``first_of_each_content``, kept in the
+    match context's memo for both rules of the sweep)."""
 
     kind = "cleanup"
     pass_name = "cse"
@@ -147,7 +160,11 @@ class MergeEqual(Rule):
         self.anchors = frozenset({op_name})
 
     def match(self, n: Node, ctx: MatchContext) -> Match | None:
-        first = ctx.option(_FIRST, {}).get(id(n))
+        table = ctx.memo.get("cse.first")
+        if table is None:
+            table = ctx.memo["cse.first"] = first_of_each_content(
+                ctx.graph, ctx.option(_MAX_BYTES, DEDUPE_MAX_BYTES))
+        first = table.get(id(n))
         if first is None or first is n:
             return None
         return Match(roots=list(n.outputs), data=first)
@@ -161,29 +178,14 @@ class MergeEqual(Rule):
 class CSE(RewritePass):
     """Merge equal constants (by content, up to ``max_bytes``) and equal deterministic opaque
     ONNX nodes; equal pure nodes are already one node (hash-consing). One sweep over a table of
-    the first node of each content, which the pass builds for the sweep."""
+    the first node of each content."""
 
     name = "cse"
     rules = (MergeEqual("constants_merged", "constant"), MergeEqual("opaque_merged", "opaque"))
 
     def __init__(self, max_bytes: int = DEDUPE_MAX_BYTES) -> None:
-        super().__init__()
+        super().__init__(options={_MAX_BYTES: max_bytes})
         self.max_bytes = max_bytes
-
-    def run(self, g: Graph) -> PassResult:
-        by_key: dict[tuple, Node] = {}
-        first: dict[int, Node] = {}
-        for n in g.nodes:
-            key_of = _KEYS.get(n.op)
-            key = key_of(n, self.max_bytes) if key_of is not None else None
-            if key is not None:
-                first[id(n)] = by_key.setdefault(key, n)
-        options = self.options
-        self.options = {**options, _FIRST: first}
-        try:
-            return super().run(g)
-        finally:
-            self.options = options
 
 
 # ---- no-op removal -------------------------------------------------------------------------------

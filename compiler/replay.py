@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import GraphOptError
 from .ir.graph import Graph
-from .ir.node import Node, Value
+from .ir.node import Node
 from .ir.text import print_graph
 
 # passes that run inside the simplify step (replayed alone)
@@ -23,17 +23,8 @@ SIMPLIFY = frozenset({"canonicalize", "cleanup", "constant_fold", "cse", "remove
 
 def _rebind(g: Graph, inputs: dict[str, Node]) -> Graph:
     """``g`` rebuilt over the given input nodes (by name)."""
-    vals: dict[tuple[int, int], Value] = {}
-    for n in g.inputs:
-        vals[(id(n), 0)] = inputs[n.attrs["name"]].out
-    for n in g.nodes:
-        if n.op == "input":
-            continue
-        nn = n.with_inputs(tuple(vals[(id(v.node), v.index)] for v in n.inputs))
-        for i in range(len(n.out_types)):
-            vals[(id(n), i)] = Value(nn, i)
-    return Graph(list(inputs.values()), [vals[(id(v.node), v.index)] for v in g.outputs],
-                 g.output_names, "g")
+    moved = g.replace({n.out: inputs[n.attrs["name"]].out for n in g.inputs})
+    return Graph(list(inputs.values()), moved.outputs, g.output_names, "g")
 
 
 def rewrite_with_pass(rule: Any) -> Graph:

@@ -124,17 +124,24 @@ def latency(sess: Any, feeds: dict[str, np.ndarray], reps: int) -> float:
 
 
 def latencies(sessions: list[Any], feeds: dict[str, np.ndarray], reps: int) -> list[float]:
-    """Median seconds per run of each session, runs interleaved round-robin (so drift in the
-    machine's load hits every session alike)."""
+    """Median seconds per run of each session, runs interleaved round-robin."""
+    return [statistics.median(t) for t in run_times(sessions, feeds, reps)]
+
+
+def run_times(sessions: list[Any], feeds: dict[str, np.ndarray], reps: int,
+              warmup: int = 1) -> list[list[float]]:
+    """Seconds of each of ``reps`` runs of every session (after ``warmup`` runs each), runs
+    interleaved round-robin so that drift in the machine's load hits every session alike."""
     for s in sessions:
-        s.run(None, feeds)
+        for _ in range(warmup):
+            s.run(None, feeds)
     ts: list[list[float]] = [[] for _ in sessions]
     for _ in range(reps):
         for i, s in enumerate(sessions):
             t0 = time.perf_counter()
             s.run(None, feeds)
             ts[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in ts]
+    return ts
 
 
 def count(proto: Any, *types: str) -> int:

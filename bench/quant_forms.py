@@ -36,6 +36,11 @@ optimizations, and the ops ORT's optimizer left (read from ``optimized_model_fil
                    absmax, 64 per block) -> Reshape -> MatMul
     nf4-bnb4       com.microsoft MatMulBnb4 (quant_type 1 = NF4, blocks of 64) written directly
 
+and one embedding lookup (ids [1, seq] in a [30522, 768] table) in the forms of
+``embedding_forms``: float Gather, DequantizeLinear of the int8 table then Gather, Gather of
+int8 rows and their scales then Cast * scale, Gather of uint8 codes then a per-tensor
+DequantizeLinear.
+
 Nothing is downloaded; weights are seeded random.
 """
 from __future__ import annotations
@@ -60,6 +65,7 @@ from bench.transformer_fusions import run_times
 OPSET = 21
 GROUP = 128  # int4 block size along K
 NF4_BLOCK = 64
+VOCAB = 30522  # BERT's
 
 
 # ---- sessions and accuracy (also used by bench/quantize.py) -------------------------------------
@@ -370,6 +376,57 @@ DECODE_FORMS = ("float", "ort-dyn", "tok8", "w8-dq", "w4-dq", "w4-dq-sym", "w4-n
                 "w4-nbits-a4", "nf4-gather", "nf4-bnb4")
 
 
+def _embedding_model(seq: int, nodes: list[onnx.NodeProto],
+                     inits: list[onnx.TensorProto]) -> onnx.ModelProto:
+    g = helper.make_graph(nodes, "embedding",
+                          [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, seq])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=10)
+
+
+def int8_per_row(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 codes of a table [V, D] with one scale per row [V]."""
+    q, s = int8_per_column(t.T)
+    return q.T.copy(), s
+
+
+def embedding_forms(table: np.ndarray, seq: int, form: str) -> onnx.ModelProto:
+    """A lookup of ``seq`` ids in ``table``: "float" Gather; "dq-gather": DequantizeLinear of
+    the int8 table (a scale per row, axis 0), then Gather (the fake-quant form); "gather-scale":
+    Gather of the int8 rows and of their scales, then Cast * scale; "gather-dq-pt": Gather of
+    uint8 codes with one scale and zero point for the table, then DequantizeLinear (what
+    quantize_dynamic writes)."""
+    if form == "float":
+        return _embedding_model(seq, [helper.make_node("Gather", ["T", "ids"], ["y"])],
+                                [_c("T", table)])
+    if form == "gather-dq-pt":
+        lo, hi = min(float(table.min()), 0.0), max(float(table.max()), 0.0)
+        s = np.float32((hi - lo) / 255.0)
+        zp = np.uint8(np.clip(np.rint(-lo / s), 0, 255))
+        q = np.clip(np.rint(table / s) + zp, 0, 255).astype(np.uint8)
+        return _embedding_model(seq, [helper.make_node("Gather", ["q", "ids"], ["qg"]),
+                                      helper.make_node("DequantizeLinear", ["qg", "s", "z"],
+                                                       ["y"])],
+                                [_c("q", q), _c("s", np.array(s)), _c("z", np.array(zp))])
+    q, s = int8_per_row(table)
+    inits = [_c("q", q), _c("s", s)]
+    if form == "dq-gather":
+        return _embedding_model(seq, [helper.make_node("DequantizeLinear", ["q", "s"], ["Td"],
+                                                       axis=0),
+                                      helper.make_node("Gather", ["Td", "ids"], ["y"])], inits)
+    inits.append(_c("last", np.array([-1], np.int64)))
+    return _embedding_model(seq, [helper.make_node("Gather", ["q", "ids"], ["qg"]),
+                                  helper.make_node("Gather", ["s", "ids"], ["sg"]),
+                                  helper.make_node("Unsqueeze", ["sg", "last"], ["sg1"]),
+                                  helper.make_node("Cast", ["qg"], ["qf"], to=TensorProto.FLOAT),
+                                  helper.make_node("Mul", ["qf", "sg1"], ["y"])], inits)
+
+
+EMBED_FORMS: dict[str, Callable[[np.ndarray, int], onnx.ModelProto]] = {
+    f"emb-{f}": (lambda t, n, f=f: embedding_forms(t, n, f))
+    for f in ("float", "dq-gather", "gather-scale", "gather-dq-pt")}
+
+
 # ---- measuring -------------------------------------------------------------------------------
 
 @dataclass
@@ -393,18 +450,16 @@ def optimized_facts(path: str) -> tuple[float, str]:
     return kib, ops
 
 
-def measure(layer: Layer, forms: list[str], reps: int, tmp: str) -> list[Row]:
-    """Build each form of ``layer``, check its output against the float layer, time all
+def measure(shape: str, builders: dict[str, Callable[[], onnx.ModelProto]],
+            feeds: dict[str, np.ndarray], reps: int, tmp: str) -> list[Row]:
+    """Build each form, check its output against the first one's (the float form), time all
     forms interleaved."""
-    rng = np.random.default_rng(1)
-    feeds = {"x": rng.standard_normal(layer.x_shape).astype(np.float32)}
-    shape = f"{'x'.join(map(str, layer.x_shape))} @ {layer.k}x{layer.n}"
     rows, sessions, ref = [], [], None
-    for name in forms:
+    for i, (name, build) in enumerate(builders.items()):
         row = Row(shape, name)
-        opt = os.path.join(tmp, f"{name}.{layer.k}x{layer.n}.{layer.x_shape[1]}.opt.onnx")
+        opt = os.path.join(tmp, f"{i}.{name}.{abs(hash(shape))}.opt.onnx")
         try:
-            s = session(FORMS[name](layer), optimized_path=opt)
+            s = session(build(), optimized_path=opt)
             y = s.run(None, feeds)[0]
         except Exception as e:  # noqa: BLE001 - reported in the table
             row.error = str(e).splitlines()[0][:160]
@@ -423,11 +478,28 @@ def measure(layer: Layer, forms: list[str], reps: int, tmp: str) -> list[Row]:
     return rows
 
 
+def measure_linear(layer: Layer, forms: list[str], reps: int, tmp: str) -> list[Row]:
+    """The forms of one linear layer on x ~ N(0, 1)."""
+    feeds = {"x": np.random.default_rng(1).standard_normal(layer.x_shape).astype(np.float32)}
+    shape = f"{'x'.join(map(str, layer.x_shape))} @ {layer.k}x{layer.n}"
+    return measure(shape, {f: (lambda f=f: FORMS[f](layer)) for f in forms}, feeds, reps, tmp)
+
+
+def measure_embedding(table: np.ndarray, seq: int, reps: int, tmp: str) -> list[Row]:
+    """The forms of one embedding lookup of ``seq`` random ids."""
+    ids = np.random.default_rng(1).integers(0, table.shape[0], (1, seq)).astype(np.int64)
+    shape = f"ids 1x{seq} @ {table.shape[0]}x{table.shape[1]}"
+    builders = {f: (lambda b=b: b(table, seq)) for f, b in EMBED_FORMS.items()}
+    return measure(shape, builders, {"ids": ids}, reps, tmp)
+
+
 def print_table(rows: list[Row]) -> None:
     print("| shape | form | ms | IQR/med | vs float | SQNR dB | weight KiB (ORT graph) "
           "| ops after ORT's optimizer |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
-    base: dict[str, float] = {r.shape: r.ms for r in rows if r.form == "float"}
+    base: dict[str, float] = {}  # the first (float) form of each shape
+    for r in rows:
+        base.setdefault(r.shape, r.ms)
     for r in rows:
         if r.error:
             print(f"| {r.shape} | {r.form} | - | - | - | - | - | FAILED: {r.error} |")
@@ -444,6 +516,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--no-decode", action="store_true",
                     help="skip the decode-like x [1, 1, K] rows")
+    ap.add_argument("--no-embedding", action="store_true",
+                    help="skip the embedding rows (ids [1, seq] in a [30522, 768] table)")
     ap.add_argument("--forms", default=",".join(FORMS), help="comma-separated subset")
     a = ap.parse_args(argv)
     logging.disable(logging.WARNING)
@@ -452,18 +526,20 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [f for f in forms if f not in FORMS]
     if unknown:
         raise SystemExit(f"unknown forms {unknown}; known: {', '.join(FORMS)}")
-    if "float" not in forms:
-        forms.insert(0, "float")
+    forms = ["float"] + [f for f in forms if f != "float"]  # the reference comes first
     rng = np.random.default_rng(0)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         for k, n in ((768, 768), (768, 3072), (3072, 768)):
             w = (rng.standard_normal((k, n)) * 0.02).astype(np.float32)
             b = (rng.standard_normal(n) * 0.02).astype(np.float32)
-            rows += measure(Layer(w, b, (1, a.seq, k)), forms, a.reps, tmp)
+            rows += measure_linear(Layer(w, b, (1, a.seq, k)), forms, a.reps, tmp)
             if not a.no_decode:
-                rows += measure(Layer(w, b, (1, 1, k)),
-                                [f for f in forms if f in DECODE_FORMS], a.reps * 5, tmp)
+                rows += measure_linear(Layer(w, b, (1, 1, k)),
+                                       [f for f in forms if f in DECODE_FORMS], a.reps * 5, tmp)
+        if not a.no_embedding:
+            table = (rng.standard_normal((VOCAB, 768)) * 0.02).astype(np.float32)
+            rows += measure_embedding(table, a.seq, a.reps, tmp)
     print_table(rows)
     sys.stdout.flush()
 

@@ -119,7 +119,11 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
              passes: Sequence[Any] | None = None, check: bool = True, inputs: Any = None,
              progress: Progress | None = None, budget: Any = None,
              rules: Sequence[Any] | None = None, cost: str = "analytic",
-             allow_contrib_ops: bool = False) -> OptimizedModel:
+             allow_contrib_ops: bool = False, quantize: Any = None, calibration: Any = None,
+             group_size: int | None = None, method: str | None = None,
+             max_error: float | None = None, activations: str | None = None,
+             quantize_embeddings: bool | None = None, quantize_lm_head: bool | None = None
+             ) -> OptimizedModel:
     """Optimize a model for ``target`` and check the result against the original.
 
     model: an ``nn.Module`` (with ``example_inputs``), an ``.onnx`` path, an ``onnx.ModelProto``
@@ -133,10 +137,30 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
     (ops profiled on this machine, cached on disk). allow_contrib_ops: on target "cpu", lower
     attention to ONNX Runtime's com.microsoft ops where they are faster (the output then runs in
     ONNX Runtime only); default: portable ONNX.
+
+    quantize: "int8" | "int8-weight" | "int4" | "nf4" | "smoothquant" | "llm-int8" (or a
+    ``graphopt.quant.config.QuantConfig``), see docs/quantization.md. calibration: input
+    batches the quantizer measures activations on (an ``.npz`` path, a dict of arrays, a list of
+    dicts or tuples; None: generated inputs). group_size / method: int4 groups (default 128) and
+    rtn | gptq | awq. max_error: the output SQNR budget in dB (default 30 for 8-bit modes, 20
+    for 4-bit); a model that misses it raises CheckError naming its worst layers.
+    activations: int8's run-time activation quantization, "per-tensor" (default) or
+    "per-token". quantize_embeddings (default True) / quantize_lm_head (default False).
     """
+    qcfg = None
+    if quantize is not None:
+        from .quant.config import make_config
+
+        qcfg = make_config(quantize, group_size=group_size, method=method, max_error=max_error,
+                           activations=activations, embeddings=quantize_embeddings,
+                           lm_head=quantize_lm_head)
+    elif any(v is not None for v in (calibration, group_size, method, max_error, activations)):
+        raise GraphOptError("calibration / group_size / method / max_error / activations "
+                            "apply to quantization: pass quantize=MODE too", where="quantize")
     src = resolve_source(model, example_inputs)
     out = run(src, target, passes, check, inputs, progress, budget=budget, rules=rules,
-              cost=cost, allow_contrib_ops=allow_contrib_ops)
+              cost=cost, allow_contrib_ops=allow_contrib_ops, quantize=qcfg,
+              calibration=calibration)
     return OptimizedModel(out.graph, out.report, out.source, out.original)
 
 

@@ -70,11 +70,15 @@ class OutputDiff:
     mismatched: int
     ok: bool
     reason: str = ""
+    sqnr_db: float | None = None  # judged by an SQNR budget (quantized models)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": self.shape,
-                "max_abs": _json_float(self.max_abs), "max_rel": _json_float(self.max_rel),
-                "mismatched": self.mismatched, "ok": self.ok, "reason": self.reason}
+        d = {"name": self.name, "dtype": self.dtype, "shape": self.shape,
+             "max_abs": _json_float(self.max_abs), "max_rel": _json_float(self.max_rel),
+             "mismatched": self.mismatched, "ok": self.ok, "reason": self.reason}
+        if self.sqnr_db is not None:
+            d["sqnr_db"] = _json_float(self.sqnr_db)
+        return d
 
 
 @dataclass
@@ -97,8 +101,9 @@ class CheckResult:
         lines = []
         for o in self.outputs:
             state = "ok" if o.ok else f"MISMATCH ({o.reason})"
+            sq = "" if o.sqnr_db is None else f" SQNR {o.sqnr_db:.1f} dB"
             lines.append(f"  {o.name}: {o.dtype}{o.shape} max abs {o.max_abs:.3g} "
-                         f"max rel {o.max_rel:.3g}  {state}")
+                         f"max rel {o.max_rel:.3g}{sq}  {state}")
         return "\n".join(lines)
 
     def raise_if_failed(self, what: str = "optimized model") -> None:
@@ -420,22 +425,38 @@ def _torch_to_numpy(x: Any) -> np.ndarray:
 
 def compare_outputs(expected: Sequence[Any], actual: Sequence[Any], names: Sequence[str],
                     *, rtol: float | None = None, atol: float | None = None,
-                    reference: str = "", dtypes: Sequence[DType | None] | None = None
-                    ) -> CheckResult:
+                    reference: str = "", dtypes: Sequence[DType | None] | None = None,
+                    min_sqnr_db: float | None = None) -> CheckResult:
     """Compare outputs pairwise (no raising; see ``CheckResult.raise_if_failed``).
     ``dtypes``: per float output, a dtype whose (looser) tolerance applies too: the precision
-    it was computed in (``precision_dtypes``), or bf16 for torch outputs read as f32."""
+    it was computed in (``precision_dtypes``), or bf16 for torch outputs read as f32.
+    ``min_sqnr_db``: float outputs are judged by their signal-to-quantization-noise ratio
+    10 log10(sum e^2 / sum (a - e)^2) instead (a quantized model against its float original):
+    it must reach this many dB; NaN / inf positions must still match."""
     if len(expected) != len(actual):
         raise CheckError(f"the original has {len(expected)} outputs, the optimized model "
                          f"{len(actual)}", where="outputs")
     dts = list(dtypes) if dtypes is not None else [None] * len(expected)
-    diffs = [_compare_one(str(nm), np.asarray(e), np.asarray(a), rtol, atol, dt)
+    diffs = [_compare_one(str(nm), np.asarray(e), np.asarray(a), rtol, atol, dt, min_sqnr_db)
              for nm, e, a, dt in zip(names, expected, actual, dts)]
     return CheckResult(diffs, reference=reference)
 
 
+def sqnr_db(expected: np.ndarray, actual: np.ndarray) -> float:
+    """10 log10(sum e^2 / sum (a - e)^2) over the finite positions (inf when equal)."""
+    e64 = np.asarray(expected, dtype=np.float64)
+    a64 = np.asarray(actual, dtype=np.float64)
+    fin = np.isfinite(e64) & np.isfinite(a64)
+    noise = float(np.sum((a64[fin] - e64[fin]) ** 2))
+    sig = float(np.sum(e64[fin] ** 2))
+    if noise == 0.0:
+        return float("inf")
+    return float("-inf") if sig == 0.0 else 10.0 * float(np.log10(sig / noise))
+
+
 def _compare_one(name: str, e: np.ndarray, a: np.ndarray, rtol: float | None,
-                 atol: float | None, tol_dtype: DType | None = None) -> OutputDiff:
+                 atol: float | None, tol_dtype: DType | None = None,
+                 min_sqnr_db: float | None = None) -> OutputDiff:
     try:
         dt = DType.from_numpy(e.dtype)
     except TypeError:
@@ -458,6 +479,8 @@ def _compare_one(name: str, e: np.ndarray, a: np.ndarray, rtol: float | None,
             return bad(f"{neq} of {e.size} elements differ (exact dtype)", neq,
                        _int_max_abs(e, a), float("nan"))
         return OutputDiff(name, dt.value, shape, 0.0, 0.0, 0, True)
+    if min_sqnr_db is not None and not np.iscomplexobj(e):
+        return _compare_sqnr(name, dt, shape, e, a, min_sqnr_db)
     rt = tol.rtol if rtol is None else rtol
     at = tol.atol if atol is None else atol
     if np.iscomplexobj(e):
@@ -491,6 +514,24 @@ def _compare_one(name: str, e: np.ndarray, a: np.ndarray, rtol: float | None,
     return OutputDiff(name, dt.value, shape, max_abs, max_rel, 0, True)
 
 
+def _compare_sqnr(name: str, dt: DType, shape: list[int], e: np.ndarray, a: np.ndarray,
+                  min_db: float) -> OutputDiff:
+    e64, a64 = e.astype(np.float64), a.astype(np.float64)
+    fin = np.isfinite(e64) & np.isfinite(a64)
+    same_special = bool(np.array_equal(np.isnan(e64), np.isnan(a64)) and np.array_equal(
+        np.where(np.isinf(e64), e64, 0.0), np.where(np.isinf(a64), a64, 0.0)))
+    err = np.where(fin, np.abs(a64 - e64), 0.0)
+    max_abs = float(err.max()) if err.size else 0.0
+    denom = np.maximum(np.abs(np.where(fin, e64, 0.0)), 1e-12)
+    max_rel = float((err / denom).max()) if err.size else 0.0
+    db = sqnr_db(e64, a64)
+    ok = same_special and db >= min_db
+    reason = "" if ok else (f"SQNR {db:.1f} dB below the budget {min_db:g} dB"
+                            if same_special else "NaN / inf positions differ")
+    return OutputDiff(name, dt.value, shape, max_abs, max_rel, 0 if ok else int(e.size), ok,
+                      reason, db)
+
+
 def _int_max_abs(e: np.ndarray, a: np.ndarray) -> float:
     if e.dtype.kind in "iub":
         return float(np.max(np.abs(e.astype(np.float64) - a.astype(np.float64))))
@@ -501,7 +542,8 @@ def _int_max_abs(e: np.ndarray, a: np.ndarray) -> float:
 
 def check_graphs(reference: Graph, candidate: Graph, inputs: Any = None, *, seed: int = 0,
                  backend: str = "numpy", rtol: float | None = None, atol: float | None = None,
-                 raise_on_mismatch: bool = True) -> CheckResult:
+                 raise_on_mismatch: bool = True, min_sqnr_db: float | None = None
+                 ) -> CheckResult:
     """Run both graphs on the same inputs (reference interpreter by default) and compare."""
     _same_signature(reference, candidate)
     feeds = coerce_inputs(reference, inputs, seed)
@@ -509,7 +551,8 @@ def check_graphs(reference: Graph, candidate: Graph, inputs: Any = None, *, seed
     act = run_graph(candidate, feeds, backend)
     res = compare_outputs(exp, act, reference.output_names, rtol=rtol, atol=atol,
                           reference="the original graph (reference interpreter)",
-                          dtypes=precision_dtypes(reference, candidate))
+                          dtypes=precision_dtypes(reference, candidate),
+                          min_sqnr_db=min_sqnr_db)
     res.inputs = describe_inputs(feeds)
     if raise_on_mismatch:
         res.raise_if_failed()
@@ -519,7 +562,8 @@ def check_graphs(reference: Graph, candidate: Graph, inputs: Any = None, *, seed
 def check_onnx(original: Any, candidate: "Graph | Any", inputs: Any = None, *,
                graph_for_inputs: Graph | None = None, seed: int = 0,
                rtol: float | None = None, atol: float | None = None,
-               raise_on_mismatch: bool = True) -> CheckResult:
+               raise_on_mismatch: bool = True, min_sqnr_db: float | None = None
+               ) -> CheckResult:
     """Compare an ONNX model (path or ModelProto, run in ONNX Runtime) with a candidate: an IR
     graph (exported and run in ONNX Runtime) or another ONNX model."""
     gi = graph_for_inputs if graph_for_inputs is not None else (
@@ -540,7 +584,7 @@ def check_onnx(original: Any, candidate: "Graph | Any", inputs: Any = None, *,
     dts = precision_dtypes(*graphs) if same and all(
         len(g.outputs) == len(exp) for g in graphs) else None
     res = compare_outputs(exp, act, names, rtol=rtol, atol=atol, dtypes=dts,
-                          reference=f"{label} (ONNX Runtime)")
+                          reference=f"{label} (ONNX Runtime)", min_sqnr_db=min_sqnr_db)
     res.inputs = describe_inputs(feeds)
     if raise_on_mismatch:
         res.raise_if_failed()
@@ -566,7 +610,8 @@ def _run_input_model(model: Any, feeds: Mapping[str, np.ndarray], label: str, wh
 
 def check_torch(module: Any, candidate: Graph, example_inputs: Sequence[Any] | None = None,
                 inputs: Any = None, *, seed: int = 0, rtol: float | None = None,
-                atol: float | None = None, raise_on_mismatch: bool = True) -> CheckResult:
+                atol: float | None = None, raise_on_mismatch: bool = True,
+                min_sqnr_db: float | None = None) -> CheckResult:
     """Compare a torch module with a candidate graph run through its torch callable, on the
     example inputs (or on given / generated inputs)."""
     import torch
@@ -590,7 +635,7 @@ def check_torch(module: Any, candidate: Graph, example_inputs: Sequence[Any] | N
                for d, p in zip(dts, precision_dtypes(candidate))]
     res = compare_outputs([_torch_to_numpy(x) for x in exp_t], [_torch_to_numpy(x) for x in act_t],
                           candidate.output_names, rtol=rtol, atol=atol, dtypes=dts,
-                          reference=f"{type(module).__name__} (torch)")
+                          reference=f"{type(module).__name__} (torch)", min_sqnr_db=min_sqnr_db)
     res.inputs = desc
     if raise_on_mismatch:
         res.raise_if_failed()

@@ -1,6 +1,8 @@
 """The ``graphopt`` command.
 
     graphopt optimize IN.onnx -o OUT.onnx [--target T] [--report R.json] [--inputs X.npz]
+                      [--quantize MODE [--group-size G] [--method M] [--calibration X.npz]
+                       [--max-error DB]]
     graphopt inspect IN.onnx [--json]
     graphopt check A.onnx B.onnx [--inputs X.npz]
     graphopt rules ...                       (the substitution library; graphopt.subst.cli)
@@ -121,7 +123,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     try:
         om = optimize(args.input, target=target, passes=args.passes, check=not args.no_check,
                       inputs=args.inputs, progress=progress, budget=args.budget,
-                      cost=args.cost, allow_contrib_ops=args.allow_contrib_ops)
+                      cost=args.cost, allow_contrib_ops=args.allow_contrib_ops,
+                      **_quant_args(args))
         progress("write", None)
         t0 = time.perf_counter()
         om.save(args.output)
@@ -142,10 +145,33 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         if chk:
             print(f"check: {'ok' if chk['ok'] else 'MISMATCH'} (max abs {chk['max_abs']}, "
                   f"max rel {chk['max_rel']})")
+    if om.report.get("quantization"):
+        from .quant.report import format_quantization
+
+        print(format_quantization(om.report["quantization"], verbose=args.verbose))
     if args.report:
         write_json_atomic(om.report, args.report)
     print(f"wrote {args.output} (target {om.target})")
     return EXIT_OK
+
+
+def _quant_args(args: argparse.Namespace) -> dict[str, Any]:
+    """optimize()'s quantization arguments from the command line (none without --quantize;
+    the quantization options without it are a usage error)."""
+    opts = {"calibration": args.calibration, "group_size": args.group_size,
+            "method": args.method, "max_error": args.max_error,
+            "activations": args.activations}
+    if args.quantize is None:
+        given = [k for k, v in opts.items() if v is not None]
+        if given or args.quantize_lm_head or args.no_quantize_embeddings:
+            raise _Usage("--calibration / --group-size / --method / --max-error / "
+                         "--activations need --quantize MODE", where="quantize")
+        return {}
+    if args.calibration is not None:
+        _check_input_file(args.calibration)
+    return {"quantize": args.quantize, **opts,
+            "quantize_lm_head": True if args.quantize_lm_head else None,
+            "quantize_embeddings": False if args.no_quantize_embeddings else None}
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -315,6 +341,24 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--allow-contrib-ops", action="store_true",
                    help="cpu: lower attention to ONNX Runtime's com.microsoft ops where faster "
                         "(the output then runs in ONNX Runtime only)")
+    q = o.add_argument_group("quantization (docs/quantization.md)")
+    q.add_argument("--quantize", metavar="MODE", default=None,
+                   help="int8 | int8-weight | int4 | nf4 | smoothquant | llm-int8")
+    q.add_argument("--group-size", type=int, default=None, metavar="G",
+                   help="int4: weights per group along the input dim (default 128)")
+    q.add_argument("--method", default=None, metavar="M",
+                   help="int4: rtn (default) | gptq | awq")
+    q.add_argument("--calibration", default=None, metavar="X.npz",
+                   help="input batches to calibrate on (default: generated inputs)")
+    q.add_argument("--max-error", type=float, default=None, metavar="DB",
+                   help="minimum output SQNR vs the float model in dB (default 30 for 8-bit "
+                        "modes, 20 for 4-bit)")
+    q.add_argument("--activations", default=None, metavar="G",
+                   help="int8: per-tensor (default) | per-token activation quantization")
+    q.add_argument("--quantize-lm-head", action="store_true",
+                   help="quantize the LM head too (default: kept float)")
+    q.add_argument("--no-quantize-embeddings", action="store_true",
+                   help="keep embedding tables float (default: int8 per row)")
     o.add_argument("-v", "--verbose", action="store_true", help="more output; tracebacks")
     o.set_defaults(func=cmd_optimize)
 

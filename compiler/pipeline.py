@@ -191,15 +191,19 @@ class PipelineOutput:
     candidates: list[Any]  # every place a rule looked at (rewrite.trace.Candidate), in order
 
 
-def check_against(src: Source, original: Graph, g: Graph, inputs: Any) -> Any:
-    """Numeric check of ``g`` against the source model itself (raises CheckError)."""
+def check_against(src: Source, original: Graph, g: Graph, inputs: Any,
+                  min_sqnr_db: float | None = None) -> Any:
+    """Numeric check of ``g`` against the source model itself (raises CheckError).
+    ``min_sqnr_db``: judge float outputs by an SQNR budget (quantized models)."""
     from . import check
 
     if src.kind == "onnx":
-        return check.check_onnx(src.model, g, inputs, graph_for_inputs=original)
+        return check.check_onnx(src.model, g, inputs, graph_for_inputs=original,
+                                min_sqnr_db=min_sqnr_db)
     if src.kind == "torch":
-        return check.check_torch(src.model, g, src.example_inputs, inputs)
-    return check.check_graphs(original, g, inputs)
+        return check.check_torch(src.model, g, src.example_inputs, inputs,
+                                 min_sqnr_db=min_sqnr_db)
+    return check.check_graphs(original, g, inputs, min_sqnr_db=min_sqnr_db)
 
 
 def fuse_passes(target: str, allow_contrib_ops: bool) -> list[Pass]:
@@ -228,6 +232,13 @@ def raise_opset_for_fused_ops(g: Graph) -> Graph:
     return Graph(g.inputs, g.outputs, g.output_names, g.name, replace(g.meta, opsets=opsets))
 
 
+def worst_layers(quant_rep: dict[str, Any], k: int = 3) -> str:
+    rows = [r for r in quant_rep.get("layers", []) if r.get("sqnr_db") is not None]
+    rows.sort(key=lambda r: r["sqnr_db"])
+    return ", ".join(f"{r['name']} {r['sqnr_db']:.1f} dB ({r['mode']})" for r in rows[:k]) \
+        or "none measured"
+
+
 def search_rules(g: Graph | None = None) -> list[PatternRule]:
     """The search's rule set: the generated rules both ways (for ``g``, the directions whose
     left side uses only ops ``g`` has; None: all), then the hand-written search rules of the
@@ -242,7 +253,8 @@ def search_rules(g: Graph | None = None) -> list[PatternRule]:
 def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
         check: bool = True, inputs: Any = None, progress: Progress | None = None,
         budget: Any = None, rules: Sequence[Any] | None = None, cost: str = "analytic",
-        allow_contrib_ops: bool = False) -> PipelineOutput:
+        allow_contrib_ops: bool = False, quantize: Any = None,
+        calibration: Any = None) -> PipelineOutput:
     from .ir.verify import verify
     from .report import build_report
 
@@ -270,12 +282,26 @@ def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
             g, target, budget=budget, rules=search_rules(g), extra_rules=rules or (),
             cost=cost, progress=(lambda msg: progress(f"search: {msg}", None))
             if progress else None))
-    chk = steps.run("check", lambda: _checked(src, original, g, inputs, search_rep)) \
-        if check else None
+    quant_rep = None
+    if quantize is not None:
+        from .quant.stage import quantize_step
+
+        pre_quant = g
+        g, quant_rep = steps.run("quantize", lambda: quantize_step(
+            pre_quant, quantize, target, calibration,
+            progress=(lambda msg: progress(f"quantize: {msg}", None)) if progress else None))
+        g = raise_opset_for_fused_ops(g)
+    min_sqnr = quantize.min_sqnr_db if quantize is not None else None
+    chk = steps.run("check", lambda: _checked(src, original, g, inputs, search_rep, min_sqnr,
+                                              quant_rep)) if check else None
     report = build_report(source=src.label, target=target, before=original, after=g,
                           passes=[r.to_dict() for r in records], steps=steps.times,
                           check=chk.to_dict() if chk is not None else None)
     report["search"] = search_rep
+    if quant_rep is not None:
+        if chk is not None:
+            quant_rep["check"] = [{"output": o.name, "sqnr_db": o.sqnr_db} for o in chk.outputs]
+        report["quantization"] = quant_rep
     last: dict[str, int] = {}
     for r in records:
         last[r.name] = max(last.get(r.name, 0), r.iteration)
@@ -284,13 +310,20 @@ def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
 
 
 def _checked(src: Source, original: Graph, g: Graph, inputs: Any,
-             search_rep: dict[str, Any] | None) -> Any:
-    """The numeric check; a mismatch after rewrites names the rules the search applied."""
+             search_rep: dict[str, Any] | None, min_sqnr_db: float | None = None,
+             quant_rep: dict[str, Any] | None = None) -> Any:
+    """The numeric check; a mismatch after rewrites names the rules the search applied, a
+    quantized model that misses its SQNR budget names its worst layers."""
     from .errors import CheckError
 
     try:
-        return check_against(src, original, g, inputs)
+        return check_against(src, original, g, inputs, min_sqnr_db)
     except CheckError as e:
+        if quant_rep is not None:
+            raise CheckError(f"{e.message}; the quantized model is not written; worst layers "
+                             f"(their own output SQNR): {worst_layers(quant_rep)} (raise the "
+                             f"budget with max_error / --max-error, or choose a finer mode)",
+                             where=e.where, context=e.context) from e
         applied = (search_rep or {}).get("rules_applied") or {}
         if not applied:
             raise

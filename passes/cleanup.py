@@ -56,8 +56,10 @@ class ConstantFold(RewritePass):
     mode = "local"
 
     def __init__(self, max_elements: int = FoldPolicy.max_elements,
-                 shared_max_elements: int = FoldPolicy.shared_max_elements) -> None:
-        self.policy = FoldPolicy(max_elements, shared_max_elements=shared_max_elements)
+                 shared_max_elements: int = FoldPolicy.shared_max_elements,
+                 max_growth_bytes: int | None = None) -> None:
+        self.policy = FoldPolicy(max_elements, shared_max_elements=shared_max_elements,
+                                 max_growth_bytes=max_growth_bytes)
         super().__init__(rules=[FoldRule(self.policy)])
 
     def run(self, g: Graph) -> PassResult:

@@ -46,6 +46,10 @@ class FoldPolicy:
     # a result over this is not folded while a constant input over it is also read by other
     # nodes: the fold would store that data twice (tied weights); None: no such rule
     shared_max_elements: int | None = 1 << 16
+    # a result of more bytes than the node's constant inputs is folded only up to this many
+    # bytes (None: no such rule). 0 after quantization: a fold never undoes a compression
+    # (dequantize_linear of int8 / 4-bit weights back to a float constant)
+    max_growth_bytes: int | None = None
     # an opaque ONNX node reading a constant over this is not run (None: any size)
     max_onnx_input_elements: int | None = None
     # a result of another dtype than the node declares is cast to it (the importer); False: it
@@ -149,6 +153,11 @@ def _numel(t: ValueType) -> int | None:
     return n
 
 
+def _nbytes(t: ValueType) -> float:
+    n = _numel(t)
+    return 0.0 if n is None else n * float(t.dtype.itemsize)  # type: ignore[union-attr]
+
+
 def _size_rule(n: Node, sizes: list[int], in_elems: int, policy: FoldPolicy,
                readers: dict[int, int] | None) -> NotFolded | None:
     """Whether a result of ``sizes`` (elements per output) is too large to fold."""
@@ -159,6 +168,12 @@ def _size_rule(n: Node, sizes: list[int], in_elems: int, policy: FoldPolicy,
         large = any(s > policy.max_elements for s in sizes)
     if large:
         return NotFolded("large", f"{total} elements (limit {policy.max_elements})")
+    if policy.max_growth_bytes is not None:
+        out_b = sum(_nbytes(t) for t in n.out_types)
+        in_b = sum(_nbytes(v.type) for v in n.inputs)
+        if out_b > in_b and out_b > policy.max_growth_bytes:
+            return NotFolded("large", f"{out_b:.0f} bytes from {in_b:.0f} bytes of constants "
+                                      f"(growth limit {policy.max_growth_bytes})")
     shared = policy.shared_max_elements
     if shared is not None and readers is not None and total > shared and any(
             readers.get(id(v.node), 1) > 1 and (_numel(v.type) or 0) > shared

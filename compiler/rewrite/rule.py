@@ -53,7 +53,7 @@ from .pattern import PNode, POut, ShapeTemplate, Term, Var, pattern_ops, root_no
 
 Check = Callable[[Match], "MatchFail | None | bool"]
 Builder = Callable[[Match], "Sequence[Value] | Value"]
-KINDS = ("fusion", "canonical", "cleanup", "search", "generated", "lowering")
+KINDS = ("fusion", "canonical", "cleanup", "search", "generated", "lowering", "quantization")
 
 
 class Rule:

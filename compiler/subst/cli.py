@@ -7,6 +7,8 @@ proves every rule and, given a ``replay`` function, replays each hand-written ru
 pass (the pass must rewrite the rule's lhs into exactly its rhs)."""
 from __future__ import annotations
 
+from ..rewrite.rule import KINDS
+
 import argparse
 import json
 import sys
@@ -56,8 +58,6 @@ def add_parser(subparsers: Any, rule_dirs: Sequence[Path | str] = (RULES_DIR,),
     sh.set_defaults(func=cmd_show)
     return p
 
-
-KINDS = ("generated", "fusion", "canonical", "cleanup", "search", "lowering")
 
 
 def _rules(args: argparse.Namespace, dirs: Sequence[str] | None = None) -> list[SubstRule]:

@@ -1,0 +1,136 @@
+"""Per-layer quantization decisions: the only inexact step.
+
+For each layer (``layers.find_layers``) the planner chooses scales and rounds the weights
+(``compiler/quant`` numerics: absmax, zero-point, GPTQ, AWQ, NF4, SmoothQuant, LLM.int8), decides
+whether the layer is quantized at all (LM head, cost model, shapes the form needs) and measures
+the layer's own output error on the calibration activations:
+
+    SQNR_layer = 10 log10(sum (X W)^2 / sum (X W - Y_q)^2)
+
+where ``Y_q`` is what the quantized layer computes from the same float input ``X`` (activation
+quantization included). The rewrite rules then only build what the plan says
+(``passes/quantize.py``), and the exact lowering rules (proven) take it to integer kernels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .config import QuantConfig
+from .layers import Layer
+
+
+@dataclass
+class LayerPlan:
+    layer: Layer
+    form: str = "float"  # "float" | "w8a8-dynamic" | "w8a8-per-token" | "w8a8-static" |
+    # "int8-weight" | "int4" | "nf4" | "embedding-int8" | "llm-int8"
+    weight: Any = None  # numerics.QuantizedTensor or nf4.NF4Tensor
+    act_scale: float | None = None  # static activation scale (w8a8-static)
+    smooth: np.ndarray | None = None  # per input channel s: x / s, diag(s) W (smoothquant, awq)
+    outliers: np.ndarray | None = None  # llm-int8: input columns kept float
+    rest_weight: Any = None  # llm-int8: the quantized W[rest]
+    outlier_weight: np.ndarray | None = None  # llm-int8: W[outliers], float
+    sqnr_db: float | None = None
+    reason: str = ""  # why the layer stays float
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def quantized(self) -> bool:
+        return self.form != "float"
+
+    @property
+    def bytes_before(self) -> int:
+        return int(self.layer.weight.nbytes)
+
+    @property
+    def bytes_after(self) -> float:
+        if not self.quantized:
+            return float(self.bytes_before)
+        if self.form == "llm-int8":
+            assert self.outlier_weight is not None
+            return float(self.rest_weight.nbytes()) + float(self.outlier_weight.nbytes)
+        return float(self.weight.nbytes())
+
+    def bits_per_weight(self) -> float | None:
+        if not self.quantized:
+            return None
+        return 8.0 * self.bytes_after / self.layer.weight.size
+
+    def to_dict(self) -> dict[str, Any]:
+        lay = self.layer
+        d: dict[str, Any] = {"name": lay.name, "kind": "lm_head" if lay.lm_head else lay.kind,
+                             "shape": list(lay.shape), "mode": self.form,
+                             "bytes_before": self.bytes_before,
+                             "bytes_after": round(self.bytes_after, 1)}
+        if self.quantized:
+            d["bits_per_weight"] = round(float(self.bits_per_weight() or 0.0), 3)
+            d["sqnr_db"] = None if self.sqnr_db is None else round(float(self.sqnr_db), 2)
+            if self.detail:
+                d["detail"] = self.detail
+        else:
+            d["left_float"] = self.reason
+        return d
+
+
+def sqnr(ref: np.ndarray, approx: np.ndarray) -> float:
+    ref64 = np.asarray(ref, dtype=np.float64)
+    err = float(np.sum((ref64 - np.asarray(approx, dtype=np.float64)) ** 2))
+    sig = float(np.sum(ref64 ** 2))
+    if err == 0.0:
+        return float("inf")
+    if sig == 0.0:
+        return float("-inf")
+    return 10.0 * float(np.log10(sig / err))
+
+
+# ---- activation quantizers (numpy twins of the IR forms passes/quantize.py builds) -------------
+
+def dynamic_u8(x: np.ndarray) -> np.ndarray:
+    """x through ONNX DynamicQuantizeLinear and back (per tensor, u8, asymmetric)."""
+    lo, hi = min(0.0, float(x.min())), max(0.0, float(x.max()))
+    s = np.float32((hi - lo) / 255.0) if hi > lo else np.float32(1.0)
+    z = np.clip(np.rint(-lo / s), 0, 255)
+    q = np.clip(np.rint(x / s) + z, 0, 255)
+    return ((q - z) * s).astype(np.float32)
+
+
+def per_token_int8(x: np.ndarray) -> np.ndarray:
+    """x quantized symmetric int8 per row (last axis) and back."""
+    s = np.maximum(np.max(np.abs(x), axis=-1, keepdims=True) / np.float32(127.0), TINY)
+    return (np.rint(x / s) * s).astype(np.float32)
+
+
+def static_int8(x: np.ndarray, scale: float) -> np.ndarray:
+    q = np.clip(np.rint(x / np.float32(scale)), -128, 127)
+    return (q * np.float32(scale)).astype(np.float32)
+
+
+TINY = np.float32(np.finfo(np.float32).tiny)
+
+
+Planner = Callable[[Layer, np.ndarray | None, QuantConfig], LayerPlan]
+
+
+def summarize(plans: Sequence[LayerPlan]) -> dict[str, Any]:
+    """Totals over the plans: bytes, bits per weight of the quantized linears, layer counts."""
+    q = [p for p in plans if p.quantized]
+    lin = [p for p in q if p.layer.kind == "linear"]
+    before = sum(p.bytes_before for p in plans)
+    after = sum(p.bytes_after for p in plans)
+    out: dict[str, Any] = {
+        "layers": len(plans), "quantized": len(q), "left_float": len(plans) - len(q),
+        "weight_bytes_before": before, "weight_bytes_after": round(after, 1),
+        "weight_ratio": round(before / after, 3) if after else None}
+    if lin:
+        out["linear_bits_per_weight"] = round(
+            8.0 * sum(p.bytes_after for p in lin) / sum(p.layer.weight.size for p in lin), 3)
+    sq = [p for p in q if p.sqnr_db is not None]
+    if sq:
+        worst = min(sq, key=lambda p: p.sqnr_db if p.sqnr_db is not None else 0.0)
+        out["worst_layer"] = {"name": worst.layer.name, "sqnr_db": round(float(
+            worst.sqnr_db or 0.0), 2)}
+    return out

@@ -1,0 +1,131 @@
+"""The quantize step of ``optimize``: find layers -> calibrate -> plan (the inexact step) ->
+rewrite (smoothing / outlier split, exact; quantize, inexact; integer lowering, exact) ->
+cleanup. Returns the graph and the report section ``report["quantization"]``."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from ..ir.graph import Graph
+from ..ir.node import ConstData, Value, constant, input_node, op
+from ..ir.types import TensorType
+from .config import WEIGHT_ONLY, QuantConfig, QuantError
+from .layers import Layer, find_layers
+from .plan import LayerPlan, summarize
+
+
+def quantize_step(g: Graph, cfg: QuantConfig, target: str = "cpu", calibration: Any = None,
+                  progress: Callable[[str], None] | None = None
+                  ) -> tuple[Graph, dict[str, Any]]:
+    from graphopt.passes.cleanup import CSE, ConstantFold, DeadCode, RemoveNoOps
+    from graphopt.passes.quant_lowering import QuantLowering
+    from graphopt.passes.quantize import (FoldScaleIntoNorm, Quantize, Smoothing,
+                                          SplitOutliers, plan_key)
+
+    from ..rewrite.passes import Pipeline
+    from .calibration import collect, load_batches
+    from .planner import plan_layers
+
+    say = progress or (lambda msg: None)
+    layers = find_layers(g)
+    if not layers:
+        raise QuantError("nothing to quantize: the model has no matmul with a constant 2-D "
+                         "float weight and no embedding table (gather of a constant 2-D "
+                         "float table)", where=f"graph {g.name}")
+    say(f"calibrating {sum(lay.kind == 'linear' for lay in layers)} linears")
+    batches, source = load_batches(g, calibration, cfg)
+    stats = collect(g, layers, batches, cfg)
+    say(f"planning {len(layers)} layers ({cfg.describe()})")
+    plans = plan_layers(layers, stats, cfg, cost=_probe(cfg, target))
+    if not any(p.quantized for p in plans):
+        why = "; ".join(sorted({p.reason for p in plans}))
+        raise QuantError(f"nothing to quantize: every layer stays float ({why})",
+                         where=f"graph {g.name}")
+    by_key: dict[tuple[int, str], LayerPlan] = {}
+    smooth: dict[int, tuple[np.ndarray, ConstData]] = {}
+    split: dict[int, tuple[np.ndarray, np.ndarray, ConstData, ConstData]] = {}
+    for p in plans:
+        lay = p.layer
+        key = plan_key(lay.weight_node.const, lay.kind)
+        if p.smooth is not None:
+            cd = ConstData((lay.weight * p.smooth[:, None]).astype(lay.weight.dtype))
+            smooth[id(lay.weight_node.const)] = (p.smooth, cd)
+            by_key[plan_key(cd, "linear")] = p
+        elif p.form == "llm-int8":
+            cols = np.asarray(p.outliers, np.int64)
+            rest = np.setdiff1d(np.arange(lay.shape[0]), cols).astype(np.int64)
+            w_out = ConstData(np.ascontiguousarray(lay.weight[cols]))
+            w_rest = ConstData(np.ascontiguousarray(lay.weight[rest]))
+            split[id(lay.weight_node.const)] = (cols, rest, w_out, w_rest)
+            by_key[plan_key(w_rest, "linear")] = LayerPlan(
+                lay, "w8a8-per-token", p.rest_weight, sqnr_db=p.sqnr_db, detail=p.detail)
+        else:
+            by_key[key] = p
+    passes: list[Any] = []
+    if smooth:
+        passes += [Smoothing(smooth), FoldScaleIntoNorm()]
+    if split:
+        passes.append(SplitOutliers(split))
+    passes += [Quantize(by_key), QuantLowering(),
+               ConstantFold(max_growth_bytes=0), RemoveNoOps(), CSE(), DeadCode()]
+    say("rewriting")
+    res = Pipeline(passes, name="quantize").run_traced(g)
+    out = res.graph
+    report = {"mode": cfg.mode, "config": _config_dict(cfg), "calibration": source,
+              "min_sqnr_db": cfg.min_sqnr_db,
+              "layers": [p.to_dict() for p in plans], "summary": summarize(plans),
+              "passes": [r.to_dict() for r in res.records]}
+    return out, report
+
+
+def _config_dict(cfg: QuantConfig) -> dict[str, Any]:
+    d = {"mode": cfg.mode, "activations": cfg.activations if cfg.mode == "int8" else None,
+         "group_size": cfg.group_size if cfg.mode == "int4" else None,
+         "method": cfg.method if cfg.mode == "int4" else None,
+         "embeddings": cfg.embeddings, "lm_head": cfg.lm_head}
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _probe(cfg: QuantConfig, target: str) -> Callable[[Layer, LayerPlan], str | None]:
+    """Whether a planned layer is worth it: weight-only modes (size) quantize layers of at least
+    ``min_weight_elements`` weights; W8A8 modes ask the target's cost model whether the lowered
+    integer form is at most as expensive as the float matmul."""
+    from ..cost.model import CostModel
+
+    model = CostModel(target) if cfg.use_cost_model else None
+
+    def probe(lay: Layer, p: LayerPlan) -> str | None:
+        if cfg.mode in WEIGHT_ONLY or p.form in WEIGHT_ONLY:
+            if lay.weight.size < cfg.min_weight_elements:
+                return (f"too small to pay: {lay.weight.size} weights "
+                        f"(min_weight_elements={cfg.min_weight_elements})")
+            return None
+        if model is None:
+            return None
+        t_float, t_quant = layer_times(model, lay, p)
+        if t_quant > t_float:
+            return (f"cost model ({target}): integer form {t_quant * 1e6:.1f}us vs float "
+                    f"{t_float * 1e6:.1f}us")
+        return None
+
+    return probe
+
+
+def layer_times(model: Any, lay: Layer, p: LayerPlan) -> tuple[float, float]:
+    """(float, quantized) estimated seconds of one layer, the quantized form lowered."""
+    from graphopt.passes.quant_lowering import QuantLowering
+    from graphopt.passes.quantize import dequantized_weight, quantized_activation
+
+    t = lay.x.type
+    assert isinstance(t, TensorType)
+    x = input_node("x", t)
+    flt = Graph([x], [op("matmul", x.out, constant(ConstData(lay.weight)))])
+    xq: Value = x.out
+    if p.smooth is not None:
+        xq = op("mul", xq, constant(ConstData((1.0 / p.smooth).astype(np.float32))))
+    if p.form.startswith("w8a8"):
+        xq = quantized_activation(xq, p, p.form)
+    qg = Graph([x], [op("matmul", xq, dequantized_weight(p))])
+    qg = QuantLowering().run(qg).graph
+    return model(flt), model(qg)

@@ -111,6 +111,9 @@ def pass_by_name(name: str) -> list[Pass]:
         "silu_fusion": lambda: [_fusion("silu_fusion", "SiluFusion")],
         # by name: every place with a contrib form (fusion_passes runs it in mode auto)
         "skip_norm_fusion": lambda: [skip_norm_fusion.SkipNormFusion("always")],
+        # quantization's exact rules that need no plan (passes/quantize.py, quant_lowering.py)
+        "quant_lowering": lambda: [_fusion("quant_lowering", "QuantLowering")],
+        "smoothing_fold": lambda: [_fusion("quantize", "FoldScaleIntoNorm")],
     }
     if name not in table:
         raise GraphOptError(f"unknown pass {name!r}; known: {', '.join(sorted(table))}",

@@ -19,6 +19,9 @@ from .ir.text import print_graph
 # passes that run inside the simplify step (replayed alone)
 SIMPLIFY = frozenset({"canonicalize", "cleanup", "constant_fold", "cse", "remove_noops",
                       "dead_code"})
+# passes of the quantize step (after simplify, fuse and search; followed by its own cleanup,
+# whose folds never grow a constant): replayed as that step runs them
+QUANTIZE = frozenset({"quant_lowering", "smoothing_fold"})
 
 
 def _rebind(g: Graph, inputs: dict[str, Node]) -> Graph:
@@ -34,7 +37,11 @@ def rewrite_with_pass(rule: Any) -> Graph:
 
     name = rule.pass_name or rule.source
     passes = pass_by_name(name)
-    if name not in SIMPLIFY:
+    if name in QUANTIZE:
+        from graphopt.passes.quant_lowering import cleanup_after_quantize
+
+        passes = [*passes, Pipeline(cleanup_after_quantize(), name="cleanup", fixed_point=True)]
+    elif name not in SIMPLIFY:
         from graphopt.passes.cleanup import cleanup_passes
 
         passes = [Pipeline(default_passes(), name="simplify", fixed_point=True), *passes,

@@ -191,6 +191,14 @@ class GatherDequantized(Rule):
                                   axes=(len(ti.shape),)))
 
 
+def cleanup_after_quantize() -> list[Any]:
+    """The cleanup that follows quantization: as usual, except that no fold may grow a constant
+    (dequantizing a weight back to a float constant would undo the compression)."""
+    from .cleanup import CSE, ConstantFold, DeadCode, RemoveNoOps
+
+    return [ConstantFold(max_growth_bytes=0), RemoveNoOps(), CSE(), DeadCode()]
+
+
 class QuantLowering(RewritePass):
     """The fake-quant forms -> integer kernels (exact rules)."""
 

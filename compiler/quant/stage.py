@@ -18,8 +18,7 @@ from .plan import LayerPlan, summarize
 def quantize_step(g: Graph, cfg: QuantConfig, target: str = "cpu", calibration: Any = None,
                   progress: Callable[[str], None] | None = None
                   ) -> tuple[Graph, dict[str, Any]]:
-    from graphopt.passes.cleanup import CSE, ConstantFold, DeadCode, RemoveNoOps
-    from graphopt.passes.quant_lowering import QuantLowering
+    from graphopt.passes.quant_lowering import QuantLowering, cleanup_after_quantize
     from graphopt.passes.quantize import (FoldScaleIntoNorm, Quantize, Smoothing,
                                           SplitOutliers, plan_key)
 
@@ -67,8 +66,7 @@ def quantize_step(g: Graph, cfg: QuantConfig, target: str = "cpu", calibration: 
         passes += [Smoothing(smooth), FoldScaleIntoNorm()]
     if split:
         passes.append(SplitOutliers(split))
-    passes += [Quantize(by_key), QuantLowering(),
-               ConstantFold(max_growth_bytes=0), RemoveNoOps(), CSE(), DeadCode()]
+    passes += [Quantize(by_key), QuantLowering(), *cleanup_after_quantize()]
     say("rewriting")
     res = Pipeline(passes, name="quantize").run_traced(g)
     out = res.graph

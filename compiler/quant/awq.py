@@ -53,17 +53,21 @@ def _output_mse(rows: np.ndarray, n: int) -> Callable[[np.ndarray], float]:
     return lambda delta: float(np.sum(delta * (gram @ delta))) / count
 
 
-def _quantize(w: np.ndarray, bits: int, group_size: int, symmetric: bool) -> QuantizedTensor:
+def _quantize(w: np.ndarray, bits: int, group_size: int, symmetric: bool,
+              clip: bool = False) -> QuantizedTensor:
     axis = 0 if group_size else 1
     if symmetric:
         return quantize_absmax(w, bits, axis=axis, group_size=group_size)
-    return quantize_zeropoint(w, bits, axis=axis, group_size=group_size)
+    return quantize_zeropoint(w, bits, axis=axis, group_size=group_size, clip=clip)
 
 
 def awq_search(w: Any, x: Any, bits: int = 4, group_size: int = 128, grid: int = 20,
-               symmetric: bool = False) -> AWQResult:
+               symmetric: bool = False, clip: bool = False) -> AWQResult:
     """The AWQ scales s [K] for W [K, N] on calibration inputs x [..., K], and diag(s) W
-    quantized (``bits``, groups of ``group_size`` along K, 0: per output channel)."""
+    quantized (``bits``, groups of ``group_size`` along K, 0: per output channel). ``clip``:
+    the chosen scales and s = 1 are quantized again with the clipping search
+    (``numerics.mse_params``) and the better of the two by output error is returned (the grid
+    itself runs without it: 20 searches of the clip grid per layer would cost too much)."""
     w32 = as_f32(w, "weight")
     x32 = as_f32(x, "activation")
     if w32.ndim != 2 or x32.shape[-1] != w32.shape[0]:
@@ -82,4 +86,12 @@ def awq_search(w: Any, x: Any, bits: int = 4, group_size: int = 128, grid: int =
         if best is None or err < best[0]:
             best = (err, AWQResult(s, qt))
     assert best is not None
+    if clip and not symmetric:
+        ones = np.ones(w32.shape[0], dtype=F32)
+        finals = []
+        for s in (best[1].scales, ones):
+            qt = _quantize(w32 * s[:, None], bits, group_size, symmetric, clip=True)
+            finals.append((mse(w32 - qt.dequantize().astype(np.float64) / s[:, None]),
+                           AWQResult(np.asarray(s, dtype=F32), qt)))
+        return min(finals, key=lambda t: t[0])[1]
     return best[1]

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import GraphOptError
 from .numerics import (F32, QuantizedTensor, affine_params, as_f32, code_dtype, code_range,
-                       group_range, symmetric_params)
+                       group_range, mse_params, symmetric_params)
 
 WHERE = "quant.gptq"
 
@@ -70,8 +70,8 @@ def _boundaries(k: int, block: int, group_size: int) -> list[int]:
 
 
 def gptq_quantize(w: Any, h: Any, bits: int = 4, group_size: int = 128, damp: float = 0.01,
-                  block: int = 128, act_order: bool = False, symmetric: bool = False
-                  ) -> QuantizedTensor:
+                  block: int = 128, act_order: bool = False, symmetric: bool = False,
+                  clip: bool = False) -> QuantizedTensor:
     """W [K, N] quantized by GPTQ against the Hessian ``h`` [K, K] (``hessian(x)``): ``bits``-bit
     codes with a zero point (u4 / u8) or symmetric (int4 / int8), in groups of ``group_size``
     rows per column (0: per output channel). See the module docstring."""
@@ -101,6 +101,10 @@ def gptq_quantize(w: Any, h: Any, bits: int = 4, group_size: int = 128, damp: fl
     zp = np.zeros((groups, n))
 
     def choose(j: int, rows: np.ndarray) -> None:
+        if clip and not symmetric:  # the group's range by the least squared error (numerics)
+            sc, z = mse_params(rows, rows.shape[0], qmin, qmax)
+            scale[j], zp[j] = sc[0], z[0]
+            return
         lo, hi = group_range(rows, axis=1, group_size=0)
         scale[j], zp[j] = (symmetric_params(lo, hi, bits) if symmetric
                            else affine_params(lo, hi, qmin, qmax))

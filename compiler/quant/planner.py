@@ -96,18 +96,18 @@ def _plan_int4(lay: Layer, x: np.ndarray, w: np.ndarray, ref: np.ndarray, cfg: Q
         from .gptq import gptq_quantize
 
         h = 2.0 * (x.T.astype(np.float64) @ x.astype(np.float64)) / max(1, x.shape[0])
-        qt = gptq_quantize(w, h, bits=4, group_size=g)
+        qt = gptq_quantize(w, h, bits=4, group_size=g, clip=True)
         return LayerPlan(lay, "int4", qt, sqnr_db=sqnr(ref, x @ qt.dequantize()),
                          detail=f"gptq g{g}")
     if cfg.method == "awq":
         assert smooth is not None
-        qt = nx.quantize_zeropoint(w * smooth[:, None], bits=4, axis=0, group_size=g)
+        qt = nx.quantize_zeropoint(w * smooth[:, None], bits=4, axis=0, group_size=g, clip=True)
         y = (x / smooth[None, :]) @ qt.dequantize()
         return LayerPlan(lay, "int4", qt, smooth=smooth, sqnr_db=sqnr(ref, y),
                          detail=f"awq g{g}")
-    qt = nx.quantize_zeropoint(w, bits=4, axis=0, group_size=g)
+    qt = nx.quantize_zeropoint(w, bits=4, axis=0, group_size=g, clip=True)
     return LayerPlan(lay, "int4", qt, sqnr_db=sqnr(ref, x @ qt.dequantize()),
-                     detail=f"rtn g{g}")
+                     detail=f"rtn g{g}, clipped ranges")
 
 
 def _plan_nf4(lay: Layer, x: np.ndarray, w: np.ndarray, ref: np.ndarray) -> LayerPlan:
@@ -167,7 +167,7 @@ def _smoothing(layers: Sequence[Layer], stats: Mapping[int, LayerStats], cfg: Qu
         else:
             from .awq import awq_search
 
-            s, _qt = awq_search(w, st.rows, bits=4, group_size=cfg.group_size)
+            s, _qt = awq_search(w, st.rows, bits=4, group_size=cfg.group_size, clip=True)
         s = np.asarray(s, dtype=np.float32)
         for m in members:
             out[id(m.node)] = s

@@ -53,7 +53,7 @@ import numpy as np
 from ..errors import GraphOptError
 from ..ir.graph import Graph, GraphMeta
 from ..ir.node import ConstData, Node, Value, constant, input_node
-from ..ir.types import DType, TensorType
+from ..ir.types import DType, TensorType, numpy_to_torch
 from .devices import Device, get_device
 
 CACHE_VERSION = 2
@@ -451,11 +451,10 @@ class OpProfiler:
 
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         node = next(n for n in reversed(g.nodes) if n.op not in ("input", "constant"))
-        env = {id(n): torch.from_numpy(np.asarray(feeds[n.attrs["name"]])).to(dev)
-               for n in g.inputs}
+        env = {id(n): numpy_to_torch(feeds[n.attrs["name"]], dev) for n in g.inputs}
         for n in g.nodes:
             if n.op == "constant":
-                env[id(n)] = torch.from_numpy(np.array(n.const.array)).to(dev)
+                env[id(n)] = numpy_to_torch(n.const.array, dev)
         xs = [env[id(v.node)] for v in node.inputs]
         opdef = get_op(node.op)
         sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)

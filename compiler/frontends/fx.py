@@ -45,7 +45,7 @@ import numpy as np
 from ..errors import FrontendError, GraphOptError
 from ..ir.graph import Graph, GraphMeta
 from ..ir.node import ConstData, Node, Origin, Value, input_node
-from ..ir.types import DType, TensorType
+from ..ir.types import DType, TensorType, numpy_to_torch
 from .fx_lift import Lifter
 from .fx_nodes import get_attr, is_fx_node, map_args, target_str
 
@@ -356,7 +356,7 @@ def const_to_tensor(data: ConstData) -> "torch.Tensor":
     import torch
 
     if data.has_array:
-        return torch.from_numpy(np.array(data.array))
+        return numpy_to_torch(data.array)
     if data.onnx_proto is not None and data.dtype == DType.bf16:
         from onnx import TensorProto
 

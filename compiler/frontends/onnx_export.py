@@ -156,7 +156,7 @@ class ExportCtx:
         arr = np.asarray(array)
         key = None
         if arr.size <= 64 and arr.dtype != object:
-            key = (arr.dtype.str, arr.shape, arr.tobytes())
+            key = (arr.dtype.str, arr.dtype.name, arr.shape, arr.tobytes())  # (u4, i4: '<V1')
             if key in self._small:
                 return self._small[key]
         base = f"{self._base(self._current)}/const" if self._current is not None else "const"

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import ExportError, FrontendError
 from ..ir.node import ConstData
-from ..ir.types import DType
+from ..ir.types import INT4_RANGE, DType
 
 if TYPE_CHECKING:
     import onnx
@@ -137,6 +137,16 @@ def _external_const(t: "onnx.TensorProto", dt: DType, shape: tuple[int, ...],
         raise FrontendError(f"initializer {t.name!r}: external data {str(path)!r} has {size} "
                             f"bytes, needs {offset + length} (offset {offset}, length {length})",
                             where=where)
+    if dt in INT4_RANGE:  # packed two values a byte: read and unpacked on first use
+        if length != want:
+            raise FrontendError(f"initializer {t.name!r}: external length {length} does not "
+                                f"match {dt.value}{list(shape)} ({want} bytes)", where=where)
+
+        def load_packed() -> np.ndarray:
+            return unpack_int4(b"".join(_read_chunks(str(path), offset, length)), dt, shape)
+
+        return ConstData(dtype=dt, shape=shape, loader=load_packed,
+                         external=(str(path), offset, length))
     if _has_numpy(dt) and dt != DType.string:
         if length != want:
             raise FrontendError(f"initializer {t.name!r}: external length {length} does not "
@@ -170,6 +180,27 @@ def sparse_to_dense(sp: "onnx.SparseTensorProto", where: str) -> np.ndarray:
         raise FrontendError(f"sparse tensor {sp.values.name!r}: index out of range", where=where)
     flat[idx] = vals.reshape(-1)
     return out
+
+
+# ---- 4-bit integers ---------------------------------------------------------------------------
+
+def pack_int4(arr: np.ndarray) -> bytes:
+    """ONNX's layout of a u4 / i4 array: two values a byte, the first in the low nibble (an
+    odd count leaves the last high nibble 0)."""
+    v = np.asarray(arr).reshape(-1).view(np.uint8) & 0x0F
+    if v.size % 2:
+        v = np.concatenate([v, np.zeros(1, np.uint8)])
+    return (v[0::2] | (v[1::2] << 4)).astype(np.uint8).tobytes()
+
+
+def unpack_int4(raw: bytes, dt: DType, shape: tuple[int, ...]) -> np.ndarray:
+    """The ``dt`` (u4 or i4) array of ``shape`` packed in ``raw`` (see ``pack_int4``)."""
+    b = np.frombuffer(raw, np.uint8)
+    v = np.empty(2 * b.size, np.uint8)
+    v[0::2], v[1::2] = b & 0x0F, b >> 4
+    v = v[:int(np.prod(shape)) if shape else 1]
+    vals = (v.astype(np.int8) ^ 8) - 8 if dt == DType.i4 else v  # sign-extend the nibbles
+    return vals.astype(dt.to_numpy()).reshape(shape)
 
 
 # ---- ConstData -> TensorProto -----------------------------------------------------------------
@@ -249,6 +280,18 @@ def const_to_tensor(data: ConstData, name: str, sink: DataSink | None) -> "onnx.
     arr = np.asarray(data.array)
     if data.dtype == DType.string:
         t = numpy_helper.from_array(arr.astype(object), name)
+        return t
+    if data.dtype in INT4_RANGE:
+        t = onnx.TensorProto()
+        t.name = name
+        t.data_type = data.dtype.to_onnx()
+        t.dims.extend(data.shape)
+        packed = pack_int4(arr.astype(data.dtype.to_numpy()))
+        if big:
+            assert sink is not None
+            _to_sink(t, sink, [packed])
+        else:
+            t.raw_data = packed
         return t
     arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).reshape(data.shape)
     if big:

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import ParseError
 from .graph import Graph
 from .node import Attrs, ConstData, Node, Origin, Value, input_node
-from .types import DType, OpaqueType, TensorType, ValueType
+from .types import INT4_RANGE, DType, OpaqueType, TensorType, ValueType
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*$")
 
@@ -263,6 +263,10 @@ class _P:
                 vals.append(self.complex_or_scalar())
                 self.eat(",")
             assert isinstance(t, TensorType) and t.shape is not None
+            lo_hi = INT4_RANGE.get(t.dtype)  # ml_dtypes would wrap out-of-range values silently
+            if lo_hi is not None and any(not lo_hi[0] <= v <= lo_hi[1] for v in vals):
+                raise self.err(f"dense<{format_type(t)}>: values must lie in "
+                               f"[{lo_hi[0]}, {lo_hi[1]}]")
             arr = np.array(vals, dtype=object if t.dtype == DType.string else t.dtype.to_numpy())
             return ConstData(arr.reshape(t.shape))
         if self.eat("@"):

@@ -4,9 +4,12 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 class DType(enum.Enum):
@@ -28,7 +31,9 @@ class DType(enum.Enum):
     c64 = "c64"
     c128 = "c128"
     string = "string"
-    # types only opaque ONNX nodes produce or consume (no numpy/torch counterpart here)
+    # types only opaque ONNX nodes produce or consume (no numpy/torch counterpart here), except
+    # u4 / i4: numpy ml_dtypes.uint4 / int4 (a value a byte in memory, two a byte in ONNX files),
+    # torch.uint4 / torch.int4 (views of uint8 / int8 storage: see numpy_to_torch)
     f8e4m3fn = "f8e4m3fn"
     f8e4m3fnuz = "f8e4m3fnuz"
     f8e5m2 = "f8e5m2"
@@ -53,6 +58,10 @@ class DType(enum.Enum):
         return _ITEMSIZE[self]
 
     def to_numpy(self) -> np.dtype:
+        if self in INT4_RANGE:  # ml_dtypes loads on first use (its import takes ~0.4 s)
+            import ml_dtypes
+
+            return np.dtype(getattr(ml_dtypes, _INT4_NUMPY[self]))
         if self not in _TO_NUMPY:
             raise TypeError(f"dtype {self.value} has no numpy counterpart")
         return np.dtype(_TO_NUMPY[self])
@@ -60,6 +69,8 @@ class DType(enum.Enum):
     @staticmethod
     def from_numpy(dt: np.dtype | type) -> "DType":
         dt = np.dtype(dt)
+        if dt.kind == "V" and dt.name in _INT4_NUMPY.values():  # ml_dtypes.uint4 / int4
+            return next(k for k, v in _INT4_NUMPY.items() if v == dt.name)
         for k, v in _TO_NUMPY.items():
             if np.dtype(v) == dt:
                 return k
@@ -76,6 +87,7 @@ class DType(enum.Enum):
             DType.i32: torch.int32, DType.i64: torch.int64, DType.u8: torch.uint8,
             DType.bool: torch.bool, DType.c64: torch.complex64, DType.c128: torch.complex128,
             DType.u16: torch.uint16, DType.u32: torch.uint32, DType.u64: torch.uint64,
+            DType.u4: torch.uint4, DType.i4: torch.int4,
         }
         if self not in table:
             raise TypeError(f"dtype {self.value} has no torch counterpart")
@@ -121,6 +133,9 @@ _TO_NUMPY = {
     DType.u16: np.uint16, DType.u32: np.uint32, DType.u64: np.uint64, DType.bool: np.bool_,
     DType.c64: np.complex64, DType.c128: np.complex128,
 }
+# the 4-bit integers: their value ranges and their ml_dtypes names
+INT4_RANGE: dict[DType, tuple[int, int]] = {DType.u4: (0, 15), DType.i4: (-8, 7)}
+_INT4_NUMPY = {DType.u4: "uint4", DType.i4: "int4"}
 # onnx.TensorProto.DataType codes
 _ONNX = {
     DType.f32: 1, DType.u8: 2, DType.i8: 3, DType.u16: 4, DType.i16: 5, DType.i32: 6,
@@ -261,3 +276,55 @@ class OpaqueType:
 
 
 ValueType = Union[TensorType, OpaqueType]
+
+
+# ---- arrays between numpy and torch ---------------------------------------------------------------
+
+def numpy_to_torch(a: np.ndarray, device: "str | torch.device | None" = None
+                   ) -> "torch.Tensor":
+    """A torch tensor holding a copy of ``a`` (on ``device`` when given). u4 / i4 arrays become
+    torch.uint4 / torch.int4 tensors: views of uint8 / int8 storage holding one value a byte
+    (torch copies and computes nothing of these dtypes: they move as bytes, and ops view them
+    back as uint8 / int8, see ``ops/quant.py``)."""
+    import torch
+
+    arr = np.asarray(a)
+    if arr.dtype.kind == "V" and arr.dtype.name in _INT4_NUMPY.values():
+        d = DType.from_numpy(arr.dtype)
+        byte = torch.from_numpy(arr.astype(np.uint8 if d == DType.u4 else np.int8))
+        return (byte if device is None else byte.to(device)).view(d.to_torch())
+    t = torch.from_numpy(np.array(arr))
+    return t if device is None else t.to(device)
+
+
+def torch_to_numpy(t: "torch.Tensor") -> np.ndarray:
+    """A numpy array of a (cpu) torch tensor; torch.uint4 / torch.int4 become ml_dtypes arrays."""
+    import torch
+
+    for d in INT4_RANGE:
+        if t.dtype == d.to_torch():
+            byte = torch.uint8 if d == DType.u4 else torch.int8
+            return t.view(byte).numpy().astype(d.to_numpy())
+    return t.numpy()
+
+
+def torch_int4_values(t: "torch.Tensor") -> "torch.Tensor":
+    """``t``, or for a torch.uint4 / torch.int4 tensor its values as a uint8 / int8 view."""
+    import torch
+
+    if t.dtype == torch.uint4:
+        return t.view(torch.uint8)
+    if t.dtype == torch.int4:
+        return t.view(torch.int8)
+    return t
+
+
+def torch_to_int4(t: "torch.Tensor", d: DType) -> "torch.Tensor":
+    """The integer values of ``t`` (floats truncated) as a ``d`` (u4 / i4) tensor, keeping
+    their low 4 bits as a cast does."""
+    import torch
+
+    v = torch_int4_values(t).to(torch.int64) & 15
+    if d == DType.i4:
+        v = (v ^ 8) - 8  # sign-extend the nibble
+    return v.to(torch.uint8 if d == DType.u4 else torch.int8).view(d.to_torch())

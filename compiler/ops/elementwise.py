@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ExportError, ShapeError
 from ..ir.node import Attrs, Node, Value
-from ..ir.types import DType, TensorType, ValueType
+from ..ir.types import INT4_RANGE, DType, TensorType, ValueType, torch_int4_values, torch_to_int4
 from . import residues
 from .registry import (Cost, Example, NotGenerated, NotSymbolic, OpDef, Unsupported,
                        broadcast_shapes, numel, register, same_dtype, tensor_types, nbytes)
@@ -2014,7 +2014,8 @@ class Clip(Unary):
 _ONNX_CAST_NAMES = {"FLOAT": DType.f32, "FLOAT16": DType.f16, "DOUBLE": DType.f64,
                     "INT8": DType.i8, "INT16": DType.i16, "INT32": DType.i32, "INT64": DType.i64,
                     "UINT8": DType.u8, "UINT16": DType.u16, "UINT32": DType.u32,
-                    "UINT64": DType.u64, "BOOL": DType.bool}
+                    "UINT64": DType.u64, "BOOL": DType.bool, "UINT4": DType.u4,
+                    "INT4": DType.i4}
 
 
 # float types whose every value the key's values are exactly representable in
@@ -2025,7 +2026,8 @@ _FLOAT_HOLDS = {DType.f16: (DType.f16, DType.f32, DType.f64),
 
 @register
 class Cast(Unary):
-    """Convert to dtype ``to``: float -> int truncates, anything -> bool is ``!= 0``."""
+    """Convert to dtype ``to``: float -> int truncates, anything -> bool is ``!= 0``, an
+    integer out of the target's range keeps its low bits (u4 / i4 too: 17 -> u4 1, 8 -> i4 -8)."""
 
     name = "cast"
     index_pass_through = True
@@ -2051,16 +2053,22 @@ class Cast(Unary):
         (a,) = tensor_types(self.name, in_types)
         known_rank(self.name, a)
         for d in (a.dtype, attrs["to"]):
-            if not (d in FLOATS or d in INTS or d == DType.bool):
+            if not (d in FLOATS or d in INTS or d in INT4_RANGE or d == DType.bool):
                 raise ShapeError(f"cast: dtype {d.value} not modeled (input {a})")
         return (a.with_dtype(attrs["to"]),)
 
     def numpy(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
+        x, to = np.asarray(xs[0]), attrs["to"]
         with np.errstate(all="ignore"):
-            return (np.asarray(xs[0]).astype(attrs["to"].to_numpy()),)
+            if to in INT4_RANGE and x.dtype.kind in "fb":  # truncated first, as to other ints
+                x = x.astype(np.int64)
+            return (x.astype(to.to_numpy()),)
 
     def torch(self, xs: Sequence[Any], attrs: Attrs) -> tuple[Any, ...]:
-        return (xs[0].to(attrs["to"].to_torch()),)
+        to = attrs["to"]
+        if to in INT4_RANGE:
+            return (torch_to_int4(xs[0], to),)
+        return (torch_int4_values(xs[0]).to(to.to_torch()),)
 
     def symbolic_typed(self, xs: Sequence[np.ndarray], attrs: Attrs,
                        in_types: Sequence[ValueType]) -> tuple[np.ndarray, ...]:
@@ -2113,8 +2121,13 @@ class Cast(Unary):
         return [build(ctx, "cast", [x], to=dt)]
 
     def to_onnx(self, ctx: Any, node: Any) -> None:
-        ctx.emit("Cast", [ctx.name(node.inputs[0])], ctx.out_names(node),
-                 to=node.attrs["to"].to_onnx())
+        src, to = in_type(node).dtype, node.attrs["to"]
+        x = ctx.name(node.inputs[0])
+        if src in INT4_RANGE or to in INT4_RANGE:
+            need_opset(ctx, 21, f"Cast from {src.value} to {to.value}")
+            if to in INT4_RANGE and not src.is_int:  # ONNX Runtime rounds floats to 4 bits
+                x = emit1(ctx, "Cast", [x], to=DType.i32.to_onnx())
+        ctx.emit("Cast", [x], ctx.out_names(node), to=to.to_onnx())
 
     def from_aten(self, ctx: Any) -> Any:
         x = aten_tensor(ctx, aten_arg(ctx, 0, "self", None))

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.node import Attrs, ConstData
-from ..ir.types import ValueType
+from ..ir.types import ValueType, numpy_to_torch
 from .registry import Cost, Example, OpDef, register
 
 
@@ -48,9 +48,7 @@ class Constant(OpDef):
         return (attrs["data"].array,)
 
     def torch(self, xs: Sequence[Any], attrs: Attrs) -> tuple[Any, ...]:
-        import torch
-
-        return (torch.from_numpy(np.array(attrs["data"].array)),)
+        return (numpy_to_torch(attrs["data"].array),)
 
     def symbolic(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:
         """The data as Python numbers, -inf as the z3 constant standing for it

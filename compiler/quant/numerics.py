@@ -42,7 +42,7 @@ Evaluating the forms in f32 adds rounding of relative size ~1e-7 per operation o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -110,6 +110,9 @@ class QuantizedTensor:
     axis: int = 1  # ONNX's axis attribute (per channel: the channel axis; blocked: the block axis)
     block_size: int = 0  # 0 unless blocked
     symmetric: bool = False
+    # clipped ranges (``quantize_zeropoint(clip=True)``): per group (the scale's shape), how far
+    # the farthest value lies beyond half a step from its dequantization (it saturated)
+    clip_excess: np.ndarray | None = None
 
     @property
     def bits(self) -> int:
@@ -135,8 +138,13 @@ class QuantizedTensor:
 
     def error_bound(self) -> np.ndarray:
         """Per element, the largest |w - dequantize()| for the w this was quantized from, in
-        exact arithmetic: half a step, ``scale / 2`` (f32 rounding adds ~1e-7 relative)."""
-        return np.broadcast_to(self.expanded()[0] / F32(2), self.q.shape)
+        exact arithmetic: half a step, ``scale / 2`` (f32 rounding adds ~1e-7 relative), plus
+        the group's saturation excess when its range was clipped."""
+        half = self.expanded()[0] / F32(2)
+        if self.clip_excess is not None:
+            half = half + expand(self.clip_excess.astype(F32), self.q.shape, self.axis,
+                                 self.block_size)
+        return np.broadcast_to(half, self.q.shape)
 
     def nbytes(self) -> float:
         """Stored size: codes at their bit width (a 4-bit code counts half a byte), f32 scales,
@@ -259,9 +267,21 @@ def quantize_zeropoint(w: Any, bits: int = 8, axis: int | None = None, group_siz
     dtype = code_dtype(bits, unsigned)
     if clip and w32.ndim == 2 and axis == 0 and g:
         scale, zp = mse_params(w32, g, *code_range(dtype))
-    else:
-        scale, zp = affine_params(*group_range(w32, axis, g), *code_range(dtype))
+        qt = encode(w32, scale, zp.astype(np.int32).astype(dtype), axis, g)
+        return replace(qt, clip_excess=clip_excess(w32, qt))
+    scale, zp = affine_params(*group_range(w32, axis, g), *code_range(dtype))
     return encode(w32, scale, zp.astype(np.int32).astype(dtype), axis, g)
+
+
+def clip_excess(w: np.ndarray, qt: QuantizedTensor) -> np.ndarray:
+    """Per group of a blocked-along-axis-0 [K, N] layout: max(0, max |w - deq| - scale / 2)."""
+    k, n = w.shape
+    g = qt.block_size
+    err = np.abs(w.astype(np.float64) - qt.dequantize()) - qt.expanded()[0] / 2.0
+    blocks = max(1, math.ceil(k / g))
+    pad = np.zeros((blocks * g, n))
+    pad[:k] = np.maximum(err, 0.0)
+    return pad.reshape(blocks, g, n).max(axis=1).astype(F32)
 
 
 # range shrink factors tried by the clipping search (1.0 first: never worse than the full range)

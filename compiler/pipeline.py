@@ -114,6 +114,7 @@ def pass_by_name(name: str) -> list[Pass]:
         # quantization's exact rules that need no plan (passes/quantize.py, quant_lowering.py)
         "quant_lowering": lambda: [_fusion("quant_lowering", "QuantLowering")],
         "smoothing_fold": lambda: [_fusion("quantize", "FoldScaleIntoNorm")],
+        "quant_gpu_lowering": lambda: [_fusion("quant_lowering", "QuantGpuLowering")],
     }
     if name not in table:
         raise GraphOptError(f"unknown pass {name!r}; known: {', '.join(sorted(table))}",

@@ -21,7 +21,7 @@ SIMPLIFY = frozenset({"canonicalize", "cleanup", "constant_fold", "cse", "remove
                       "dead_code"})
 # passes of the quantize step (after simplify, fuse and search; followed by its own cleanup,
 # whose folds never grow a constant): replayed as that step runs them
-QUANTIZE = frozenset({"quant_lowering", "smoothing_fold"})
+QUANTIZE = frozenset({"quant_lowering", "smoothing_fold", "quant_gpu_lowering"})
 
 
 def _rebind(g: Graph, inputs: dict[str, Node]) -> Graph:

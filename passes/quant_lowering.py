@@ -191,6 +191,40 @@ class GatherDequantized(Rule):
                                   axes=(len(ti.shape),)))
 
 
+class DequantizeAsScale(Rule):
+    """GPU targets: dequantize_linear(Wq: i8 const [K, N], sw [N], 0) per column ->
+    mul(cast(Wq, f32), sw), the form graphopt.codegen's Triton dequant-matmul kernel
+    (``quant_matmul``) fuses into the matmul that reads it (exact: i8 -> f32 is lossless)."""
+
+    name = "quant_lowering.dequantize_as_scale"
+    kind = "lowering"
+    place = "quantized_weight"
+    place_title = "dequantized int8 weights (GPU kernel form)"
+    anchors = frozenset({"dequantize_linear"})
+    pass_name = "quant_gpu_lowering"
+
+    def match(self, n: Node, ctx: MatchContext) -> Match | MatchFail | None:
+        w = _weight_codes(n.out)
+        if isinstance(w, MatchFail):
+            return None
+        _, qb, sb, zb = w
+        zv = _const_array(zb)
+        if qb.type.dtype != DType.i8 or _rank0(sb) or zv is None or np.any(zv != 0):  # type: ignore[union-attr]
+            return fail("not int8 per column with zero points 0", n)
+        return Match(roots=[n.out], data=(qb, sb), detail="int8 per-channel weight")
+
+    def build(self, m: Match) -> Value:
+        qb, sb = (m.tr(v) for v in m.data)
+        return op("mul", op("cast", qb, to=DType.f32), sb)
+
+
+class QuantGpuLowering(RewritePass):
+    """Weight forms for GPU targets (the Triton kernels of graphopt.codegen)."""
+
+    name = "quant_gpu_lowering"
+    rules = (DequantizeAsScale(),)
+
+
 def cleanup_after_quantize() -> list[Any]:
     """The cleanup that follows quantization: as usual, except that no fold may grow a constant
     (dequantizing a weight back to a float constant would undo the compression)."""

@@ -66,7 +66,12 @@ def quantize_step(g: Graph, cfg: QuantConfig, target: str = "cpu", calibration: 
         passes += [Smoothing(smooth), FoldScaleIntoNorm()]
     if split:
         passes.append(SplitOutliers(split))
-    passes += [Quantize(by_key), QuantLowering(), *cleanup_after_quantize()]
+    passes += [Quantize(by_key), QuantLowering()]
+    if _is_gpu(target):
+        from graphopt.passes.quant_lowering import QuantGpuLowering
+
+        passes.append(QuantGpuLowering())
+    passes += cleanup_after_quantize()
     say("rewriting")
     res = Pipeline(passes, name="quantize").run_traced(g)
     out = res.graph
@@ -75,6 +80,12 @@ def quantize_step(g: Graph, cfg: QuantConfig, target: str = "cpu", calibration: 
               "layers": [p.to_dict() for p in plans], "summary": summarize(plans),
               "passes": [r.to_dict() for r in res.records]}
     return out, report
+
+
+def _is_gpu(target: str) -> bool:
+    from ..cost.devices import get_device
+
+    return get_device(target).kind == "gpu"
 
 
 def _config_dict(cfg: QuantConfig) -> dict[str, Any]:

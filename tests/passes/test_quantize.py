@@ -124,3 +124,14 @@ def test_lm_head_stays_float_unless_asked() -> None:
                             calibration=calibration_ids(), budget=0)
     heads2 = [r for r in om2.report["quantization"]["layers"] if r["kind"] == "lm_head"]
     assert heads2 and all(r["mode"] == "int8-weight" for r in heads2)
+
+
+def test_gpu_target_uses_the_triton_dequant_matmul_form() -> None:
+    from graphopt.codegen.triton.kernels.quant_matmul import quant_pattern
+
+    om = graphopt.optimize(embed_mlp(), target="a100", quantize=_cfg("int8-weight"),
+                           calibration=calibration_ids(), budget=0)
+    mms = [n for n in om.graph.nodes if n.op == "matmul"]
+    assert mms and all(quant_pattern(n) is not None for n in mms)
+    # the embedding rows are gathered, then scaled: no dequantize_linear is left anywhere
+    assert not any(n.op == "dequantize_linear" for n in om.graph.nodes)

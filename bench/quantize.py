@@ -70,6 +70,7 @@ class Row:
     file_mb: float = math.nan
     size_ratio: float = math.nan
     bits_per_weight: float = math.nan
+    linear_bits: float = math.nan  # the same over the linears only (embedding Gathers left out)
     quantized_layers: int = 0
     ort_ops: str = ""
     report: dict[str, Any] = field(default_factory=dict)
@@ -110,7 +111,7 @@ def _constant_cone(name: str, inits: dict[str, onnx.TensorProto],
     return memo[name]
 
 
-def weight_bits(model: onnx.ModelProto) -> tuple[float, int]:
+def weight_bits(model: onnx.ModelProto, skip: tuple[str, ...] = ()) -> tuple[float, int]:
     """(bits per weight, number of layers) over the layers whose weight is stored quantized:
     the layers (MatMul, Gemm, Gather, and the quantized matmul ops) whose weight inputs are
     computed from initializers only, at least one of them integer codes. A layer's weight
@@ -118,7 +119,7 @@ def weight_bits(model: onnx.ModelProto) -> tuple[float, int]:
     initializer otherwise; its bytes are those of all its weight initializers except int32 /
     int64 ones (shapes, axes). Initializers shared by layers count once. Scales applied after
     an integer matmul (MatMulInteger's output Mul) are outside the weight's inputs and not
-    counted."""
+    counted. ``skip``: op types left out (Gather: the linears only)."""
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     producers = {o: n for n in g.node for o in n.output}
@@ -127,7 +128,7 @@ def weight_bits(model: onnx.ModelProto) -> tuple[float, int]:
     count, layers = 0, 0
     for n in g.node:
         idx = WEIGHT_INPUTS.get(n.op_type)
-        if idx is None:
+        if idx is None or n.op_type in skip:
             continue
         cone: frozenset[str] = frozenset()
         for i in idx:
@@ -246,7 +247,9 @@ def bench(a: argparse.Namespace) -> list[Row]:
             ref = y if ref is None else ref
             row.sqnr_db = sqnr_db(ref, y)
             row.file_mb = os.path.getsize(path) / 2**20
-            row.bits_per_weight, row.quantized_layers = weight_bits(onnx.load(path))
+            written = onnx.load(path)
+            row.bits_per_weight, row.quantized_layers = weight_bits(written)
+            row.linear_bits = weight_bits(written, skip=("Gather",))[0]
             sessions.append((row, s))
         for (row, _), ts in zip(sessions, run_times([s for _, s in sessions], feeds, a.repeats,
                                                     warmup=2)):
@@ -269,16 +272,17 @@ def print_table(rows: list[Row], a: argparse.Namespace) -> None:
     print(f"BERT-base shapes, {a.layers} layers, sequence {a.seq}, batch 1; "
           f"{a.repeats} interleaved runs each")
     print("| model | ms | IQR/med | vs ort-dyn | vs float | SQNR dB | file MB | size | "
-          "bits/weight | q layers | ORT quant ops | graphopt report | build s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|")
+          "bits/weight | linears bits/w | q layers | ORT quant ops | graphopt report | build s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|")
     for r in rows:
         if r.error:
-            print(f"| {r.name} | FAILED: {r.error} |||||||||||")
+            print(f"| {r.name} | FAILED: {r.error} ||||||||||||")
             continue
         print(f"| {r.name} | {_f(r.ms, '.1f')} | {_f(r.spread, '.0%')} "
               f"| {_f(r.vs_ort_dyn, '.2f')}x | {_f(r.vs_float, '.2f')}x | {_f(r.sqnr_db, '.1f')} "
               f"| {_f(r.file_mb, '.1f')} | {_f(r.size_ratio, '.2f')} "
-              f"| {_f(r.bits_per_weight, '.2f')} | {r.quantized_layers} | {r.ort_ops} "
+              f"| {_f(r.bits_per_weight, '.2f')} | {_f(r.linear_bits, '.2f')} "
+              f"| {r.quantized_layers} | {r.ort_ops} "
               f"| {report_summary(r.report)} | {_f(r.seconds_to_build, '.0f')} |")
 
 

@@ -83,11 +83,13 @@ def _const(a: np.ndarray) -> Value:
 
 
 def dequantized_weight(p: LayerPlan, qt: Any = None) -> Value:
-    """The plan's weight as IR: dequantize_linear of the codes, or the NF4 lookup."""
+    """The plan's weight as IR, in the original weight's float dtype (the scales are stored in
+    it): dequantize_linear of the codes, or the NF4 lookup."""
     w = qt if qt is not None else p.weight
+    dt = np.dtype(p.layer.weight.dtype)
     if isinstance(w, NF4Tensor):
-        return nf4_weight(w)
-    return _dequantize(w.q, np.asarray(w.scale, np.float32), np.asarray(w.zero_point),
+        return nf4_weight(w, dt)
+    return _dequantize(w.q, np.asarray(w.scale).astype(dt), np.asarray(w.zero_point),
                        int(w.axis), int(w.block_size))
 
 
@@ -101,15 +103,16 @@ def _dequantize(q: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int, blo
               block_size=block)
 
 
-def nf4_weight(w: NF4Tensor) -> Value:
+def nf4_weight(w: NF4Tensor, dt: np.dtype = np.dtype(np.float32)) -> Value:
     """[K, N] f32 from NF4 codes [K, N]: table[codes] times the absmax of each block of
     ``w.block`` rows, the absmax values double-quantized (1-D blocked dequantize_linear)."""
     assert w.absmax_q is not None, "NF4 weights are stored with double-quantized scales"
     k, n = w.codes.shape
     nb = k // w.block
     dq = w.absmax_q
-    vals = op("gather", _const(nf4_table()), op("cast", _const(w.codes), to=DType.i64), axis=0)
-    absmax = _dequantize(dq.codes, np.asarray(dq.scale, np.float32), np.asarray(dq.zero_point),
+    vals = op("gather", _const(nf4_table().astype(dt)), op("cast", _const(w.codes),
+                                                           to=DType.i64), axis=0)
+    absmax = _dequantize(dq.codes, np.asarray(dq.scale).astype(dt), np.asarray(dq.zero_point),
                          0, int(w.super_block))
     blocks = op("reshape", vals, shape=(nb, w.block, n))
     scaled = op("mul", blocks, op("reshape", absmax, shape=(nb, 1, n)))
@@ -169,7 +172,7 @@ class QuantizeLayer(Rule):
 
     def build(self, m: Match) -> Value:
         p: LayerPlan = m.data
-        n = p.layer.node if m.roots[0].node is p.layer.node else m.roots[0].node
+        n = m.roots[0].node  # the layer's node, or the linear a smoothing / split rule made
         if n.op == "gather":
             return op("gather", dequantized_weight(p), m.tr(n.inputs[1]), axis=0)
         x = m.tr(n.inputs[0])

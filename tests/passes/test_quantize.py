@@ -135,3 +135,22 @@ def test_gpu_target_uses_the_triton_dequant_matmul_form() -> None:
     assert mms and all(quant_pattern(n) is not None for n in mms)
     # the embedding rows are gathered, then scaled: no dequantize_linear is left anywhere
     assert not any(n.op == "dequantize_linear" for n in om.graph.nodes)
+
+
+def test_f16_model_weight_only() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((128, 64)) / 11).astype(np.float16)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "f16",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [4, 128])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [4, 64])],
+                          initializer=[numpy_helper.from_array(w, "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    for mode in ("int8-weight", "int4"):
+        om = graphopt.optimize(model, quantize=_cfg(mode, max_error_db=15.0), budget=0)
+        assert om.report["quantization"]["summary"]["quantized"] == 1
+        dq = [n for n in om.graph.nodes if n.op == "dequantize_linear"]
+        assert dq and all(n.out_types[0].dtype.value == "f16" for n in dq)
+    with pytest.raises(QuantError, match="f32 only"):
+        graphopt.optimize(model, quantize=_cfg("int8"), budget=0)

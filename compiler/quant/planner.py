@@ -16,12 +16,15 @@ CostProbe = Callable[[Layer, LayerPlan], "str | None"]
 
 
 def plan_layers(layers: Sequence[Layer], stats: Mapping[int, LayerStats], cfg: QuantConfig,
-                cost: CostProbe | None = None) -> list[LayerPlan]:
+                cost: CostProbe | None = None,
+                progress: Callable[[str], None] | None = None) -> list[LayerPlan]:
     """One plan per layer, in order. ``stats``: calibration statistics by ``id(layer.node)``
-    (linears only)."""
+    (linears only). ``progress``: told which layer is being planned (GPTQ takes seconds each)."""
     plans: dict[int, LayerPlan] = {}
     smooth = _smoothing(layers, stats, cfg)
-    for lay in layers:
+    for i, lay in enumerate(layers):
+        if progress is not None:
+            progress(f"layer {i + 1}/{len(layers)} {lay.name}")
         p = _plan_one(lay, stats.get(id(lay.node)), cfg, smooth.get(id(lay.node)))
         if p.quantized and cost is not None and lay.kind == "linear":
             why = cost(lay, p)

@@ -36,7 +36,8 @@ def quantize_step(g: Graph, cfg: QuantConfig, target: str = "cpu", calibration: 
     batches, source = load_batches(g, calibration, cfg)
     stats = collect(g, layers, batches, cfg)
     say(f"planning {len(layers)} layers ({cfg.describe()})")
-    plans = plan_layers(layers, stats, cfg, cost=_probe(cfg, target))
+    plans = plan_layers(layers, stats, cfg, cost=_probe(cfg, target),
+                        progress=lambda msg: say(f"planning {msg}"))
     if not any(p.quantized for p in plans):
         why = "; ".join(sorted({p.reason for p in plans}))
         raise QuantError(f"nothing to quantize: every layer stays float ({why})",

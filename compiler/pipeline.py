@@ -236,6 +236,18 @@ def raise_opset_for_fused_ops(g: Graph) -> Graph:
     return Graph(g.inputs, g.outputs, g.output_names, g.name, replace(g.meta, opsets=opsets))
 
 
+def check_feeds(src: Source, original: Graph, inputs: Any) -> dict[str, Any]:
+    """The inputs ``check_against`` runs on, as numpy arrays by input name."""
+    from .check import coerce_inputs
+
+    if src.kind == "torch" and inputs is None and src.example_inputs is not None:
+        import numpy as np
+
+        return {n: np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+                for n, x in zip(original.input_names, src.example_inputs)}
+    return coerce_inputs(original, inputs, 0)
+
+
 def worst_layers(quant_rep: dict[str, Any], k: int = 3) -> str:
     rows = [r for r in quant_rep.get("layers", []) if r.get("sqnr_db") is not None]
     rows.sort(key=lambda r: r["sqnr_db"])
@@ -291,9 +303,11 @@ def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
         from .quant.stage import quantize_step
 
         pre_quant = g
+        feeds = check_feeds(src, original, inputs) if check else None
         g, quant_rep = steps.run("quantize", lambda: quantize_step(
             pre_quant, quantize, target, calibration,
-            progress=(lambda msg: progress(f"quantize: {msg}", None)) if progress else None))
+            progress=(lambda msg: progress(f"quantize: {msg}", None)) if progress else None,
+            check_feeds=feeds))
         g = raise_opset_for_fused_ops(g)
     min_sqnr = quantize.min_sqnr_db if quantize is not None else None
     chk = steps.run("check", lambda: _checked(src, original, g, inputs, search_rep, min_sqnr,

@@ -33,7 +33,8 @@ class LayerPlan:
     outliers: np.ndarray | None = None  # llm-int8: input columns kept float
     rest_weight: Any = None  # llm-int8: the quantized W[rest]
     outlier_weight: np.ndarray | None = None  # llm-int8: W[outliers], float
-    sqnr_db: float | None = None
+    sqnr_db: float | None = None  # the layer's own output SQNR on the calibration rows
+    check_sqnr_db: float | None = None  # ... and on the check's inputs
     reason: str = ""  # why the layer stays float
     detail: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -68,7 +69,9 @@ class LayerPlan:
                              "bytes_after": round(self.bytes_after, 1)}
         if self.quantized:
             d["bits_per_weight"] = round(float(self.bits_per_weight() or 0.0), 3)
-            d["sqnr_db"] = None if self.sqnr_db is None else round(float(self.sqnr_db), 2)
+            for key, v in (("sqnr_db", self.check_sqnr_db if self.check_sqnr_db is not None
+                            else self.sqnr_db), ("calibration_sqnr_db", self.sqnr_db)):
+                d[key] = None if v is None else round(float(v), 2)
             if self.detail:
                 d["detail"] = self.detail
         else:
@@ -112,6 +115,30 @@ def static_int8(x: np.ndarray, scale: float) -> np.ndarray:
 TINY = np.float32(np.finfo(np.float32).tiny)
 
 
+def quantized_output(p: LayerPlan, x: np.ndarray) -> np.ndarray:
+    """What the planned linear computes from float input rows x [n, K]: the numpy twin of the
+    fake-quant form passes/quantize.py builds (activation quantization included)."""
+    if p.form == "llm-int8":
+        assert p.outliers is not None and p.outlier_weight is not None
+        rest = np.setdiff1d(np.arange(x.shape[-1]), p.outliers)
+        return (per_token_int8(x[:, rest]) @ p.rest_weight.dequantize()
+                + x[:, p.outliers] @ p.outlier_weight)
+    xs = x if p.smooth is None else x / p.smooth[None, :]
+    if p.form == "w8a8-dynamic":
+        xs = dynamic_u8(xs)
+    elif p.form == "w8a8-per-token":
+        xs = per_token_int8(xs)
+    elif p.form == "w8a8-static":
+        assert p.act_scale is not None
+        xs = static_int8(xs, p.act_scale)
+    return xs @ p.weight.dequantize()
+
+
+def layer_sqnr(p: LayerPlan, x: np.ndarray) -> float:
+    """The layer's own output SQNR on input rows x: float x @ W against ``quantized_output``."""
+    return sqnr(x @ p.layer.weight.astype(np.float32), quantized_output(p, x))
+
+
 Planner = Callable[[Layer, np.ndarray | None, QuantConfig], LayerPlan]
 
 
@@ -128,9 +155,12 @@ def summarize(plans: Sequence[LayerPlan]) -> dict[str, Any]:
     if lin:
         out["linear_bits_per_weight"] = round(
             8.0 * sum(p.bytes_after for p in lin) / sum(p.layer.weight.size for p in lin), 3)
-    sq = [p for p in q if p.sqnr_db is not None]
+    def measured(p: LayerPlan) -> float | None:
+        return p.check_sqnr_db if p.check_sqnr_db is not None else p.sqnr_db
+
+    sq = [p for p in q if measured(p) is not None]
     if sq:
-        worst = min(sq, key=lambda p: p.sqnr_db if p.sqnr_db is not None else 0.0)
-        out["worst_layer"] = {"name": worst.layer.name, "sqnr_db": round(float(
-            worst.sqnr_db or 0.0), 2)}
+        worst = min(sq, key=lambda p: measured(p) or 0.0)
+        out["worst_layer"] = {"name": worst.layer.name,
+                              "sqnr_db": round(float(measured(worst) or 0.0), 2)}
     return out

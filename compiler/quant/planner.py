@@ -9,7 +9,7 @@ import numpy as np
 from .calibration import LayerStats
 from .config import NF4_BLOCK, NF4_SUPER_BLOCK, QuantConfig
 from .layers import Layer
-from .plan import LayerPlan, dynamic_u8, per_token_int8, sqnr, static_int8
+from .plan import LayerPlan, layer_sqnr, sqnr
 
 # a cost probe: (layer, plan) -> None when the quantized form is at least as fast, else why not
 CostProbe = Callable[[Layer, LayerPlan], "str | None"]
@@ -25,7 +25,10 @@ def plan_layers(layers: Sequence[Layer], stats: Mapping[int, LayerStats], cfg: Q
     for i, lay in enumerate(layers):
         if progress is not None:
             progress(f"layer {i + 1}/{len(layers)} {lay.name}")
-        p = _plan_one(lay, stats.get(id(lay.node)), cfg, smooth.get(id(lay.node)))
+        st = stats.get(id(lay.node))
+        p = _plan_one(lay, st, cfg, smooth.get(id(lay.node)))
+        if p.quantized and st is not None and lay.kind == "linear":
+            p.sqnr_db = layer_sqnr(p, st.rows)
         if p.quantized and cost is not None and lay.kind == "linear":
             why = cost(lay, p)
             if why:
@@ -50,7 +53,6 @@ def _plan_one(lay: Layer, st: "LayerStats | None", cfg: QuantConfig,
         return LayerPlan(lay, reason="no calibration activations reached this layer")
     x = st.rows
     w = lay.weight.astype(np.float32)
-    ref = x @ w
     mode = cfg.mode
     x_dtype_f32 = lay.x.type.dtype.value == "f32"  # type: ignore[union-attr]
     if mode == "int8":
@@ -59,38 +61,33 @@ def _plan_one(lay: Layer, st: "LayerStats | None", cfg: QuantConfig,
             if not x_dtype_f32:
                 return LayerPlan(lay, reason=f"activations are {lay.x.type.dtype.value}: "  # type: ignore[union-attr]
                                  "DynamicQuantizeLinear takes f32 only")
-            y = dynamic_u8(x) @ qt.dequantize()
-            return LayerPlan(lay, "w8a8-dynamic", qt, sqnr_db=sqnr(ref, y),
+            return LayerPlan(lay, "w8a8-dynamic", qt,
                              detail="weights int8 per channel, activations u8 per tensor")
-        y = per_token_int8(x) @ qt.dequantize()
-        return LayerPlan(lay, "w8a8-per-token", qt, sqnr_db=sqnr(ref, y),
+        return LayerPlan(lay, "w8a8-per-token", qt,
                          detail="weights int8 per channel, activations int8 per token")
     if mode == "int8-weight":
         qt = nx.quantize_absmax(w, bits=8, axis=1)
-        return LayerPlan(lay, "int8-weight", qt, sqnr_db=sqnr(ref, x @ qt.dequantize()),
+        return LayerPlan(lay, "int8-weight", qt,
                          detail="int8 per channel, activations float")
     if mode == "int4":
-        return _plan_int4(lay, x, w, ref, cfg, smooth)
+        return _plan_int4(lay, x, w, cfg, smooth)
     if mode == "nf4":
-        return _plan_nf4(lay, x, w, ref)
+        return _plan_nf4(lay, w)
     if mode == "smoothquant":
         assert smooth is not None
         ws = w * smooth[:, None]
-        xs = x / smooth[None, :]
         qt = nx.quantize_absmax(ws, bits=8, axis=1)
         amax = float(np.max(np.abs(st.rows_all_absmax / smooth)))
         scale = max(amax, 1e-12) / 127.0
-        y = static_int8(xs, scale) @ qt.dequantize()
         return LayerPlan(lay, "w8a8-static", qt, act_scale=scale, smooth=smooth,
-                         sqnr_db=sqnr(ref, y),
                          detail=f"alpha {st.extra.get('alpha', '?')}, static activation "
                                 f"scale {scale:.3g}")
     if mode == "llm-int8":
-        return _plan_llm_int8(lay, st, x, w, ref, cfg)
+        return _plan_llm_int8(lay, st, w, cfg)
     raise AssertionError(mode)
 
 
-def _plan_int4(lay: Layer, x: np.ndarray, w: np.ndarray, ref: np.ndarray, cfg: QuantConfig,
+def _plan_int4(lay: Layer, x: np.ndarray, w: np.ndarray, cfg: QuantConfig,
                smooth: "np.ndarray | None") -> LayerPlan:
     from . import numerics as nx
 
@@ -100,20 +97,16 @@ def _plan_int4(lay: Layer, x: np.ndarray, w: np.ndarray, ref: np.ndarray, cfg: Q
 
         h = 2.0 * (x.T.astype(np.float64) @ x.astype(np.float64)) / max(1, x.shape[0])
         qt = gptq_quantize(w, h, bits=4, group_size=g, clip=True)
-        return LayerPlan(lay, "int4", qt, sqnr_db=sqnr(ref, x @ qt.dequantize()),
-                         detail=f"gptq g{g}")
+        return LayerPlan(lay, "int4", qt, detail=f"gptq g{g}")
     if cfg.method == "awq":
         assert smooth is not None
         qt = nx.quantize_zeropoint(w * smooth[:, None], bits=4, axis=0, group_size=g, clip=True)
-        y = (x / smooth[None, :]) @ qt.dequantize()
-        return LayerPlan(lay, "int4", qt, smooth=smooth, sqnr_db=sqnr(ref, y),
-                         detail=f"awq g{g}")
+        return LayerPlan(lay, "int4", qt, smooth=smooth, detail=f"awq g{g}")
     qt = nx.quantize_zeropoint(w, bits=4, axis=0, group_size=g, clip=True)
-    return LayerPlan(lay, "int4", qt, sqnr_db=sqnr(ref, x @ qt.dequantize()),
-                     detail=f"rtn g{g}, clipped ranges")
+    return LayerPlan(lay, "int4", qt, detail=f"rtn g{g}, clipped ranges")
 
 
-def _plan_nf4(lay: Layer, x: np.ndarray, w: np.ndarray, ref: np.ndarray) -> LayerPlan:
+def _plan_nf4(lay: Layer, w: np.ndarray) -> LayerPlan:
     from .nf4 import nf4_tensor
 
     k, _ = w.shape
@@ -121,13 +114,12 @@ def _plan_nf4(lay: Layer, x: np.ndarray, w: np.ndarray, ref: np.ndarray) -> Laye
         return LayerPlan(lay, reason=f"input width {k} is not a multiple of the NF4 block "
                                      f"{NF4_BLOCK}")
     nw = nf4_tensor(w, block=NF4_BLOCK, super_block=NF4_SUPER_BLOCK)
-    return LayerPlan(lay, "nf4", nw, sqnr_db=sqnr(ref, x @ nw.dequantize()),
-                     detail=f"nf4 block {NF4_BLOCK}, double-quantized scales "
+    return LayerPlan(lay, "nf4", nw, detail=f"nf4 block {NF4_BLOCK}, double-quantized scales "
                             f"(super-block {NF4_SUPER_BLOCK})")
 
 
-def _plan_llm_int8(lay: Layer, st: "LayerStats", x: np.ndarray, w: np.ndarray,
-                   ref: np.ndarray, cfg: QuantConfig) -> LayerPlan:
+def _plan_llm_int8(lay: Layer, st: "LayerStats", w: np.ndarray, cfg: QuantConfig
+                   ) -> LayerPlan:
     from . import numerics as nx
     from .llm_int8 import outlier_columns
 
@@ -138,9 +130,8 @@ def _plan_llm_int8(lay: Layer, st: "LayerStats", x: np.ndarray, w: np.ndarray,
                                      f"{cfg.threshold}")
     rest = np.setdiff1d(np.arange(k), cols)
     qt = nx.quantize_absmax(w[rest], bits=8, axis=1)
-    y = per_token_int8(x[:, rest]) @ qt.dequantize() + x[:, cols] @ w[cols]
     return LayerPlan(lay, "llm-int8", qt if cols.size == 0 else None, outliers=cols,
-                     rest_weight=qt, outlier_weight=w[cols], sqnr_db=sqnr(ref, y),
+                     rest_weight=qt, outlier_weight=w[cols],
                      detail=f"{cols.size} outlier columns over {cfg.threshold} kept float")
 
 

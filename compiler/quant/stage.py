@@ -12,12 +12,15 @@ from ..ir.node import ConstData, Value, constant, input_node, op
 from ..ir.types import TensorType
 from .config import WEIGHT_ONLY, QuantConfig, QuantError
 from .layers import Layer, find_layers
-from .plan import LayerPlan, summarize
+from .plan import LayerPlan, layer_sqnr, summarize
 
 
 def quantize_step(g: Graph, cfg: QuantConfig, target: str = "cpu", calibration: Any = None,
-                  progress: Callable[[str], None] | None = None
+                  progress: Callable[[str], None] | None = None,
+                  check_feeds: "dict[str, np.ndarray] | None" = None
                   ) -> tuple[Graph, dict[str, Any]]:
+    """``check_feeds``: the inputs the numeric check will run on; each layer's own output SQNR
+    is measured on them too (the report's ``sqnr_db``; ``calibration_sqnr_db`` beside it)."""
     from graphopt.passes.quant_lowering import QuantLowering, cleanup_after_quantize
     from graphopt.passes.quantize import (FoldScaleIntoNorm, Quantize, Smoothing,
                                           SplitOutliers, plan_key)
@@ -38,6 +41,13 @@ def quantize_step(g: Graph, cfg: QuantConfig, target: str = "cpu", calibration: 
     say(f"planning {len(layers)} layers ({cfg.describe()})")
     plans = plan_layers(layers, stats, cfg, cost=_probe(cfg, target),
                         progress=lambda msg: say(f"planning {msg}"))
+    if check_feeds is not None:
+        say("measuring layers on the check inputs")
+        on_check = collect(g, [p.layer for p in plans if p.quantized], [check_feeds], cfg)
+        for p in plans:
+            st = on_check.get(id(p.layer.node))
+            if p.quantized and st is not None and p.layer.kind == "linear":
+                p.check_sqnr_db = layer_sqnr(p, st.rows)
     if not any(p.quantized for p in plans):
         why = "; ".join(sorted({p.reason for p in plans}))
         raise QuantError(f"nothing to quantize: every layer stays float ({why})",

@@ -44,7 +44,9 @@ def test_modes_meet_their_budget(mode: str, expect: set[str]) -> None:
     names = {r["name"]: r for r in rep["layers"]}
     assert set(names) >= {"table", "fc1.weight", "fc2.weight"}
     assert names["table"]["mode"] == "embedding-int8"
-    assert all("sqnr_db" in names[n] for n in ("fc1.weight", "fc2.weight"))
+    # each layer's own output SQNR on the check's inputs, and on the calibration rows
+    assert all(names[n]["sqnr_db"] is not None and names[n]["calibration_sqnr_db"] is not None
+               for n in ("fc1.weight", "fc2.weight"))
     assert om.report["check"]["ok"]
     out = om.onnx_model()
     assert expect <= _ops(out), _ops(out)

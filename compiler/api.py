@@ -144,7 +144,8 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
     dicts or tuples; None: generated inputs). group_size / method: int4 groups (default 128) and
     rtn | gptq | awq. max_error: the output SQNR budget in dB (default 30 for 8-bit modes, 20
     for 4-bit); a model that misses it raises CheckError naming its worst layers.
-    activations: int8's run-time activation quantization, "per-tensor" (default) or
+    activations: int8's run-time activation quantization, "auto" (default: per layer, per
+    tensor unless per token is over 3 dB better on the calibration data), "per-tensor" or
     "per-token". quantize_embeddings (default True) / quantize_lm_head (default False).
     """
     qcfg = None

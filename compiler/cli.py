@@ -354,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="minimum output SQNR vs the float model in dB (default 30 for 8-bit "
                         "modes, 20 for 4-bit)")
     q.add_argument("--activations", default=None, metavar="G",
-                   help="int8: per-tensor (default) | per-token activation quantization")
+                   help="int8: auto (default: per layer, per tensor unless per token is over "
+                        "3 dB better) | per-tensor | per-token activation quantization")
     q.add_argument("--quantize-lm-head", action="store_true",
                    help="quantize the LM head too (default: kept float)")
     q.add_argument("--no-quantize-embeddings", action="store_true",

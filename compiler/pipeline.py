@@ -221,12 +221,16 @@ def fuse_passes(target: str, allow_contrib_ops: bool) -> list[Pass]:
 def raise_opset_for_fused_ops(g: Graph) -> Graph:
     """Export fused ops as one ONNX node each: the graph's default opset is raised to what they
     need (``OpDef.onnx_min_opset``; below it the exporter would write them back as
-    compositions)."""
+    compositions), and to 21 where 4-bit tensors (quantized weights) appear."""
     from dataclasses import replace
 
+    from .ir.types import DType, TensorType
     from .ops.registry import onnx_opset_needed
 
     need = onnx_opset_needed(n.op for n in g.nodes)
+    if any(isinstance(t, TensorType) and t.dtype in (DType.u4, DType.i4)
+           for n in g.nodes for t in n.out_types):
+        need = max(need, 21)  # ONNX's INT4 / UINT4 types (and Cast from them) begin at opset 21
     have = g.meta.opset("") or 0
     if need <= have:
         return g

@@ -4,8 +4,10 @@ Modes (``optimize(..., quantize=MODE)``, ``graphopt optimize --quantize MODE``):
 
 =============== ==================================================================================
 ``int8``        W8A8 dynamic: weights int8 per output channel (absmax), activations quantized at
-                run time (``activations``: ``per-tensor`` u8 as ONNX DynamicQuantizeLinear, or
-                ``per-token`` symmetric int8 per row); integer matmul, rescaled to float
+                run time (``activations``: ``per-tensor`` u8 as ONNX DynamicQuantizeLinear,
+                ``per-token`` symmetric int8 per row, or ``auto``, the default: per layer,
+                per tensor unless per token is over 3 dB better on the calibration data);
+                integer matmul, rescaled to float
 ``int8-weight`` weight-only int8 per output channel; activations stay float
 ``int4``        weight-only 4-bit, group-wise along the input dim (``group_size``, default 128)
                 with zero points; ``method`` rtn (round to nearest), gptq (Hessian from the
@@ -31,7 +33,7 @@ from ..errors import GraphOptError
 
 MODES = ("int8", "int8-weight", "int4", "nf4", "smoothquant", "llm-int8")
 METHODS = ("rtn", "gptq", "awq")
-ACTIVATIONS = ("per-tensor", "per-token")
+ACTIVATIONS = ("auto", "per-tensor", "per-token")
 FOUR_BIT = ("int4", "nf4")
 WEIGHT_ONLY = ("int8-weight", "int4", "nf4")
 # the check's budget: output SQNR vs the float model (dB), per mode
@@ -54,7 +56,7 @@ class QuantConfig:
     group_size: int = 128
     method: str = "rtn"
     max_error_db: float | None = None  # None: the mode's default budget
-    activations: str = "per-tensor"
+    activations: str = "auto"
     embeddings: bool = True
     lm_head: bool = False
     threshold: float = 6.0  # llm-int8 outlier threshold

@@ -11,6 +11,8 @@ from .config import NF4_BLOCK, NF4_SUPER_BLOCK, QuantConfig
 from .layers import Layer
 from .plan import LayerPlan, layer_sqnr, sqnr
 
+# activations="auto": per-tensor activations unless per-token ones are this much better (dB)
+AUTO_MARGIN_DB = 3.0
 # a cost probe: (layer, plan) -> None when the quantized form is at least as fast, else why not
 CostProbe = Callable[[Layer, LayerPlan], "str | None"]
 
@@ -56,15 +58,22 @@ def _plan_one(lay: Layer, st: "LayerStats | None", cfg: QuantConfig,
     mode = cfg.mode
     x_dtype_f32 = lay.x.type.dtype.value == "f32"  # type: ignore[union-attr]
     if mode == "int8":
+        if not x_dtype_f32:
+            return LayerPlan(lay, reason=f"activations are {lay.x.type.dtype.value}: the W8A8 "  # type: ignore[union-attr]
+                             "forms (DynamicQuantizeLinear, per-token codes) take f32 only")
         qt = nx.quantize_absmax(w, bits=8, axis=1)
-        if cfg.activations == "per-tensor":
-            if not x_dtype_f32:
-                return LayerPlan(lay, reason=f"activations are {lay.x.type.dtype.value}: "  # type: ignore[union-attr]
-                                 "DynamicQuantizeLinear takes f32 only")
-            return LayerPlan(lay, "w8a8-dynamic", qt,
-                             detail="weights int8 per channel, activations u8 per tensor")
-        return LayerPlan(lay, "w8a8-per-token", qt,
-                         detail="weights int8 per channel, activations int8 per token")
+        tensor = LayerPlan(lay, "w8a8-dynamic", qt,
+                           detail="weights int8 per channel, activations u8 per tensor")
+        token = LayerPlan(lay, "w8a8-per-token", qt,
+                          detail="weights int8 per channel, activations int8 per token")
+        if cfg.activations != "auto":
+            return tensor if cfg.activations == "per-tensor" else token
+        a, b = layer_sqnr(tensor, x), layer_sqnr(token, x)
+        if a >= b - AUTO_MARGIN_DB:  # per tensor: fused by ONNX Runtime, the faster form
+            tensor.detail += f" (per token would give {b:.1f} dB)"
+            return tensor
+        token.detail += f" (per tensor only {a:.1f} dB)"
+        return token
     if mode == "int8-weight":
         qt = nx.quantize_absmax(w, bits=8, axis=1)
         return LayerPlan(lay, "int8-weight", qt,

@@ -7,6 +7,8 @@ like the original module's output when the graph came from the PyTorch frontend 
 output spec is kept in ``GraphMeta.metadata``), else a tensor for one output, a tuple otherwise.
 The module is a ``TorchInterpreter`` (``ir/interp.py``): the node walk, input checks and error
 wrapping are the interpreter's; only the constants (buffers) and the output structure are its own.
+With ``fast=True`` (the default) the walk is the plan of ``frontends.torch_quant``: lowered
+quantized linears as fused torch kernels, the other nodes with less per-node overhead.
 """
 from __future__ import annotations
 
@@ -18,14 +20,18 @@ from ..ir.graph import Graph
 from ..ir.interp import TorchInterpreter, bind_inputs
 from ..ir.node import Node
 from .fx import OUT_SPEC_KEY, const_to_tensor
+from .torch_quant import Plan, build_plan
 
 if TYPE_CHECKING:
     import torch
 
 
-def to_callable(g: Graph, *, check_inputs: bool = True) -> "torch.nn.Module":
-    """A torch module running ``g``; ``check_inputs`` checks input dtypes and static dims."""
-    return module_class()(g, check_inputs)
+def to_callable(g: Graph, *, check_inputs: bool = True, fast: bool = True) -> "torch.nn.Module":
+    """A torch module running ``g``; ``check_inputs`` checks input dtypes and static dims.
+    ``fast``: run by ``frontends.torch_quant``'s plan (fused quantized linears, listed in
+    ``module.plan.regions``, the others' reasons in ``module.plan.fallbacks``); False: node by
+    node (the reference)."""
+    return module_class()(g, check_inputs, fast)
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,7 +43,7 @@ def module_class() -> type:
     class GraphModule(torch.nn.Module, TorchInterpreter):
         """Runs an IR graph with torch ops (see graphopt.frontends.torch_export)."""
 
-        def __init__(self, g: Graph, check_inputs: bool) -> None:
+        def __init__(self, g: Graph, check_inputs: bool, fast: bool = True) -> None:
             torch.nn.Module.__init__(self)
             TorchInterpreter.__init__(self, check_inputs)
             self.graph = g
@@ -52,6 +58,24 @@ def module_class() -> type:
                     self.register_buffer(name, t, persistent=False)
                     self._const_names[id(n)] = name
             self._out_spec = _out_spec(g)
+            # ---- fast path: fused quantized linears, lean node steps (frontends.torch_quant)
+            self._fast = fast
+            self._plan: Plan | None = None
+
+        @property
+        def plan(self) -> "Plan | None":
+            """The fast path's plan (built on first use); None when run node by node."""
+            if self._plan is None and self._fast:
+                self._plan = build_plan(self.graph, self._const_names)
+            return self._plan
+
+        def execute(self, g: Graph, env: Any) -> None:
+            plan = self.plan if g is self.graph else None
+            if plan is not None and plan.accepts(env):
+                plan.run(self, env)
+            else:
+                TorchInterpreter.execute(self, g, env)
+            # ---- end fast path
 
         def forward(self, *args: Any, **kwargs: Any) -> Any:
             outs = self.run(self.graph, bind_inputs(self.graph, args, kwargs))

@@ -164,8 +164,14 @@ def collect(g: Graph, layers: Sequence[Layer], batches: Sequence[Mapping[str, np
     probe = Graph(g.inputs, list(xs), [f"x{i}" for i in range(len(xs))], g.name, g.meta)
     rows: list[list[np.ndarray]] = [[] for _ in xs]
     amax: list[np.ndarray | None] = [None] * len(xs)
-    for feed in batches:
-        outs = _run(probe, feed)
+    for b, feed in enumerate(batches):
+        try:
+            outs = run_any(probe, feed)
+        except Exception as e:  # the model cannot run on this batch: a property of the data
+            msg = " ".join(str(e).split())[:400] or type(e).__name__
+            raise QuantError(f"the model does not run on calibration batch {b} ({msg}); pass "
+                             f"valid inputs with calibration=... / --calibration X.npz",
+                             where="calibration") from e
         for i, v in enumerate(outs):
             r = np.asarray(v, dtype=np.float32).reshape(-1, v.shape[-1])
             rows[i].append(r)
@@ -183,8 +189,12 @@ def collect(g: Graph, layers: Sequence[Layer], batches: Sequence[Mapping[str, np
             for lay in lins}
 
 
-def _run(g: Graph, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+def run_any(g: Graph, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Run ``g``: exported and in ONNX Runtime (at the opset its ops need), or with the
+    reference interpreter when it holds torch-only opaque nodes."""
     from ..check import run_graph
+    from ..pipeline import raise_opset_for_fused_ops
 
+    g = raise_opset_for_fused_ops(g)
     torch_only = any(n.op == "opaque" and n.attrs.get("proto") is None for n in g.nodes)
     return run_graph(g, dict(feed), "numpy" if torch_only else "onnx")

@@ -67,6 +67,9 @@ class QuantConfig:
     use_cost_model: bool = True
     # weight-only modes (their point is size): layers with fewer weights stay float
     min_weight_elements: int = 4096
+    # a model that misses its budget on the check inputs gets the layers that cost its output
+    # most moved to finer forms (compiler/quant/mixed.py); False: report the miss as is
+    mixed_precision: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -125,7 +128,8 @@ def make_config(mode: Any, *, group_size: int | None = None, method: str | None 
         cfg = replace(cfg, embeddings=bool(embeddings))
     if lm_head is not None:
         cfg = replace(cfg, lm_head=bool(lm_head))
-    known = {"threshold", "alphas", "calibration_rows", "use_cost_model", "min_weight_elements"}
+    known = {"threshold", "alphas", "calibration_rows", "use_cost_model", "min_weight_elements",
+             "mixed_precision"}
     bad = sorted(set(extra) - known)
     if bad:
         raise QuantError(f"unknown quantization option(s) {bad}", where="quantize")

@@ -33,6 +33,14 @@ def format_quantization(rep: dict[str, Any], verbose: bool = False, max_rows: in
     if s.get("linear_bits_per_weight") is not None:
         tot += f"; linears {s['linear_bits_per_weight']} bits/weight"
     lines.append(tot)
+    mp = rep.get("mixed_precision")
+    if mp:
+        moved = ", ".join(f"{p['name']} {p['from']}->{p['to']}" for p in mp["promoted"][:8])
+        more = len(mp["promoted"]) - 8
+        lines.append(f"  mixed precision: {len(mp['promoted'])} layers promoted to meet the budget "
+                     f"({mp['before']['sqnr_db']} dB -> {mp['after']['sqnr_db']} dB on the check "
+                     f"inputs, {mp['model_runs']} model runs): {moved}"
+                     + (f", ... {more} more" if more > 0 else ""))
     for c in rep.get("check", []) or []:
         if c.get("sqnr_db") is not None:
             lines.append(f"  output {c['output']}: SQNR {c['sqnr_db']:.1f} dB vs float")

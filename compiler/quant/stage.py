@@ -3,7 +3,7 @@ rewrite (smoothing / outlier split, exact; quantize, inexact; integer lowering, 
 cleanup. Returns the graph and the report section ``report["quantization"]``."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -21,11 +21,6 @@ def quantize_step(g: Graph, cfg: QuantConfig, target: str = "cpu", calibration: 
                   ) -> tuple[Graph, dict[str, Any]]:
     """``check_feeds``: the inputs the numeric check will run on; each layer's own output SQNR
     is measured on them too (the report's ``sqnr_db``; ``calibration_sqnr_db`` beside it)."""
-    from graphopt.passes.quant_lowering import QuantLowering, cleanup_after_quantize
-    from graphopt.passes.quantize import (FoldScaleIntoNorm, Quantize, Smoothing,
-                                          SplitOutliers, plan_key)
-
-    from ..rewrite.passes import Pipeline
     from .calibration import collect, load_batches
     from .planner import plan_layers
 
@@ -52,6 +47,41 @@ def quantize_step(g: Graph, cfg: QuantConfig, target: str = "cpu", calibration: 
         why = "; ".join(sorted({p.reason for p in plans}))
         raise QuantError(f"nothing to quantize: every layer stays float ({why})",
                          where=f"graph {g.name}")
+    say("rewriting")
+    res = apply_plans(g, plans, target)
+    mixed: dict[str, Any] | None = None
+    if cfg.mixed_precision and check_feeds is not None:
+        from .mixed import fit_budget
+
+        plans, res, mixed = fit_budget(g, plans, cfg, target, check_feeds, res, say)
+        if not any(p.quantized for p in plans):
+            from ..errors import CheckError
+
+            assert mixed is not None
+            raise CheckError(
+                f"the output SQNR budget {cfg.min_sqnr_db:g} dB cannot be met with any layer "
+                f"quantized ({cfg.mode}: {mixed['before']['sqnr_db']} dB with every planned "
+                f"layer; mixed precision moved all {len(mixed['promoted'])} to float); lower "
+                f"the budget with max_error / --max-error", where=f"graph {g.name}")
+    out = res.graph
+    report = {"mode": cfg.mode, "config": _config_dict(cfg), "calibration": source,
+              "min_sqnr_db": cfg.min_sqnr_db,
+              "layers": [p.to_dict() for p in plans], "summary": summarize(plans),
+              "passes": [r.to_dict() for r in res.records]}
+    if mixed is not None:
+        report["mixed_precision"] = mixed
+    return out, report
+
+
+def apply_plans(g: Graph, plans: Sequence[LayerPlan], target: str) -> Any:
+    """Rewrite ``g`` as the plans say: smoothing and outlier splits (exact), quantize.layer
+    (inexact), the integer lowerings (exact), cleanup. Returns the PipelineResult."""
+    from graphopt.passes.quant_lowering import QuantLowering, cleanup_after_quantize
+    from graphopt.passes.quantize import (FoldScaleIntoNorm, Quantize, Smoothing,
+                                          SplitOutliers, plan_key)
+
+    from ..rewrite.passes import Pipeline
+
     by_key: dict[tuple[int, str], LayerPlan] = {}
     smooth: dict[int, tuple[np.ndarray, ConstData]] = {}
     split: dict[int, tuple[np.ndarray, np.ndarray, ConstData, ConstData]] = {}
@@ -83,14 +113,7 @@ def quantize_step(g: Graph, cfg: QuantConfig, target: str = "cpu", calibration: 
 
         passes.append(QuantGpuLowering())
     passes += cleanup_after_quantize()
-    say("rewriting")
-    res = Pipeline(passes, name="quantize").run_traced(g)
-    out = res.graph
-    report = {"mode": cfg.mode, "config": _config_dict(cfg), "calibration": source,
-              "min_sqnr_db": cfg.min_sqnr_db,
-              "layers": [p.to_dict() for p in plans], "summary": summarize(plans),
-              "passes": [r.to_dict() for r in res.records]}
-    return out, report
+    return Pipeline(passes, name="quantize").run_traced(g)
 
 
 def _is_gpu(target: str) -> bool:

@@ -79,10 +79,31 @@ def test_per_token_activations_lower_to_integer_matmul() -> None:
 
 def test_missed_budget_names_worst_layers() -> None:
     with pytest.raises(CheckError) as e:
-        graphopt.optimize(embed_mlp(), quantize=_cfg("int4", max_error_db=90.0),
+        graphopt.optimize(embed_mlp(), quantize=_cfg("int4", max_error_db=90.0,
+                                                     mixed_precision=False),
                           calibration=calibration_ids(), budget=0)
     msg = e.value.one_line()
     assert "90" in msg and "worst layers" in msg and "weight" in msg
+
+
+def test_mixed_precision_promotes_the_costly_layers() -> None:
+    # int4 everywhere gives ~20 dB here; 32 dB is reachable with some layers at int8
+    om = graphopt.optimize(embed_mlp(k=128, hidden=256), quantize=_cfg("int4", max_error_db=32.0),
+                           calibration=calibration_ids(), budget=0)
+    q = om.report["quantization"]
+    mixed = q["mixed_precision"]
+    assert mixed["before"]["sqnr_db"] < 32 <= q["check"][0]["sqnr_db"]
+    assert mixed["promoted"] and mixed["model_runs"] >= 2
+    forms = {r["name"]: r["mode"] for r in q["layers"]}
+    promoted = {p["name"] for p in mixed["promoted"]}
+    assert all(forms[n] != "int4" for n in promoted)
+    assert any(f != "float" for f in forms.values())  # still quantized where it can be
+
+
+def test_unreachable_budget_is_an_error_not_a_float_model() -> None:
+    with pytest.raises(CheckError, match="cannot be met with any layer quantized"):
+        graphopt.optimize(embed_mlp(), quantize=_cfg("int4", max_error_db=200.0),
+                          calibration=calibration_ids(), budget=0)
 
 
 def test_nothing_to_quantize() -> None:

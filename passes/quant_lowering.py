@@ -64,16 +64,21 @@ def _weight_codes(v: Value) -> tuple[Node, Value, Value, Value] | MatchFail:
     return d, qb, sb, zb
 
 
-class MatmulInteger(Rule):
-    """matmul(deq(qa, sa, za), deq(qb, sb, zb)) with per-tensor activation codes ->
-    mul(cast(matmul_integer(qa, qb, za, zb), f32), mul(sa, sb))."""
+class _MatmulLowering(Rule):
+    """What the two integer-matmul lowerings share: their place, anchor and pass."""
 
-    name = "quant_lowering.matmul_integer"
     kind = "lowering"
     place = "quantized_matmul"
     place_title = "fake-quant matmuls (integer kernel lowering)"
     anchors = frozenset({"matmul"})
     pass_name = "quant_lowering"
+
+
+class MatmulInteger(_MatmulLowering):
+    """matmul(deq(qa, sa, za), deq(qb, sb, zb)) with per-tensor activation codes ->
+    mul(cast(matmul_integer(qa, qb, za, zb), f32), mul(sa, sb))."""
+
+    name = "quant_lowering.matmul_integer"
 
     def match(self, n: Node, ctx: MatchContext) -> Match | MatchFail | None:
         a = n.inputs[0].node
@@ -97,7 +102,7 @@ class MatmulInteger(Rule):
         return op("mul", op("cast", acc, to=DType.f32), op("mul", sa, sb))
 
 
-class MatmulIntegerRows(Rule):
+class MatmulIntegerRows(_MatmulLowering):
     """matmul(mul(sub(cast(qa: u8), za), s), deq(qb, sb, 0)) with one scale per row of qa and a
     constant scalar za (per-token codes) -> mul(mul(cast(matmul_integer(qa, qb, za, 0)), s),
     sb). The scales are applied one after the other on purpose: ONNX Runtime 1.32 fuses
@@ -105,11 +110,6 @@ class MatmulIntegerRows(Rule):
     the bias by a per-row sa too (a wrong result); this order it leaves alone."""
 
     name = "quant_lowering.matmul_integer_rows"
-    kind = "lowering"
-    place = "quantized_matmul"
-    place_title = "fake-quant matmuls (integer kernel lowering)"
-    anchors = frozenset({"matmul"})
-    pass_name = "quant_lowering"
 
     def match(self, n: Node, ctx: MatchContext) -> Match | MatchFail | None:
         m = n.inputs[0].node

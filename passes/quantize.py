@@ -11,15 +11,20 @@ model computes beyond float rounding: it replaces a linear ``matmul(x, W)`` or a
   ``(cast(round(x / s) + 128, u8) - 128) * s`` with ``s = max|row| / 127`` (per token), or
   ``dequantize_linear(quantize_linear(x, s, 0))`` with a calibrated ``s`` (static).
 
-Its error measure: the layer's output SQNR on the calibration activations (in the report) and
-the model's output SQNR against the mode's budget (the numeric check). The exact rules, each
-stated as text rules in ``rules/quant_*.rules`` and proven by ``graphopt rules verify``:
+Its error measure: the layer's output SQNR on the check's inputs and on the calibration
+activations (in the report), and the model's output SQNR against the mode's budget (the numeric
+check). The exact rules around it:
 
-* ``SmoothLinears`` (``smoothing``): ``x @ W_i = (x * (1/s)) @ (diag(s) W_i)`` for the linears
-  reading one activation (SmoothQuant, AWQ);
-* ``ScaleIntoNorm`` (``smoothing``): ``norm(x, g, b) * c = norm(x, g * c, b * c)``;
-* ``SplitOutlierColumns`` (``llm_int8_split``): ``x @ W = x[:, O] @ W[O] + x[:, R] @ W[R]``;
-* the integer-kernel lowerings of ``passes/quant_lowering.py``.
+* ``SmoothLinears`` (pass ``smoothing``): ``x @ W_i = (x * (1/s)) @ (diag(s) W_i)`` for the
+  linears reading one activation (SmoothQuant, AWQ);
+* ``ScaleIntoNorm`` (pass ``smoothing_fold``): ``norm(x, g, b) * c = norm(x, g * c, b * c)``,
+  stated in ``rules/smoothing_fold.rules`` (verified and replayed);
+* ``SplitOutlierColumns`` (pass ``llm_int8_split``): ``x @ W = x[:, O] @ W[O] + x[:, R] @ W[R]``;
+* the integer-kernel lowerings of ``passes/quant_lowering.py`` (``rules/quant_lowering.rules``).
+
+The smoothing and split rules take their parameters (s, O) from the plan, so they cannot be
+replayed from a rule file alone; ``tests/passes/test_quant_rules.py`` proves them with z3 on
+instances and refutes wrong scales and columns.
 
 Plans are looked up by the identity of the layer's weight constant (``ConstData``), so the
 smoothing and split rules, which make new weight constants, register the plans of the

@@ -506,7 +506,7 @@ def layer_forms(om: Any) -> str:
 
 def linear_bits(om: Any) -> float | None:
     """Bits per weight over all the linears of graphopt's quantization report, those left
-    float counting 32 (the report's own ``linear_bits_per_weight`` counts the quantized ones
+    float counting 32 (the report's own ``quantized_linear_bits_per_weight`` counts the quantized ones
     only): about 8.1 when every linear is int8, 4.3 when every one is int4 g128."""
     layers = (getattr(om, "report", {}) or {}).get("quantization", {}).get("layers", [])
     lin = [r for r in layers if r.get("kind") == "linear"]

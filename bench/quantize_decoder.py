@@ -318,7 +318,7 @@ def bench(a: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
             r.ort_ops, r.float_linears = ort_graph_facts(opt)
             r.file_mb = disk_mb(paths[r.name])
             r.bits_per_weight, r.quantized_layers = weight_bits(onnx.load(paths[r.name]))
-            r.linear_bits = float(r.report.get("summary", {}).get("linear_bits_per_weight",
+            r.linear_bits = float(r.report.get("summary", {}).get("quantized_linear_bits_per_weight",
                                                                     math.nan))
             live.append((r, s))
         for (r, _), (sq, agree) in zip(live, accuracy([s for _, s in live], evals)):

@@ -15,10 +15,11 @@ must match exactly. ``CheckError`` is raised when an output differs.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -347,9 +348,9 @@ def describe_inputs(feeds: Mapping[str, np.ndarray]) -> dict[str, str]:
 
 # ---- running ------------------------------------------------------------------------------------
 
-def run_onnx(model: Any, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Run an ONNX model (path, serialized bytes or ModelProto) in ONNX Runtime (CPU, no graph
-    optimizations)."""
+def onnx_session(model: Any) -> Any:
+    """An ONNX Runtime session (CPU, no graph optimizations) of a model: a path, serialized
+    bytes or a ModelProto."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -357,9 +358,18 @@ def run_onnx(model: Any, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     so.log_severity_level = 3
     src = os.fspath(model) if isinstance(model, (str, os.PathLike)) else (
         model if isinstance(model, bytes) else model.SerializeToString())
-    sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+
+
+def run_session(sess: Any, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     want = {i.name for i in sess.get_inputs()}
     return [np.asarray(x) for x in sess.run(None, {k: v for k, v in feeds.items() if k in want})]
+
+
+def run_onnx(model: Any, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Run an ONNX model (path, serialized bytes or ModelProto) in ONNX Runtime (CPU, no graph
+    optimizations)."""
+    return run_session(onnx_session(model), feeds)
 
 
 def run_graph(g: Graph, feeds: Mapping[str, np.ndarray], backend: str = "numpy"
@@ -389,15 +399,29 @@ _LARGE_EXPORT_BYTES = 1_500_000_000
 
 def run_onnx_graph(g: Graph, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     """Export ``g`` to ONNX and run it in ONNX Runtime (through a file when it is large)."""
+    return run_onnx_graph_batches(g, [feeds])[0]
+
+
+def run_onnx_graph_batches(g: Graph, batches: Sequence[Mapping[str, np.ndarray]]
+                           ) -> list[list[np.ndarray]]:
+    """``g`` exported once, one ONNX Runtime session, run on every batch."""
+    with onnx_graph_session(g) as sess:
+        return [run_session(sess, f) for f in batches]
+
+
+@contextlib.contextmanager
+def onnx_graph_session(g: Graph) -> Iterator[Any]:
+    """An ONNX Runtime session of ``g`` exported (through a temporary file when it is large)."""
     from .frontends import onnx_export
 
     total = sum(n.const.nbytes for n in g.nodes if n.op == "constant")
     if total < _LARGE_EXPORT_BYTES:
-        return run_onnx(onnx_export.to_bytes(g), feeds)
+        yield onnx_session(onnx_export.to_bytes(g))
+        return
     with tempfile.TemporaryDirectory(prefix="graphopt-check-") as d:
         path = os.path.join(d, "model.onnx")
         onnx_export.save(g, path)
-        return run_onnx(path, feeds)
+        yield onnx_session(path)
 
 
 def torch_leaves(outs: Any) -> list[Any]:

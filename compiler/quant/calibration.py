@@ -164,14 +164,13 @@ def collect(g: Graph, layers: Sequence[Layer], batches: Sequence[Mapping[str, np
     probe = Graph(g.inputs, list(xs), [f"x{i}" for i in range(len(xs))], g.name, g.meta)
     rows: list[list[np.ndarray]] = [[] for _ in xs]
     amax: list[np.ndarray | None] = [None] * len(xs)
-    for b, feed in enumerate(batches):
-        try:
-            outs = run_any(probe, feed)
-        except Exception as e:  # the model cannot run on this batch: a property of the data
-            msg = " ".join(str(e).split())[:400] or type(e).__name__
-            raise QuantError(f"the model does not run on calibration batch {b} ({msg}); pass "
-                             f"valid inputs with calibration=... / --calibration X.npz",
-                             where="calibration") from e
+    try:
+        results = run_batches(probe, batches)
+    except BatchError as e:  # the model cannot run on this batch: a property of the data
+        raise QuantError(f"the model does not run on calibration batch {e.index} ({e.message}); "
+                         f"pass valid inputs with calibration=... / --calibration X.npz",
+                         where="calibration") from e
+    for outs in results:
         for i, v in enumerate(outs):
             r = np.asarray(v, dtype=np.float32).reshape(-1, v.shape[-1])
             rows[i].append(r)
@@ -189,12 +188,35 @@ def collect(g: Graph, layers: Sequence[Layer], batches: Sequence[Mapping[str, np
             for lay in lins}
 
 
-def run_any(g: Graph, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Run ``g``: exported and in ONNX Runtime (at the opset its ops need), or with the
-    reference interpreter when it holds torch-only opaque nodes."""
-    from ..check import run_graph
+class BatchError(Exception):
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index, self.message = index, message
+
+
+def run_batches(g: Graph, batches: Sequence[Mapping[str, np.ndarray]]
+                ) -> list[list[np.ndarray]]:
+    """Run ``g`` on every batch: exported once and in one ONNX Runtime session (at the opset its
+    ops need), or with the reference interpreter when it holds torch-only opaque nodes. A batch
+    the model cannot run on raises BatchError naming it."""
+    from ..check import onnx_graph_session, run_graph, run_session
     from ..pipeline import raise_opset_for_fused_ops
 
     g = raise_opset_for_fused_ops(g)
-    torch_only = any(n.op == "opaque" and n.attrs.get("proto") is None for n in g.nodes)
-    return run_graph(g, dict(feed), "numpy" if torch_only else "onnx")
+    if any(n.op == "opaque" and n.attrs.get("proto") is None for n in g.nodes):
+        return [_batch(i, lambda f=f: run_graph(g, dict(f), "numpy"))
+                for i, f in enumerate(batches)]
+    with onnx_graph_session(g) as sess:
+        return [_batch(i, lambda f=f: run_session(sess, f)) for i, f in enumerate(batches)]
+
+
+def _batch(i: int, run: Any) -> list[np.ndarray]:
+    try:
+        return run()
+    except Exception as e:
+        raise BatchError(i, " ".join(str(e).split())[:400] or type(e).__name__) from e
+
+
+def run_any(g: Graph, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """``run_batches`` of one batch."""
+    return run_batches(g, [feed])[0]

@@ -153,7 +153,7 @@ def summarize(plans: Sequence[LayerPlan]) -> dict[str, Any]:
         "weight_bytes_before": before, "weight_bytes_after": round(after, 1),
         "weight_ratio": round(before / after, 3) if after else None}
     if lin:
-        out["linear_bits_per_weight"] = round(
+        out["quantized_linear_bits_per_weight"] = round(
             8.0 * sum(p.bytes_after for p in lin) / sum(p.layer.weight.size for p in lin), 3)
     def measured(p: LayerPlan) -> float | None:
         return p.check_sqnr_db if p.check_sqnr_db is not None else p.sqnr_db

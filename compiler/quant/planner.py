@@ -46,6 +46,9 @@ def _plan_one(lay: Layer, st: "LayerStats | None", cfg: QuantConfig,
     if lay.kind == "embedding":
         if not cfg.embeddings:
             return LayerPlan(lay, reason="embeddings kept float (embeddings=False)")
+        if lay.weight.size < cfg.min_weight_elements:
+            return LayerPlan(lay, reason=f"too small to pay: {lay.weight.size} weights "
+                                         f"(min_weight_elements={cfg.min_weight_elements})")
         qt = nx.quantize_absmax(lay.weight, bits=8, axis=0)
         return LayerPlan(lay, "embedding-int8", qt, sqnr_db=sqnr(lay.weight, qt.dequantize()),
                          detail="int8 per row (absmax)")

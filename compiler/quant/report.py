@@ -30,8 +30,8 @@ def format_quantization(rep: dict[str, Any], verbose: bool = False, max_rows: in
     tot = (f"  {s.get('quantized', 0)} of {s.get('layers', 0)} layers quantized; weights "
            f"{_bytes(s.get('weight_bytes_before', 0))} -> {_bytes(s.get('weight_bytes_after', 0))}"
            f" ({s.get('weight_ratio')}x)")
-    if s.get("linear_bits_per_weight") is not None:
-        tot += f"; linears {s['linear_bits_per_weight']} bits/weight"
+    if s.get("quantized_linear_bits_per_weight") is not None:
+        tot += f"; quantized linears {s['quantized_linear_bits_per_weight']} bits/weight"
     lines.append(tot)
     mp = rep.get("mixed_precision")
     if mp:

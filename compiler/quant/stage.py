@@ -161,10 +161,24 @@ def layer_times(model: Any, lay: Layer, p: LayerPlan) -> tuple[float, float]:
     from graphopt.passes.quantize import dequantized_weight, quantized_activation
 
     t = lay.x.type
-    assert isinstance(t, TensorType)
+    assert isinstance(t, TensorType) and t.shape is not None
     x = input_node("x", t)
     flt = Graph([x], [op("matmul", x.out, constant(ConstData(lay.weight)))])
     xq: Value = x.out
+    if p.form == "llm-int8":  # the split form: float outlier columns + per-token int8 rest
+        assert p.outliers is not None and p.outlier_weight is not None
+        ax = len(t.shape) - 1
+        rest = np.setdiff1d(np.arange(lay.shape[0]), p.outliers).astype(np.int64)
+        xr = op("gather", xq, constant(ConstData(rest)), axis=ax)
+        rest_plan = LayerPlan(lay, "w8a8-per-token", p.rest_weight)
+        y = op("matmul", quantized_activation(xr, rest_plan, "w8a8-per-token"),
+               dequantized_weight(rest_plan))
+        if p.outliers.size:
+            xo = op("gather", xq, constant(ConstData(np.asarray(p.outliers, np.int64))),
+                    axis=ax)
+            y = op("add", op("matmul", xo, constant(ConstData(p.outlier_weight))), y)
+        qg = QuantLowering().run(Graph([x], [y])).graph
+        return model(flt), model(qg)
     if p.smooth is not None:
         xq = op("mul", xq, constant(ConstData((1.0 / p.smooth).astype(np.float32))))
     if p.form.startswith("w8a8"):

@@ -177,3 +177,14 @@ def test_f16_model_weight_only() -> None:
         assert dq and all(n.out_types[0].dtype.value == "f16" for n in dq)
     with pytest.raises(QuantError, match="f32 only"):
         graphopt.optimize(model, quantize=_cfg("int8"), budget=0)
+
+
+def test_llm_int8_with_outliers_through_the_cost_model() -> None:
+    # outlier columns exist (a gain of 20 on two channels) and the cost model prices the split
+    # form; at these sizes it keeps the layers float, and says so
+    model = embed_mlp(k=128, hidden=256, outlier_cols=2)
+    om = graphopt.optimize(model, quantize=QuantConfig("llm-int8", mixed_precision=False),
+                           calibration=calibration_ids(), budget=0)
+    rows = {r["name"]: r for r in om.report["quantization"]["layers"]}
+    fc1 = rows["fc1.weight"]
+    assert fc1["mode"] == "llm-int8" or "cost model" in fc1["left_float"], fc1

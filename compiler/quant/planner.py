@@ -45,7 +45,8 @@ def _plan_one(lay: Layer, st: "LayerStats | None", cfg: QuantConfig,
 
     if lay.kind == "embedding":
         if not cfg.embeddings:
-            return LayerPlan(lay, reason="embeddings kept float (embeddings=False)")
+            return LayerPlan(lay, reason="embeddings kept float (quantize_embeddings=False / "
+                                         "--no-quantize-embeddings)")
         if lay.weight.size < cfg.min_weight_elements:
             return LayerPlan(lay, reason=f"too small to pay: {lay.weight.size} weights "
                                          f"(min_weight_elements={cfg.min_weight_elements})")
@@ -53,7 +54,8 @@ def _plan_one(lay: Layer, st: "LayerStats | None", cfg: QuantConfig,
         return LayerPlan(lay, "embedding-int8", qt, sqnr_db=sqnr(lay.weight, qt.dequantize()),
                          detail="int8 per row (absmax)")
     if lay.lm_head and not cfg.lm_head:
-        return LayerPlan(lay, reason="LM head kept float (lm_head=True to quantize it)")
+        return LayerPlan(lay, reason="LM head kept float (quantize_lm_head=True / "
+                                     "--quantize-lm-head to quantize it)")
     if st is None:
         return LayerPlan(lay, reason="no calibration activations reached this layer")
     x = st.rows

@@ -122,8 +122,8 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
              allow_contrib_ops: bool = False, quantize: Any = None, calibration: Any = None,
              group_size: int | None = None, method: str | None = None,
              max_error: float | None = None, activations: str | None = None,
-             quantize_embeddings: bool | None = None, quantize_lm_head: bool | None = None
-             ) -> OptimizedModel:
+             quantize_embeddings: bool | None = None, quantize_lm_head: bool | None = None,
+             mixed_precision: bool | None = None) -> OptimizedModel:
     """Optimize a model for ``target`` and check the result against the original.
 
     model: an ``nn.Module`` (with ``example_inputs``), an ``.onnx`` path, an ``onnx.ModelProto``
@@ -147,6 +147,8 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
     activations: int8's run-time activation quantization, "auto" (default: per layer, per
     tensor unless per token is over 3 dB better on the calibration data), "per-tensor" or
     "per-token". quantize_embeddings (default True) / quantize_lm_head (default False).
+    mixed_precision (default True): a model that misses its budget gets its costliest layers
+    moved to finer forms until it fits (False: the miss is reported as is).
     """
     qcfg = None
     if quantize is not None:
@@ -154,10 +156,12 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
 
         qcfg = make_config(quantize, group_size=group_size, method=method, max_error=max_error,
                            activations=activations, embeddings=quantize_embeddings,
-                           lm_head=quantize_lm_head)
-    elif any(v is not None for v in (calibration, group_size, method, max_error, activations)):
-        raise GraphOptError("calibration / group_size / method / max_error / activations "
-                            "apply to quantization: pass quantize=MODE too", where="quantize")
+                           lm_head=quantize_lm_head, mixed_precision=mixed_precision)
+    elif any(v is not None for v in (calibration, group_size, method, max_error, activations,
+                                     quantize_embeddings, quantize_lm_head, mixed_precision)):
+        raise GraphOptError("calibration / group_size / method / max_error / activations / "
+                            "quantize_* / mixed_precision apply to quantization: pass "
+                            "quantize=MODE too", where="quantize")
     src = resolve_source(model, example_inputs)
     out = run(src, target, passes, check, inputs, progress, budget=budget, rules=rules,
               cost=cost, allow_contrib_ops=allow_contrib_ops, quantize=qcfg,

@@ -163,7 +163,8 @@ def _quant_args(args: argparse.Namespace) -> dict[str, Any]:
             "activations": args.activations}
     if args.quantize is None:
         given = [k for k, v in opts.items() if v is not None]
-        if given or args.quantize_lm_head or args.no_quantize_embeddings:
+        if given or args.quantize_lm_head or args.no_quantize_embeddings or \
+                args.no_mixed_precision:
             raise _Usage("--calibration / --group-size / --method / --max-error / "
                          "--activations need --quantize MODE", where="quantize")
         return {}
@@ -171,7 +172,8 @@ def _quant_args(args: argparse.Namespace) -> dict[str, Any]:
         _check_input_file(args.calibration)
     return {"quantize": args.quantize, **opts,
             "quantize_lm_head": True if args.quantize_lm_head else None,
-            "quantize_embeddings": False if args.no_quantize_embeddings else None}
+            "quantize_embeddings": False if args.no_quantize_embeddings else None,
+            "mixed_precision": False if args.no_mixed_precision else None}
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -360,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quantize the LM head too (default: kept float)")
     q.add_argument("--no-quantize-embeddings", action="store_true",
                    help="keep embedding tables float (default: int8 per row)")
+    q.add_argument("--no-mixed-precision", action="store_true",
+                   help="report a missed budget as is instead of moving the costliest layers "
+                        "to finer forms")
     o.add_argument("-v", "--verbose", action="store_true", help="more output; tracebacks")
     o.set_defaults(func=cmd_optimize)
 

@@ -88,3 +88,9 @@ def test_missed_budget_exits_1_and_writes_nothing(model_path: Path, tmp_path: Pa
     assert code == EXIT_MISMATCH
     assert "cannot be met" in capsys.readouterr().err
     assert not out.exists()
+    code = main(["optimize", str(model_path), "-o", str(out), "--quantize", "int4",
+                 "--max-error", "60", "--no-mixed-precision", "--budget", "0"])
+    assert code == EXIT_MISMATCH
+    err = capsys.readouterr().err
+    assert "worst layers" in err and "60" in err
+    assert not out.exists()

@@ -96,7 +96,7 @@ class QuantConfig:
 def make_config(mode: Any, *, group_size: int | None = None, method: str | None = None,
                 max_error: float | None = None, activations: str | None = None,
                 embeddings: bool | None = None, lm_head: bool | None = None,
-                **extra: Any) -> QuantConfig:
+                mixed_precision: bool | None = None, **extra: Any) -> QuantConfig:
     """A validated config from user arguments (``QuantError`` naming the bad one)."""
     if isinstance(mode, QuantConfig):
         return mode
@@ -128,8 +128,9 @@ def make_config(mode: Any, *, group_size: int | None = None, method: str | None 
         cfg = replace(cfg, embeddings=bool(embeddings))
     if lm_head is not None:
         cfg = replace(cfg, lm_head=bool(lm_head))
-    known = {"threshold", "alphas", "calibration_rows", "use_cost_model", "min_weight_elements",
-             "mixed_precision"}
+    if mixed_precision is not None:
+        cfg = replace(cfg, mixed_precision=bool(mixed_precision))
+    known = {"threshold", "alphas", "calibration_rows", "use_cost_model", "min_weight_elements"}
     bad = sorted(set(extra) - known)
     if bad:
         raise QuantError(f"unknown quantization option(s) {bad}", where="quantize")

@@ -188,3 +188,16 @@ def test_llm_int8_with_outliers_through_the_cost_model() -> None:
     rows = {r["name"]: r for r in om.report["quantization"]["layers"]}
     fc1 = rows["fc1.weight"]
     assert fc1["mode"] == "llm-int8" or "cost model" in fc1["left_float"], fc1
+
+
+def test_llm_int8_splits_the_outlier_columns() -> None:
+    # LayerNorm gains of 20 on two channels: those input columns of fc1 go through a float matmul
+    om = graphopt.optimize(embed_mlp(outlier_cols=2), quantize=_cfg("llm-int8"),
+                           calibration=calibration_ids(), budget=0)
+    fc1 = {r["name"]: r for r in om.report["quantization"]["layers"]}["fc1.weight"]
+    assert fc1["mode"] == "llm-int8" and fc1["detail"].startswith("2 outlier columns"), fc1
+    split = [n for n in om.graph.nodes if n.op == "gather" and n.inputs[1].node.op == "constant"
+             and n.inputs[1].node.const.array.tolist() == [0, 1]]
+    assert split, "the outlier columns 0 and 1 are gathered for the float matmul"
+    float_mm = [n for n in om.graph.nodes if n.op == "matmul" and n.inputs[0] == split[0].out]
+    assert float_mm and float_mm[0].inputs[1].node.op == "constant"

@@ -399,14 +399,8 @@ _LARGE_EXPORT_BYTES = 1_500_000_000
 
 def run_onnx_graph(g: Graph, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     """Export ``g`` to ONNX and run it in ONNX Runtime (through a file when it is large)."""
-    return run_onnx_graph_batches(g, [feeds])[0]
-
-
-def run_onnx_graph_batches(g: Graph, batches: Sequence[Mapping[str, np.ndarray]]
-                           ) -> list[list[np.ndarray]]:
-    """``g`` exported once, one ONNX Runtime session, run on every batch."""
     with onnx_graph_session(g) as sess:
-        return [run_session(sess, f) for f in batches]
+        return run_session(sess, feeds)
 
 
 @contextlib.contextmanager
@@ -467,15 +461,13 @@ def compare_outputs(expected: Sequence[Any], actual: Sequence[Any], names: Seque
 
 
 def sqnr_db(expected: np.ndarray, actual: np.ndarray) -> float:
-    """10 log10(sum e^2 / sum (a - e)^2) over the finite positions (inf when equal)."""
+    """``quant.numerics.sqnr_db`` over the positions where both are finite."""
+    from .quant.numerics import sqnr_db as sqnr
+
     e64 = np.asarray(expected, dtype=np.float64)
     a64 = np.asarray(actual, dtype=np.float64)
     fin = np.isfinite(e64) & np.isfinite(a64)
-    noise = float(np.sum((a64[fin] - e64[fin]) ** 2))
-    sig = float(np.sum(e64[fin] ** 2))
-    if noise == 0.0:
-        return float("inf")
-    return float("-inf") if sig == 0.0 else 10.0 * float(np.log10(sig / noise))
+    return sqnr(e64[fin], a64[fin])
 
 
 def _compare_one(name: str, e: np.ndarray, a: np.ndarray, rtol: float | None,

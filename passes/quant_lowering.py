@@ -26,7 +26,7 @@ import numpy as np
 
 from graphopt.ir.node import ConstData, Node, Value, constant, op
 from graphopt.ir.types import DType, TensorType
-from graphopt.rewrite.context import MatchContext
+from graphopt.rewrite.context import MatchContext, const_array
 from graphopt.rewrite.match import Match, MatchFail, fail
 from graphopt.rewrite.passes import RewritePass
 from graphopt.rewrite.rule import Rule
@@ -37,11 +37,6 @@ _INT8 = (DType.i8, DType.u8)
 def _rank0(v: Value) -> bool:
     t = v.type
     return isinstance(t, TensorType) and t.shape == ()
-
-
-def _const_array(v: Value) -> np.ndarray | None:
-    n = v.node
-    return np.asarray(n.const.array) if n.op == "constant" and n.const.has_array else None
 
 
 def _weight_codes(v: Value) -> tuple[Node, Value, Value, Value] | MatchFail:
@@ -119,7 +114,7 @@ class MatmulIntegerRows(_MatmulLowering):
         for i in (0, 1):
             c, s = m.inputs[i], m.inputs[1 - i]
             if c.node.op == "sub" and c.node.inputs[0].node.op == "cast":
-                zv = _const_array(c.node.inputs[1])
+                zv = const_array(c.node.inputs[1])
                 qa = c.node.inputs[0].node.inputs[0]
                 if zv is not None and zv.ndim == 0:
                     found = (qa, s, zv)
@@ -141,7 +136,7 @@ class MatmulIntegerRows(_MatmulLowering):
         if isinstance(w, MatchFail):
             return w
         _, qb, sb, zb = w
-        zbv = _const_array(zb)
+        zbv = const_array(zb)
         if zbv is None or np.any(zbv != 0):
             return fail("weight zero points are not 0", zb)
         za = np.array(int(round(float(zv))), dtype=ta.dtype.to_numpy())
@@ -176,7 +171,7 @@ class GatherDequantized(Rule):
         if tq.shape is None or len(tq.shape) != 2 or _rank0(s) or \
                 int(d.attrs.get("axis", 1)) != 0 or int(d.attrs.get("block_size", 0)) != 0:
             return fail("table is not dequantized per row", d)
-        zv = _const_array(z)
+        zv = const_array(z)
         if zv is None or np.any(zv != 0):
             return fail("table zero points are not 0", z)
         return Match(roots=[n.out], data=(q, s, n.inputs[1]), detail="per-row int8 table")
@@ -208,7 +203,7 @@ class DequantizeAsScale(Rule):
         if isinstance(w, MatchFail):
             return None
         _, qb, sb, zb = w
-        zv = _const_array(zb)
+        zv = const_array(zb)
         if qb.type.dtype != DType.i8 or _rank0(sb) or zv is None or np.any(zv != 0):  # type: ignore[union-attr]
             return fail("not int8 per column with zero points 0", n)
         return Match(roots=[n.out], data=(qb, sb), detail="int8 per-channel weight")

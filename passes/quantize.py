@@ -40,9 +40,11 @@ import numpy as np
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import ConstData, Node, Value, constant, op, op_multi
 from graphopt.ir.types import DType, TensorType
+from graphopt.quant.layers import weight_const
 from graphopt.quant.nf4 import NF4Tensor, nf4_table
-from graphopt.quant.plan import TINY, LayerPlan
-from graphopt.rewrite.context import MatchContext
+from graphopt.quant.numerics import TINY
+from graphopt.quant.plan import LayerPlan
+from graphopt.rewrite.context import MatchContext, const_array
 from graphopt.rewrite.match import Match, MatchFail, fail
 from graphopt.rewrite.passes import RewritePass, Stats
 from graphopt.rewrite.rule import Rule
@@ -50,17 +52,6 @@ from graphopt.rewrite.trace import Candidate
 
 ERROR = ("the layer's output SQNR (dB) on the calibration activations, and the model's output "
          "SQNR against the mode's budget (graphopt's check)")
-
-
-def weight_const(v: Value) -> tuple[Node, bool] | None:
-    """The constant node a linear's weight is (or is the transpose of)."""
-    n = v.node
-    if n.op == "constant":
-        return n, False
-    if n.op == "transpose" and tuple(n.attrs.get("perm") or ()) == (1, 0) and \
-            n.inputs[0].node.op == "constant":
-        return n.inputs[0].node, True
-    return None
 
 
 def plan_key(const: ConstData, kind: str) -> tuple[int, str]:
@@ -259,52 +250,51 @@ class Smoothing(RewritePass):
         super().__init__(rules=[SmoothLinears()], options={"smooth": dict(smooth or {})})
 
 
-class FoldScaleIntoNorm(RewritePass):
-    """Fold the smoothing divisor into the norm before it where the norm has no other reader."""
-
-    name = "smoothing_fold"
-    rules: Sequence[Any] = ()
-
-    def __init__(self) -> None:
-        super().__init__(rules=[ScaleIntoNorm()])
-
-
 class ScaleIntoNorm(Rule):
     """mul(layer_norm(x, g, b), c) -> layer_norm(x, g * c, b * c) (rms_norm: g * c), for a
     constant per-channel c and a norm read only by this mul."""
 
     name = "smoothing.scale_into_norm"
     kind = "canonical"
+    place = "scaled_norm"
+    place_title = "norms scaled per channel (smoothing divisors)"
     anchors = frozenset({"mul"})
     pass_name = "smoothing_fold"
 
     def match(self, n: Node, ctx: MatchContext) -> Match | MatchFail | None:
         for i in (0, 1):
-            norm, c = n.inputs[i].node, n.inputs[1 - i].node
-            if norm.op in ("layer_norm", "rms_norm") and c.op == "constant":
+            norm, cv = n.inputs[i].node, const_array(n.inputs[1 - i])
+            if norm.op in ("layer_norm", "rms_norm") and cv is not None:
                 break
         else:
             return None
         if len(ctx.users_of(norm)) != 1:
-            return None
-        cv = np.asarray(c.const.array)
+            return fail("the norm has other readers (they need it unscaled)", norm)
         t = norm.out_types[0]
         assert isinstance(t, TensorType) and t.shape is not None
         width = t.shape[-1]
-        if cv.ndim != 1 or cv.shape[0] != width or len(norm.inputs) < 2:
-            return None
+        if cv.ndim != 1 or cv.shape[0] != width:
+            return fail(f"the scale is not one value per channel ({width})", n)
+        if len(norm.inputs) < 2:
+            return fail("the norm has no gain to fold the scale into", norm)
         if int(norm.attrs.get("axis", -1)) not in (-1, len(t.shape) - 1):
-            return None
-        params = [np.asarray(v.node.const.array) if v.node.op == "constant" else None
-                  for v in norm.inputs[1:]]
+            return fail("the norm does not run over the last axis alone", norm)
+        params = [const_array(v) for v in norm.inputs[1:]]
         if any(p is None or p.shape != (width,) for p in params):
-            return None
+            return fail("the norm's gain / bias are not constant vectors", norm)
         return Match(roots=[n.out], data=(norm, cv, params))
 
     def build(self, m: Match) -> Value:
         norm, cv, params = m.data
         new = [_const((p * cv).astype(p.dtype)) for p in params]
         return op(norm.op, m.tr(norm.inputs[0]), *new, **dict(norm.attrs))
+
+
+class FoldScaleIntoNorm(RewritePass):
+    """Fold the smoothing divisor into the norm before it where the norm has no other reader."""
+
+    name = "smoothing_fold"
+    rules = (ScaleIntoNorm(),)
 
 
 # ---- LLM.int8: the column split (exact) ---------------------------------------------------------

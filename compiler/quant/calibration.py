@@ -35,10 +35,6 @@ class LayerStats:
     col_absmax: np.ndarray  # [K] over every calibration row
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def rows_all_absmax(self) -> np.ndarray:
-        return self.col_absmax
-
 
 def load_batches(g: Graph, calibration: Any, cfg: QuantConfig, where: str = "calibration"
                  ) -> tuple[list[dict[str, np.ndarray]], str]:

@@ -47,15 +47,17 @@ class Layer:
         return f"{what} {self.name} [{k}x{n}]"
 
 
-def _const_weight(v: Value) -> tuple[np.ndarray, Node, bool] | None:
+def weight_const(v: Value) -> tuple[Node, bool] | None:
+    """The constant node holding a linear's weight, and whether the weight is read through a
+    transpose of it (None: the weight is not constant data)."""
     n = v.node
-    if n.op == "constant" and n.const.has_array:
-        return np.asarray(n.const.array), n, False
     if n.op == "transpose" and tuple(n.attrs.get("perm") or ()) == (1, 0):
-        src = n.inputs[0].node
-        if src.op == "constant" and src.const.has_array:
-            return np.asarray(src.const.array).T, src, True
-    return None
+        n, transposed = n.inputs[0].node, True
+    else:
+        transposed = False
+    if n.op != "constant" or not n.const.has_array:
+        return None
+    return n, transposed
 
 
 def layer_name(n: Node, weight_node: Node) -> str:
@@ -72,13 +74,17 @@ def find_layers(g: Graph) -> list[Layer]:
     out: list[Layer] = []
     for n in g.nodes:
         if n.op == "matmul":
-            w = _const_weight(n.inputs[1])
-            if w is None or w[0].ndim != 2 or w[0].dtype.kind != "f":
+            w = weight_const(n.inputs[1])
+            if w is None:
+                continue
+            arr = np.asarray(w[0].const.array)
+            arr = arr.T if w[1] else arr
+            if arr.ndim != 2 or arr.dtype.kind != "f":
                 continue
             x = n.inputs[0]
             if not isinstance(x.type, TensorType) or not x.type.dtype.is_float:
                 continue
-            out.append(Layer(layer_name(n, w[1]), "linear", n, w[0], w[1], w[2], x))
+            out.append(Layer(layer_name(n, w[0]), "linear", n, arr, w[0], w[1], x))
         elif n.op == "gather" and int(n.attrs.get("axis", 0)) == 0:
             t = n.inputs[0].node
             if t.op != "constant" or not t.const.has_array:

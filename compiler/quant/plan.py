@@ -13,12 +13,12 @@ quantization included). The rewrite rules then only build what the plan says
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
-from .config import QuantConfig
+from . import numerics as nx
 from .layers import Layer
 
 
@@ -37,7 +37,6 @@ class LayerPlan:
     check_sqnr_db: float | None = None  # ... and on the check's inputs
     reason: str = ""  # why the layer stays float
     detail: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def quantized(self) -> bool:
@@ -79,67 +78,28 @@ class LayerPlan:
         return d
 
 
-def sqnr(ref: np.ndarray, approx: np.ndarray) -> float:
-    ref64 = np.asarray(ref, dtype=np.float64)
-    err = float(np.sum((ref64 - np.asarray(approx, dtype=np.float64)) ** 2))
-    sig = float(np.sum(ref64 ** 2))
-    if err == 0.0:
-        return float("inf")
-    if sig == 0.0:
-        return float("-inf")
-    return 10.0 * float(np.log10(sig / err))
-
-
-# ---- activation quantizers (numpy twins of the IR forms passes/quantize.py builds) -------------
-
-def dynamic_u8(x: np.ndarray) -> np.ndarray:
-    """x through ONNX DynamicQuantizeLinear and back (per tensor, u8, asymmetric)."""
-    lo, hi = min(0.0, float(x.min())), max(0.0, float(x.max()))
-    s = np.float32((hi - lo) / 255.0) if hi > lo else np.float32(1.0)
-    z = np.clip(np.rint(-lo / s), 0, 255)
-    q = np.clip(np.rint(x / s) + z, 0, 255)
-    return ((q - z) * s).astype(np.float32)
-
-
-def per_token_int8(x: np.ndarray) -> np.ndarray:
-    """x quantized symmetric int8 per row (last axis) and back."""
-    s = np.maximum(np.max(np.abs(x), axis=-1, keepdims=True) / np.float32(127.0), TINY)
-    return (np.rint(x / s) * s).astype(np.float32)
-
-
-def static_int8(x: np.ndarray, scale: float) -> np.ndarray:
-    q = np.clip(np.rint(x / np.float32(scale)), -128, 127)
-    return (q * np.float32(scale)).astype(np.float32)
-
-
-TINY = np.float32(np.finfo(np.float32).tiny)
-
-
 def quantized_output(p: LayerPlan, x: np.ndarray) -> np.ndarray:
     """What the planned linear computes from float input rows x [n, K]: the numpy twin of the
     fake-quant form passes/quantize.py builds (activation quantization included)."""
     if p.form == "llm-int8":
         assert p.outliers is not None and p.outlier_weight is not None
         rest = np.setdiff1d(np.arange(x.shape[-1]), p.outliers)
-        return (per_token_int8(x[:, rest]) @ p.rest_weight.dequantize()
+        return (nx.quantize_per_token_int8(x[:, rest]).dequantize() @ p.rest_weight.dequantize()
                 + x[:, p.outliers] @ p.outlier_weight)
     xs = x if p.smooth is None else x / p.smooth[None, :]
     if p.form == "w8a8-dynamic":
-        xs = dynamic_u8(xs)
+        xs = nx.dynamic_quantize_u8(xs).dequantize()
     elif p.form == "w8a8-per-token":
-        xs = per_token_int8(xs)
-    elif p.form == "w8a8-static":
+        xs = nx.quantize_per_token_int8(xs).dequantize()
+    elif p.form == "w8a8-static":  # int8 codes stored as u8 with zero point 128, as in the IR
         assert p.act_scale is not None
-        xs = static_int8(xs, p.act_scale)
+        xs = nx.encode(xs, np.float32(p.act_scale), np.uint8(128)).dequantize()
     return xs @ p.weight.dequantize()
 
 
 def layer_sqnr(p: LayerPlan, x: np.ndarray) -> float:
     """The layer's own output SQNR on input rows x: float x @ W against ``quantized_output``."""
-    return sqnr(x @ p.layer.weight.astype(np.float32), quantized_output(p, x))
-
-
-Planner = Callable[[Layer, np.ndarray | None, QuantConfig], LayerPlan]
+    return nx.sqnr_db(x @ p.layer.weight.astype(np.float32), quantized_output(p, x))
 
 
 def summarize(plans: Sequence[LayerPlan]) -> dict[str, Any]:

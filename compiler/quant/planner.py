@@ -9,7 +9,7 @@ import numpy as np
 from .calibration import LayerStats
 from .config import NF4_BLOCK, NF4_SUPER_BLOCK, QuantConfig
 from .layers import Layer
-from .plan import LayerPlan, layer_sqnr, sqnr
+from .plan import LayerPlan, layer_sqnr
 
 # activations="auto": per-tensor activations unless per-token ones are this much better (dB)
 AUTO_MARGIN_DB = 3.0
@@ -51,7 +51,8 @@ def _plan_one(lay: Layer, st: "LayerStats | None", cfg: QuantConfig,
             return LayerPlan(lay, reason=f"too small to pay: {lay.weight.size} weights "
                                          f"(min_weight_elements={cfg.min_weight_elements})")
         qt = nx.quantize_absmax(lay.weight, bits=8, axis=0)
-        return LayerPlan(lay, "embedding-int8", qt, sqnr_db=sqnr(lay.weight, qt.dequantize()),
+        return LayerPlan(lay, "embedding-int8", qt,
+                         sqnr_db=nx.sqnr_db(lay.weight, qt.dequantize()),
                          detail="int8 per row (absmax)")
     if lay.lm_head and not cfg.lm_head:
         return LayerPlan(lay, reason="LM head kept float (quantize_lm_head=True / "
@@ -91,7 +92,7 @@ def _plan_one(lay: Layer, st: "LayerStats | None", cfg: QuantConfig,
         assert smooth is not None
         ws = w * smooth[:, None]
         qt = nx.quantize_absmax(ws, bits=8, axis=1)
-        amax = float(np.max(np.abs(st.rows_all_absmax / smooth)))
+        amax = float(np.max(np.abs(st.col_absmax / smooth)))
         scale = max(amax, 1e-12) / 127.0
         return LayerPlan(lay, "w8a8-static", qt, act_scale=scale, smooth=smooth,
                          detail=f"alpha {st.extra.get('alpha', '?')}, static activation "

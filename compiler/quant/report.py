@@ -3,12 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _bytes(n: float) -> str:
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n:.0f} B"
+from ..report import human_bytes
 
 
 def format_quantization(rep: dict[str, Any], verbose: bool = False, max_rows: int = 40) -> str:
@@ -21,14 +16,14 @@ def format_quantization(rep: dict[str, Any], verbose: bool = False, max_rows: in
     for r in shown:
         sq = "" if r.get("sqnr_db") is None else f"{r['sqnr_db']:.1f}"
         form = r["mode"] if "left_float" not in r else "float"
-        lines.append(f"  {r['name'][-40:]:<40} {form:<16} {_bytes(r['bytes_before']):>10} "
-                     f"{_bytes(r['bytes_after']):>10} {sq:>8}"
+        lines.append(f"  {r['name'][-40:]:<40} {form:<16} {human_bytes(r['bytes_before']):>10} "
+                     f"{human_bytes(r['bytes_after']):>10} {sq:>8}"
                      + (f"  ({r['left_float']})" if "left_float" in r else ""))
     if len(shown) < len(rows):
         lines.append(f"  ... {len(rows) - len(shown)} more (--verbose or the JSON report)")
     s = rep.get("summary", {})
     tot = (f"  {s.get('quantized', 0)} of {s.get('layers', 0)} layers quantized; weights "
-           f"{_bytes(s.get('weight_bytes_before', 0))} -> {_bytes(s.get('weight_bytes_after', 0))}"
+           f"{human_bytes(s.get('weight_bytes_before', 0))} -> {human_bytes(s.get('weight_bytes_after', 0))}"
            f" ({s.get('weight_ratio')}x)")
     if s.get("quantized_linear_bits_per_weight") is not None:
         tot += f"; quantized linears {s['quantized_linear_bits_per_weight']} bits/weight"

@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..ir.graph import Graph
-from ..ir.node import ConstData, Value, constant, input_node, op
+from ..ir.node import ConstData, constant, input_node, op
 from ..ir.types import TensorType
 from .config import WEIGHT_ONLY, QuantConfig, QuantError
 from .layers import Layer, find_layers
@@ -146,7 +146,7 @@ def _probe(cfg: QuantConfig, target: str) -> Callable[[Layer, LayerPlan], str | 
             return None
         if model is None:
             return None
-        t_float, t_quant = layer_times(model, lay, p)
+        t_float, t_quant = layer_times(model, lay, p, target)
         if t_quant > t_float:
             return (f"cost model ({target}): integer form {t_quant * 1e6:.1f}us vs float "
                     f"{t_float * 1e6:.1f}us")
@@ -155,34 +155,14 @@ def _probe(cfg: QuantConfig, target: str) -> Callable[[Layer, LayerPlan], str | 
     return probe
 
 
-def layer_times(model: Any, lay: Layer, p: LayerPlan) -> tuple[float, float]:
-    """(float, quantized) estimated seconds of one layer, the quantized form lowered."""
-    from graphopt.passes.quant_lowering import QuantLowering
-    from graphopt.passes.quantize import dequantized_weight, quantized_activation
-
+def layer_times(model: Any, lay: Layer, p: LayerPlan, target: str) -> tuple[float, float]:
+    """(float, quantized) estimated seconds of one layer alone: the float matmul, and what
+    ``apply_plans`` makes of it (smoothing, outlier split, fake-quant form, integer lowering)."""
     t = lay.x.type
-    assert isinstance(t, TensorType) and t.shape is not None
+    assert isinstance(t, TensorType)
     x = input_node("x", t)
     flt = Graph([x], [op("matmul", x.out, constant(ConstData(lay.weight)))])
-    xq: Value = x.out
-    if p.form == "llm-int8":  # the split form: float outlier columns + per-token int8 rest
-        assert p.outliers is not None and p.outlier_weight is not None
-        ax = len(t.shape) - 1
-        rest = np.setdiff1d(np.arange(lay.shape[0]), p.outliers).astype(np.int64)
-        xr = op("gather", xq, constant(ConstData(rest)), axis=ax)
-        rest_plan = LayerPlan(lay, "w8a8-per-token", p.rest_weight)
-        y = op("matmul", quantized_activation(xr, rest_plan, "w8a8-per-token"),
-               dequantized_weight(rest_plan))
-        if p.outliers.size:
-            xo = op("gather", xq, constant(ConstData(np.asarray(p.outliers, np.int64))),
-                    axis=ax)
-            y = op("add", op("matmul", xo, constant(ConstData(p.outlier_weight))), y)
-        qg = QuantLowering().run(Graph([x], [y])).graph
-        return model(flt), model(qg)
-    if p.smooth is not None:
-        xq = op("mul", xq, constant(ConstData((1.0 / p.smooth).astype(np.float32))))
-    if p.form.startswith("w8a8"):
-        xq = quantized_activation(xq, p, p.form)
-    qg = Graph([x], [op("matmul", xq, dequantized_weight(p))])
-    qg = QuantLowering().run(qg).graph
-    return model(flt), model(qg)
+    w = lay.weight_node.out
+    layer = Graph([x], [op("matmul", x.out, op("transpose", w, perm=(1, 0))
+                                       if lay.transposed else w)])
+    return model(flt), model(apply_plans(layer, [p], target).graph)

@@ -36,13 +36,6 @@ def quantize_step(g: Graph, cfg: QuantConfig, target: str = "cpu", calibration: 
     say(f"planning {len(layers)} layers ({cfg.describe()})")
     plans = plan_layers(layers, stats, cfg, cost=_probe(cfg, target),
                         progress=lambda msg: say(f"planning {msg}"))
-    if check_feeds is not None:
-        say("measuring layers on the check inputs")
-        on_check = collect(g, [p.layer for p in plans if p.quantized], [check_feeds], cfg)
-        for p in plans:
-            st = on_check.get(id(p.layer.node))
-            if p.quantized and st is not None and p.layer.kind == "linear":
-                p.check_sqnr_db = layer_sqnr(p, st.rows)
     if not any(p.quantized for p in plans):
         why = "; ".join(sorted({p.reason for p in plans}))
         raise QuantError(f"nothing to quantize: every layer stays float ({why})",
@@ -63,6 +56,17 @@ def quantize_step(g: Graph, cfg: QuantConfig, target: str = "cpu", calibration: 
                 f"quantized ({cfg.mode}: {mixed['before']['sqnr_db']} dB with every planned "
                 f"layer; mixed precision moved all {len(mixed['promoted'])} to float); lower "
                 f"the budget with max_error / --max-error", where=f"graph {g.name}")
+    # each quantized linear's own SQNR, measured after mixed precision settled its form: on the
+    # calibration rows (a promoted layer's new form too) and on the check's inputs
+    check_rows = collect(g, [p.layer for p in plans if p.quantized], [check_feeds], cfg) \
+        if check_feeds is not None else {}
+    for p in plans:
+        if not (p.quantized and p.layer.kind == "linear"):
+            continue
+        if p.sqnr_db is None and id(p.layer.node) in stats:
+            p.sqnr_db = layer_sqnr(p, stats[id(p.layer.node)].rows)
+        if id(p.layer.node) in check_rows:
+            p.check_sqnr_db = layer_sqnr(p, check_rows[id(p.layer.node)].rows)
     out = res.graph
     report = {"mode": cfg.mode, "config": _config_dict(cfg), "calibration": source,
               "min_sqnr_db": cfg.min_sqnr_db,

@@ -201,3 +201,14 @@ def test_llm_int8_splits_the_outlier_columns() -> None:
     assert split, "the outlier columns 0 and 1 are gathered for the float matmul"
     float_mm = [n for n in om.graph.nodes if n.op == "matmul" and n.inputs[0] == split[0].out]
     assert float_mm and float_mm[0].inputs[1].node.op == "constant"
+
+
+def test_promoted_layers_report_their_new_sqnr() -> None:
+    om = graphopt.optimize(embed_mlp(k=128, hidden=256), quantize=_cfg("int4", max_error_db=32.0),
+                           calibration=calibration_ids(), budget=0)
+    q = om.report["quantization"]
+    rows = {r["name"]: r for r in q["layers"]}
+    still = [rows[p["name"]] for p in q["mixed_precision"]["promoted"]
+             if "left_float" not in rows[p["name"]]]
+    assert still, q["mixed_precision"]
+    assert all(r["sqnr_db"] is not None and r["calibration_sqnr_db"] is not None for r in still)

@@ -391,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also consider ONNX Runtime com.microsoft ops, as optimize would")
     e.add_argument("--budget", type=float, default=0.0, metavar="SECONDS",
                    help="also run the search this long and report it (default: 0, off)")
+    e.add_argument("--quantize", metavar="MODE", default=None,
+                   help="also plan this quantization and list every layer it looked at")
+    e.add_argument("--calibration", default=None, metavar="X.npz",
+                   help="with --quantize: input batches to calibrate on")
     e.add_argument("--json", action="store_true", help="print JSON")
     e.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     e.set_defaults(func=cmd_explain)
@@ -406,8 +410,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from .explanation import explain_model
 
     _check_input_file(args.input)
+    if args.calibration is not None:
+        if args.quantize is None:
+            raise _Usage("--calibration needs --quantize MODE", where="quantize")
+        _check_input_file(args.calibration)
     ex = explain_model(args.input, target=args.target,
-                       allow_contrib_ops=args.allow_contrib_ops, budget=args.budget)
+                       allow_contrib_ops=args.allow_contrib_ops, budget=args.budget,
+                       quantize=args.quantize, calibration=args.calibration)
     print(json.dumps(ex.to_dict(), indent=2) if args.json else ex.text())
     return EXIT_OK
 

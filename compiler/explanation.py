@@ -50,13 +50,20 @@ class Explanation:
 
 
 def explain_model(model: Any, example_inputs: Any = None, target: str = "cpu",
-                  allow_contrib_ops: bool = False, budget: float = 0.0) -> Explanation:
+                  allow_contrib_ops: bool = False, budget: float = 0.0, quantize: Any = None,
+                  calibration: Any = None) -> Explanation:
     """Explain ``model`` (an .onnx path, ModelProto, nn.Module with example inputs, or Graph):
-    run ``optimize()``'s steps without the check (search only with a ``budget`` in seconds)
-    and return every candidate the rules reported."""
+    run ``optimize()``'s steps without the check (search only with a ``budget`` in seconds;
+    quantization only with ``quantize=MODE``, then without mixed precision, which needs the
+    check) and return every candidate the rules reported."""
     from .pipeline import resolve_source, run
 
+    qcfg = None
+    if quantize is not None:
+        from .quant.config import make_config
+
+        qcfg = make_config(quantize)
     src = resolve_source(model, example_inputs)
     out = run(src, target=target, check=False, budget=budget,
-              allow_contrib_ops=allow_contrib_ops)
+              allow_contrib_ops=allow_contrib_ops, quantize=qcfg, calibration=calibration)
     return Explanation(src.label, out.report["target"], out.candidates, out.report.get("search"))

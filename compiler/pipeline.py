@@ -308,11 +308,12 @@ def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
 
         pre_quant = g
         feeds = check_feeds(src, original, inputs) if check else None
-        g, quant_rep = steps.run("quantize", lambda: quantize_step(
+        g, quant_rep, quant_records = steps.run("quantize", lambda: quantize_step(
             pre_quant, quantize, target, calibration,
             progress=(lambda msg: progress(f"quantize: {msg}", None)) if progress else None,
             check_feeds=feeds))
         g = raise_opset_for_fused_ops(g)
+        records += quant_records
     min_sqnr = quantize.min_sqnr_db if quantize is not None else None
     chk = steps.run("check", lambda: _checked(src, original, g, inputs, search_rep, min_sqnr,
                                               quant_rep)) if check else None

@@ -94,3 +94,16 @@ def test_missed_budget_exits_1_and_writes_nothing(model_path: Path, tmp_path: Pa
     err = capsys.readouterr().err
     assert "worst layers" in err and "60" in err
     assert not out.exists()
+
+
+def test_explain_lists_every_layer_and_why(model_path: Path, capsys: pytest.CaptureFixture[str]
+                                           ) -> None:
+    assert main(["explain", str(model_path), "--quantize", "int8"]) == EXIT_OK
+    out = capsys.readouterr().out
+    lines = {ln.split("[onnx:")[1].split(" ")[0]: ln for ln in out.splitlines()
+             if "quantizable_layer" in ln}
+    assert "rewritten by quantize.layer" in lines["embed"] and "embedding-int8" in lines["embed"]
+    # the 128x256 linears are too small for the integer form to pay on cpu: each says so
+    for name in ("fc1", "fc2"):
+        assert "NOT rewritten" in lines[name] and "left float: cost model (cpu)" in lines[name]
+    assert main(["explain", str(model_path), "--calibration", "x.npz"]) == EXIT_USAGE

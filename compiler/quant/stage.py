@@ -18,8 +18,9 @@ from .plan import LayerPlan, layer_sqnr, summarize
 def quantize_step(g: Graph, cfg: QuantConfig, target: str = "cpu", calibration: Any = None,
                   progress: Callable[[str], None] | None = None,
                   check_feeds: "dict[str, np.ndarray] | None" = None
-                  ) -> tuple[Graph, dict[str, Any]]:
-    """``check_feeds``: the inputs the numeric check will run on; each layer's own output SQNR
+                  ) -> tuple[Graph, dict[str, Any], list[Any]]:
+    """Returns the quantized graph, the report section and the rewrite passes' records (their
+    candidates: every layer quantized, or why not). ``check_feeds``: the inputs the numeric check will run on; each layer's own output SQNR
     is measured on them too (the report's ``sqnr_db``; ``calibration_sqnr_db`` beside it)."""
     from .calibration import collect, load_batches
     from .planner import plan_layers
@@ -70,11 +71,10 @@ def quantize_step(g: Graph, cfg: QuantConfig, target: str = "cpu", calibration: 
     out = res.graph
     report = {"mode": cfg.mode, "config": _config_dict(cfg), "calibration": source,
               "min_sqnr_db": cfg.min_sqnr_db,
-              "layers": [p.to_dict() for p in plans], "summary": summarize(plans),
-              "passes": [r.to_dict() for r in res.records]}
+              "layers": [p.to_dict() for p in plans], "summary": summarize(plans)}
     if mixed is not None:
         report["mixed_precision"] = mixed
-    return out, report
+    return out, report, list(res.records)
 
 
 def apply_plans(g: Graph, plans: Sequence[LayerPlan], target: str) -> Any:

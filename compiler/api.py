@@ -22,11 +22,12 @@ class OptimizedModel:
     """
 
     def __init__(self, graph: Graph, report: dict[str, Any], source: Source,
-                 original: Graph) -> None:
+                 original: Graph, kv: Any = None) -> None:
         self.graph = graph
         self.report = report
         self.source = source
         self.original = original
+        self.kv = kv  # graphopt.kv.stage.KVResult when optimized with kv_cache
         self._session: Any = None
         self._torch: Any = None
 
@@ -123,7 +124,8 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
              group_size: int | None = None, method: str | None = None,
              max_error: float | None = None, activations: str | None = None,
              quantize_embeddings: bool | None = None, quantize_lm_head: bool | None = None,
-             mixed_precision: bool | None = None) -> OptimizedModel:
+             mixed_precision: bool | None = None, kv_cache: Any = False,
+             cache: str | None = None, max_length: int | None = None) -> OptimizedModel:
     """Optimize a model for ``target`` and check the result against the original.
 
     model: an ``nn.Module`` (with ``example_inputs``), an ``.onnx`` path, an ``onnx.ModelProto``
@@ -149,7 +151,18 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
     "per-token". quantize_embeddings (default True) / quantize_lm_head (default False).
     mixed_precision (default True): a model that misses its budget gets its costliest layers
     moved to finer forms until it fits (False: the miss is reported as is).
+
+    kv_cache: derive the cached form of a decoder (inputs input_ids and attention_mask, output
+    logits; docs/kv_cache.md): a decode graph over past keys / values, proven legal by the
+    sequence-axis analysis and checked against the original; then ``om.generate(ids,
+    max_new_tokens)`` generates greedily and ``om.save(DIR)`` writes a decoder-with-past folder
+    for onnxruntime-genai. cache: "dynamic" (default) or "window" (rolling buffer of the
+    model's sliding window). max_length: the longest prompt + generation (default 2048, at
+    most the model's position table).
     """
+    from .kv.stage import make_options
+
+    kv_opts = make_options(kv_cache, cache, max_length)
     qcfg = None
     if quantize is not None:
         from .quant.config import make_config
@@ -165,8 +178,8 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
     src = resolve_source(model, example_inputs)
     out = run(src, target, passes, check, inputs, progress, budget=budget, rules=rules,
               cost=cost, allow_contrib_ops=allow_contrib_ops, quantize=qcfg,
-              calibration=calibration)
-    return OptimizedModel(out.graph, out.report, out.source, out.original)
+              calibration=calibration, kv_cache=kv_opts)
+    return OptimizedModel(out.graph, out.report, out.source, out.original, out.kv)
 
 
 def load(model: Any, example_inputs: Any = None) -> Graph:

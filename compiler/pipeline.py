@@ -64,8 +64,9 @@ def resolve_source(model: Any, example_inputs: Any = None) -> Source:
                         f"example_inputs, an .onnx path, an onnx.ModelProto or a Graph")
 
 
-def lift(src: Source) -> Graph:
-    """Frontend: the source as an IR graph."""
+def lift(src: Source, dynamic: bool = False) -> Graph:
+    """Frontend: the source as an IR graph. dynamic: a torch module is exported with symbolic
+    batch and sequence dims (the KV-cache rewrite needs the sequence axis)."""
     if src.kind == "graph":
         return src.model
     if src.kind == "onnx":
@@ -74,7 +75,7 @@ def lift(src: Source) -> Graph:
         return onnx_frontend.load(src.model)
     from .frontends import fx
 
-    return fx.from_module(src.model, src.example_inputs)
+    return fx.from_module(src.model, src.example_inputs, dynamic=dynamic)
 
 
 def default_passes() -> list[Pass]:
@@ -193,6 +194,7 @@ class PipelineOutput:
     report: dict[str, Any]
     source: Source
     candidates: list[Any]  # every place a rule looked at (rewrite.trace.Candidate), in order
+    kv: Any = None  # graphopt.kv.stage.KVResult with kv_cache
 
 
 def check_against(src: Source, original: Graph, g: Graph, inputs: Any,
@@ -274,13 +276,13 @@ def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
         check: bool = True, inputs: Any = None, progress: Progress | None = None,
         budget: Any = None, rules: Sequence[Any] | None = None, cost: str = "analytic",
         allow_contrib_ops: bool = False, quantize: Any = None,
-        calibration: Any = None) -> PipelineOutput:
+        calibration: Any = None, kv_cache: Any = None) -> PipelineOutput:
     from .ir.verify import verify
     from .report import build_report
 
     target = check_target(target)
     steps = Steps(progress)
-    original = steps.run("load", lambda: lift(src))
+    original = steps.run("load", lambda: lift(src, dynamic=kv_cache is not None))
     steps.run("verify", lambda: verify(original))
     pipe = Pipeline(resolve_passes(passes), name="simplify", fixed_point=True,
                     progress=(lambda p, it: progress(f"simplify: {p} (round {it})", None))
@@ -321,6 +323,15 @@ def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
                           passes=[r.to_dict() for r in records], steps=steps.times,
                           check=chk.to_dict() if chk is not None else None)
     report["search"] = search_rep
+    kv = None
+    if kv_cache is not None:
+        from .kv.stage import kv_step
+
+        kv = steps.run("kv_cache", lambda: kv_step(
+            g, original, kv_cache, check,
+            progress=(lambda msg: progress(f"kv_cache: {msg}", None)) if progress else None))
+        report["kv_cache"] = kv.report
+        report["steps"] = {k: round(v, 6) for k, v in steps.times.items()}
     if quant_rep is not None:
         if chk is not None:
             quant_rep["check"] = [{"output": o.name, "sqnr_db": o.sqnr_db} for o in chk.outputs]
@@ -329,7 +340,7 @@ def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
     for r in records:
         last[r.name] = max(last.get(r.name, 0), r.iteration)
     cands = [c for r in records if r.iteration == last[r.name] for c in r.candidates]
-    return PipelineOutput(g, original, report, src, cands)
+    return PipelineOutput(g, original, report, src, cands, kv)
 
 
 def _checked(src: Source, original: Graph, g: Graph, inputs: Any,

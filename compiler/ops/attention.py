@@ -84,6 +84,14 @@ class Attention(OpDef):
     triton_kernel = "attention"
     onnx_min_opset = 23
 
+    def mixed_axes(self, in_types: tuple[ValueType, ...], attrs: Attrs
+                   ) -> tuple[tuple[int, int], ...]:
+        """Keys and values along their sequence axis, the mask along its key axis."""
+        out = [(1, 2), (2, 2)]
+        if len(in_types) == 4 and isinstance(in_types[3], TensorType) and in_types[3].shape:
+            out.append((3, len(in_types[3].shape) - 1))
+        return tuple(out)
+
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:
         if set(attrs) - set(self.attr_names):
             return attrs  # infer names the unknown attribute

@@ -56,6 +56,13 @@ class MatMul(OpDef):
     matrix_unit = True
     triton_kernel = "matmul"
 
+    def mixed_axes(self, in_types: tuple[ValueType, ...], attrs: Attrs
+                   ) -> tuple[tuple[int, int], ...]:
+        """The contraction axis of both operands (numpy matmul shapes)."""
+        ra, rb = (len(t.shape) if isinstance(t, TensorType) and t.shape is not None else 2
+                  for t in in_types[:2])
+        return ((0, ra - 1), (1, 0 if rb == 1 else rb - 2))
+
     def infer(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> tuple[ValueType, ...]:
         check_attrs(self.name, attrs, self.attr_names)
         a, b = tensor_types(self.name, in_types)

@@ -206,6 +206,13 @@ class Conv(OpDef):
             "aten.conv3d.default", "aten.conv1d.padding", "aten.conv2d.padding",
             "aten.conv3d.padding")
 
+    def mixed_axes(self, in_types: tuple[ValueType, ...], attrs: Attrs
+                   ) -> tuple[tuple[int, int], ...]:
+        """The spatial axes of x (the window slides along them)."""
+        t = in_types[0]
+        rank = len(t.shape) if isinstance(t, TensorType) and t.shape is not None else 2
+        return tuple((0, a) for a in range(2, rank))
+
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:
         try:
             check_attrs(self.name, attrs, self.attr_names)
@@ -373,6 +380,8 @@ class Pool(OpDef):
     cost_class = "heavy"
     attr_names: ClassVar[tuple[str, ...]] = ("kernel", "strides", "pads", "dilations",
                                              "ceil_mode")
+
+    mixed_axes = Conv.mixed_axes  # the window slides along the spatial axes
 
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:
         try:

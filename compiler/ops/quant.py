@@ -608,6 +608,12 @@ class MatMulInteger(OpDef):
     matrix_unit = True
     exact_int = True
 
+    def mixed_axes(self, in_types: tuple[ValueType, ...], attrs: Attrs
+                   ) -> tuple[tuple[int, int], ...]:
+        from .matmul import MatMul
+
+        return MatMul.mixed_axes(self, in_types, attrs)  # type: ignore[arg-type]
+
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:
         check_attrs(self.name, attrs, ())
         return attrs

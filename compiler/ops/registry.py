@@ -213,6 +213,22 @@ class OpDef:
         when a row fits on chip)."""
         raise NotImplementedError(f"{self.name}.reduced_axes")
 
+    def mixed_axes(self, in_types: tuple[ValueType, ...], attrs: "Attrs"
+                   ) -> "tuple[tuple[int, int], ...] | None":
+        """The (input index, axis) pairs along which one output element reads more than one
+        index of that input, or moves data to another index (a sum over the axis, a concat,
+        slice or pad along it, a convolution window): the KV-cache legality analysis
+        (``graphopt.kv``) refuses a model that does this along the sequence axis anywhere but
+        in causal attention. () for ops that read every input at the output's own index
+        (pointwise with broadcasting, views); None when not declared (refused as unknown)."""
+        if self.cost_class in ("source", "pointwise", "view"):
+            return ()
+        if self.cost_class == "reduction" and in_types and isinstance(in_types[0], TensorType) \
+                and in_types[0].shape is not None:
+            rank = len(in_types[0].shape)
+            return tuple((0, a % rank) for a in self.reduced_axes(rank, attrs)) if rank else ()
+        return None
+
     # ---- fingerprint -----------------------------------------------------------------------
     def fingerprint(self, xs: Sequence[np.ndarray], attrs: "Attrs") -> tuple[np.ndarray, ...]:
         """Semantics over int64 residues mod ``residues.P`` (outputs reduced mod P)."""

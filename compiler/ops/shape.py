@@ -392,6 +392,10 @@ class Transpose(OpDef):
     onnx = ("Transpose",)
     aten = ("aten.permute.default", "aten.t.default", "aten.transpose.int")
 
+    def mixed_axes(self, in_types: tuple[ValueType, ...], attrs: Attrs
+                   ) -> tuple[tuple[int, int], ...]:
+        return ()  # moves axes, not positions along one
+
     @_keeps_normalized
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:
         _, shp = _one(self.name, in_types)
@@ -467,6 +471,10 @@ class Concat(OpDef):
     min_inputs = 1
     onnx = ("Concat",)
     aten = ("aten.cat.default",)
+
+    def mixed_axes(self, in_types: tuple[ValueType, ...], attrs: Attrs
+                   ) -> tuple[tuple[int, int], ...]:
+        return tuple((i, attrs["axis"]) for i in range(len(in_types)))
 
     @_keeps_normalized
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:
@@ -554,6 +562,10 @@ class Split(OpDef):
     min_inputs = max_inputs = 1
     onnx = ("Split",)
     aten = ("aten.split_with_sizes.default", "aten.split.Tensor")
+
+    def mixed_axes(self, in_types: tuple[ValueType, ...], attrs: Attrs
+                   ) -> tuple[tuple[int, int], ...]:
+        return ((0, attrs["axis"]),)
 
     @_keeps_normalized
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:
@@ -764,6 +776,10 @@ class Slice(OpDef):
     onnx = ("Slice",)
     aten = ("aten.slice.Tensor",)
 
+    def mixed_axes(self, in_types: tuple[ValueType, ...], attrs: Attrs
+                   ) -> tuple[tuple[int, int], ...]:
+        return tuple((0, a) for a in attrs["axes"])
+
     @_keeps_normalized
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:
         check_attrs(self.name, attrs, self.attr_names)
@@ -942,6 +958,10 @@ class Gather(OpDef):
     aten = ("aten.select.int", "aten.embedding.default", "aten.index_select.default",
             "aten.index.Tensor")
 
+    def mixed_axes(self, in_types: tuple[ValueType, ...], attrs: Attrs
+                   ) -> tuple[tuple[int, int], ...]:
+        return ((0, attrs["axis"]),)  # data along the axis; indices stay row-local
+
     @_keeps_normalized
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:
         t = tensor_types(self.name, in_types)[0]
@@ -1089,6 +1109,10 @@ class Expand(OpDef):
     min_inputs = max_inputs = 1
     onnx = ("Expand",)
     aten = ("aten.expand.default",)
+
+    def mixed_axes(self, in_types: tuple[ValueType, ...], attrs: Attrs
+                   ) -> tuple[tuple[int, int], ...]:
+        return ()  # repeats size-1 dims only
 
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:
         try:
@@ -1372,6 +1396,12 @@ class Pad(OpDef):
             "aten.replication_pad1d.default", "aten.replication_pad2d.default",
             "aten.replication_pad3d.default")
 
+    def mixed_axes(self, in_types: tuple[ValueType, ...], attrs: Attrs
+                   ) -> tuple[tuple[int, int], ...]:
+        pads = attrs["pads"]
+        n = len(pads) // 2
+        return tuple((0, a) for a in range(n) if pads[a] or pads[n + a])
+
     @_keeps_normalized
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:
         check_attrs(self.name, attrs, self.attr_names)
@@ -1598,6 +1628,10 @@ class Tile(OpDef):
     min_inputs = max_inputs = 1
     onnx = ("Tile",)
     aten = ("aten.repeat.default",)
+
+    def mixed_axes(self, in_types: tuple[ValueType, ...], attrs: Attrs
+                   ) -> tuple[tuple[int, int], ...]:
+        return tuple((0, a) for a, r in enumerate(attrs["repeats"]) if r != 1)
 
     def normalize_attrs(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> Attrs:
         try:

@@ -1,0 +1,89 @@
+"""The KV-cache step of ``optimize(kv_cache=True)``: derive, export, check what is written.
+
+Runs after the numeric check of the optimized graph: the derivation starts from the graph
+graphopt would return without a cache (fused attention, rotary, norms), so the cached model
+keeps every rewrite. The decode model is exported once to ONNX bytes; those bytes are what the
+check runs, what ``OptimizedModel.generate`` runs and what ``save`` writes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import GraphOptError
+from ..ir.graph import Graph
+from .derive import Derivation, derive
+
+CACHES = ("dynamic", "window")
+
+
+@dataclass(frozen=True)
+class KVOptions:
+    """cache: "dynamic" (past + new concatenated each step) or "window" (a rolling buffer of
+    the model's sliding window, slot = position mod window). max_length: the longest sequence
+    (prompt + new tokens) the derivation is checked for and generation allows."""
+
+    cache: str = "dynamic"
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.cache not in CACHES:
+            raise GraphOptError(f"unknown cache {self.cache!r}; valid: {', '.join(CACHES)}"
+                                + (" (a static preallocated cache is not built yet)"
+                                   if self.cache == "static" else ""), where="kv_cache")
+        if self.max_length is not None and (not isinstance(self.max_length, int)
+                                            or self.max_length < 2):
+            raise GraphOptError(f"max_length must be an int >= 2, got {self.max_length!r}",
+                                where="kv_cache")
+
+
+def make_options(kv_cache: Any, cache: str | None, max_length: int | None) -> KVOptions | None:
+    if isinstance(kv_cache, KVOptions):
+        return kv_cache
+    if not kv_cache:
+        if cache is not None or max_length is not None:
+            raise GraphOptError("cache / max_length apply to the KV cache: pass kv_cache=True "
+                                "too", where="kv_cache")
+        return None
+    return KVOptions(cache or "dynamic", max_length)
+
+
+@dataclass
+class KVResult:
+    derivation: Derivation
+    options: KVOptions
+    decode_bytes: bytes                 # the decode model, as written and checked
+    ring_bytes: bytes | None = None     # the rolling-buffer decode model (cache="window")
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def kv_step(g: Graph, original: Graph, opts: KVOptions, check: bool = True,
+            progress: Callable[[str], None] | None = None) -> KVResult:
+    from ..frontends import onnx_export
+    from .check import check_derivation
+
+    d = derive(g, opts.max_length, ring=opts.cache == "window")
+    if opts.cache == "window" and d.spec.window is None:
+        raise GraphOptError("cache='window' needs a model with a sliding window; this one "
+                            "attends to all earlier tokens (use cache='dynamic')",
+                            where="kv_cache")
+    if progress:
+        progress(f"derived {d.spec.num_layers} cached layers")
+    decode = onnx_export.to_bytes(d.decode)
+    ring = onnx_export.to_bytes(d.ring) if d.ring is not None else None
+    rep: dict[str, Any] = {"cache": opts.cache, **d.summary(),
+                           "masks": _mask_summary(d)}
+    if check:
+        rep["check"] = check_derivation(original, decode, d.spec)
+        if progress:
+            progress("checked prefill + decode steps against the original")
+    return KVResult(d, opts, decode, ring, rep)
+
+
+def _mask_summary(d: Derivation) -> list[str]:
+    out = []
+    for att, f in d.masks.items():
+        w = f"window {f.window}" if f.window else "all earlier tokens"
+        pad = "padding from attention_mask" if f.padding else "no padding"
+        out.append(f"{att.where}: causal, {w}, {pad}")
+    return out

@@ -53,7 +53,9 @@ from .pattern import PNode, POut, ShapeTemplate, Term, Var, pattern_ops, root_no
 
 Check = Callable[[Match], "MatchFail | None | bool"]
 Builder = Callable[[Match], "Sequence[Value] | Value"]
-KINDS = ("fusion", "canonical", "cleanup", "search", "generated", "lowering", "quantization")
+KINDS = ("fusion", "canonical", "cleanup", "search", "generated", "lowering", "quantization",
+         "kv_cache")
+PASSLESS_KINDS = ("kv_cache",)  # rule-file kinds that name no pass (nothing to replay)
 
 
 class Rule:

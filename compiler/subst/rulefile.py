@@ -26,10 +26,13 @@ hand-written rules) use the same form in ``passes/rules/<pass>.rules``, with ``k
 after the name::
 
     rule gelu.erf_mul
-    kind: fusion                  # fusion | canonical | cleanup | search | lowering
+    kind: fusion                  # fusion | canonical | cleanup | search | lowering | kv_cache
     pass: gelu_fusion             # the pass whose rule rewrites lhs into rhs (replayed by verify)
     doc: 0.5 * x * (1 + erf(x * (1/sqrt 2)))
     lhs: ...
+
+Rules of kind ``kv_cache`` name no pass: they state the identities the KV-cache derivation
+(``graphopt.kv``, a whole-graph transform) rests on; verify proves them and replays nothing.
 
 ``verify: float`` marks a rule that holds in floating point but not over the reals (it is then
 tested numerically in its own dtypes, and ``why:`` says why no proof exists); ``exact: false``
@@ -175,7 +178,8 @@ def loads(text: str, source: str = "<rules>") -> list[SubstRule]:
             raise ParseError(f"rule {name}: {e.one_line()}", where=source) from e
         check_rule_shape(name, lhs, rhs, source)
         kind = next((v for k, v in meta if k == "kind"), "generated")
-        if kind not in ("generated", "fusion", "canonical", "cleanup", "search", "lowering"):
+        if kind not in ("generated", "fusion", "canonical", "cleanup", "search", "lowering",
+                        "kv_cache"):
             raise ParseError(f"rule {name}: unknown kind {kind!r}", where=source)
         rules.append(SubstRule(name, lhs, rhs, Path(source).stem, tuple(meta)))
         i += 1

@@ -101,8 +101,59 @@ class OptimizedModel:
         return torch_export.to_callable(self.graph)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the optimized model as ONNX (atomically; external data when large)."""
-        save(self.graph, path)
+        """Write the optimized model as ONNX (atomically; external data when large). Optimized
+        with kv_cache: ``path`` is a folder, written with the decoder-with-past ``model.onnx``
+        (the checked decode model), ``genai_config.json`` for onnxruntime-genai and
+        ``graphopt_kv.json`` (the cache spec)."""
+        if self.kv is None:
+            save(self.graph, path)
+            return
+        import onnx
+
+        from .kv.folder import write_folder
+
+        write_folder(onnx.load_from_string(self.kv.decode_bytes), self.kv.derivation.spec, path,
+                     max_length=self.kv.derivation.spec.context_length)
+
+    # ---- generation (kv_cache) -------------------------------------------------------------------
+    def generate(self, prompt_ids: Any, max_new_tokens: int = 32, attention_mask: Any = None,
+                 progress: Any = None) -> Any:
+        """Greedy generation with the cached decoder: prompt + ``max_new_tokens`` new ids
+        ([B, L + n], like transformers' ``generate``; torch in -> torch out). Prompts of
+        different lengths (a list of lists) are left-padded. Needs ``kv_cache=True``."""
+        if self.kv is None:
+            raise GraphOptError("generate needs a model optimized with kv_cache=True",
+                                where="generate")
+        from .kv.generate import generate
+
+        as_torch = _is_torch(prompt_ids)
+        ids = prompt_ids.detach().cpu().numpy() if as_torch else prompt_ids
+        mask = attention_mask.detach().cpu().numpy() if _is_torch(attention_mask) \
+            else attention_mask
+        spec = self.kv.derivation.spec
+        if self.kv.options.cache == "window":
+            out = generate(self._kv_session("ring"), spec, ids, mask, max_new_tokens,
+                           cache="window", window=spec.window, progress=progress,
+                           prefill_session=self._kv_session("decode"))
+        else:
+            out = generate(self._kv_session("decode"), spec, ids, mask, max_new_tokens,
+                           progress=progress)
+        if as_torch:
+            import torch
+
+            return torch.from_numpy(out)
+        return out
+
+    def _kv_session(self, which: str) -> Any:
+        cache = self.__dict__.setdefault("_kv_sessions", {})
+        if which not in cache:
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()  # ONNX Runtime's graph optimizations on: generation speed
+            so.log_severity_level = 3
+            data = self.kv.decode_bytes if which == "decode" else self.kv.ring_bytes
+            cache[which] = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+        return cache[which]
 
     def explain(self) -> str:
         return explain(self)

@@ -5,6 +5,8 @@
                        [--max-error DB]]
     graphopt inspect IN.onnx [--json]
     graphopt check A.onnx B.onnx [--inputs X.npz]
+    graphopt optimize DECODER.onnx -o OUT_DIR --kv-cache [--max-length N] [--cache dynamic|window]
+    graphopt generate OUT_DIR --prompt-ids 1,2,3 --max-new-tokens 64   (graphopt.kv.cli)
     graphopt rules ...                       (the substitution library; graphopt.subst.cli)
     graphopt codegen MODEL [--target a100] [--dump DIR]   (Triton kernels; graphopt.codegen.cli)
 
@@ -116,7 +118,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
     target = args.target or detect_target()
     _check_input_file(args.input)
-    out_dir = os.path.dirname(os.path.abspath(args.output))
+    kv = _kv_args(args)
+    out_dir = os.path.dirname(os.path.abspath(args.output.rstrip("/\\") or args.output))
     if not os.path.isdir(out_dir):
         raise _Usage("output directory does not exist", where=out_dir)
     progress = ProgressPrinter(sys.stderr, args.verbose)
@@ -124,15 +127,16 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         om = optimize(args.input, target=target, passes=args.passes, check=not args.no_check,
                       inputs=args.inputs, progress=progress, budget=args.budget,
                       cost=args.cost, allow_contrib_ops=args.allow_contrib_ops,
-                      **_quant_args(args))
+                      **_quant_args(args), **kv)
         progress("write", None)
         t0 = time.perf_counter()
         om.save(args.output)
         progress("write", time.perf_counter() - t0)
     finally:
         progress.close()  # a failed step must not leave the live line ticking over the error
-    before, after = _onnx_op_counts(args.input), _onnx_op_counts(args.output)
-    extra = [("size", human_bytes(_file_size(args.input)), human_bytes(_file_size(args.output)))]
+    written = os.path.join(args.output, "model.onnx") if kv else args.output
+    before, after = _onnx_op_counts(args.input), _onnx_op_counts(written)
+    extra = [("size", human_bytes(_file_size(args.input)), human_bytes(_file_size(written)))]
     print(comparison_table(before, after, extra, title="op (ONNX)"))
     if args.verbose:
         print(format_report(om.report))
@@ -149,10 +153,26 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         from .quant.report import format_quantization
 
         print(format_quantization(om.report["quantization"], verbose=args.verbose))
+    if om.report.get("kv_cache"):
+        from .kv.report import format_kv
+
+        print(format_kv(om.report["kv_cache"], verbose=args.verbose))
     if args.report:
         write_json_atomic(om.report, args.report)
     print(f"wrote {args.output} (target {om.target})")
     return EXIT_OK
+
+
+def _kv_args(args: argparse.Namespace) -> dict[str, Any]:
+    """optimize()'s KV-cache arguments (none without --kv-cache)."""
+    if not args.kv_cache:
+        if args.max_length is not None or args.cache is not None:
+            raise _Usage("--max-length / --cache need --kv-cache", where="kv_cache")
+        return {}
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise _Usage("with --kv-cache the output is a folder, and a file of that name exists",
+                     where=args.output)
+    return {"kv_cache": True, "max_length": args.max_length, "cache": args.cache}
 
 
 def _quant_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -343,6 +363,16 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--allow-contrib-ops", action="store_true",
                    help="cpu: lower attention to ONNX Runtime's com.microsoft ops where faster "
                         "(the output then runs in ONNX Runtime only)")
+    k = o.add_argument_group("KV cache (docs/kv_cache.md)")
+    k.add_argument("--kv-cache", action="store_true",
+                   help="derive the decoder-with-past of a decoder and write it as a folder "
+                        "(-o OUT_DIR: model.onnx + genai_config.json) for generation loops")
+    k.add_argument("--max-length", type=int, default=None, metavar="N",
+                   help="with --kv-cache: longest prompt + generation (default 2048, at most "
+                        "the model's position table)")
+    k.add_argument("--cache", choices=("dynamic", "window"), default=None,
+                   help="with --kv-cache: past + new concatenated each step (default), or a "
+                        "rolling buffer of the model's sliding window")
     q = o.add_argument_group("quantization (docs/quantization.md)")
     q.add_argument("--quantize", metavar="MODE", default=None,
                    help="int8 | int8-weight | int4 | nf4 | smoothquant | llm-int8")
@@ -395,11 +425,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also plan this quantization and list every layer it looked at")
     e.add_argument("--calibration", default=None, metavar="X.npz",
                    help="with --quantize: input batches to calibrate on")
+    e.add_argument("--kv-cache", action="store_true",
+                   help="also derive the KV cache: each attention's mask, the cache layout and "
+                        "the positions that become position_ids, or every refusal")
+    e.add_argument("--max-length", type=int, default=None, metavar="N",
+                   help="with --kv-cache: longest sequence the masks are measured for")
     e.add_argument("--json", action="store_true", help="print JSON")
     e.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     e.set_defaults(func=cmd_explain)
 
     _add_rules(sub)
+    from .kv.cli import add_parser as add_generate
+
+    add_generate(sub)
     from graphopt.codegen.cli import add_parser as add_codegen
 
     add_codegen(sub)
@@ -414,9 +452,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if args.quantize is None:
             raise _Usage("--calibration needs --quantize MODE", where="quantize")
         _check_input_file(args.calibration)
+    if args.max_length is not None and not args.kv_cache:
+        raise _Usage("--max-length needs --kv-cache", where="kv_cache")
     ex = explain_model(args.input, target=args.target,
                        allow_contrib_ops=args.allow_contrib_ops, budget=args.budget,
-                       quantize=args.quantize, calibration=args.calibration)
+                       quantize=args.quantize, calibration=args.calibration,
+                       kv_cache=args.kv_cache, max_length=args.max_length)
     print(json.dumps(ex.to_dict(), indent=2) if args.json else ex.text())
     return EXIT_OK
 

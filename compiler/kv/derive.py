@@ -407,7 +407,7 @@ class _Builder:
             raise KVCacheError(f"the token stream reads {t}, computed from the sequence length "
                                f"or mask, which the decode graph cannot rebuild",
                                where=v.node.where)
-        if self._is_position_root(v):
+        if len(t.shape) == 2 and self._is_position_root(v):
             self.notes.append(f"{v.node.where}: arange(S) positions -> position_ids")
             return _cast(self.pos.out, t.dtype)
         if not self.info.seq_axes(v):
@@ -418,6 +418,12 @@ class _Builder:
                                    where=v.node.where)
             return constant(x)
         n = v.node
+        if n.op == "unsqueeze" and 0 in n.attrs["axes"] and self._is_position_root(n.inputs[0]):
+            # arange(S)[None, ...]: the leading axis becomes position_ids' batch axis
+            self.notes.append(f"{n.where}: arange(S) positions -> position_ids")
+            rest = tuple(a for a in n.attrs["axes"] if a != 0)
+            pos = _cast(self.pos.out, t.dtype)
+            return op("unsqueeze", pos, axes=rest) if rest else pos
         if n.op in ("opaque", "input"):
             raise KVCacheError(f"the token stream reads {t} from {n.where}, a per-position value "
                                f"graphopt cannot compute for new tokens (no arange(S) position "
@@ -428,8 +434,8 @@ class _Builder:
     def _is_position_root(self, v: Value) -> bool:
         t = v.type
         assert isinstance(t, TensorType) and t.shape is not None
-        if not t.dtype.is_int or len(t.shape) != 2 or not self.info.has_seq(t.shape[1]) or \
-                t.shape[1] != self.info.seq or t.shape[0] not in (1, self.info.batch):
+        if not t.dtype.is_int or t.shape[-1:] != (self.info.seq,) or len(t.shape) > 2 or \
+                (len(t.shape) == 2 and t.shape[0] not in (1, self.info.batch)):
             return False
         key = (id(v.node), v.index)
         if key not in self.roots:

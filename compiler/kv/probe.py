@@ -147,13 +147,28 @@ def _facts(keep: np.ndarray, amask: np.ndarray, n: int) -> "MaskFacts | str":
 
 
 def is_arange(p: Prober, v: Value, lengths: Sequence[int] = (5, 9)) -> bool:
-    """v is arange(S) broadcast over leading size-1 / batch axes, at every length measured."""
+    """v is the positions of the tokens at every length measured: arange(S) (broadcast over
+    leading size-1 / batch axes) without padding; with padding, on the real tokens, either
+    still arange(S) (positions that ignore the mask) or cumsum(attention_mask) - 1 (positions
+    that skip the padding, the contract's position_ids)."""
     for n in lengths:
-        (x,) = p.run([v], p.feeds(n, False))
-        if x.ndim == 0 or x.shape[-1] != n or not np.issubdtype(x.dtype, np.integer):
-            return False
-        if not np.array_equal(x, np.broadcast_to(np.arange(n), x.shape)):
-            return False
+        for pad in (False, True):
+            feeds = p.feeds(n, pad)
+            (x,) = p.run([v], feeds)
+            if x.ndim == 0 or x.shape[-1] != n or not np.issubdtype(x.dtype, np.integer):
+                return False
+            ar = np.broadcast_to(np.arange(n), x.shape)
+            if not pad or p.info.mask is None:
+                if not np.array_equal(x, ar):
+                    return False
+                continue
+            m = feeds[p.info.mask.attrs["name"]].astype(bool)
+            real = np.broadcast_to(m, x.shape[:-2] + m.shape) if x.ndim >= 2 else m[0]
+            xs = np.broadcast_to(x, real.shape)
+            skip = np.broadcast_to(np.cumsum(m, axis=-1) - 1, real.shape)
+            if not (np.array_equal(xs[real], np.broadcast_to(ar, real.shape)[real])
+                    or np.array_equal(xs[real], skip[real])):
+                return False
     return True
 
 

@@ -11,9 +11,10 @@ The prefill is one call with past length 0, then one call per new token.
 * ``cache="window"``: a rolling buffer of W slots per layer, allocated once and bound every step;
   token t's keys/values go to slot t mod W; the attention mask covers [W slots + 1 new] and masks
   empty slots, padding, and slots holding a token index <= t - W. The session's graph must have no
-  window condition of its own (the ring's slot order is not the token order). The first
-  min(L, W) prompt tokens are one dynamic prefill call; later prompt tokens go through the ring
-  one at a time (a 2-D mask can keep a W window exactly only for one query per call).
+  window condition of its own (the ring's slot order is not the token order). With a
+  ``prefill_session`` that applies the window itself the whole prompt is one prefill call;
+  without, the first min(L, W) prompt tokens are one dynamic call and later prompt tokens go
+  through the ring one at a time (a 2-D mask keeps a W window exactly for one query per call).
 """
 from __future__ import annotations
 
@@ -157,10 +158,11 @@ def _next(logits_last: np.ndarray) -> np.ndarray:
 
 
 def _dynamic(session: Any, spec: CacheSpec, st: _Stream, n: int,
-             progress: Progress | None) -> None:
+             progress: Progress | None, prefill: Any) -> None:
     io = session.io_binding()
     empty = _empty_past(st.ids.shape[0], spec)
-    out = _run_dynamic(session, spec, io, st, 0, st.length, {p: empty for p in IO.pasts(spec)})
+    pre, pre_io = (session, io) if prefill is None else (prefill, prefill.io_binding())
+    out = _run_dynamic(pre, spec, pre_io, st, 0, st.length, {p: empty for p in IO.pasts(spec)})
     for k in range(n):
         st.push(_next(out[IO.LOGITS].numpy()[:, -1]))
         if progress is not None:
@@ -193,10 +195,12 @@ class _Ring:
             self.io.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(a))
 
     def fill(self, out: dict[str, Any], count: int) -> None:
-        """Slots 0..count-1 from a prefill's presents (count <= W tokens, indices 0..count-1)."""
+        """The ring from a prefill's presents over tokens 0..count-1: the last min(count, W)
+        tokens, token t in slot t mod W."""
+        idx = np.arange(max(count - self.w, 0), count)
         for p, q in zip(IO.pasts(self.spec), IO.presents(self.spec)):
-            self.ring[p][:, :, :count] = out[q].numpy()
-        self.held[:count] = np.arange(count)
+            self.ring[p][:, :, idx % self.w] = out[q].numpy()[:, :, idx]
+        self.held[idx % self.w] = idx
 
     def step(self, st: _Stream, t: int) -> np.ndarray:
         """Feed token t through the ring; return its logits [B, V]."""
@@ -218,13 +222,16 @@ def _logits_type(session: Any) -> str:
 
 
 def _window(session: Any, spec: CacheSpec, st: _Stream, n: int, w: int,
-            progress: Progress | None) -> None:
+            progress: Progress | None, prefill: Any) -> None:
     b, l = st.ids.shape[0], st.length
-    first = min(l, w)
+    # a prefill session keeps the window itself: the whole prompt in one call; else the first
+    # W tokens (no key is out of any of their windows) and the rest through the ring
+    first = l if prefill is not None else min(l, w)
+    pre = session if prefill is None else prefill
     empty = _empty_past(b, spec)
-    out = _run_dynamic(session, spec, session.io_binding(), st, 0, first,
+    out = _run_dynamic(pre, spec, pre.io_binding(), st, 0, first,
                        {p: empty for p in IO.pasts(spec)})
-    logits = out[IO.LOGITS].numpy()[:, -1]
+    logits = out[IO.LOGITS].numpy()[:, -1].copy()
     ring = _Ring(session, spec, b, w)
     ring.fill(out, first)
     del out
@@ -240,27 +247,31 @@ def _window(session: Any, spec: CacheSpec, st: _Stream, n: int, w: int,
 
 def generate(session: Any, spec: CacheSpec, prompt_ids: Any, attention_mask: Any = None,
              max_new_tokens: int = 32, cache: str = "dynamic", window: int | None = None,
-             progress: Progress | None = None) -> np.ndarray:
+             progress: Progress | None = None, prefill_session: Any = None) -> np.ndarray:
     """Greedy generation: prompt + ``max_new_tokens`` new ids, int64 [B, L + n].
 
     ``prompt_ids``: [B, L] ints, or prompts of different lengths (left-padded with 0 and masked);
     ``attention_mask`` (given) wins over the padding mask. ``cache``: "dynamic" or "window"
-    (rolling buffer of ``window`` slots, default ``spec.window``). ``progress(done, total)`` is
-    called after every new token."""
+    (rolling buffer of ``window`` slots, default ``spec.window``). ``prefill_session``: another
+    session of the contract for the prefill call (the whole prompt at once; with
+    cache="window" it must apply the window itself, e.g. the decode graph when ``session`` is
+    its window-free ring variant). ``progress(done, total)`` is called after every new token."""
     if cache not in CACHES:
         raise GraphOptError(f"cache={cache!r}: expected one of {list(CACHES)}")
     check_session(session, spec)
+    if prefill_session is not None:
+        check_session(prefill_session, spec)
     ids, mask = prepare_prompts(prompt_ids, attention_mask, spec)
     _check_lengths(spec, ids.shape[1], max_new_tokens)
     st = _Stream(ids, mask, max_new_tokens)
     if max_new_tokens == 0:
         return st.ids
     if cache == "dynamic":
-        _dynamic(session, spec, st, max_new_tokens, progress)
+        _dynamic(session, spec, st, max_new_tokens, progress, prefill_session)
     else:
         w = spec.window if window is None else window
         if w is None or isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w <= 0:
             raise GraphOptError(f"cache='window' needs a positive window (window= or "
                                 f"spec.window), got {w!r}")
-        _window(session, spec, st, max_new_tokens, int(w), progress)
+        _window(session, spec, st, max_new_tokens, int(w), progress, prefill_session)
     return st.ids

@@ -82,10 +82,20 @@ def test_a_graph_with_its_own_window_runs_in_dynamic_mode() -> None:
     prompt = np.array([[4, 8, 15, 16, 23, 42 % 32, 7, 1, 9, 2]])
     want = reference_generate(ref, prompt, None, 30)
     np.testing.assert_array_equal(generate(_session(m), spec, prompt, max_new_tokens=30), want)
-    # the ring over the window-free graph generates the same tokens (window from the call)
+    # the ring over the window-free graph generates the same tokens (window from the call),
+    # its prompt fed through the ring or prefilled at once by the windowed graph
     m0, spec0, _ = build_model()
-    np.testing.assert_array_equal(generate(_session(m0), spec0, prompt, max_new_tokens=30,
+    ring = _session(m0)
+    np.testing.assert_array_equal(generate(ring, spec0, prompt, max_new_tokens=30,
                                            cache="window", window=8), want)
+    np.testing.assert_array_equal(generate(ring, spec, prompt, max_new_tokens=30,
+                                           cache="window", prefill_session=_session(m)), want)
+    rows = [list(range(1, 12)), [12, 3]]
+    ids, mask = _left_padded(rows)
+    np.testing.assert_array_equal(
+        generate(ring, spec, rows, max_new_tokens=20, cache="window",
+                 prefill_session=_session(m)),
+        reference_generate(ref, ids, mask, 20))
 
 
 class _Recorder:

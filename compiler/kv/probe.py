@@ -163,9 +163,13 @@ def is_arange(p: Prober, v: Value, lengths: Sequence[int] = (5, 9)) -> bool:
                     return False
                 continue
             m = feeds[p.info.mask.attrs["name"]].astype(bool)
-            real = np.broadcast_to(m, x.shape[:-2] + m.shape) if x.ndim >= 2 else m[0]
+            cs = np.cumsum(m, axis=-1) - 1
+            if x.ndim >= 2:
+                real = np.broadcast_to(m, x.shape[:-2] + m.shape)
+                skip = np.broadcast_to(cs, real.shape)
+            else:  # one position row for the whole batch (arange(S) of a dynamo export)
+                real, skip = m[0], cs[0]
             xs = np.broadcast_to(x, real.shape)
-            skip = np.broadcast_to(np.cumsum(m, axis=-1) - 1, real.shape)
             if not (np.array_equal(xs[real], np.broadcast_to(ar, real.shape)[real])
                     or np.array_equal(xs[real], skip[real])):
                 return False

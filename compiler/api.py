@@ -131,7 +131,10 @@ class OptimizedModel:
         mask = attention_mask.detach().cpu().numpy() if _is_torch(attention_mask) \
             else attention_mask
         spec = self.kv.derivation.spec
-        if self.kv.options.cache == "window":
+        if self.kv.options.cache == "static":
+            out = generate(self._kv_session("static"), spec, ids, mask, max_new_tokens,
+                           cache="static", progress=progress)
+        elif self.kv.options.cache == "window":
             out = generate(self._kv_session("ring"), spec, ids, mask, max_new_tokens,
                            cache="window", window=spec.window, progress=progress,
                            prefill_session=self._kv_session("decode"))
@@ -151,7 +154,8 @@ class OptimizedModel:
 
             so = ort.SessionOptions()  # ONNX Runtime's graph optimizations on: generation speed
             so.log_severity_level = 3
-            data = self.kv.decode_bytes if which == "decode" else self.kv.ring_bytes
+            data = {"decode": self.kv.decode_bytes, "ring": self.kv.ring_bytes,
+                    "static": self.kv.static_bytes}[which]
             cache[which] = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
         return cache[which]
 

@@ -5,7 +5,7 @@ whole sequence at once, row for row (float tolerances of ``graphopt.check``).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -44,14 +44,15 @@ def original_feeds(g: Graph, batch: int, length: int, seed: int = 0) -> dict[str
 
 
 def run_cached(session: Any, spec: CacheSpec, ids: np.ndarray, chunks: Sequence[int],
-               ) -> list[np.ndarray]:
-    """Logits of each chunk, feeding the decode model its own presents (unpadded batch)."""
+               slots: int | None = None) -> list[np.ndarray]:
+    """Logits of each chunk, feeding the decode model its own presents (unpadded batch).
+    slots: a static-cache model's buffer length (the past starts as zero buffers)."""
     b = ids.shape[0]
     past: dict[str, np.ndarray] = {}
     for i in range(spec.num_layers):
         for kv in ("key", "value"):
-            past[past_name(i, kv)] = np.zeros((b, spec.num_kv_heads, 0, spec.head_size),
-                                              spec.np_dtype)
+            past[past_name(i, kv)] = np.zeros((b, spec.num_kv_heads, slots or 0,
+                                               spec.head_size), spec.np_dtype)
     outs: list[np.ndarray] = []
     start = 0
     for c in chunks:
@@ -72,9 +73,11 @@ def run_cached(session: Any, spec: CacheSpec, ids: np.ndarray, chunks: Sequence[
 
 def check_derivation(original: Graph, decode_model: Any, spec: CacheSpec, *,
                      chunks: Sequence[int] = DEFAULT_CHUNKS, batch: int = 2, seed: int = 0,
-                     reference: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+                     slots: int | None = None, what: str = "the cached decoder"
+                     ) -> dict[str, Any]:
     """Compare the cached run of ``decode_model`` (ModelProto or bytes, what is written) with
-    ``original`` on the whole sequence; raises CheckError on a mismatch, returns the report."""
+    ``original`` on the whole sequence; raises CheckError on a mismatch, returns the report.
+    slots: the buffer length of a static-cache model."""
     from ..check import onnx_session
 
     length = int(sum(chunks))
@@ -82,7 +85,7 @@ def check_derivation(original: Graph, decode_model: Any, spec: CacheSpec, *,
     tok = find_tokens(original).attrs["name"]
     (full,) = run_graph(original, feeds, "numpy")[:1]
     sess = onnx_session(decode_model)
-    got = run_cached(sess, spec, feeds[tok], chunks)
+    got = run_cached(sess, spec, feeds[tok], chunks, slots)
     expected, actual, names = [], [], []
     start = 0
     for k, (c, lg) in enumerate(zip(chunks, got)):
@@ -92,7 +95,7 @@ def check_derivation(original: Graph, decode_model: Any, spec: CacheSpec, *,
         start += c
     res = compare_outputs(expected, actual, names,
                           reference="the original on the whole sequence")
-    res.raise_if_failed("the cached decoder (prefill + decode steps)")
+    res.raise_if_failed(f"{what} (prefill + decode steps)")
     return {"ok": True, "batch": batch, "chunks": list(chunks),
             "max_abs": max(o.max_abs for o in res.outputs),
             "max_rel": max(o.max_rel for o in res.outputs), "total_symbol": TOTAL}

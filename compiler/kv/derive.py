@@ -78,6 +78,7 @@ class Derivation:
     masks: dict[Node, MaskFacts]
     notes: list[str]
     ring: Graph | None = None  # decode graph without a window condition (rolling-buffer cache)
+    static: Graph | None = None  # decode graph over buffers of context_length slots
 
     def summary(self) -> dict[str, Any]:
         return {"layers": self.spec.num_layers, "kv_heads": self.spec.num_kv_heads,
@@ -86,12 +87,14 @@ class Derivation:
                 "decode_nodes": len(self.decode.nodes), "notes": list(self.notes)}
 
 
-def derive(g: Graph, max_length: int | None = None, *, ring: bool = False) -> Derivation:
+def derive(g: Graph, max_length: int | None = None, *, ring: bool = False,
+           static: bool = False) -> Derivation:
     """The prefill and decode graphs of decoder ``g`` (see the module docstring).
     max_length: the longest sequence the derivation is checked for (default 2048, at most the
     model's position table). ring: also build the decode graph for a rolling-buffer cache (the
-    window applied by the loop, over ring slots). Raises KVCacheError with the reasons when the
-    rewrite is illegal."""
+    window applied by the loop, over ring slots). static: also build the static-cache decode
+    graph (buffers of max_length slots written in place). Raises KVCacheError with the reasons
+    when the rewrite is illegal."""
     info = analyze(g)
     require_legal(info)
     if not info.attentions:
@@ -125,12 +128,15 @@ def derive(g: Graph, max_length: int | None = None, *, ring: bool = False) -> De
     decode = builder.build(window_in_graph=True)
     ring_g = _Builder(g, info, prober, masks, layers).build(window_in_graph=False) if ring \
         else None
+    static_g = _Builder(g, info, prober, masks, layers).build(True, static_length=ml) if static \
+        else None
     prefill = Graph(g.inputs, list(g.outputs) + [v for ly in layers for v in (ly.key, ly.value)],
                     list(g.output_names) + [present_name(i, kv) for i in range(len(layers))
                                             for kv in ("key", "value")],
                     name=f"{g.name}_prefill", meta=g.meta)
     spec = _spec(g, info, layers, masks, ml)
-    return Derivation(decode, prefill, spec, layers, masks, notes + builder.notes, ring_g)
+    return Derivation(decode, prefill, spec, layers, masks, notes + builder.notes, ring_g,
+                      static_g)
 
 
 # ---- analysis helpers ---------------------------------------------------------------------------
@@ -258,8 +264,8 @@ class _Builder:
         self.g, self.info, self.prober, self.masks, self.layers = g, info, prober, masks, layers
         self.notes: list[str] = []
         b = info.batch
-        self.rows_map = {info.seq: NEW}
-        self.total_map = {info.seq: TOTAL}
+        self.rows_map: dict[str, Dim] = {info.seq: NEW}
+        self.total_map: dict[str, Dim] = {info.seq: TOTAL}
         if isinstance(b, str) and "*" not in b:
             self.rows_map[b] = BATCH
             self.total_map[b] = BATCH
@@ -288,12 +294,19 @@ class _Builder:
             for kv, v in (("key", ly.key), ("value", ly.value)):
                 t = v.type
                 assert isinstance(t, TensorType) and t.shape is not None
+                slots = PAST if self.static_length is None else self.static_length
                 pair.append(input_node(past_name(i, kv), TensorType(
-                    (self.batch_dim, t.shape[1], PAST, t.shape[3]), t.dtype)))
+                    (self.batch_dim, t.shape[1], slots, t.shape[3]), t.dtype)))
             self.past.append((pair[0], pair[1]))
 
-    def build(self, window_in_graph: bool) -> Graph:
+    def build(self, window_in_graph: bool, static_length: int | None = None) -> Graph:
+        """The decode graph; static_length: over buffers of that many slots, the new rows
+        written at the past length (ONNX TensorScatter, in place when the caller binds the
+        present to the past's buffer), attention over every slot with the later ones masked."""
         self.window_in_graph = window_in_graph
+        self.static_length = static_length
+        if static_length is not None:  # the keys span every buffer slot
+            self.total_map = {**self.total_map, self.info.seq: static_length}
         self._inputs()
         self.presents: list[Value] = []
         self.cached: dict[tuple[int, int], Value] = {}
@@ -301,15 +314,24 @@ class _Builder:
             for kv, v, past in (("key", ly.key, self.past[i][0]), ("value", ly.value,
                                                                     self.past[i][1])):
                 new = self.rows(v)
-                full = glue.append(past.out, new, 2, TOTAL)
+                full = glue.append(past.out, new, 2, TOTAL) if static_length is None else \
+                    glue.scatter(past.out, new, self._write_index(), 2)
                 self.cached[(id(v.node), v.index)] = full
                 self.presents.append(full)
         outs = [self.rows(v) for v in self.g.outputs]
         names = ["logits" if len(self.g.outputs) == 1 else n for n in self.g.output_names]
         names += [present_name(i, kv) for i in range(len(self.layers)) for kv in ("key", "value")]
         inputs = [self.ids, self.amask, self.pos] + [n for p in self.past for n in p]
+        meta = self.g.meta
+        if static_length is not None:
+            meta = glue.with_opset(meta, glue.SCATTER_OPSET)
         return Graph(inputs, outs + self.presents, names, name=f"{self.g.name}_with_past",
-                     meta=self.g.meta)
+                     meta=meta)
+
+    def _write_index(self) -> Value:
+        """i64 [batch]: the slot of the first new token (the past length), one per row."""
+        past = op("sub", glue.length(self.amask.out, 1), glue.length(self.ids.out, 1))
+        return op("expand", past, shape=(self.batch_dim,))
 
     # token stream --------------------------------------------------------------------------------
     def rows(self, v: Value) -> Value:
@@ -374,7 +396,10 @@ class _Builder:
         total = glue.length(self.amask.out, 1)
         new = glue.length(self.ids.out, 1)
         past = op("sub", total, new)
-        kpos = glue.arange(constant(np.array(0, np.int64)), total, TOTAL)
+        if self.static_length is not None:  # every buffer slot; the causal test drops j >= T
+            kpos = constant(np.arange(self.static_length, dtype=np.int64))
+        else:
+            kpos = glue.arange(constant(np.array(0, np.int64)), total, TOTAL)
         qpos = glue.arange(past, total, NEW)
         kcol = op("unsqueeze", kpos, axes=(0,))
         qrow = op("unsqueeze", qpos, axes=(1,))
@@ -384,7 +409,10 @@ class _Builder:
             keep = op("and", keep, op("greater", kcol, lo))
         keep = op("unsqueeze", keep, axes=(0, 1))
         if f.padding:
-            pad = op("unsqueeze", op("cast", self.amask.out, to=DType.bool), axes=(1, 2))
+            real = op("cast", self.amask.out, to=DType.bool)
+            if self.static_length is not None:  # [B, T] -> [B, slots], later slots False
+                real = glue.pad_to(real, 1, self.static_length)
+            pad = op("unsqueeze", real, axes=(1, 2))
             keep = op("and", keep, pad)
         self._mask_cache[key] = keep
         return keep
@@ -449,20 +477,20 @@ def _cast(v: Value, dt: DType) -> Value:
     return v if t.dtype == dt else op("cast", v, to=dt)
 
 
-def _sub_dim(d: Any, mapping: dict[str, str]) -> Any:
+def _sub_dim(d: Any, mapping: dict[str, Dim]) -> Any:
     if not isinstance(d, str):
         return d
     coef, syms = dim_factors(d)
     return dim_product([coef] + [mapping.get(s, s) for s in syms])
 
 
-def _sub_attr(v: Any, mapping: dict[str, str]) -> Any:
+def _sub_attr(v: Any, mapping: dict[str, Dim]) -> Any:
     if isinstance(v, tuple):
         return tuple(_sub_dim(d, mapping) for d in v)
     return _sub_dim(v, mapping)
 
 
-def _build_like(n: Node, ins: list[Value], mapping: dict[str, str],
+def _build_like(n: Node, ins: list[Value], mapping: dict[str, Dim],
                 batch: Dim | None = None) -> tuple[Value, ...]:
     """``n`` rebuilt over ``ins`` with its size attributes' symbols renamed by ``mapping``. A
     size attribute whose leading 1 now meets a batch dim (a position table that became per-row

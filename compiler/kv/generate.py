@@ -8,6 +8,10 @@ The prefill is one call with past length 0, then one call per new token.
 * ``cache="dynamic"``: ``present.*`` of a step is bound, as the ORT-allocated OrtValue it is, as
   the next step's ``past_key_values.*`` (IOBinding; no host copies of the cache); only the last
   position's logits are read on the host.
+* ``cache="static"``: the session's past inputs are buffers of ``spec.context_length`` slots
+  (graphopt's static-cache decode graph: the new rows are written at the past length with ONNX
+  TensorScatter); one buffer per past name is allocated once and bound as both the past input
+  and the present output of every call, so ONNX Runtime writes the new rows in place.
 * ``cache="window"``: a rolling buffer of W slots per layer, allocated once and bound every step;
   token t's keys/values go to slot t mod W; the attention mask covers [W slots + 1 new] and masks
   empty slots, padding, and slots holding a token index <= t - W. The session's graph must have no
@@ -27,7 +31,7 @@ from .spec import IO, CacheSpec, check_io
 
 __all__ = ["generate", "prepare_prompts", "check_session", "CACHES"]
 
-CACHES = ("dynamic", "window")
+CACHES = ("dynamic", "static", "window")
 Progress = Callable[[int, int], None]
 
 
@@ -245,6 +249,31 @@ def _window(session: Any, spec: CacheSpec, st: _Stream, n: int, w: int,
             logits = ring.step(st, st.length - 1)
 
 
+def _static(session: Any, spec: CacheSpec, st: _Stream, n: int,
+            progress: Progress | None) -> None:
+    import onnxruntime as ort
+
+    b = st.ids.shape[0]
+    shape = (b, spec.num_kv_heads, spec.context_length, spec.head_size)
+    io = session.io_binding()
+    buffers = [ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, spec.np_dtype))
+               for _ in IO.pasts(spec)]  # allocated once: past in, present out, in place
+    for p, q, buf in zip(IO.pasts(spec), IO.presents(spec), buffers):
+        io.bind_ortvalue_input(p, buf)
+        io.bind_ortvalue_output(q, buf)
+    at = len(IO.presents(spec))  # outputs come back in binding order: presents, then logits
+    start = 0
+    for k in range(n):
+        _bind_step(io, st, start, st.length, st.mask[:, :st.length])
+        io.bind_output(IO.LOGITS)  # ORT allocates: [B, L, V] for the prompt, then [B, 1, V]
+        session.run_with_iobinding(io)
+        logits = io.get_outputs()[at].numpy()
+        start = st.length
+        st.push(_next(logits[:, -1]))
+        if progress is not None:
+            progress(k + 1, n)
+
+
 def generate(session: Any, spec: CacheSpec, prompt_ids: Any, attention_mask: Any = None,
              max_new_tokens: int = 32, cache: str = "dynamic", window: int | None = None,
              progress: Progress | None = None, prefill_session: Any = None) -> np.ndarray:
@@ -268,6 +297,8 @@ def generate(session: Any, spec: CacheSpec, prompt_ids: Any, attention_mask: Any
         return st.ids
     if cache == "dynamic":
         _dynamic(session, spec, st, max_new_tokens, progress, prefill_session)
+    elif cache == "static":
+        _static(session, spec, st, max_new_tokens, progress)
     else:
         w = spec.window if window is None else window
         if w is None or isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w <= 0:

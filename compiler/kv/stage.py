@@ -14,13 +14,14 @@ from ..errors import GraphOptError
 from ..ir.graph import Graph
 from .derive import Derivation, derive
 
-CACHES = ("dynamic", "window")
+CACHES = ("dynamic", "static", "window")
 
 
 @dataclass(frozen=True)
 class KVOptions:
-    """cache: "dynamic" (past + new concatenated each step) or "window" (a rolling buffer of
-    the model's sliding window, slot = position mod window). max_length: the longest sequence
+    """cache: "dynamic" (past + new concatenated each step), "static" (buffers of max_length
+    slots allocated once, new rows written in place) or "window" (a rolling buffer of the
+    model's sliding window, slot = position mod window). max_length: the longest sequence
     (prompt + new tokens) the derivation is checked for and generation allows."""
 
     cache: str = "dynamic"
@@ -28,9 +29,8 @@ class KVOptions:
 
     def __post_init__(self) -> None:
         if self.cache not in CACHES:
-            raise GraphOptError(f"unknown cache {self.cache!r}; valid: {', '.join(CACHES)}"
-                                + (" (a static preallocated cache is not built yet)"
-                                   if self.cache == "static" else ""), where="kv_cache")
+            raise GraphOptError(f"unknown cache {self.cache!r}; valid: {', '.join(CACHES)}",
+                                where="kv_cache")
         if self.max_length is not None and (not isinstance(self.max_length, int)
                                             or self.max_length < 2):
             raise GraphOptError(f"max_length must be an int >= 2, got {self.max_length!r}",
@@ -54,6 +54,7 @@ class KVResult:
     options: KVOptions
     decode_bytes: bytes                 # the decode model, as written and checked
     ring_bytes: bytes | None = None     # the rolling-buffer decode model (cache="window")
+    static_bytes: bytes | None = None   # the static-buffer decode model (cache="static")
     report: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,7 +63,7 @@ def kv_step(g: Graph, original: Graph, opts: KVOptions, check: bool = True,
     from ..frontends import onnx_export
     from .check import check_derivation
 
-    d = derive(g, opts.max_length, ring=opts.cache == "window")
+    d = derive(g, opts.max_length, ring=opts.cache == "window", static=opts.cache == "static")
     if opts.cache == "window" and d.spec.window is None:
         raise GraphOptError("cache='window' needs a model with a sliding window; this one "
                             "attends to all earlier tokens (use cache='dynamic')",
@@ -71,13 +72,18 @@ def kv_step(g: Graph, original: Graph, opts: KVOptions, check: bool = True,
         progress(f"derived {d.spec.num_layers} cached layers")
     decode = onnx_export.to_bytes(d.decode)
     ring = onnx_export.to_bytes(d.ring) if d.ring is not None else None
+    static = onnx_export.to_bytes(d.static) if d.static is not None else None
     rep: dict[str, Any] = {"cache": opts.cache, **d.summary(),
                            "masks": _mask_summary(d)}
     if check:
         rep["check"] = check_derivation(original, decode, d.spec)
+        if static is not None:
+            rep["check_static"] = check_derivation(original, static, d.spec,
+                                                   slots=d.spec.context_length,
+                                                   what="the static-cache decoder")
         if progress:
             progress("checked prefill + decode steps against the original")
-    return KVResult(d, opts, decode, ring, rep)
+    return KVResult(d, opts, decode, ring, static, rep)
 
 
 def _mask_summary(d: Derivation) -> list[str]:

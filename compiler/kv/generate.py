@@ -255,6 +255,11 @@ def _static(session: Any, spec: CacheSpec, st: _Stream, n: int,
 
     b = st.ids.shape[0]
     shape = (b, spec.num_kv_heads, spec.context_length, spec.head_size)
+    slots = {i.name: i.shape[2] for i in session.get_inputs() if i.name in IO.pasts(spec)}
+    bad = sorted(k for k, v in slots.items() if v != spec.context_length)
+    if bad:
+        raise GraphOptError(f"cache='static' needs a static-cache decode model (past inputs of "
+                            f"{spec.context_length} slots); {bad[0]} has {slots[bad[0]]!r}")
     io = session.io_binding()
     buffers = [ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, spec.np_dtype))
                for _ in IO.pasts(spec)]  # allocated once: past in, present out, in place

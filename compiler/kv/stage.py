@@ -70,6 +70,9 @@ def kv_step(g: Graph, original: Graph, opts: KVOptions, check: bool = True,
                             where="kv_cache")
     if progress:
         progress(f"derived {d.spec.num_layers} cached layers")
+    d.decode = simplify(d.decode)
+    d.ring = simplify(d.ring) if d.ring is not None else None
+    d.static = simplify(d.static) if d.static is not None else None
     decode = onnx_export.to_bytes(d.decode)
     ring = onnx_export.to_bytes(d.ring) if d.ring is not None else None
     static = onnx_export.to_bytes(d.static) if d.static is not None else None
@@ -84,6 +87,16 @@ def kv_step(g: Graph, original: Graph, opts: KVOptions, check: bool = True,
         if progress:
             progress("checked prefill + decode steps against the original")
     return KVResult(d, opts, decode, ring, static, rep)
+
+
+def simplify(g: Graph) -> Graph:
+    """The cleanup rules (constant folding, CSE, no-op views) over a derived graph: the
+    layout ops left between a cache and its attention (a repeat_kv view pair) go."""
+    from graphopt.passes.cleanup import cleanup_passes
+
+    from ..rewrite.passes import Pipeline
+
+    return Pipeline(cleanup_passes(), name="kv_cleanup", fixed_point=True).run(g).graph
 
 
 def _mask_summary(d: Derivation) -> list[str]:

@@ -90,7 +90,7 @@ class Prober:
                 if isinstance(got, str):
                     return f"{got} (at sequence length {n})"
                 seen.append((n, got.window))
-                if pad:
+                if pad and not amask.all():  # a feed without padding cannot tell
                     paddings.add(got.padding)
         windows = {w for _, w in seen if w is not None}
         window = min(windows) if windows else None

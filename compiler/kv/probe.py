@@ -55,7 +55,9 @@ class Prober:
         feeds = make_inputs(self.g, self.seed, sizes)
         if self.info.mask is not None:
             name = self.info.mask.attrs["name"]
-            m = np.ones_like(feeds[name])
+            # [batch, n] even when the mask has dims of its own (a torch export of a model
+            # that never reads it gives it unconstrained symbols)
+            m = np.ones((feeds[name].shape[0], n), feeds[name].dtype)
             if pad:  # left padding of a different length per row, and one right-padded row
                 for r in range(m.shape[0]):
                     k = (r * (n // 3 + 1)) % max(n - 1, 1)

@@ -329,7 +329,8 @@ def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
 
         kv = steps.run("kv_cache", lambda: kv_step(
             g, original, kv_cache, check,
-            progress=(lambda msg: progress(f"kv_cache: {msg}", None)) if progress else None))
+            progress=(lambda msg: progress(f"kv_cache: {msg}", None)) if progress else None,
+            allow_contrib_ops=allow_contrib_ops))
         report["kv_cache"] = kv.report
         report["steps"] = {k: round(v, 6) for k, v in steps.times.items()}
     if quant_rep is not None:

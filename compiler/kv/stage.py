@@ -59,7 +59,8 @@ class KVResult:
 
 
 def kv_step(g: Graph, original: Graph, opts: KVOptions, check: bool = True,
-            progress: Callable[[str], None] | None = None) -> KVResult:
+            progress: Callable[[str], None] | None = None,
+            allow_contrib_ops: bool = False) -> KVResult:
     from ..frontends import onnx_export
     from .check import check_derivation
 
@@ -71,6 +72,11 @@ def kv_step(g: Graph, original: Graph, opts: KVOptions, check: bool = True,
     if progress:
         progress(f"derived {d.spec.num_layers} cached layers")
     d.decode = simplify(d.decode)
+    if allow_contrib_ops:  # the folder's decode attention as com.microsoft GroupQueryAttention
+        from .contrib import lower_decode
+
+        d.decode, lowered = lower_decode(d.decode, d.spec)
+        d.notes.append(f"{lowered} decode attention(s) -> com.microsoft GroupQueryAttention")
     d.ring = simplify(d.ring) if d.ring is not None else None
     d.static = simplify(d.static) if d.static is not None else None
     decode = onnx_export.to_bytes(d.decode)

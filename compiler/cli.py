@@ -370,9 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--max-length", type=int, default=None, metavar="N",
                    help="with --kv-cache: longest prompt + generation (default 2048, at most "
                         "the model's position table)")
-    k.add_argument("--cache", choices=("dynamic", "window"), default=None,
-                   help="with --kv-cache: past + new concatenated each step (default), or a "
-                        "rolling buffer of the model's sliding window")
+    k.add_argument("--cache", choices=("dynamic", "static", "window"), default=None,
+                   help="with --kv-cache: past + new concatenated each step (default; what "
+                        "the folder holds), buffers of --max-length slots written in place, or "
+                        "a rolling buffer of the model's sliding window (the last two for "
+                        "om.generate; the folder keeps the dynamic model)")
     q = o.add_argument_group("quantization (docs/quantization.md)")
     q.add_argument("--quantize", metavar="MODE", default=None,
                    help="int8 | int8-weight | int4 | nf4 | smoothquant | llm-int8")

@@ -103,8 +103,9 @@ class OptimizedModel:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the optimized model as ONNX (atomically; external data when large). Optimized
         with kv_cache: ``path`` is a folder, written with the decoder-with-past ``model.onnx``
-        (the checked decode model), ``genai_config.json`` for onnxruntime-genai and
-        ``graphopt_kv.json`` (the cache spec)."""
+        (the checked decode model: the static-buffer one for cache="static", else the dynamic
+        one), ``genai_config.json`` for onnxruntime-genai and ``graphopt_kv.json`` (the cache
+        spec)."""
         if self.kv is None:
             save(self.graph, path)
             return
@@ -112,7 +113,9 @@ class OptimizedModel:
 
         from .kv.folder import write_folder
 
-        write_folder(onnx.load_from_string(self.kv.decode_bytes), self.kv.derivation.spec, path,
+        data = self.kv.static_bytes if self.kv.options.cache == "static" else \
+            self.kv.decode_bytes
+        write_folder(onnx.load_from_string(data), self.kv.derivation.spec, path,
                      max_length=self.kv.derivation.spec.context_length)
 
     # ---- generation (kv_cache) -------------------------------------------------------------------

@@ -45,8 +45,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise GraphOptError("--max-new-tokens must be >= 0", where="max-new-tokens")
     prompts = parse_ids(args.prompt_ids)
     session, spec = load_folder(args.folder)
+    from .spec import IO
+
+    slots = [i.shape[2] for i in session.get_inputs() if i.name == IO.past_key(0)]
+    cache = "static" if slots and slots[0] == spec.context_length else "dynamic"
     out = generate(session, spec, prompts if len(prompts) > 1 else [prompts[0]],
-                   max_new_tokens=args.max_new_tokens)
+                   max_new_tokens=args.max_new_tokens, cache=cache)
     if args.json:
         print(json.dumps(out.tolist()))
     else:

@@ -40,9 +40,10 @@ GENAI_TYPE = "llama"
 
 
 def genai_config(spec: CacheSpec, max_length: int, eos_token_id: int, pad_token_id: int,
-                 bos_token_id: int) -> dict[str, Any]:
-    """onnxruntime-genai's configuration of a contract model: greedy search, no shared
-    past/present buffer, ``max_length`` tokens (prompt + new) at most."""
+                 bos_token_id: int, share_buffer: bool = False) -> dict[str, Any]:
+    """onnxruntime-genai's configuration of a contract model: greedy search, ``max_length``
+    tokens (prompt + new) at most; ``share_buffer``: the model's past inputs are buffers of
+    context_length slots written in place (graphopt's static cache), else concat caches."""
     return {
         "model": {
             "type": GENAI_TYPE,
@@ -73,7 +74,7 @@ def genai_config(spec: CacheSpec, max_length: int, eos_token_id: int, pad_token_
             "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.0, "length_penalty": 1.0,
             "diversity_penalty": 0.0, "no_repeat_ngram_size": 0, "min_length": 0,
             "max_length": max_length, "early_stopping": True,
-            "past_present_share_buffer": False,
+            "past_present_share_buffer": share_buffer,
         },
     }
 
@@ -91,6 +92,13 @@ def _value_io(v: Any) -> tuple[str, list[Any] | None]:
     shape = None if not t.HasField("shape") else [
         d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
     return elem, shape
+
+
+def is_static(model: Any, spec: CacheSpec) -> bool:
+    """Whether the model's past inputs are static buffers of context_length slots."""
+    pasts = set(IO.pasts(spec))
+    dims = [_value_io(v)[1] for v in model.graph.input if v.name in pasts]
+    return bool(dims) and all(d is not None and d[2] == spec.context_length for d in dims)
 
 
 def check_model(model: Any, spec: CacheSpec) -> None:
@@ -228,7 +236,8 @@ def write_folder(model: Any, spec: CacheSpec, out_dir: str | Path, *,
                             f"{spec.context_length}]")
     config = genai_config(spec, int(ml), _token_id("eos_token_id", eos_token_id, spec),
                           _token_id("pad_token_id", pad_token_id, spec),
-                          _token_id("bos_token_id", bos_token_id, spec))
+                          _token_id("bos_token_id", bos_token_id, spec),
+                          share_buffer=is_static(model, spec))
     _check_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))

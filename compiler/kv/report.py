@@ -15,6 +15,9 @@ def format_kv(rep: dict[str, Any], verbose: bool = False) -> str:
                      f"vs the original on the whole sequence: ok (max abs {chk['max_abs']:.3g})")
     else:
         lines.append("  check: not run (--no-check)")
+    st = rep.get("check_static")
+    if st:
+        lines.append(f"  check of the static-buffer decoder: ok (max abs {st['max_abs']:.3g})")
     if verbose:
         lines += [f"  {m}" for m in rep.get("masks", [])]
     lines += [f"  note: {n}" for n in rep.get("notes", [])]

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import ExportError, GraphOptError
 from ..ir.node import Attrs
 from ..ir.types import TensorType, ValueType
+from .onnx_torch import torch_form
 from .registry import NotSymbolic, OpDef, register
 
 # How opaque nodes without an ONNX NodeProto run (torch tensors in, torch tensors out), by their
@@ -57,6 +58,9 @@ class Opaque(OpDef):
         import torch
 
         if attrs.get("proto") is not None:
+            form = torch_form(attrs)  # Shape / Range / Concat: torch ops, no ONNX Runtime trip
+            if form is not None:
+                return form(xs)
             outs = run_onnx_node([x.detach().cpu().numpy() for x in xs], attrs)
             return tuple(torch.from_numpy(np.asarray(o)) for o in outs)
         run = _RUNNERS.get(attrs["domain"])

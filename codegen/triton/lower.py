@@ -2,8 +2,9 @@
 
 Regions (see ``region.py``), grown greedily over the nodes in topological order:
 
-* ``attention`` / ``decode_attention``: one ``attention`` node (decode when one query row
-  attends to a longer key sequence, without causal masking);
+* ``attention`` / ``decode_attention``: one ``attention`` node (decode when a few query rows
+  -- the new tokens of a KV-cache decode graph -- attend to a longer key sequence, without
+  causal masking; ``kernels/decode_attention.py``);
 * ``matmul``: a matmul followed by pointwise users of its shape (the epilogue: bias, activation,
   residual), at most the device's ``fusion.max_epilogue`` of them;
 * ``quant_matmul``: ``matmul(x, mul(cast(W: i8 constant), scale))`` (weight-only int8);

@@ -1,12 +1,19 @@
-"""Decode attention: one query row per (batch, head) over a long key/value cache (split-KV).
+"""Decode attention: a few query rows per (batch, head) over a long key/value cache (split-KV).
 
-The key range is cut into ``SPLITS`` chunks; a first kernel computes, per (batch*head, chunk),
-the chunk's running max, softmax denominator and unnormalized output (online softmax, fp32); a
-second kernel merges the chunks. So a single query row still spreads over many programs
-(FlashDecoding). ``launch`` takes an optional ``kv_len`` (int32 [B]): the number of valid cache
-entries per batch row, for caches allocated longer than they are filled. GQA, bool and additive
-masks as in ``flash_attention``; causal decoding is not this family (the ``attention`` op's
-causal mask is top-left aligned, so one query row would see one key).
+Every query row is its own program row. The key range is cut into ``SPLITS`` chunks; a first
+kernel computes, per (batch*head*row, chunk), the chunk's running max, softmax denominator and
+unnormalized output (online softmax, fp32); a second kernel merges the chunks. So a single query
+row still spreads over many programs (FlashDecoding). ``launch`` takes an optional ``kv_len``
+(int32 [B]): the number of valid cache entries per batch row, for caches allocated longer than
+they are filled. GQA, bool and additive masks (per row) as in ``flash_attention``; causal
+decoding is not this family (the ``attention`` op's causal mask is top-left aligned, so one
+query row would see one key).
+
+The lowering picks it for at most ``MAX_ROWS`` static query rows, or a symbolic row count other
+than the keys' -- the decode graph of a KV cache (``graphopt.kv``): ``sequence_length`` new rows
+over ``total_sequence_length`` keys with a bool mask [B, 1, rows, keys]. Its prompt call (past
+length 0, as many rows as keys) runs here too, one program row per query row, each reading
+every key: correct, but slower than the flash kernel for long prompts.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from ..cache import KernelSource
 from .flash_attention import LOG2E, AttnSpec, attention_unsupported, spec_of
 
 MIN_KEYS = 64  # below this a decode step is cheap enough for the flash kernel
+MAX_ROWS = 8  # static query rows beyond this go to the flash kernel
 
 CONFIGS = [{"BLOCK_N": 64, "SPLITS": 16, "num_warps": 4}, {"BLOCK_N": 128, "SPLITS": 32,
                                                           "num_warps": 4},
@@ -32,12 +40,15 @@ def decode_unsupported(n: Node) -> str | None:
     q, k = n.inputs[0].type, n.inputs[1].type
     assert isinstance(q, TensorType) and isinstance(k, TensorType)
     assert q.shape is not None and k.shape is not None
-    if q.shape[2] != 1:
-        return f"{q.shape[2]} query rows (decode attention takes one)"
+    rows, keys = q.shape[2], k.shape[2]
+    if isinstance(rows, int) and rows > MAX_ROWS:
+        return f"{rows} query rows (decode attention takes at most {MAX_ROWS})"
+    if not isinstance(rows, int) and rows == keys:
+        return f"as many query rows as keys ({rows}): not a decode step"
     if n.attrs["causal"]:
         return "causal attention with one query row"
-    if isinstance(k.shape[2], int) and k.shape[2] < MIN_KEYS:
-        return f"{k.shape[2]} keys (< {MIN_KEYS}: the flash kernel is enough)"
+    if isinstance(keys, int) and keys < MIN_KEYS:
+        return f"{keys} keys (< {MIN_KEYS}: the flash kernel is enough)"
     return None
 
 
@@ -46,7 +57,7 @@ def emit_decode_attention(spec: AttnSpec) -> KernelSource:
     has_mask = spec.mask != "none"
     dm = f" & (rd[None, :] < {D})" if BD != D else ""
     dq = f", mask=rd < {D}, other=0.0" if BD != D else ""
-    margs = ["Mk", "smb", "smh", "smt"] if has_mask else []
+    margs = ["Mk", "smb", "smh", "sms", "smt"] if has_mask else []
     loop = [
         "rn = n0 + tl.arange(0, BLOCK_N)",
         "valid = rn < end",
@@ -71,24 +82,25 @@ def emit_decode_attention(spec: AttnSpec) -> KernelSource:
         "acc = acc * alpha + tl.sum(p[:, None] * v, 0)",
         "m_i = m_new",
     ]
-    sig = (["Q", "sqb", "sqh", "sqd", "K", "skb", "skh", "skt", "skd", "V", "svb", "svh", "svt",
-            "svd"] + margs + ["Lens", "Mp", "Lp", "Ap", "H", "GROUP", "T", "qk_scale",
-                              "HAS_LEN: tl.constexpr", "SPLITS: tl.constexpr",
-                              "BLOCK_N: tl.constexpr"])
+    sig = (["Q", "sqb", "sqh", "sqs", "sqd", "K", "skb", "skh", "skt", "skd", "V", "svb", "svh",
+            "svt", "svd"] + margs +
+           ["Lens", "Mp", "Lp", "Ap", "H", "S", "GROUP", "T", "qk_scale", "HAS_LEN: tl.constexpr",
+            "SPLITS: tl.constexpr", "BLOCK_N: tl.constexpr"])
     split = [
         "@triton.jit",
         f"def split_kernel({', '.join(sig)}):",
         *indent([
-            "pid_bh = tl.program_id(0)",
+            "pid_bh = tl.program_id(0)",  # (b, h, i): query row i of head h of batch row b
             "sp = tl.program_id(1)",
-            "b = pid_bh // H",
-            "h = pid_bh % H",
+            "b = pid_bh // (H * S)",
+            "h = (pid_bh // S) % H",
+            "i = pid_bh % S",
             "hk = h // GROUP",
             f"rd = tl.arange(0, {BD})",
-            f"q = tl.load(Q + b * sqb + h * sqh + rd * sqd{dq}).to(tl.float32)",
+            f"q = tl.load(Q + b * sqb + h * sqh + i * sqs + rd * sqd{dq}).to(tl.float32)",
             "kbase = b * skb + hk * skh",
             "vbase = b * svb + hk * svh",
-            *(["mbase = b * smb + h * smh"] if has_mask else []),
+            *(["mbase = b * smb + h * smh + i * sms"] if has_mask else []),
             "n_valid = T",
             "if HAS_LEN:",
             "    n_valid = tl.minimum(tl.load(Lens + b), T)",
@@ -129,28 +141,28 @@ def emit_decode_attention(spec: AttnSpec) -> KernelSource:
             f"{f', mask=rd < {D}' if BD != D else ''})",
         ]),
     ]
-    mlaunch = ["mst = bstrides(mask, (B, H, 1, T))"] if has_mask else []
-    marg = "mask, mst[0], mst[1], mst[3], " if has_mask else ""
+    mlaunch = ["mst = bstrides(mask, (B, H, S, T))"] if has_mask else []
+    marg = "mask, mst[0], mst[1], mst[2], mst[3], " if has_mask else ""
     launch = [
         f"def launch(q, k, v{', mask' if has_mask else ''}, kv_len=None, config=None):",
         *indent([
             "config = config or CONFIGS[0]",
             "B, H, S, D = q.shape",
             "Hkv, T = k.shape[1], k.shape[2]",
-            f"assert S == 1 and D == {D} and H % Hkv == 0, (q.shape, k.shape)",
+            f"assert D == {D} and H % Hkv == 0, (q.shape, k.shape)",
             *mlaunch,
             "sp = config['SPLITS']",
             "f32 = dict(dtype=torch.float32, device=q.device)",
-            "mp = torch.empty(B * H * sp, **f32)",
-            "lp = torch.empty(B * H * sp, **f32)",
-            f"ap = torch.empty(B * H * sp * {BD}, **f32)",
+            "mp = torch.empty(B * H * S * sp, **f32)",
+            "lp = torch.empty(B * H * S * sp, **f32)",
+            f"ap = torch.empty(B * H * S * sp * {BD}, **f32)",
             "lens = kv_len.to(torch.int32) if kv_len is not None else mp",
-            "split_kernel[(B * H, sp)](q, q.stride(0), q.stride(1), q.stride(3), k, *k.stride(), "
-            f"v, *v.stride(), {marg}lens, mp, lp, ap, H, H // Hkv, T, {spec.qk_scale!r}, "
+            "split_kernel[(B * H * S, sp)](q, *q.stride(), k, *k.stride(), "
+            f"v, *v.stride(), {marg}lens, mp, lp, ap, H, S, H // Hkv, T, {spec.qk_scale!r}, "
             "HAS_LEN=kv_len is not None, SPLITS=sp, BLOCK_N=config['BLOCK_N'], "
             "num_warps=config['num_warps'])",
-            "o = torch.empty((B, H, 1, D), dtype=q.dtype, device=q.device)",
-            "merge_kernel[(B * H,)](mp, lp, ap, o, SPLITS=sp, SPLITS_P2=next_pow2(sp))",
+            "o = torch.empty((B, H, S, D), dtype=q.dtype, device=q.device)",
+            "merge_kernel[(B * H * S,)](mp, lp, ap, o, SPLITS=sp, SPLITS_P2=next_pow2(sp))",
             "return (o,)",
         ]),
     ]

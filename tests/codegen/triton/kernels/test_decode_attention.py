@@ -2,6 +2,8 @@
 per-batch valid lengths, head dims 64 and 24."""
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -59,3 +61,36 @@ def test_decode_selection() -> None:
                                  causal=False).node) is None
     assert "causal" in decode_unsupported(op("attention", q.out, kv.out, kv.out, scale=None,
                                              causal=True).node)
+
+
+def test_a_few_query_rows_with_a_row_mask() -> None:
+    """The KV-cache decode graph's attention: s new rows over P + s keys, GQA, bool mask
+    [B, 1, s, T] (causal from the past length, padding of row 1), a fully masked row gives 0."""
+    B, H, Hkv, S, P, D = 2, 4, 2, 3, 70, 16
+    T = P + S
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(B, H, S, D, generator=g)
+    k, v = (torch.randn(B, Hkv, T, D, generator=g) for _ in range(2))
+    keep = torch.arange(T)[None, :] <= (P + torch.arange(S))[:, None]
+    pad = torch.ones(B, T, dtype=torch.bool)
+    pad[1, :P + 1] = False  # row 1: its first query row sees no real key
+    mask = keep[None, None] & pad[:, None, None, :]
+    mod = cache.load(emit_decode_attention(AttnSpec(DType.f32, D, False, "bool")), interpret=True)
+    got = mod.launch(q, k, v, mask)[0]
+    want = _ref([q, k, v, mask])
+    close(got, want, DType.f32)
+    assert got[1, :, 0].abs().max() == 0
+
+
+def test_decode_selection_rows() -> None:
+    kv = inp("kv", (1, 2, "total", 16))
+    few, many = inp("q", (1, 2, 4, 16)), inp("q9", (1, 2, 9, 16))
+    new = inp("qs", (1, 2, "new", 16))
+
+    def why(q: Any) -> str | None:
+        return decode_unsupported(op("attention", q.out, kv.out, kv.out, scale=None,
+                                     causal=False).node)
+
+    assert why(few) is None and why(new) is None
+    assert "at most" in why(many)
+    assert "as many query rows as keys" in why(kv)

@@ -120,13 +120,25 @@ class OptimizedModel:
 
     # ---- generation (kv_cache) -------------------------------------------------------------------
     def generate(self, prompt_ids: Any, max_new_tokens: int = 32, attention_mask: Any = None,
-                 progress: Any = None) -> Any:
+                 progress: Any = None, backend: str | None = None) -> Any:
         """Greedy generation with the cached decoder: prompt + ``max_new_tokens`` new ids
         ([B, L + n], like transformers' ``generate``; torch in -> torch out). Prompts of
-        different lengths (a list of lists) are left-padded. Needs ``kv_cache=True``."""
+        different lengths (a list of lists) are left-padded. Needs ``kv_cache=True``.
+        backend: "onnx" (ONNX Runtime on the checked decode model, the cache of
+        ``kv_cache``'s ``cache``) or "torch" (the decode graph as a torch callable with a
+        preallocated cache; generated Triton kernels on a GPU target with a GPU); default torch
+        where kernels run, else onnx."""
         if self.kv is None:
             raise GraphOptError("generate needs a model optimized with kv_cache=True",
                                 where="generate")
+        if backend is None:
+            from graphopt.codegen.runtime import wants_kernels
+
+            backend = "torch" if wants_kernels(self.target) else "onnx"
+        if backend == "torch":
+            return self._generate_torch(prompt_ids, max_new_tokens, attention_mask, progress)
+        if backend != "onnx":
+            raise GraphOptError(f"unknown backend {backend!r}: onnx or torch", where="generate")
         from .kv.generate import generate
 
         as_torch = _is_torch(prompt_ids)
@@ -149,6 +161,36 @@ class OptimizedModel:
 
             return torch.from_numpy(out)
         return out
+
+    def _generate_torch(self, prompt_ids: Any, max_new_tokens: int, attention_mask: Any,
+                        progress: Any) -> Any:
+        from .kv.torch_generate import generate_torch
+
+        out = generate_torch(self.decode_callable(), self.kv.derivation.spec, prompt_ids,
+                             attention_mask, max_new_tokens, progress=progress)
+        return out if _is_torch(prompt_ids) else out.cpu().numpy()
+
+    def decode_callable(self, kernels: bool | None = None, interpret: bool = False) -> Any:
+        """The decode graph (decoder with past, dynamic cache) as a torch callable: inputs by
+        the contract's names, a dict of logits and presents out (``graphopt.kv.torch_path``)."""
+        if self.kv is None:
+            raise GraphOptError("decode_callable needs kv_cache=True", where="kv_cache")
+        key = ("decode", kernels, interpret)
+        cache = self.__dict__.setdefault("_kv_callables", {})
+        if key not in cache:
+            from .kv.torch_path import decode_callable
+
+            cache[key] = decode_callable(self.kv.derivation, self.target, kernels, interpret)
+        return cache[key]
+
+    def prefill_callable(self, kernels: bool | None = None, interpret: bool = False) -> Any:
+        """The prefill graph (the original's inputs -> logits and each layer's keys / values)
+        as a torch callable."""
+        if self.kv is None:
+            raise GraphOptError("prefill_callable needs kv_cache=True", where="kv_cache")
+        from .kv.torch_path import prefill_callable
+
+        return prefill_callable(self.kv.derivation, self.target, kernels, interpret)
 
     def _kv_session(self, which: str) -> Any:
         cache = self.__dict__.setdefault("_kv_sessions", {})

@@ -107,3 +107,19 @@ def test_no_kv_section_without_the_flag_and_max_length_needs_it(tmp_path: Path,
     assert code == EXIT_OK and "kv cache:" not in out
     code, out = _explain(proto, tmp_path, capsys, "--max-length", "16")
     assert code == EXIT_USAGE and "--max-length needs --kv-cache" in out
+
+
+def test_api_explain_of_a_torch_module() -> None:
+    """explain_model(module, inputs, kv_cache=True) exports with a dynamic sequence first (a
+    static trace would be refused as 'static')."""
+    from graphopt.errors import GraphOptError
+    from graphopt.explanation import explain_model
+
+    module, inputs, _ = decoders.tiny("window")
+    ex = explain_model(module, inputs, kv_cache=True, max_length=16)
+    assert ex.kv is not None and ex.kv.legal, ex.kv.refusals
+    assert ex.kv.layout is not None and ex.kv.layout["window"] == decoders.WINDOW
+    assert ex.to_dict()["kv_cache"]["max_length"] == 16
+    assert explain_model(module, inputs).kv is None
+    with pytest.raises(GraphOptError, match="max_length applies to the KV cache"):
+        explain_model(module, inputs, max_length=16)

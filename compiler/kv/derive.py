@@ -96,17 +96,16 @@ def derive(g: Graph, max_length: int | None = None, *, ring: bool = False,
     graph (buffers of max_length slots written in place). Raises KVCacheError with the reasons
     when the rewrite is illegal."""
     info = analyze(g)
-    require_legal(info)
-    if not info.attentions:
+    if not info.attentions and not info.refusals:
         raise KVCacheError("the model has no attention (after fusion) over the token stream: "
                            "nothing to cache", where=f"graph {g.name}")
-    limit = position_limit(g, info)
+    prober = Prober(g, info)
+    limit = position_limit(g, info, prober)
     ml = int(max_length or DEFAULT_MAX_LENGTH)
     notes: list[str] = []
     if limit is not None and ml > limit:
         notes.append(f"max_length {ml} clipped to the model's position table ({limit})")
         ml = limit
-    prober = Prober(g, info)
     masks: dict[Node, MaskFacts] = {}
     bad: list[Refusal] = []
     measured: dict[tuple[int, int, bool], MaskFacts | str] = {}  # per mask value and flag
@@ -114,15 +113,20 @@ def derive(g: Graph, max_length: int | None = None, *, ring: bool = False,
         m = att.inputs[3] if len(att.inputs) == 4 else None
         key = (id(m.node) if m else -1, m.index if m else -1, bool(att.attrs["causal"]))
         facts = measured.get(key)
-        if facts is None:
-            facts = measured[key] = prober.mask_facts(att, ml)
+        if facts is None:  # measured even when other refusals exist: the error lists them all
+            try:
+                facts = prober.mask_facts(att, ml)
+            except Exception as e:  # noqa: BLE001 - the mask could not be evaluated
+                if not info.refusals:
+                    raise
+                facts = f"the mask could not be measured ({type(e).__name__}: {e})"
+            measured[key] = facts
         if isinstance(facts, str):
             bad.append(Refusal(att, facts))
         else:
             masks[att] = facts
-    if bad:
-        info.refusals.extend(bad)
-        require_legal(info)
+    info.refusals.extend(bad)
+    require_legal(info)
     layers = _cache_points(info)
     builder = _Builder(g, info, prober, masks, layers)
     decode = builder.build(window_in_graph=True)
@@ -141,22 +145,32 @@ def derive(g: Graph, max_length: int | None = None, *, ring: bool = False,
 
 # ---- analysis helpers ---------------------------------------------------------------------------
 
-def position_limit(g: Graph, info: StreamInfo) -> int | None:
+def position_limit(g: Graph, info: StreamInfo, prober: Prober) -> int | None:
     """The longest sequence the model's position tables cover: for every gather of a constant
-    table by aux indices (positions), the table's length; None when there is none."""
+    table by positions (indices measured to be arange(S), or read from the position_ids
+    input), the table's length; None when there is none. A table gathered by other indices
+    (token types) is no limit."""
     lim: int | None = None
     for n in g.nodes:
         if n.op != "gather" or info.kind.get(n.inputs[0].node) != "const":
             continue
         idx = n.inputs[1]
         src = info.kind.get(idx.node)
-        if src == "aux" or (info.positions is not None and _reaches(idx.node, info.positions)):
+        if (src == "aux" and info.seq_axes(idx) and _arange_like(prober, idx)) or \
+                (info.positions is not None and _reaches(idx.node, info.positions)):
             t = n.inputs[0].type
             if isinstance(t, TensorType) and t.shape is not None:
                 d = t.shape[n.attrs["axis"]]
                 if isinstance(d, int):
                     lim = d if lim is None else min(lim, d)
     return lim
+
+
+def _arange_like(prober: Prober, v: Value) -> bool:
+    try:
+        return is_arange(prober, v)
+    except Exception:  # noqa: BLE001 - not evaluable alone: not a position table read
+        return False
 
 
 def _reaches(n: Node, target: Node) -> bool:
@@ -452,6 +466,13 @@ class _Builder:
             rest = tuple(a for a in n.attrs["axes"] if a != 0)
             pos = _cast(self.pos.out, t.dtype)
             return op("unsqueeze", pos, axes=rest) if rest else pos
+        if n.op == "gather" and n.attrs["axis"] == 0 and len(n.inputs[1].type.shape or ()) == 1 \
+                and self._is_position_root(n.inputs[1]):
+            # table[arange(S)] (nanoGPT): one row per position for every sequence; the rows of
+            # the new tokens' positions, per batch row (broadcast like the original's)
+            self.notes.append(f"{n.where}: table[arange(S)] -> table[position_ids]")
+            return op("gather", self.aux_value(n.inputs[0]), _cast(self.pos.out, DType.i64),
+                      axis=0)
         if n.op in ("opaque", "input"):
             raise KVCacheError(f"the token stream reads {t} from {n.where}, a per-position value "
                                f"graphopt cannot compute for new tokens (no arange(S) position "

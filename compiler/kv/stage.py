@@ -75,8 +75,9 @@ def kv_step(g: Graph, original: Graph, opts: KVOptions, check: bool = True,
     if allow_contrib_ops:  # the folder's decode attention as com.microsoft GroupQueryAttention
         from .contrib import lower_decode
 
-        d.decode, lowered = lower_decode(d.decode, d.spec)
+        d.decode, lowered, kept = lower_decode(d.decode, d.spec)
         d.notes.append(f"{lowered} decode attention(s) -> com.microsoft GroupQueryAttention")
+        d.notes.extend(kept)
     d.ring = simplify(d.ring) if d.ring is not None else None
     d.static = simplify(d.static) if d.static is not None else None
     decode = onnx_export.to_bytes(d.decode)

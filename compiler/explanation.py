@@ -93,9 +93,9 @@ def _mask_refusals(g: Graph, info: Any, max_length: int | None) -> list[str]:
     from .kv.probe import Prober
 
     ml = int(max_length or DEFAULT_MAX_LENGTH)
-    limit = position_limit(g, info)
-    ml = min(ml, limit) if limit is not None else ml
     prober = Prober(g, info)
+    limit = position_limit(g, info, prober)
+    ml = min(ml, limit) if limit is not None else ml
     seen: dict[tuple[int, int, bool], Any] = {}
     out = []
     for att in info.attentions:

@@ -74,6 +74,9 @@ class Device:
     onchip_bytes:    fast memory of one core / SM (shared memory, L2 per core): a reduction row
                      must fit here for the reduction to fuse with its neighbours
     matmul_efficiency: fraction of peak a well-shaped matmul reaches
+    link_bandwidth:  bytes/s one device sends to its neighbour in a ring (tensor parallelism's
+                     collectives: NVLink per direction on GPUs, gloo on one host for cpu)
+    link_latency:    seconds per step of a ring collective (alpha of alpha + beta * bytes)
     """
 
     name: str
@@ -90,15 +93,21 @@ class Device:
     matmul_efficiency: float = 0.7
     fusion: Fusion = field(default_factory=Fusion)
     notes: str = ""
+    link_bandwidth: float = 10e9
+    link_latency: float = 20e-6
 
     def __post_init__(self) -> None:
-        for k in ("mem_bandwidth", "cache_bandwidth", "launch_overhead", "onchip_bytes"):
+        for k in ("mem_bandwidth", "cache_bandwidth", "launch_overhead", "onchip_bytes",
+                  "link_latency"):
             v = getattr(self, k)
             if not isinstance(v, (int, float)) or v < 0:
                 raise GraphOptError(f"{k} must be a number >= 0, got {v!r}",
                                     where=f"device {self.name}")
         if self.mem_bandwidth <= 0:
             raise GraphOptError("mem_bandwidth must be > 0", where=f"device {self.name}")
+        if not isinstance(self.link_bandwidth, (int, float)) or self.link_bandwidth <= 0:
+            raise GraphOptError(f"link_bandwidth must be a number > 0, got "
+                                f"{self.link_bandwidth!r}", where=f"device {self.name}")
         if "f32" not in self.peak_flops or "f32" not in self.vector_flops:
             raise GraphOptError("peak_flops and vector_flops need an 'f32' entry",
                                 where=f"device {self.name}")
@@ -169,12 +178,20 @@ def _rate(table: Mapping[str, float], dtype: DType | None) -> float:
 
 # ---- built-in GPU profiles (datasheet, dense, SXM parts) ------------------------------------------
 
+# one step of a ring collective between NVLink-connected GPUs (NCCL's small-message all-reduce
+# on 2 GPUs takes two such steps, ~10 us)
+NVLINK_STEP_LATENCY = 5e-6
+# gloo between processes on one host (loopback TCP): per-step latency and copy bandwidth
+GLOO_STEP_LATENCY = 30e-6
+GLOO_BANDWIDTH = 3e9
+
 _GPU_FUSION = Fusion(pointwise=True, epilogue=True, epilogue_ops=None, max_epilogue=64,
                      reduction=True)
 
 
 def _gpu(name: str, f32: float, tf32: float, f16: float, i8: float, f8: float | None,
-         f64: float, bw: float, l2: float, smem: float, sms: int, notes: str) -> Device:
+         f64: float, bw: float, l2: float, smem: float, sms: int, link: float,
+         notes: str) -> Device:
     peak = {"f32": f32, "tf32": tf32, "f16": f16, "bf16": f16, "i8": i8, "f64": f64}
     if f8 is not None:
         peak.update({"f8e4m3fn": f8, "f8e5m2": f8})
@@ -182,18 +199,21 @@ def _gpu(name: str, f32: float, tf32: float, f16: float, i8: float, f8: float | 
     return Device(name=name, kind="gpu", peak_flops=peak, vector_flops=vec, mem_bandwidth=bw,
                   cache_bandwidth=2.5 * bw, cache_bytes=l2, launch_overhead=4e-6,
                   onchip_bytes=smem, cores=sms, vector_bits=0, matmul_efficiency=0.7,
-                  fusion=_GPU_FUSION, notes=notes)
+                  fusion=_GPU_FUSION, notes=notes, link_bandwidth=link,
+                  link_latency=NVLINK_STEP_LATENCY)
 
 
 A100 = _gpu("a100", f32=19.5e12, tf32=156e12, f16=312e12, i8=624e12, f8=None, f64=19.5e12,
-            bw=2.039e12, l2=40 * 2**20, smem=164 * 2**10, sms=108,
-            notes="A100 SXM4 80GB: 312 TF f16/bf16 dense, 2.0 TB/s HBM2e, 40 MB L2")
+            bw=2.039e12, l2=40 * 2**20, smem=164 * 2**10, sms=108, link=300e9,
+            notes="A100 SXM4 80GB: 312 TF f16/bf16 dense, 2.0 TB/s HBM2e, 40 MB L2, "
+                  "NVLink3 300 GB/s per direction")
 H100 = _gpu("h100", f32=67e12, tf32=495e12, f16=989e12, i8=1979e12, f8=1979e12, f64=67e12,
-            bw=3.35e12, l2=50 * 2**20, smem=228 * 2**10, sms=132,
-            notes="H100 SXM5 80GB: 989 TF f16/bf16 dense, 3.35 TB/s HBM3, 50 MB L2")
+            bw=3.35e12, l2=50 * 2**20, smem=228 * 2**10, sms=132, link=450e9,
+            notes="H100 SXM5 80GB: 989 TF f16/bf16 dense, 3.35 TB/s HBM3, 50 MB L2, "
+                  "NVLink4 450 GB/s per direction")
 H200 = _gpu("h200", f32=67e12, tf32=495e12, f16=989e12, i8=1979e12, f8=1979e12, f64=67e12,
-            bw=4.8e12, l2=50 * 2**20, smem=228 * 2**10, sms=132,
-            notes="H200 SXM 141GB: H100 compute, 4.8 TB/s HBM3e")
+            bw=4.8e12, l2=50 * 2**20, smem=228 * 2**10, sms=132, link=450e9,
+            notes="H200 SXM 141GB: H100 compute, 4.8 TB/s HBM3e, NVLink4 450 GB/s per direction")
 
 
 # ---- the CPU at hand ----------------------------------------------------------------------------
@@ -308,7 +328,9 @@ def cpu_device(info: CpuInfo | None = None, name: str = "cpu") -> Device:
                   cache_bytes=c.l3_bytes, launch_overhead=3e-6,
                   onchip_bytes=c.l2_bytes, cores=c.cores, vector_bits=c.vector_bits,
                   matmul_efficiency=0.6, fusion=cpu_fusion(),
-                  notes=c.source + f"; DRAM {mem_bw / 1e9:.0f} GB/s assumed")
+                  notes=c.source + f"; DRAM {mem_bw / 1e9:.0f} GB/s assumed; gloo link "
+                  f"{GLOO_BANDWIDTH / 1e9:.0f} GB/s, {GLOO_STEP_LATENCY * 1e6:.0f} us per step "
+                  f"assumed", link_bandwidth=GLOO_BANDWIDTH, link_latency=GLOO_STEP_LATENCY)
 
 
 # ---- registry -----------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ class Kind(enum.IntEnum):
     REDUCTION = 4
     HEAVY = 5  # matmul, conv, attention, pools: anchors with epilogues
     OPAQUE = 6  # never fused
+    COLLECTIVE = 7  # communication between ranks: priced by the device's link, never fused
 
 
 # the size policy of the constant folding after the search (search/stage.py: the one folder's
@@ -230,6 +231,8 @@ class CostModel:
     # ---- regions --------------------------------------------------------------------------------
     def region_time(self, r: Region) -> float:
         d = self.device
+        if r.kind == Kind.COLLECTIVE:
+            return self.collective_time(r.nodes[0])
         compute = 0.0
         if r.matrix_flops:
             compute += r.matrix_flops / (d.matrix_rate(r.dtype) * d.matmul_efficiency)
@@ -238,6 +241,15 @@ class CostModel:
         b = r.bytes
         memory = b / d.bandwidth(b)
         return max(compute, memory) + r.launches * d.launch_overhead
+
+    def collective_time(self, n: Node) -> float:
+        """A collective's time on the device's link: ``steps * link_latency + bytes /
+        link_bandwidth``, the steps and bytes from the op (``ops/collectives.py``)."""
+        from ..ops.registry import get_op
+
+        steps, nbytes = get_op(n.op).transfer(n.inputs[0].type, n.attrs)  # type: ignore[attr-defined]
+        d = self.device
+        return steps * d.link_latency + nbytes / d.link_bandwidth
 
     def __call__(self, g: Graph) -> float:
         return self.graph_cost(g).time
@@ -326,7 +338,7 @@ class CostModel:
                 if ri is not None and ri not in in_regions:
                     in_regions.append(ri)
             target = -1
-            if fuse and k != Kind.HEAVY and k != Kind.OPAQUE and in_regions:
+            if fuse and k not in (Kind.HEAVY, Kind.OPAQUE, Kind.COLLECTIVE) and in_regions:
                 target = self._choose(n, ni, ins, in_regions, regions, anc, has_dep, region_of,
                                       caps, onchip)
             if target < 0:

@@ -1,5 +1,6 @@
 """Op families. Importing this package registers every op (explicit list, one module a family)."""
 from . import (source, opaque, elementwise, reduce, matmul, shape, nn, attention,  # noqa: F401
-               rotary, quant)
+               rotary, quant, collectives)
 
-ALL_FAMILIES = (source, opaque, elementwise, reduce, matmul, shape, nn, attention, rotary, quant)
+ALL_FAMILIES = (source, opaque, elementwise, reduce, matmul, shape, nn, attention, rotary, quant,
+                collectives)

@@ -43,8 +43,10 @@ if TYPE_CHECKING:
 #   source: input / constant; view: aliases its input (reshape, squeeze, ...), no kernel;
 #   pointwise: elementwise-like, fuses into chains and epilogues; injective: index-mapping data
 #   movement; reduction: reduces rows (fuses prologues/epilogues when a row fits on chip);
-#   heavy: matmul / conv / attention / pools, anchors with epilogues; opaque: never fused
-CostClass = Literal["source", "view", "pointwise", "injective", "reduction", "heavy", "opaque"]
+#   heavy: matmul / conv / attention / pools, anchors with epilogues; opaque: never fused;
+#   collective: communication between ranks (ops/collectives.py), priced by the device's link
+CostClass = Literal["source", "view", "pointwise", "injective", "reduction", "heavy", "opaque",
+                    "collective"]
 
 
 @dataclass(frozen=True)

@@ -339,7 +339,8 @@ def _check_declarations(op: OpDef, node: Node, ex: Example, want: tuple[np.ndarr
 
 # ---- declarations across examples ---------------------------------------------------------------
 
-COST_CLASSES = ("source", "view", "pointwise", "injective", "reduction", "heavy", "opaque")
+COST_CLASSES = ("source", "view", "pointwise", "injective", "reduction", "heavy", "opaque",
+                "collective")
 
 
 def _float64(a: np.ndarray) -> np.ndarray:

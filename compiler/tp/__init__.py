@@ -1,0 +1,1 @@
+"""Tensor parallelism: sharding plans as verified rewrites, rank programs, torch.distributed execution."""

@@ -1,0 +1,62 @@
+"""What ``optimize_training`` chose and what it costs: ``RematReport``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class PlanFacts:
+    """One plan's numbers: saved bytes at the forward/backward boundary, predicted peak of live
+    activations and of the whole step, predicted recompute seconds (IR cost model)."""
+
+    solver: str
+    saved: int
+    peak_activations: int
+    peak_total: int
+    recompute_s: float
+    n_saved: int
+    n_recomputed: int
+
+    def row(self) -> str:
+        return (f"{self.solver:<10} saved {_mb(self.saved):>9}  peak act {_mb(self.peak_activations):>9}"
+                f"  peak all {_mb(self.peak_total):>9}  recompute {self.recompute_s * 1e3:8.3f} ms"
+                f"  ({self.n_saved} saved, {self.n_recomputed} recomputed)")
+
+
+@dataclass
+class RematReport:
+    """The chosen plan (``plan``), the reference (no recompute) and the baselines, the budget,
+    the IR check of the backward and, once measured, the measured peaks."""
+
+    budget: int  # bytes of live activations the plan must stay under
+    reference: PlanFacts  # no recompute: what plain autograd keeps
+    plan: PlanFacts
+    baselines: list[PlanFacts]
+    saved: list[str]  # FX names of the saved tensors (graph order)
+    recomputed: list[str]
+    solver_s: float
+    solver_rounds: int
+    ir_added_s: float  # cost-model seconds the rewritten IR backward adds over the all-saved one
+    ir_rewrites: int  # places passes/remat.py rewrote
+    measured: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        lines = [f"remat plan ({self.plan.solver}), budget {_mb(self.budget)} "
+                 f"({self.budget / max(self.reference.peak_activations, 1):.3f} of the "
+                 f"{_mb(self.reference.peak_activations)} peak activations without recompute); "
+                 f"solver {self.solver_s:.2f} s, {self.solver_rounds} round(s)",
+                 "  " + self.plan.row(), "  " + self.reference.row()]
+        lines += ["  " + b.row() for b in self.baselines]
+        lines.append(f"  IR backward: {self.ir_rewrites} reads rewritten to recomputations, "
+                     f"+{self.ir_added_s * 1e3:.3f} ms predicted")
+        lines.append(f"  saved: {', '.join(self.saved)}")
+        lines.append(f"  recomputed: {', '.join(self.recomputed) or '-'}")
+        if self.measured:
+            lines.append("  measured: " + ", ".join(
+                f"{k} {_mb(v) if isinstance(v, int) else v}" for k, v in self.measured.items()))
+        return "\n".join(lines)
+
+
+def _mb(b: int) -> str:
+    return f"{b / 2**20:.2f} MiB"

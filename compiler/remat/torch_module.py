@@ -1,0 +1,106 @@
+"""``RematModule``: the trained module, and ``build_module`` which traces and plans it."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils import _pytree as pytree
+
+from ..errors import GraphOptError
+from .measure import peak_bytes, saved_bytes
+from .module import PlanOptions, plan_partition
+
+
+class RematModule(torch.nn.Module):
+    """Runs ``model``'s forward through the planned AOTAutograd function; ``model`` is a
+    submodule, so parameters (and ``state_dict``) are shared. ``report``: the plan's facts."""
+
+    def __init__(self, model: torch.nn.Module, compiled: Any, out_spec: Any,
+                 example: tuple[Any, ...], opts: PlanOptions) -> None:
+        super().__init__()
+        self.model = model
+        self._compiled = compiled
+        self._out_spec = out_spec
+        self._signature = [_sig(x) for x in example]
+        self._opts = opts
+
+    @property
+    def report(self) -> Any:
+        return self._opts.result["report"]
+
+    def forward(self, *inputs: Any) -> Any:
+        sig = [_sig(x) for x in inputs]
+        if sig != self._signature:
+            raise GraphOptError(f"inputs {sig} differ from the example inputs {self._signature} "
+                                f"the plan was made for", where="RematModule")
+        params = [p for _, p in self.model.named_parameters()]
+        flat = self._compiled(*params, *inputs)
+        return pytree.tree_unflatten(list(flat), self._out_spec["spec"])
+
+
+def _sig(x: Any) -> tuple:
+    if isinstance(x, torch.Tensor):
+        return (tuple(x.shape), str(x.dtype))
+    return ("value", repr(x))
+
+
+def build_module(model: torch.nn.Module, example: tuple[Any, ...], opts: PlanOptions,
+                 measure: bool) -> RematModule:
+    """Trace ``model`` on ``example`` through AOTAutograd with the planning partitioner (the
+    example step runs once, under a forked RNG state), and measure it when asked."""
+    from functorch.compile import make_boxed_func
+    from torch._functorch.aot_autograd import aot_function
+
+    names = [n for n, _ in model.named_parameters()]
+    opts.num_params = len(names)
+    out_spec: dict[str, Any] = {}
+
+    def fn(*args: Any) -> tuple[Any, ...]:
+        params = dict(zip(names, args[:len(names)]))
+        out = torch.func.functional_call(model, params, tuple(args[len(names):]))
+        flat, spec = pytree.tree_flatten(out)
+        out_spec["spec"] = spec
+        return tuple(flat)
+
+    def partition_fn(joint: Any, _inputs: Any, *, num_fwd_outputs: int, **_: Any
+                     ) -> tuple[Any, Any]:
+        return plan_partition(joint, num_fwd_outputs, opts)
+
+    def compiler(gm: Any, _example: Any) -> Any:
+        return make_boxed_func(gm)
+
+    compiled = aot_function(fn, fw_compiler=compiler, bw_compiler=compiler,
+                            partition_fn=partition_fn)
+    module = RematModule(model, compiled, out_spec, example, opts)
+    with torch.random.fork_rng():
+        _step(module, example)  # traces and plans
+    if "report" not in opts.result:
+        raise GraphOptError("AOTAutograd made no joint graph (does the model have parameters "
+                            "that require grad?)", where="optimize_training")
+    if measure:
+        opts.result["report"].measured = measured(model, module, example)
+    return module
+
+
+def _step(module: torch.nn.Module, example: tuple[Any, ...]) -> tuple[Any, ...]:
+    """One forward + backward on ``example`` (loss: the sum of the float outputs), gradients
+    returned, not accumulated into the parameters."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    out = module(*example)
+    leaves = [t for t in pytree.tree_leaves(out)
+              if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad]
+    loss = sum(t.sum() for t in leaves)
+    return torch.autograd.grad(loss, params)
+
+
+def measured(model: torch.nn.Module, module: torch.nn.Module, example: tuple[Any, ...]
+             ) -> dict[str, int]:
+    """Saved bytes and step peaks of the plan and of plain autograd on ``example``."""
+    keep = list(model.parameters()) + list(example)
+    out: dict[str, int] = {}
+    with torch.random.fork_rng():
+        out["saved"] = saved_bytes(lambda: module(*example), keep)
+        out["saved_autograd"] = saved_bytes(lambda: model(*example), keep)
+        out["peak"] = peak_bytes(lambda: _step(module, example))
+        out["peak_autograd"] = peak_bytes(lambda: _step(model, example))
+    return out

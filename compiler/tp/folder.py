@@ -5,7 +5,8 @@
                                   graphopt's version, each rank's folder, weight_bytes (its
                                   weights file's tensors) and param_bytes (every constant of its
                                   program, the small ones printed inline too), ``meta``
-      launch.sh                   torchrun --nproc-per-node N -m graphopt.launch OUT_DIR "$@"
+      launch.sh                   torchrun --standalone --nproc-per-node N -m graphopt.launch
+                                  OUT_DIR "$@" (one machine; a free port each launch)
       rank0/program.graph         rank 0's program: the IR text form (``print_graph_with_weights``)
       rank0/weights.safetensors   the constants its text names ``@c0, @c1, ...``: only rank 0's
       rank1/...                   shards and the replicated weights it needs
@@ -56,7 +57,8 @@ _BITS = {DType.u4: np.uint8, DType.i4: np.int8, DType.bf16: np.int16}
 LAUNCH_SCRIPT = """#!/bin/sh
 # Runs this tensor-parallel folder on {world} processes (gloo on CPU, NCCL on GPU), e.g.
 #   ./launch.sh --inputs X.npz [--output Y.npz] [--count-collectives]
-exec torchrun --nproc-per-node {world} -m graphopt.launch "$(dirname "$0")" "$@"
+# (--standalone: the rendezvous takes a free port, so two launches never collide)
+exec torchrun --standalone --nproc-per-node {world} -m graphopt.launch "$(dirname "$0")" "$@"
 """
 
 

@@ -1,0 +1,186 @@
+"""graphopt.launch under real torchrun (2 processes, gloo): outputs equal numpy's single-process
+reference, collectives counted on the process group, and failures are clear and write nothing.
+
+The torchrun runs (~5 s each) start together in one fixture, which also shows that concurrent
+runs do not collide on a port; the in-process tests check the launcher's argument errors."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+from graphopt import launch
+from graphopt.errors import GraphOptError
+from graphopt.tp.folder import LAUNCH_FILE, PROGRAM_FILE, write_folder
+from graphopt.tp.run import DistributedRunError, run_distributed
+
+from .handmade import gather_programs, mlp_counts, mlp_programs
+
+BATCH = 3
+TIMEOUT = 180.0
+
+
+def _x() -> np.ndarray:
+    return np.random.default_rng(7).standard_normal((BATCH, 8)).astype(np.float32)
+
+
+def _outcome(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except Exception as e:  # kept for the test that expects it
+        return e
+
+
+def _launch_sh(folder: Path, x_file: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", str(folder / LAUNCH_FILE), "--inputs", str(x_file)],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    d = tmp_path_factory.mktemp("launch")
+    graphs, _, reference = mlp_programs(world=2)
+    mlp = write_folder(d / "mlp", graphs)
+    script = write_folder(d / "script", graphs)
+    corrupt = write_folder(d / "corrupt", graphs)
+    prog = corrupt / "rank1" / PROGRAM_FILE
+    prog.write_text(prog.read_text().replace("relu", "relux", 1))
+    gather = write_folder(d / "gather", gather_programs(world=2)[0])
+    x = _x()
+    np.savez(d / "x.npz", x=x)
+    jobs = {
+        "mlp": lambda: run_distributed(mlp, 2, {"x": x}, count_collectives=True,
+                                       backend="gloo", timeout=TIMEOUT),
+        "corrupt": lambda: run_distributed(corrupt, 2, {"x": x}, timeout=TIMEOUT),
+        "script": lambda: _launch_sh(script, d / "x.npz"),
+        "gather": lambda: run_distributed(gather, 2, {"x": x}, timeout=TIMEOUT),
+    }
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = {k: pool.submit(_outcome, f) for k, f in jobs.items()}
+        out = {k: f.result() for k, f in futures.items()}
+    out.update(reference=reference(x), dirs={"script": script, "corrupt": corrupt}, x=x)
+    return out
+
+
+def _ok(v: Any) -> Any:
+    if isinstance(v, Exception):
+        raise v
+    return v
+
+
+def test_outputs_equal_the_single_process_reference(runs: dict[str, Any]) -> None:
+    res = _ok(runs["mlp"])
+    assert sorted(res.outputs) == ["y", "z"]
+    for k, want in runs["reference"].items():
+        np.testing.assert_allclose(res.outputs[k], want, rtol=1e-5, atol=1e-5)
+    assert res.record["world_size"] == 2 and res.record["backend"] == "gloo"
+
+
+def test_collectives_counted_per_rank(runs: dict[str, Any]) -> None:
+    res = _ok(runs["mlp"])
+    want = mlp_counts(BATCH)
+    assert res.counts == [dict(want, rank=0), dict(want, rank=1)]
+    printed = [json.loads(ln) for ln in res.stdout.splitlines() if ln.startswith("{")]
+    assert sorted(printed, key=lambda c: c["rank"]) == res.counts
+
+
+def test_launch_script_writes_default_outputs(runs: dict[str, Any]) -> None:
+    done = runs["script"]
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = runs["dirs"]["script"]
+    with np.load(folder / launch.OUTPUT_FILE) as z:
+        np.testing.assert_allclose(z["y"], runs["reference"]["y"], rtol=1e-5, atol=1e-5)
+    side = json.loads((folder / "outputs.json").read_text())
+    assert side["outputs"] == ["y", "z"] and "collectives" not in side
+    assert "2 ranks (gloo)" in done.stdout
+
+
+def test_a_corrupt_rank_program_fails_clearly(runs: dict[str, Any]) -> None:
+    err = runs["corrupt"]
+    assert isinstance(err, DistributedRunError), err
+    prog = runs["dirs"]["corrupt"] / "rank1" / PROGRAM_FILE
+    assert f"graphopt.launch: rank 1: {prog}: corrupt program" in str(err)
+    assert "relux" in str(err)
+    assert not (runs["dirs"]["corrupt"] / launch.OUTPUT_FILE).exists()
+
+
+@pytest.mark.xfail(strict=True, raises=DistributedRunError,
+                   reason="ops/collectives.py all_gather's rank view hands gloo a (world, *shape) "
+                          "output; torch 2.13's gloo all_gather_into_tensor wants (world * "
+                          "shape[0], ...). Remove this mark once the op is fixed.")
+def test_column_split_all_gather(runs: dict[str, Any]) -> None:
+    res = _ok(runs["gather"])
+    np.testing.assert_allclose(res.outputs["y"], runs["x"] @ gather_programs()[1]["wg"],
+                               rtol=1e-5, atol=1e-5)
+
+
+# ---- the launcher's checks, in this process (they run before the process group starts) -----
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return write_folder(tmp_path / "tp", mlp_programs(world=2)[0])
+
+
+def _launch(folder: Path, inputs: dict[str, np.ndarray], capsys: pytest.CaptureFixture[str],
+            tmp_path: Path) -> str:
+    np.savez(tmp_path / "in.npz", **inputs)
+    rc = launch.main([str(folder), "--inputs", str(tmp_path / "in.npz"), "--output",
+                      str(tmp_path / "out.npz")])
+    assert rc == 1
+    assert not (tmp_path / "out.npz").exists() and not (tmp_path / "out.json").exists()
+    return capsys.readouterr().err
+
+
+def _torchrun_env(monkeypatch: pytest.MonkeyPatch, world: int) -> None:
+    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": str(world),
+                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(k, v)
+
+
+def test_without_torchrun(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    err = _launch(folder, {"x": _x()}, capsys, tmp_path)
+    assert "not set: run it under torchrun (torchrun --nproc-per-node 2" in err
+
+
+def test_wrong_world_size(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    _torchrun_env(monkeypatch, 3)
+    err = _launch(folder, {"x": _x()}, capsys, tmp_path)
+    assert "WORLD_SIZE=3 but the folder holds 2 rank programs" in err
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ({}, r"missing \['x'\], unknown \[\]"),
+    ({"x": _x(), "q": _x()}, r"missing \[\], unknown \['q'\]"),
+    ({"x": _x().astype(np.float64)}, r"input 'x' must be f32\[b,8\], got f64\[3, 8\]"),
+    ({"x": _x()[:, :4]}, r"input 'x' must be f32\[b,8\], got f32\[3, 4\]"),
+])
+def test_bad_inputs(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                    capsys: pytest.CaptureFixture[str], inputs: dict[str, np.ndarray],
+                    message: str) -> None:
+    _torchrun_env(monkeypatch, 2)
+    err = _launch(folder, inputs, capsys, tmp_path)
+    assert err.startswith("graphopt.launch: rank 0: ")
+    assert str(tmp_path / "in.npz") in err
+    
+    assert re.search(message, err), err
+
+
+def test_symbol_sizes_must_agree(tmp_path: Path) -> None:
+    specs = [{"name": "a", "dtype": "f32", "shape": ["b", 2]},
+             {"name": "c", "dtype": "f32", "shape": ["b"]}]
+    f = tmp_path / "in.npz"
+    np.savez(f, a=np.zeros((3, 2), np.float32), c=np.zeros(3, np.float32))
+    assert sorted(launch.read_inputs(f, specs)) == ["a", "c"]
+    np.savez(f, a=np.zeros((3, 2), np.float32), c=np.zeros(4, np.float32))
+    with pytest.raises(GraphOptError, match="dim 'b' is 4 here and 3 in another input"):
+        launch.read_inputs(f, specs)

@@ -31,7 +31,7 @@ import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -166,10 +166,13 @@ def _check_target(out: Path) -> None:
 
 
 def write_folder(out_dir: str | os.PathLike[str], rank_graphs: Sequence[Graph],
-                 meta: Mapping[str, Any] | None = None) -> Path:
+                 meta: Mapping[str, Any] | None = None, *,
+                 check: Callable[["ShardFolder"], None] | None = None) -> Path:
     """Write the rank programs ``rank_graphs`` (rank r's at index r) as a shard folder at
     ``out_dir`` (see the module docstring), with ``meta`` (JSON; the plan's report) in
-    shard.json. Atomic: a failure leaves ``out_dir`` as it was. Returns the folder."""
+    shard.json. ``check`` gets the finished folder as read back from disk (``load_folder`` of
+    the temporary folder) before it is moved into place; an exception from it aborts the write.
+    Atomic: a failure leaves ``out_dir`` as it was. Returns the folder."""
     from .. import __version__
 
     out = Path(out_dir)
@@ -199,6 +202,8 @@ def write_folder(out_dir: str | os.PathLike[str], rank_graphs: Sequence[Graph],
         launch.write_text(LAUNCH_SCRIPT.format(world=world))
         launch.chmod(launch.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a folder is readable like any other
+        if check is not None:
+            check(load_folder(tmp))
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -17,8 +17,8 @@ from graphopt.errors import GraphOptError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import ConstData, constant, input_node, op
 from graphopt.ir.types import DType, TensorType
-from graphopt.tp.folder import (LAUNCH_FILE, PROGRAM_FILE, SHARD_FILE, WEIGHTS_FILE, load_folder,
-                                write_folder)
+from graphopt.tp.folder import (LAUNCH_FILE, PROGRAM_FILE, SHARD_FILE, WEIGHTS_FILE, ShardFolder,
+                                load_folder, write_folder)
 
 from .handmade import X_TYPE, block, mlp_programs
 
@@ -95,6 +95,23 @@ def test_failure_leaves_nothing_and_old_folder_intact(tmp_path: Path) -> None:
         write_folder(old, [bad])
     assert (old / "rank0" / PROGRAM_FILE).read_text() == before
     assert _siblings(old) == ["old"]
+
+
+def test_check_sees_the_folder_read_back_before_it_moves_in(tmp_path: Path) -> None:
+    graphs, _, _ = mlp_programs()
+    seen: list[str] = []
+
+    def check(folder: ShardFolder) -> None:
+        seen.extend(folder.graph(r).fingerprint() for r in range(folder.world_size))
+        assert not (tmp_path / "tp").exists()
+        raise GraphOptError("rank 1 differs from the original")
+
+    with pytest.raises(GraphOptError, match="rank 1 differs"):
+        write_folder(tmp_path / "tp", graphs, check=check)
+    assert seen == [g.fingerprint() for g in graphs]
+    assert list(tmp_path.iterdir()) == []
+    write_folder(tmp_path / "tp", graphs, check=lambda f: None)
+    assert load_folder(tmp_path / "tp").world_size == 2
 
 
 def test_replaces_a_shard_folder_refuses_anything_else(tmp_path: Path) -> None:

@@ -6,8 +6,10 @@ runs do not collide on a port; the in-process tests check the launcher's argumen
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -18,12 +20,13 @@ import pytest
 from graphopt import launch
 from graphopt.errors import GraphOptError
 from graphopt.tp.folder import LAUNCH_FILE, PROGRAM_FILE, write_folder
-from graphopt.tp.run import DistributedRunError, run_distributed
+from graphopt.tp.run import DistributedRunError, run_distributed, torchrun
 
 from .handmade import gather_programs, mlp_counts, mlp_programs
 
 BATCH = 3
 TIMEOUT = 180.0
+HANG_TIMEOUT = 20.0  # the ranks of the hanging script have started by then
 
 
 def _x() -> np.ndarray:
@@ -54,17 +57,23 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     gather = write_folder(d / "gather", gather_programs(world=2)[0])
     x = _x()
     np.savez(d / "x.npz", x=x)
+    hang = d / "hang.py"
+    hang.write_text("import os, pathlib, time\n"
+                    f"pathlib.Path({str(d)!r}, 'pid' + os.environ['RANK']).write_text(str(os.getpid()))\n"
+                    "time.sleep(600)\n")
     jobs = {
         "mlp": lambda: run_distributed(mlp, 2, {"x": x}, count_collectives=True,
                                        backend="gloo", timeout=TIMEOUT),
         "corrupt": lambda: run_distributed(corrupt, 2, {"x": x}, timeout=TIMEOUT),
         "script": lambda: _launch_sh(script, d / "x.npz"),
         "gather": lambda: run_distributed(gather, 2, {"x": x}, timeout=TIMEOUT),
+        "hang": lambda: torchrun([hang], 2, timeout=HANG_TIMEOUT),
     }
     with ThreadPoolExecutor(len(jobs)) as pool:
         futures = {k: pool.submit(_outcome, f) for k, f in jobs.items()}
         out = {k: f.result() for k, f in futures.items()}
-    out.update(reference=reference(x), dirs={"script": script, "corrupt": corrupt}, x=x)
+    out.update(reference=reference(x), dirs={"script": script, "corrupt": corrupt, "hang": d},
+               x=x)
     return out
 
 
@@ -108,6 +117,26 @@ def test_a_corrupt_rank_program_fails_clearly(runs: dict[str, Any]) -> None:
     assert f"graphopt.launch: rank 1: {prog}: corrupt program" in str(err)
     assert "relux" in str(err)
     assert not (runs["dirs"]["corrupt"] / launch.OUTPUT_FILE).exists()
+
+
+def test_a_timeout_ends_every_rank(runs: dict[str, Any]) -> None:
+    err = runs["hang"]
+    assert isinstance(err, DistributedRunError) and "timed out after 20 s" in str(err), err
+    pids = [int((runs["dirs"]["hang"] / f"pid{r}").read_text()) for r in range(2)]
+    deadline = time.monotonic() + 10
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _alive(p)]
+        time.sleep(0.1)
+    assert alive == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @pytest.mark.xfail(strict=True, raises=DistributedRunError,

@@ -198,8 +198,9 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     digests = {g["digest"] for g in gathered}
     if len(digests) != 1:
-        raise GraphOptError(f"the ranks' outputs differ (digests {[g['digest'][:12] for g in gathered]}); "
-                            f"a rank program's outputs must be replicated", where=str(args.folder))
+        short = [g["digest"][:12] for g in gathered]
+        raise GraphOptError(f"the ranks' outputs differ (digests {short}); a rank program's "
+                            f"outputs must be replicated", where=str(args.folder))
     result = dict(zip(folder.outputs, outs))
     side: dict[str, Any] = {"world_size": world, "backend": backend, "outputs": folder.outputs,
                             "digest": digests.pop()}

@@ -6,7 +6,8 @@ is asked to run (checked with torch 2.13 on gloo):
 
 * all_reduce:     ``c10d::allreduce_`` (its tensor list's shapes are not recorded)
 * all_gather:     ``c10d::_allgather_base_`` (all_gather_into_tensor) / ``c10d::allgather_``
-* reduce_scatter: ``c10d::_reduce_scatter_base_`` (reduce_scatter_tensor) / ``c10d::reduce_scatter_``
+* reduce_scatter: ``c10d::_reduce_scatter_base_`` (reduce_scatter_tensor) /
+  ``c10d::reduce_scatter_``
 
 The backend's own events (``gloo:all_reduce``, ``nccl:all_reduce``, ...) are not counted: gloo
 implements a reduce_scatter with internal all_reduce calls, so they would count collectives the
@@ -28,7 +29,7 @@ from typing import Any, Callable
 
 from ..errors import GraphOptError
 
-__all__ = ["CollectiveCounts", "count_collectives", "C10D_EVENTS", "KINDS"]
+__all__ = ["CollectiveCounts", "count_collectives", "counts_of", "C10D_EVENTS", "KINDS"]
 
 KINDS = ("all_reduce", "all_gather", "reduce_scatter")
 C10D_EVENTS = {

@@ -51,7 +51,8 @@ PROGRAM_FILE = "program.graph"
 WEIGHTS_FILE = "weights.safetensors"
 FORMAT = "graphopt-shard/1"
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter")
-_DTYPES_KEY = "graphopt_dtypes"  # safetensors metadata: {tensor name: graphopt dtype} when stored as bits
+# safetensors metadata: {tensor name: graphopt dtype} of the tensors stored as bits
+_DTYPES_KEY = "graphopt_dtypes"
 _BITS = {DType.u4: np.uint8, DType.i4: np.int8, DType.bf16: np.int16}
 
 LAUNCH_SCRIPT = """#!/bin/sh

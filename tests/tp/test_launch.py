@@ -19,10 +19,12 @@ import pytest
 
 from graphopt import launch
 from graphopt.errors import GraphOptError
+from graphopt.ir.graph import Graph
+from graphopt.ir.node import input_node, op
 from graphopt.tp.folder import LAUNCH_FILE, PROGRAM_FILE, write_folder
 from graphopt.tp.run import DistributedRunError, run_distributed, torchrun
 
-from .handmade import gather_programs, mlp_counts, mlp_programs
+from .handmade import X_TYPE, gather_programs, mlp_counts, mlp_programs
 
 BATCH = 3
 TIMEOUT = 180.0
@@ -55,11 +57,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     prog = corrupt / "rank1" / PROGRAM_FILE
     prog.write_text(prog.read_text().replace("relu", "relux", 1))
     gather = write_folder(d / "gather", gather_programs(world=2)[0])
+    differ = write_folder(d / "differ", [_unreplicated(r) for r in range(2)])
     x = _x()
     np.savez(d / "x.npz", x=x)
     hang = d / "hang.py"
     hang.write_text("import os, pathlib, time\n"
-                    f"pathlib.Path({str(d)!r}, 'pid' + os.environ['RANK']).write_text(str(os.getpid()))\n"
+                    f"pathlib.Path({str(d)!r}, 'pid' + os.environ['RANK'])"
+                    ".write_text(str(os.getpid()))\n"
                     "time.sleep(600)\n")
     jobs = {
         "mlp": lambda: run_distributed(mlp, 2, {"x": x}, count_collectives=True,
@@ -68,13 +72,21 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "script": lambda: _launch_sh(script, d / "x.npz"),
         "gather": lambda: run_distributed(gather, 2, {"x": x}, timeout=TIMEOUT),
         "hang": lambda: torchrun([hang], 2, timeout=HANG_TIMEOUT),
+        "differ": lambda: run_distributed(differ, 2, {"x": x}, timeout=TIMEOUT),
     }
     with ThreadPoolExecutor(len(jobs)) as pool:
         futures = {k: pool.submit(_outcome, f) for k, f in jobs.items()}
         out = {k: f.result() for k, f in futures.items()}
-    out.update(reference=reference(x), dirs={"script": script, "corrupt": corrupt, "hang": d},
+    out.update(reference=reference(x), dirs={"script": script, "corrupt": corrupt, "hang": d,
+                                                  "differ": differ},
                x=x)
     return out
+
+
+def _unreplicated(rank: int) -> Graph:
+    """A program whose output is rank ``rank``'s own block (no collective): not replicated."""
+    x = input_node("x", X_TYPE)
+    return Graph([x], [op("shard", x.out, axis=1, rank=rank, world_size=2)], ["y"])
 
 
 def _ok(v: Any) -> Any:
@@ -117,6 +129,13 @@ def test_a_corrupt_rank_program_fails_clearly(runs: dict[str, Any]) -> None:
     assert f"graphopt.launch: rank 1: {prog}: corrupt program" in str(err)
     assert "relux" in str(err)
     assert not (runs["dirs"]["corrupt"] / launch.OUTPUT_FILE).exists()
+
+
+def test_outputs_that_differ_between_ranks_are_refused(runs: dict[str, Any]) -> None:
+    err = runs["differ"]
+    assert isinstance(err, DistributedRunError), err
+    assert "graphopt.launch: rank 0: " in str(err) and "the ranks' outputs differ" in str(err)
+    assert not (runs["dirs"]["differ"] / launch.OUTPUT_FILE).exists()
 
 
 def test_a_timeout_ends_every_rank(runs: dict[str, Any]) -> None:

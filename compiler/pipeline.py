@@ -116,6 +116,9 @@ def pass_by_name(name: str) -> list[Pass]:
         "quant_lowering": lambda: [_fusion("quant_lowering", "QuantLowering")],
         "smoothing_fold": lambda: [_fusion("quantize", "FoldScaleIntoNorm")],
         "quant_gpu_lowering": lambda: [_fusion("quant_lowering", "QuantGpuLowering")],
+        # tensor parallelism's pushdown rules and the fused-projection split before planning
+        "tensor_parallel": lambda: [_tp("pushdown_pass")],
+        "tensor_parallel_unmerge": lambda: [_tp("unmerge_pass")],
     }
     if name not in table:
         raise GraphOptError(f"unknown pass {name!r}; known: {', '.join(sorted(table))}",
@@ -140,6 +143,12 @@ def _fusion(module: str, cls: str) -> Pass:
     import importlib
 
     return getattr(importlib.import_module(f"graphopt.passes.{module}"), cls)()
+
+
+def _tp(fn: str) -> Pass:
+    import importlib
+
+    return getattr(importlib.import_module("graphopt.passes.tensor_parallel"), fn)()
 
 
 def _attention_chunking(chunk_rows: int | None = None) -> list[Pass]:

@@ -87,6 +87,7 @@ def _collective_bytes(ts: Sequence[ValueType]) -> float:
 
 class _Collective(OpDef):
     cost_class = "collective"
+    pure = False  # communication: never folded over constants, never merged with another call
     exact_int = True
     min_inputs = 1
     onnx_missing = _NO_ONNX

@@ -231,6 +231,31 @@ class OpDef:
             return tuple((0, a % rank) for a in self.reduced_axes(rank, attrs)) if rank else ()
         return None
 
+    def split_axes(self, in_types: tuple[ValueType, ...], out_types: tuple[ValueType, ...],
+                   attrs: "Attrs", axis: int) -> "tuple[int | None, ...] | None":
+        """Blockwise computation (tensor parallelism, ``passes/tensor_parallel.py``): when output
+        0 is cut into equal blocks along ``axis``, the axis of each input that is cut with it
+        (None: that input is read whole, it is broadcast along the axis), or None when a block
+        of the output needs more than the matching blocks of the inputs. Default: elementwise
+        ops and ops that keep input 0's shape and read it only at the output's own index along
+        ``axis`` (``mixed_axes``), their other inputs aligned as numpy broadcasts them."""
+        if len(out_types) != 1 or not isinstance(out_types[0], TensorType) \
+                or out_types[0].shape is None:
+            return None
+        ro = len(out_types[0].shape)
+        if not self.elementwise:
+            mixed = self.mixed_axes(in_types, attrs)
+            if (mixed is None or not in_types or in_types[0] != out_types[0]
+                    or (0, axis) in mixed):
+                return None
+        out: list[int | None] = []
+        for t in in_types:
+            if not isinstance(t, TensorType) or t.shape is None:
+                return None
+            k = axis - (ro - len(t.shape))
+            out.append(None if k < 0 or t.shape[k] == 1 else k)
+        return tuple(out)
+
     # ---- fingerprint -----------------------------------------------------------------------
     def fingerprint(self, xs: Sequence[np.ndarray], attrs: "Attrs") -> tuple[np.ndarray, ...]:
         """Semantics over int64 residues mod ``residues.P`` (outputs reduced mod P)."""

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir.node import Attrs
-from ..ir.types import DType, ValueType
+from ..ir.types import DType, TensorType, ValueType
 from .elementwise import (FLOAT, build, check_kind, emit1, in_type, known_rank, onnx_attrs,
                           onnx_inputs, same_dtypes)
 from .registry import Cost, Example, OpDef, Unsupported, nbytes, numel, register, tensor_types
@@ -101,6 +101,16 @@ class RotaryEmbedding(OpDef):
              attrs: Attrs) -> Cost:
         b = sum(nbytes(t) for t in in_types) + sum(nbytes(t) for t in out_types)
         return Cost(3.0 * numel(out_types[0]), float(b), 1)  # two products and a sum
+
+    def split_axes(self, in_types: tuple[ValueType, ...], out_types: tuple[ValueType, ...],
+                   attrs: Attrs, axis: int) -> tuple[int | None, ...] | None:
+        """x [B, H, S, D] with cos / sin [B or 1, S, D/2]: heads need nothing of cos / sin's
+        split, batch and positions split them alike; the head size D mixes (rotate half)."""
+        c = in_types[1]
+        assert isinstance(c, TensorType) and c.shape is not None
+        if axis == 0:
+            return (0, 0, 0) if c.shape[0] != 1 else (0, None, None)
+        return {1: (1, None, None), 2: (2, 1, 1)}.get(axis)
 
     # ---- ONNX --------------------------------------------------------------------------------
     def from_onnx(self, ctx: Any) -> Sequence[Any]:

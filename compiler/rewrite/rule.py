@@ -54,8 +54,10 @@ from .pattern import PNode, POut, ShapeTemplate, Term, Var, pattern_ops, root_no
 Check = Callable[[Match], "MatchFail | None | bool"]
 Builder = Callable[[Match], "Sequence[Value] | Value"]
 KINDS = ("fusion", "canonical", "cleanup", "search", "generated", "lowering", "quantization",
-         "kv_cache")
-PASSLESS_KINDS = ("kv_cache",)  # rule-file kinds that name no pass (nothing to replay)
+         "kv_cache", "tensor_parallel", "tensor_parallel_plan")
+# rule-file kinds that name no pass (nothing to replay): identities a whole-graph transform or a
+# plan applies (the KV-cache derivation; splitting the weights a sharding plan chose)
+PASSLESS_KINDS = ("kv_cache", "tensor_parallel_plan")
 
 
 class Rule:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+import torch
 
 from graphopt import launch
 from graphopt.errors import GraphOptError
@@ -52,6 +53,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     d = tmp_path_factory.mktemp("launch")
     graphs, _, reference = mlp_programs(world=2)
     mlp = write_folder(d / "mlp", graphs)
+    mlp4 = write_folder(d / "mlp4", mlp_programs(world=4)[0])
     script = write_folder(d / "script", graphs)
     corrupt = write_folder(d / "corrupt", graphs)
     prog = corrupt / "rank1" / PROGRAM_FILE
@@ -65,16 +67,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                     f"pathlib.Path({str(d)!r}, 'pid' + os.environ['RANK'])"
                     ".write_text(str(os.getpid()))\n"
                     "time.sleep(600)\n")
-    jobs = {
+    jobs = {  # the hanging one first: it holds a worker for HANG_TIMEOUT seconds
+        "hang": lambda: torchrun([hang], 2, timeout=HANG_TIMEOUT),
         "mlp": lambda: run_distributed(mlp, 2, {"x": x}, count_collectives=True,
                                        backend="gloo", timeout=TIMEOUT),
+        "mlp4": lambda: run_distributed(mlp4, 4, {"x": x}, count_collectives=True,
+                                        timeout=TIMEOUT),
         "corrupt": lambda: run_distributed(corrupt, 2, {"x": x}, timeout=TIMEOUT),
         "script": lambda: _launch_sh(script, d / "x.npz"),
         "gather": lambda: run_distributed(gather, 2, {"x": x}, timeout=TIMEOUT),
-        "hang": lambda: torchrun([hang], 2, timeout=HANG_TIMEOUT),
         "differ": lambda: run_distributed(differ, 2, {"x": x}, timeout=TIMEOUT),
     }
-    with ThreadPoolExecutor(len(jobs)) as pool:
+    with ThreadPoolExecutor(4) as pool:  # 2 cores: at most 4 torchruns at a time
         futures = {k: pool.submit(_outcome, f) for k, f in jobs.items()}
         out = {k: f.result() for k, f in futures.items()}
     out.update(reference=reference(x), dirs={"script": script, "corrupt": corrupt, "hang": d,
@@ -109,6 +113,13 @@ def test_collectives_counted_per_rank(runs: dict[str, Any]) -> None:
     assert res.counts == [dict(want, rank=0), dict(want, rank=1)]
     printed = [json.loads(ln) for ln in res.stdout.splitlines() if ln.startswith("{")]
     assert sorted(printed, key=lambda c: c["rank"]) == res.counts
+
+
+def test_four_ranks(runs: dict[str, Any]) -> None:
+    res = _ok(runs["mlp4"])
+    for k, want in runs["reference"].items():
+        np.testing.assert_allclose(res.outputs[k], want, rtol=1e-5, atol=1e-5)
+    assert res.counts == [dict(mlp_counts(BATCH), rank=r) for r in range(4)]
 
 
 def test_launch_script_writes_default_outputs(runs: dict[str, Any]) -> None:
@@ -232,3 +243,13 @@ def test_symbol_sizes_must_agree(tmp_path: Path) -> None:
     np.savez(f, a=np.zeros((3, 2), np.float32), c=np.zeros(4, np.float32))
     with pytest.raises(GraphOptError, match="dim 'b' is 4 here and 3 in another input"):
         launch.read_inputs(f, specs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without CUDA")
+def test_nccl_without_cuda(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    _torchrun_env(monkeypatch, 2)
+    np.savez(tmp_path / "in.npz", x=_x())
+    rc = launch.main([str(folder), "--inputs", str(tmp_path / "in.npz"), "--backend", "nccl"])
+    assert rc == 1 and "--backend nccl needs CUDA" in capsys.readouterr().err
+    assert not (folder / launch.OUTPUT_FILE).exists()

@@ -55,10 +55,13 @@ def gathered(v: Value) -> tuple[list[Value], int] | None:
 
 
 def is_split_weight(v: Value) -> bool:
-    """Whether ``v`` is the all-gather of the blocks of one constant (a weight the plan split)."""
+    """Whether ``v`` is the all-gather of the blocks of a weight (the plan split it): shards of
+    one constant, or constant blocks."""
     g = gathered(v)
     if g is None:
         return False
+    if all(p.node.op == "constant" for p in g[0]):
+        return True
     src = {p.node.inputs[0].node for p in g[0] if p.node.op == "shard"}
     return (all(p.node.op == "shard" for p in g[0]) and len(src) == 1
             and next(iter(src)).op == "constant")
@@ -371,6 +374,8 @@ def _kv_heads(k: Value, rank: int, world: int, heads: int, origin: Origin) -> Va
     if per % group == 0:
         return shard(k, rank, world, 1, origin)
     if group % per == 0:  # several ranks read one kv head: each slices the head it needs
+        if hkv == 1:
+            return k
         h = rank * per // group
         return Node.build("slice", [k], {"starts": (h,), "ends": (h + 1,), "axes": (1,),
                                          "steps": (1,)}, origin).out
@@ -459,8 +464,14 @@ class Embedding(_PushRule):
         table_t = parts[0].type
         assert isinstance(table_t, TensorType)
 
+        made: dict[tuple, Value] = {}
+
         def const(x: Any, dtype: Any) -> Value:
-            return Node.build("constant", [], {"data": ConstData(np.asarray(x, dtype=dtype))}).out
+            key = (float(x), np.dtype(dtype).str)
+            if key not in made:
+                made[key] = Node.build("constant", [], {"data": ConstData(
+                    np.asarray(x, dtype=dtype))}).out
+            return made[key]
 
         npi = dt.to_numpy()
         # ids counted from the end of the whole table, as gather reads negative ids
@@ -468,10 +479,10 @@ class Embedding(_PushRule):
         wrapped = Node.build("add", [idx, const(vocab, npi)], {}, o).out
         ids = Node.build("where", [neg, wrapped, idx], {}, o).out
         trailing = len(table_t.shape) - 1  # type: ignore[arg-type]
-        zero = const(np.zeros((), table_t.dtype.to_numpy()), table_t.dtype.to_numpy())
+        zero = const(0, table_t.dtype.to_numpy())
         outs = []
         for r in range(world):
-            local = Node.build("sub", [ids, const(r * rows, npi)], {}, o).out
+            local = ids if r == 0 else Node.build("sub", [ids, const(r * rows, npi)], {}, o).out
             lo_ok = Node.build("greater_equal", [local, const(0, npi)], {}, o).out
             hi_ok = Node.build("less", [local, const(rows, npi)], {}, o).out
             ok = Node.build("and", [lo_ok, hi_ok], {}, o).out
@@ -586,14 +597,14 @@ class Tie(Rule):
 
     def match(self, n: Node, ctx: MatchContext) -> Match | MatchFail | None:
         a = const_array(n.out)
-        if a is None or a.ndim != 2 or a.size < 64:
+        if a is None or a.ndim != 2 or a.size < 16:
             return None
         index = ctx.memo.get("tp.tie")
         if index is None:
             index = {}
             for m in ctx.graph.nodes:
                 arr = const_array(m.out) if m.op == "constant" else None
-                if arr is not None and arr.ndim == 2 and arr.size >= 64:
+                if arr is not None and arr.ndim == 2 and arr.size >= 16:
                     index.setdefault((arr.shape, arr.dtype.str), []).append(m)
             ctx.memo["tp.tie"] = index
         for m in index.get(((a.shape[1], a.shape[0]), a.dtype.str), []):

@@ -178,11 +178,11 @@ class AllGather(_Collective):
         ax = attrs["axis"]
         if len(xs) > 1:
             return (torch.cat(list(xs), dim=ax),)
-        x = xs[0].contiguous()
         w = attrs["world_size"]
-        out = torch.empty((w,) + tuple(x.shape), dtype=x.dtype, device=x.device)
+        x = xs[0].movedim(ax, 0).contiguous()  # the process group stacks blocks along axis 0
+        out = torch.empty((w * x.shape[0],) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
         _dist().all_gather_into_tensor(out, x)
-        return (torch.cat(list(out.unbind(0)), dim=ax),)
+        return (out.movedim(0, ax).contiguous(),)
 
     def transfer(self, operand: ValueType, attrs: Attrs) -> tuple[int, float]:
         """Ring all-gather: W - 1 steps, each passing one rank's block of n bytes."""

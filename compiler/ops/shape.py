@@ -1002,6 +1002,20 @@ class Gather(OpDef):
         return (_z3_take(x, i if i.dtype == object else i.astype(np.int64).astype(object),
                          attrs["axis"]),)
 
+    def symbolic_domain(self, xs: Sequence[np.ndarray], attrs: Attrs
+                        ) -> list[tuple[Any, Any]]:
+        """Defined only where every index is an integer in [-d, d) (ONNX Gather: an index out
+        of range is an error)."""
+        import z3
+
+        x, i = np.asarray(xs[0], dtype=object), np.asarray(xs[1])
+        if i.dtype != object:
+            return []
+        d = x.shape[attrs["axis"]]
+        ok = z3.And([z3.Or([v == k for k in range(-d, d)]) for v in i.reshape(-1)])
+        (out,) = self.symbolic(xs, attrs)
+        return [(t, ok) for t in np.asarray(out).reshape(-1)]
+
     def cost(self, in_types, out_types, attrs) -> Cost:  # type: ignore[override]
         return Cost(0.0, 2.0 * nbytes(out_types[0]) + nbytes(in_types[1]), 1)
 

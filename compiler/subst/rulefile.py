@@ -33,6 +33,7 @@ after the name::
 
 Rules of kind ``kv_cache`` name no pass: they state the identities the KV-cache derivation
 (``graphopt.kv``, a whole-graph transform) rests on; verify proves them and replays nothing.
+Nor does ``tensor_parallel_plan`` (splitting a weight the sharding plan chose, ``graphopt.tp``).
 
 ``verify: float`` marks a rule that holds in floating point but not over the reals (it is then
 tested numerically in its own dtypes, and ``why:`` says why no proof exists); ``exact: false``
@@ -53,6 +54,7 @@ from ..ir.graph import Graph
 from ..ir.node import Node, Value, input_node
 from ..ir.text import parse, print_graph
 from ..ir.types import Dim, TensorType
+from ..rewrite.rule import KINDS
 from ..rewrite.dims import DimExpr, generalize_attr, instantiate_attr
 
 RULES_DIR = Path(__file__).parent / "rules"
@@ -178,8 +180,7 @@ def loads(text: str, source: str = "<rules>") -> list[SubstRule]:
             raise ParseError(f"rule {name}: {e.one_line()}", where=source) from e
         check_rule_shape(name, lhs, rhs, source)
         kind = next((v for k, v in meta if k == "kind"), "generated")
-        if kind not in ("generated", "fusion", "canonical", "cleanup", "search", "lowering",
-                        "kv_cache"):
+        if kind not in ("generated", *KINDS):
             raise ParseError(f"rule {name}: unknown kind {kind!r}", where=source)
         rules.append(SubstRule(name, lhs, rhs, Path(source).stem, tuple(meta)))
         i += 1

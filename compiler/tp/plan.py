@@ -38,7 +38,8 @@ class WeightSlot:
     node: Node
     name: str
     axes: tuple[int, ...]
-    group: int = 0
+    group: int = 0  # weights alike in use, up and down the graph (they move together)
+    role: int = 0  # weights alike in what reads them (the same weight of each layer)
     reason: str = ""  # why it cannot be split (no axis divides)
 
     @property
@@ -80,7 +81,8 @@ def weight_name(n: Node, k: int) -> str:
     return o.name if o is not None and o.name else f"constant#{k}"
 
 
-def _signature(n: Node, users: dict[int, list[tuple[Node, int]]], depth: int = 4) -> tuple:
+def _signature(n: Node, users: dict[int, list[tuple[Node, int]]], depth: int = 4,
+               upstream: bool = True) -> tuple:
     """How a constant is used: its type, the ops reading it and what they read and feed, a few
     steps down and up. Weights with equal signatures (the same weight of each layer) form one
     group in the search."""
@@ -97,7 +99,8 @@ def _signature(n: Node, users: dict[int, list[tuple[Node, int]]], depth: int = 4
 
     uses = []
     for u, pos in users.get(id(n), []):
-        others = tuple(up(v.node, depth - 1) for i, v in enumerate(u.inputs) if i != pos)
+        others = tuple(up(v.node, depth - 1) for i, v in enumerate(u.inputs)
+                       if i != pos) if upstream else ()
         uses.append((u.op, pos, others, down(u, depth)))
     return (n.out_types[0], tuple(sorted(uses, key=repr)))
 
@@ -110,6 +113,7 @@ def weight_slots(g: Graph, world: int) -> list[WeightSlot]:
             users.setdefault(id(v.node), []).append((n, i))
     slots: list[WeightSlot] = []
     groups: dict[tuple, int] = {}
+    roles: dict[tuple, int] = {}
     k = 0
     for n in g.nodes:
         if n.op != "constant":
@@ -127,7 +131,8 @@ def weight_slots(g: Graph, world: int) -> list[WeightSlot]:
                                   f"blocks")
         sig = _signature(n, users)
         gid = groups.setdefault(sig, len(groups))
-        slots.append(WeightSlot(n, weight_name(n, k), axes, gid, reason))
+        role = roles.setdefault(_signature(n, users, upstream=False), len(roles))
+        slots.append(WeightSlot(n, weight_name(n, k), axes, gid, role, reason))
     return slots
 
 

@@ -69,15 +69,16 @@ def collectives(best: Evaluated, slots: list[WeightSlot]) -> list[dict[str, Any]
 
 
 def per_layer(colls: list[dict[str, Any]], slots: list[WeightSlot]) -> dict[str, Any]:
-    """Collectives per repeated block: a collective counts for the weight group its weight is
-    in; a group of L weights alike (L layers) shares its collectives over L."""
-    size = Counter(s.group for s in slots)
-    group_of = {s.name: s.group for s in slots}
-    layers = max((k for k in size.values()), default=1)
+    """Collectives per layer: weights alike in what reads them (the same weight of each layer:
+    ``WeightSlot.role``) number the layers; a collective counts for the role of the weight it
+    follows, shared over the weights of that role."""
+    size = Counter(s.role for s in slots)
+    role_of = {s.name: s.role for s in slots}
+    layers = max(size.values(), default=1)
     per: Counter = Counter()
     for c in colls:
-        gid = group_of.get(c["weight"]) if c["weight"] else None
-        if gid is not None and size[gid] == layers and layers > 1:
+        role = role_of.get(c["weight"]) if c["weight"] else None
+        if role is not None and size[role] == layers and layers > 1:
             per[c["op"]] += 1
     return {"layers": layers, "per_layer": {k: v / layers for k, v in per.items()},
             "outside_layers": dict(Counter(c["op"] for c in colls) - per)}

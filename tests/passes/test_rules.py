@@ -21,7 +21,7 @@ def test_rule_files_load_and_name_their_pass() -> None:
     assert len(names) == len(set(names)), "rule names must be unique"
     for r in RULES:
         assert r.kind in ("fusion", "canonical", "cleanup", "search", "lowering",
-                          "kv_cache"), r.name
+                          "kv_cache", "tensor_parallel", "tensor_parallel_plan"), r.name
         assert bool(r.pass_name) == (r.kind not in PASSLESS_KINDS), \
             f"rule {r.name} of kind {r.kind} names {r.pass_name or 'no'} pass"
         assert r.get("doc"), f"rule {r.name} has no doc line"

@@ -169,10 +169,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.xfail(strict=True, raises=DistributedRunError,
-                   reason="ops/collectives.py all_gather's rank view hands gloo a (world, *shape) "
-                          "output; torch 2.13's gloo all_gather_into_tensor wants (world * "
-                          "shape[0], ...). Remove this mark once the op is fixed.")
 def test_column_split_all_gather(runs: dict[str, Any]) -> None:
     res = _ok(runs["gather"])
     np.testing.assert_allclose(res.outputs["y"], runs["x"] @ gather_programs()[1]["wg"],

@@ -4,8 +4,9 @@
 partitioner (placeholders ``primals_*`` and ``tangents_*``, the forward outputs first, then one
 gradient per primal) and records, per FX node, what the placement solvers need:
 
-* ``forward`` nodes: every call that does not depend on a tangent (so the transposes of weights
-  the backward reads count as forward values it may recompute); ``backward`` nodes: the rest;
+* ``forward`` nodes: the calls that depend on no tangent and either feed a forward output or
+  are not tagged ``is_backward`` by AOTAutograd (a layer norm's saved mean and rstd);
+  ``backward`` nodes: the rest (also the transposes of saved values the backward's matmuls read);
 * ``needed``: the forward nodes a backward node reads (each must be saved or recomputed);
 * bytes and storage: each value's byte size comes from its IR type; a view (an aten op whose
   schema says its result aliases an input) shares its base's storage, so saving a view keeps its
@@ -118,12 +119,15 @@ class JointGraph:
         for n in calls:
             if any(a.name in on_tangent for a in n.all_input_nodes):
                 on_tangent.add(n.name)
-        forward = [n.name for n in calls if n.name not in on_tangent]
-        backward = [n.name for n in calls if n.name in on_tangent]
-        fwd = set(forward)
         out_node = next(n for n in g.nodes if n.op == "output")
         fwd_outs = [a.name for a in out_node.args[0][:num_fwd_outputs] if a is not None]
-        needed = [f for f in forward if any(u.name in on_tangent for u in nodes[f].users)]
+        feeds_out = _ancestors([nodes[o] for o in fwd_outs])
+        forward = [n.name for n in calls if n.name not in on_tangent and (
+            n.name in feeds_out or n.meta.get("partitioner_tag") != "is_backward")]
+        fwd = set(forward)
+        backward = [n.name for n in calls if n.name not in fwd]
+        bwd = set(backward)
+        needed = [f for f in forward if any(u.name in bwd for u in nodes[f].users)]
         inputs = {f: [a.name for a in nodes[f].all_input_nodes if a.name in fwd]
                   for f in forward}
         rng = {f for f in forward if _is_rng(nodes[f])}
@@ -189,6 +193,18 @@ def env_items(nodes: dict[str, Any], env: dict[Any, Any]) -> Iterable[tuple[str,
     for name, n in nodes.items():
         if n in env:
             yield name, env[n]
+
+
+def _ancestors(roots: list[Any]) -> set[str]:
+    """Names of the FX nodes ``roots`` are computed from (themselves included)."""
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        n = stack.pop()
+        if n.name not in seen:
+            seen.add(n.name)
+            stack.extend(n.all_input_nodes)
+    return seen
 
 
 def _without_unused_nones(module: Any) -> Any:

@@ -15,13 +15,14 @@ from typing import Any, Sequence
 
 from ..cost.model import CostModel
 from ..errors import GraphOptError
+from .dropout import split_dropout
 from .joint import JointGraph
 from .plan import Peak, Plan, partition
 from .report import PlanFacts, RematReport
-from .solvers import (milp_plan, min_memory_plan, mincut_plan, no_recompute, simulator_for,
+from .solvers import (lowest_peak_plan, milp_plan, mincut_plan, no_recompute, simulator_for,
                       sqrt_plan)
 
-SOLVERS = ("milp", "sqrt", "mincut", "none", "min_memory")
+SOLVERS = ("milp", "sqrt", "mincut", "none", "lowest")
 
 
 @dataclass
@@ -67,14 +68,15 @@ def plan_partition(joint_module: Any, num_fwd_outputs: int, opts: PlanOptions
     if opts.solver not in SOLVERS:
         raise GraphOptError(f"unknown solver {opts.solver!r} (one of {', '.join(SOLVERS)})",
                             where="optimize_training")
+    split_dropout(joint_module)
     joint = JointGraph.build(joint_module, num_fwd_outputs, opts.num_params, opts.target)
     sim = simulator_for(joint)
     ref_plan = no_recompute(joint)
     ref = sim(ref_plan)
     budget = budget_bytes(opts.memory_budget, ref.activations)
     baselines = [sqrt_plan(joint), mincut_plan(joint)]
-    lowest = min_memory_plan(joint, opts.time_limit)
-    reachable = min(sim(p).activations for p in [lowest, ref_plan, *baselines])
+    lowest, _ = lowest_peak_plan(joint, sim)
+    reachable = min(sim(p).activations for p in [ref_plan, *baselines] + [lowest])
     t0 = time.perf_counter()
     rounds = 0
     if opts.solver == "milp":
@@ -88,7 +90,7 @@ def plan_partition(joint_module: Any, num_fwd_outputs: int, opts: PlanOptions
         rounds = int(info["rounds"])
     else:
         plan = {"sqrt": baselines[0], "mincut": baselines[1], "none": ref_plan,
-                "min_memory": lowest}[opts.solver]
+                "lowest": lowest}[opts.solver]
     solver_s = time.perf_counter() - t0
     fw, bw = partition(joint, plan)
     rewrites, added = ir_check(joint, plan, bw, opts.target)
@@ -129,7 +131,8 @@ def optimize_training(model: Any, example_inputs: Sequence[Any], memory_budget: 
                       measure: bool = True) -> Any:
     """An ``nn.Module`` sharing ``model``'s parameters whose backward runs a rematerialization
     plan: ``solver`` "milp" (least recompute time under ``memory_budget``), "sqrt" (sqrt(n)
-    checkpointing), "mincut" (recompute pointwise values only), "none" or "min_memory".
+    checkpointing), "mincut" (recompute pointwise values only), "none" or "lowest" (the
+    checkpointing plan with the lowest peak).
     ``memory_budget``: a float in (0, 1], a fraction of the peak activations plain autograd keeps
     (no recompute), or an int of bytes. ``.report`` is a ``RematReport`` (with measured peaks when
     ``measure``). Inputs must keep ``example_inputs``' shapes and dtypes."""

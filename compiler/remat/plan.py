@@ -13,8 +13,9 @@ backward graph reads the saved values and tangents and recomputes, from them, wh
 The backward is then reordered so a recomputation runs just before its first use
 (``reordering_to_mimic_autograd_engine``), as torch does after its min-cut partitioner.
 
-``simulate(joint, fw, bw)`` walks the two graphs in their order with each storage's bytes (a view
-shares its base's) and gives the peak of live forward values (activations: saved, transient and
+``simulate(joint, plan)`` walks the two graphs in their order (``schedule``: computed on names,
+equal to the partitioned graphs' order) with each storage's bytes (a view shares its base's)
+and gives the peak of live forward values (activations: saved, transient and
 recomputed), the peak of everything the step allocates (activations plus gradients) and the
 bytes saved across the forward/backward boundary.
 """
@@ -131,23 +132,71 @@ class Peak:
     saved: int  # bytes kept from the forward to the backward
 
 
-def simulate(joint: JointGraph, fw: Any, bw: Any) -> Peak:
-    """The peaks of ``fw`` then ``bw`` run in their order, each value freed after its last
-    use (``Peak``)."""
+def schedule(joint: JointGraph, plan: Plan) -> tuple[list[str], list[str]]:
+    """The call order of ``partition(joint, plan)``'s forward and backward graphs, computed on
+    names (no graph is built; tests/remat check it equals the partitioned graphs' order): the
+    forward runs, in joint order, what the forward outputs and the saved values need; the
+    backward runs each gradient computation in joint order from the first reader of a tangent,
+    each preceded by the recomputations and tangent-free backward values it needs that have not
+    run yet, in joint order (``reordering_to_mimic_autograd_engine``)."""
+    nodes = joint.nodes
+    pos = {name: i for i, name in enumerate(nodes)}
+    need = _ancestors([nodes[o] for o in joint.outputs] + [nodes[s] for s in plan.saved])
+    fw = [f for f in joint.forward if f in need]
+    out_node = next(n for n in joint.module.graph.nodes if n.op == "output")
+    grads = [a for a in out_node.args[0][joint.num_fwd_outputs:] if a is not None]
+    wanted = _ancestors(grads)
+    bwd = [b for b in joint.backward if b in wanted]
+    tangent_users = [u.name for t in joint.tangents for u in nodes[t].users if u.name in wanted]
+    first = min((pos[u] for u in tangent_users), default=len(pos))
+    avail = set(plan.saved) | set(joint.primals) | set(joint.tangents)
+    done: set[str] = set()
+    bw: list[str] = []
+    for b in bwd:
+        if pos[b] < first or b in done:
+            continue
+        stack, ins = [b], set()
+        while stack:
+            x = stack.pop()
+            if x in done or x in ins or x in avail:
+                continue
+            ins.add(x)
+            stack.extend(a.name for a in nodes[x].all_input_nodes)
+        for x in sorted(ins, key=pos.__getitem__):
+            bw.append(x)
+            done.add(x)
+    return fw, bw
+
+
+def _ancestors(roots: list[Any]) -> set[str]:
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        n = stack.pop()
+        if n.name not in seen:
+            seen.add(n.name)
+            stack.extend(n.all_input_nodes)
+    return seen
+
+
+def simulate(joint: JointGraph, plan: Plan) -> Peak:
+    """The peaks of the plan's forward then backward (``schedule``), each value freed after its
+    last use (``Peak``)."""
+    fw, bw = schedule(joint, plan)
     fwd_names = set(joint.forward)
     live: dict[str, int] = {}  # storage root -> bytes
     act_peak = total_peak = 0
 
-    def run(gm: Any, keep: set[str]) -> None:
+    def run(order: list[str], keep: set[str]) -> None:
         nonlocal act_peak, total_peak
         last: dict[str, int] = {}
-        for i, n in enumerate(gm.graph.nodes):
-            for a in n.all_input_nodes:
+        for i, name in enumerate(order):
+            for a in joint.nodes[name].all_input_nodes:
                 last[_root(joint, a.name)] = i
-        for i, n in enumerate(gm.graph.nodes):
-            if n.op == "call_function" and n.name in joint.nbytes:
-                r = _root(joint, n.name)
-                if r == n.name and r not in joint.primal_set:
+        for i, name in enumerate(order):
+            if name in joint.nbytes:
+                r = _root(joint, name)
+                if r == name and r not in joint.primal_set:
                     live[r] = joint.nbytes[r]
             act = sum(b for r, b in live.items() if r in fwd_names)
             act_peak = max(act_peak, act)
@@ -155,15 +204,16 @@ def simulate(joint: JointGraph, fw: Any, bw: Any) -> Peak:
             for r in [r for r in live if last.get(r, -1) <= i and r not in keep]:
                 del live[r]
 
-    out = next(n for n in fw.graph.nodes if n.op == "output")
-    fw_outs = {_root(joint, a.name) for a in out.args[0] if hasattr(a, "name")}
-    run(fw, fw_outs)
-    saved_roots = {_root(joint, p.name) for p in bw.graph.nodes if p.op == "placeholder"}
+    saved_roots = {_root(joint, s) for s in plan.saved}
+    run(fw, saved_roots | {_root(joint, o) for o in joint.outputs})
     boundary = sum(b for r, b in live.items() if r in saved_roots)
     for r in list(live):
         if r not in saved_roots:
             del live[r]  # forward outputs the user holds: not the step's activations
-    run(bw, set())
+    out_node = next(n for n in joint.module.graph.nodes if n.op == "output")
+    grads = {_root(joint, a.name) for a in out_node.args[0][joint.num_fwd_outputs:]
+             if a is not None}
+    run(bw, grads)
     return Peak(act_peak, total_peak, boundary)
 
 

@@ -21,8 +21,9 @@
   and the program solved again (at most ``rounds`` times). Warm start: the best baseline plan
   (sqrt(n), min-cut) whose boundary bytes fit gives a cutoff on the objective (``scipy``'s milp
   takes no initial solution, the cutoff is the part of a warm start it can use).
-* ``min_memory_plan``: the same program minimising saved bytes: the smallest boundary any plan
-  reaches (recompute everything recomputable).
+* ``lowest_peak_plan``: checkpointing every k-th cut for a range of k, the lowest simulated
+  peak (recomputing everything from the input has no lower peak: the whole forward is
+  recomputed at the start of the backward and lives until its use).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ import numpy as np
 
 from ..errors import GraphOptError
 from .joint import JointGraph
-from .plan import Peak, Plan, complete, partition, simulate
+from .plan import Peak, Plan, complete, simulate
 
 Simulator = Callable[[Plan], Peak]
 
@@ -45,15 +46,17 @@ def no_recompute(joint: JointGraph) -> Plan:
 
 
 def forced_saves(joint: JointGraph) -> set[str]:
-    """Values every plan saves: outputs of random ops that something after them reads (a
-    random op is never recomputed, so neither is what it returns)."""
+    """Values a plan saves so that no random op is recomputed: a random op's output the
+    backward reads, and every tensor computed directly from a random op's output (dropout's bool
+    mask made from its draw; a ``getitem`` of ``native_dropout``). ``complete`` keeps those
+    something reads."""
     out: set[str] = set()
-    for f in joint.forward:
-        if joint.tensor[f] and any(u in joint.rng for u in joint.inputs[f]) \
-                and f not in joint.rng:
-            out.add(f)  # getitem of a tuple-valued random op
-        elif f in joint.rng and joint.tensor[f]:
+    for f in joint.rng:
+        if f in joint.needed and joint.tensor[f]:
             out.add(f)
+        for u in joint.nodes[f].users:
+            if u.name in joint.tensor and joint.tensor[u.name] and u.name not in joint.rng:
+                out.add(u.name)
     return out
 
 
@@ -77,15 +80,31 @@ def cuts(joint: JointGraph) -> list[str]:
     return out
 
 
-def sqrt_plan(joint: JointGraph) -> Plan:
-    """sqrt(n) checkpointing over the forward graph's cuts."""
+def sqrt_plan(joint: JointGraph, every: int | None = None) -> Plan:
+    """sqrt(n) checkpointing over the forward graph's n cuts: every ``every``-th cut is saved
+    (default ceil(sqrt(n)))."""
     cs = cuts(joint)
     if not cs:
         raise GraphOptError("the forward graph has no cut value to checkpoint at",
                             where="remat sqrt(n) plan")
-    k = max(1, math.ceil(math.sqrt(len(cs))))
+    k = every or max(1, math.ceil(math.sqrt(len(cs))))
     keep = set(cs[k - 1::k])
-    return complete(joint, keep | forced_saves(joint), "sqrt")
+    return complete(joint, keep | forced_saves(joint), "sqrt" if every is None else f"every{k}")
+
+
+def lowest_peak_plan(joint: JointGraph, simulator: Simulator) -> tuple[Plan, Peak]:
+    """The checkpointing plan (every k-th cut saved, k = 1, 2, 3, 4, 6, 8, ...) with the lowest
+    simulated peak: what the too-small-budget error reports as the minimum reachable."""
+    n = len(cuts(joint))
+    ks = sorted({k for k in [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64] if k <= n} | {n})
+    best: tuple[Plan, Peak] | None = None
+    for k in ks:
+        plan = sqrt_plan(joint, k)
+        peak = simulator(plan)
+        if best is None or peak.activations < best[1].activations:
+            best = (plan, peak)
+    assert best is not None
+    return best
 
 
 def mincut_plan(joint: JointGraph) -> Plan:
@@ -201,18 +220,6 @@ class _Program:
         return t + 1e-4 * b
 
 
-def min_memory_plan(joint: JointGraph, time_limit: float = 10.0) -> Plan:
-    """The plan with the fewest boundary bytes (ties: least recompute time)."""
-    p = _Program(joint)
-    t = p.time / max(p.time.sum(), 1e-30)
-    b = p.bytes / max(p.bytes.sum(), 1.0)
-    x = p.solve(b + 1e-4 * t, [], time_limit)
-    if x is None:
-        raise GraphOptError("the placement program has no solution (no plan at all)",
-                            where="remat min-memory plan")
-    return p.plan(x, "min_memory")
-
-
 def milp_plan(joint: JointGraph, budget: float, simulator: Simulator,
               baselines: list[Plan] = (), time_limit: float = 10.0, rounds: int = 8
               ) -> tuple[Plan, Peak, dict[str, float]]:
@@ -266,13 +273,12 @@ def _objective_of(p: _Program, obj: np.ndarray, plan: Plan) -> float:
 
 
 def simulator_for(joint: JointGraph) -> Simulator:
-    """Peak of a plan: partition it and simulate the two graphs (cached per plan)."""
+    """Peak of a plan over its schedule (``plan.simulate``), cached per plan."""
     cache: dict[tuple[frozenset[str], frozenset[str]], Peak] = {}
 
     def sim(plan: Plan) -> Peak:
         key = (plan.saved, plan.recomputed)
         if key not in cache:
-            fw, bw = partition(joint, plan)
-            cache[key] = simulate(joint, fw, bw)
+            cache[key] = simulate(joint, plan)
         return cache[key]
     return sim

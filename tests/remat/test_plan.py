@@ -1,0 +1,94 @@
+"""Plans on the joint graph: the name-level schedule equals the partitioned graphs, plan
+closure and its refusals, cuts, the IR rewrite of passes/remat.py."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from graphopt.errors import GraphOptError
+from graphopt.passes.remat import Recipes, RecomputeRule, RematPass
+from graphopt.remat import optimize_training
+from graphopt.remat.plan import complete, partition, schedule
+from graphopt.rewrite.driver import sweep
+from graphopt.remat.solvers import cuts, forced_saves, mincut_plan, no_recompute, sqrt_plan
+
+from .models import transformer
+
+
+@pytest.fixture(scope="module")
+def joint():
+    torch.manual_seed(0)
+    m = transformer(3)
+    r = optimize_training(m, (torch.randn(2, 8, 16),), solver="none", measure=False)
+    return r._opts.result["joint"]
+
+
+def test_schedule_is_the_partitioned_graphs_order(joint) -> None:
+    for plan in (no_recompute(joint), sqrt_plan(joint), mincut_plan(joint),
+                 sqrt_plan(joint, 1)):
+        fw, bw = partition(joint, plan)
+        want_f = [n.name for n in fw.graph.nodes if n.op == "call_function"]
+        want_b = [n.name for n in bw.graph.nodes if n.op == "call_function"]
+        assert schedule(joint, plan) == (want_f, want_b), plan.solver
+
+
+def test_cuts_are_the_residual_stream(joint) -> None:
+    cs = cuts(joint)
+    # two per block (after attention, after the MLP) except the last output, plus the first
+    # projection (the block input is a primal)
+    assert len(cs) >= 2 * 3 - 1
+    for c in cs:
+        assert joint.saveable(c) and c not in joint.rng
+
+
+def test_random_values_are_saved_never_recomputed(joint) -> None:
+    assert joint.rng, "the dropout draws are random ops"
+    for f in joint.rng:
+        assert str(joint.nodes[f].target).startswith("aten.bernoulli")
+    masks = forced_saves(joint)
+    assert masks and all(joint.nodes[m].meta["val"].dtype == torch.bool for m in masks)
+    with pytest.raises(GraphOptError, match="random op that is never recomputed"):
+        complete(joint, set(), "empty")  # nothing saved: the masks would be redrawn
+
+
+def test_plan_closure_recomputes_down_to_saved(joint) -> None:
+    plan = sqrt_plan(joint)
+    avail = plan.saved | plan.recomputed | joint.primal_set
+    for n in joint.needed:
+        assert n in avail
+    for r in plan.recomputed:
+        assert all(u in avail for u in joint.inputs[r])
+    assert not plan.saved & plan.recomputed
+
+
+def _recipes(joint, plan) -> Recipes:
+    import operator
+
+    return Recipes(joint.ir_values, joint.inputs,
+                   frozenset(f for f in joint.forward if joint.nodes[f].target is operator.getitem),
+                   plan.saved, plan.recomputed, frozenset(joint.rng), frozenset(joint.primals))
+
+
+def test_remat_pass_reads_exactly_the_saved_values(joint) -> None:
+    plan = sqrt_plan(joint)
+    res = RematPass(options={"recompute": _recipes(joint, plan)}).run(joint.ir_backward)
+    skip = set(joint.primals) | set(joint.tangents)
+    reads = {n for n in res.graph.input_names if n not in skip}
+    assert reads == set(plan.saved) & (set(joint.needed) | {
+        u for r in plan.recomputed for u in joint.inputs[r]})
+    assert res.stats["recompute_rewritten"] > 0
+    before = {n for n in joint.ir_backward.input_names if n not in skip}
+    assert before == set(joint.needed) & set(joint.ir_forward)
+
+
+def test_remat_pass_refuses_to_recompute_a_random_value(joint) -> None:
+    plan = no_recompute(joint)
+    mask = next(iter(forced_saves(joint) & set(joint.needed)))
+    bad = Recipes(joint.ir_values, joint.inputs, frozenset(), plan.saved - {mask},
+                  plan.recomputed | {mask}, frozenset(joint.rng) | {mask},
+                  frozenset(joint.primals))
+    out = sweep(joint.ir_backward, [RecomputeRule()], {"recompute": bad}, pass_name="remat")
+    refused = [c for c in out.candidates if not c.matched]
+    assert refused and "random op" in refused[0].reason
+    with pytest.raises(GraphOptError, match="still reads"):
+        RematPass(options={"recompute": bad}).run(joint.ir_backward)

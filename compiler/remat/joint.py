@@ -121,7 +121,7 @@ class JointGraph:
                 on_tangent.add(n.name)
         out_node = next(n for n in g.nodes if n.op == "output")
         fwd_outs = [a.name for a in out_node.args[0][:num_fwd_outputs] if a is not None]
-        feeds_out = _ancestors([nodes[o] for o in fwd_outs])
+        feeds_out = ancestors([nodes[o] for o in fwd_outs])
         forward = [n.name for n in calls if n.name not in on_tangent and (
             n.name in feeds_out or n.meta.get("partitioner_tag") != "is_backward")]
         fwd = set(forward)
@@ -195,7 +195,7 @@ def env_items(nodes: dict[str, Any], env: dict[Any, Any]) -> Iterable[tuple[str,
             yield name, env[n]
 
 
-def _ancestors(roots: list[Any]) -> set[str]:
+def ancestors(roots: list[Any]) -> set[str]:
     """Names of the FX nodes ``roots`` are computed from (themselves included)."""
     seen: set[str] = set()
     stack = list(roots)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..errors import GraphOptError
-from .joint import JointGraph
+from .joint import JointGraph, ancestors
 
 
 @dataclass(frozen=True)
@@ -141,11 +141,11 @@ def schedule(joint: JointGraph, plan: Plan) -> tuple[list[str], list[str]]:
     run yet, in joint order (``reordering_to_mimic_autograd_engine``)."""
     nodes = joint.nodes
     pos = {name: i for i, name in enumerate(nodes)}
-    need = _ancestors([nodes[o] for o in joint.outputs] + [nodes[s] for s in plan.saved])
+    need = ancestors([nodes[o] for o in joint.outputs] + [nodes[s] for s in plan.saved])
     fw = [f for f in joint.forward if f in need]
     out_node = next(n for n in joint.module.graph.nodes if n.op == "output")
     grads = [a for a in out_node.args[0][joint.num_fwd_outputs:] if a is not None]
-    wanted = _ancestors(grads)
+    wanted = ancestors(grads)
     bwd = [b for b in joint.backward if b in wanted]
     tangent_users = [u.name for t in joint.tangents for u in nodes[t].users if u.name in wanted]
     first = min((pos[u] for u in tangent_users), default=len(pos))
@@ -166,17 +166,6 @@ def schedule(joint: JointGraph, plan: Plan) -> tuple[list[str], list[str]]:
             bw.append(x)
             done.add(x)
     return fw, bw
-
-
-def _ancestors(roots: list[Any]) -> set[str]:
-    seen: set[str] = set()
-    stack = list(roots)
-    while stack:
-        n = stack.pop()
-        if n.name not in seen:
-            seen.add(n.name)
-            stack.extend(n.all_input_nodes)
-    return seen
 
 
 def simulate(joint: JointGraph, plan: Plan) -> Peak:

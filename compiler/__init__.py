@@ -1,7 +1,7 @@
 """graphopt: a graph-rewriting compiler and optimizer for deep-learning models.
 
-Public API: ``optimize``, ``load``, ``save``, ``explain``, ``Graph``, ``parse``
-(plus ``OptimizedModel``, ``GraphOptError``, ``CheckError``). Heavy modules (torch, onnx,
+Public API: ``optimize``, ``load``, ``save``, ``explain``, ``shard``, ``Graph``, ``parse``
+(plus ``OptimizedModel``, ``ShardPlan``, ``GraphOptError``, ``CheckError``). Heavy modules (torch, onnx,
 onnxruntime) load only when a function needs them.
 """
 from __future__ import annotations
@@ -14,12 +14,14 @@ from .ir.text import parse
 
 if TYPE_CHECKING:
     from .api import OptimizedModel, explain, load, optimize, save
+    from .tp.stage import ShardPlan, shard
 
-__all__ = ["CheckError", "Graph", "GraphOptError", "OptimizedModel", "explain", "load",
-           "optimize", "parse", "save"]
+__all__ = ["CheckError", "Graph", "GraphOptError", "OptimizedModel", "ShardPlan", "explain",
+           "load", "optimize", "parse", "save", "shard"]
 __version__ = "0.1.0"
 
 _LAZY = {"optimize", "load", "save", "explain", "OptimizedModel"}
+_LAZY_TP = {"shard", "ShardPlan"}
 
 
 def __getattr__(name: str) -> Any:
@@ -27,4 +29,8 @@ def __getattr__(name: str) -> Any:
         from . import api
 
         return getattr(api, name)
+    if name in _LAZY_TP:
+        from .tp import stage
+
+        return getattr(stage, name)
     raise AttributeError(f"module 'graphopt' has no attribute {name!r}")

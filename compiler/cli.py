@@ -7,6 +7,8 @@
     graphopt check A.onnx B.onnx [--inputs X.npz]
     graphopt optimize DECODER.onnx -o OUT_DIR --kv-cache [--max-length N] [--cache dynamic|window]
     graphopt generate OUT_DIR --prompt-ids 1,2,3 --max-new-tokens 64   (graphopt.kv.cli)
+    graphopt shard IN.onnx --tp N -o OUT_DIR [--target T] [--inputs X.npz] [--run]
+                                              (tensor parallelism; graphopt.tp.cli)
     graphopt rules ...                       (the substitution library; graphopt.subst.cli)
     graphopt codegen MODEL [--target a100] [--dump DIR]   (Triton kernels; graphopt.codegen.cli)
 
@@ -440,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .kv.cli import add_parser as add_generate
 
     add_generate(sub)
+    from .tp.cli import add_parser as add_shard
+
+    add_shard(sub)
     from graphopt.codegen.cli import add_parser as add_codegen
 
     add_codegen(sub)

@@ -176,6 +176,9 @@ class Pointwise(_PushRule):
     name = "tp.pointwise"
 
     def plan(self, n: Node) -> Any:
+        if n.op == "opaque":
+            raise fail(f"{n.attrs.get('op_type', 'an op')} is opaque to graphopt (no op of its "
+                       f"own), so it runs on whole values", n)
         i, parts, axis = _first_gathered(n)  # type: ignore[misc]
         ro = len(_shape(n.out))
         ri = len(_shape(n.inputs[i]))

@@ -260,15 +260,10 @@ class Lifter:
         args, kwargs = map_args((n.args, n.kwargs), lambda a: self.real[a])
         out = n.target(*args, **kwargs)
         self.real[n] = out
-        # a weight folded through a view / transpose keeps the parameter's name in its origin
-        params = [a.name for a in nodes if a.op == "placeholder"]
-        origin = self.origin(n)
-        if len(params) == 1 and len(nodes) == 1:
-            origin = Origin("fx", f"{n.name}({params[0]})", origin.detail)
         if isinstance(out, torch.Tensor):
-            self.env[n] = self.consts.get(out, origin, self.where(n))
+            self.env[n] = self.const_of(out, n)
         else:
-            self.env[n] = tuple(self.consts.get(o, origin, self.where(n)) for o in out)
+            self.env[n] = tuple(self.const_of(o, n) for o in out)
         return True
 
     def aten(self, n: Any, tstr: str, val: Any) -> None:

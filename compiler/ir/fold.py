@@ -116,12 +116,25 @@ def fold_node(n: Node, policy: FoldPolicy = FoldPolicy(),
         return NotFolded("mismatch", f"folding gave {len(arrays)} values for "
                                      f"{len(n.out_types)} outputs")
     vals = []
+    origin = _folded_origin(n)
     for i, (a, t) in enumerate(zip(arrays, n.out_types)):
         got = _as_declared(i, a, t, policy.cast)
         if isinstance(got, NotFolded):
             return got
-        vals.append(constant(ConstData(got), origin=n.origin))
+        vals.append(constant(ConstData(got), origin=origin))
     return vals
+
+
+def _folded_origin(n: Node) -> "Origin | None":
+    """The folded value's origin: the node's, naming the one named constant it was computed
+    from (a weight folded through a transpose keeps the weight's name: ``permute(p_weight)``)."""
+    from .node import Origin
+
+    named = {v.node.origin.name for v in n.inputs
+             if v.node.op == "constant" and v.node.origin is not None and v.node.origin.name}
+    if n.origin is None or len(named) != 1:
+        return n.origin
+    return Origin(n.origin.source, f"{n.origin.name}({named.pop()})", n.origin.detail)
 
 
 def readers_of(g: Graph) -> dict[int, int]:

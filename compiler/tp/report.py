@@ -84,6 +84,25 @@ def per_layer(colls: list[dict[str, Any]], slots: list[WeightSlot]) -> dict[str,
             "outside_layers": dict(Counter(c["op"] for c in colls) - per)}
 
 
+def _why_replicated(table: list[dict[str, Any]], slots: list[WeightSlot], best: Evaluated,
+                    ev: Evaluator) -> None:
+    """For each weight the plan keeps whole though an axis splits it: what splitting it alone
+    would cost more (the price of the best plan with that one change)."""
+    for row, s in zip(table, slots):
+        if row["axis"] is not None or not s.axes:
+            continue
+        alts = []
+        for ax in s.axes:
+            e = ev({**best.splits, s.key: ax})
+            extra = Counter(n.op for n in e.sharded.nodes if is_global(n)) - Counter(
+                n.op for n in best.sharded.nodes if is_global(n))
+            alts.append((e.cost - best.cost, ax, dict(extra)))
+        d, ax, extra = min(alts)
+        row["why_not"] = (f"splitting it along axis {ax} would cost {d * 1e6:+.1f} us per step"
+                          + (f" (adds {', '.join(f'{v} {k}' for k, v in sorted(extra.items()))})"
+                             if extra else ""))
+
+
 def build_report(source: str, target: str, world: int, original: Graph, prepared: Graph,
                  best: Evaluated, slots: list[WeightSlot], log: SearchLog, ev: Evaluator,
                  chk: Any, times: dict[str, float]) -> dict[str, Any]:
@@ -112,6 +131,7 @@ def build_report(source: str, target: str, world: int, original: Graph, prepared
     if split == 0:
         summary["note"] = ("no split pays for its communication on this target: every weight "
                            "stays replicated (each rank runs the whole model)")
+    _why_replicated(table, slots, best, ev)
     return {
         "source": source, "summary": summary, "plan": table, "collectives": colls,
         "collectives_by_layer": per_layer(colls, slots),
@@ -143,6 +163,12 @@ def format_report(rep: dict[str, Any]) -> str:
                         or "no collectives"))
     if "note" in s:
         lines.append(f"  {s['note']}")
+    if rep.get("torchrun"):
+        t = rep["torchrun"]
+        lines.append(f"  torchrun run of the folder: max relative error "
+                     f"{t['max_relative_error']:.2g} vs the original; collectives per rank: "
+                     + "; ".join(f"rank {c['rank']}: {c['all_reduce']} all_reduce, "
+                                 f"{c['all_gather']} all_gather" for c in t["collectives"] or []))
     lines.append("  plan:")
     for r in rep["plan"]:
         extra = f"  ({r['why_not']})" if "why_not" in r else ""

@@ -93,18 +93,47 @@ def prepare(src: Any, target: str, progress: Progress | None = None) -> tuple[Gr
 
 
 def check_programs(src: Any, original: Graph, programs: list[Graph], inputs: Any = None) -> list[Any]:
-    """Every rank's outputs of the programs, joined in the global view, against the original
-    model (raises CheckError naming the rank)."""
+    """Every rank's outputs of the programs, joined in the global view (``ranks.merge``) and run
+    by the torch interpreter (collectives as their global sums / concatenations), against the
+    original model: the torch module, or the ONNX model in ONNX Runtime (raises CheckError
+    naming the rank)."""
     from ..errors import CheckError
     from ..pipeline import check_against
 
     results = []
     for r, g in enumerate(merge(programs)):
         try:
-            results.append(check_against(src, original, g, inputs))
+            if src.kind == "onnx":
+                results.append(_check_onnx(src.model, original, g, inputs))
+            else:
+                results.append(check_against(src, original, g, inputs))
         except CheckError as e:
             raise CheckError(f"rank {r}: {e.message}", where=e.where) from e
     return results
+
+
+def _check_onnx(model: Any, original: Graph, g: Graph, inputs: Any) -> Any:
+    """ONNX Runtime on the source model vs ``g`` in the torch interpreter (a graph with
+    collectives has no ONNX form)."""
+    import numpy as np
+    import torch
+
+    from ..check import (coerce_inputs, compare_outputs, describe_inputs, precision_dtypes,
+                         run_onnx)
+    from ..frontends.torch_export import to_callable
+
+    feeds = coerce_inputs(original, inputs)
+    exp = run_onnx(model, feeds)
+    with torch.no_grad():
+        got = to_callable(g)(**{k: torch.from_numpy(np.ascontiguousarray(v))
+                               for k, v in feeds.items()})
+    got = got if isinstance(got, tuple) else (got,)
+    res = compare_outputs(exp, [t.numpy() for t in got], g.output_names,
+                          dtypes=precision_dtypes(original, g),
+                          reference="the ONNX model (ONNX Runtime)")
+    res.inputs = describe_inputs(feeds)
+    res.raise_if_failed("sharded model")
+    return res
 
 
 def shard(model: Any, example_inputs: Any = None, world_size: int = 2, target: str = "cpu", *,

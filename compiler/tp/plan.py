@@ -131,7 +131,7 @@ def weight_slots(g: Graph, world: int) -> list[WeightSlot]:
                                   f"blocks")
         sig = _signature(n, users)
         gid = groups.setdefault(sig, len(groups))
-        role = roles.setdefault(_signature(n, users, upstream=False), len(roles))
+        role = roles.setdefault(_signature(n, users, depth=2, upstream=False), len(roles))
         slots.append(WeightSlot(n, weight_name(n, k), axes, gid, role, reason))
     return slots
 

@@ -74,11 +74,12 @@ def per_layer(colls: list[dict[str, Any]], slots: list[WeightSlot]) -> dict[str,
     follows, shared over the weights of that role."""
     size = Counter(s.role for s in slots)
     role_of = {s.name: s.role for s in slots}
-    layers = max(size.values(), default=1)
+    repeats = Counter(v for v in size.values() if v > 1)  # how many roles repeat k times
+    layers = min(repeats, key=lambda k: (-repeats[k], k)) if repeats else 1
     per: Counter = Counter()
     for c in colls:
         role = role_of.get(c["weight"]) if c["weight"] else None
-        if role is not None and size[role] == layers and layers > 1:
+        if role is not None and layers > 1 and size[role] % layers == 0:
             per[c["op"]] += 1
     return {"layers": layers, "per_layer": {k: v / layers for k, v in per.items()},
             "outside_layers": dict(Counter(c["op"] for c in colls) - per)}

@@ -3,9 +3,10 @@
 * ``saved_bytes(step)``: the bytes autograd saves for the backward, summed over distinct
   storages by ``torch.autograd.graph.saved_tensors_hooks`` (every ``save_for_backward``,
   AOTAutograd's compiled function included).
-* ``peak_bytes(step)``: the peak of live CPU allocations during the step above what was live when
-  it started, from ``torch.profiler``'s memory timeline (``profile_memory=True``; each tensor
-  allocation and free in time order).
+* ``peak_bytes(step)``: the peaks of live CPU allocations during the step above what was live
+  when it started, from ``torch.profiler``'s memory timeline (``profile_memory=True``; each
+  tensor allocation and free in time order, with the memory profiler's category of each), of
+  everything and of activations.
 """
 from __future__ import annotations
 
@@ -32,19 +33,28 @@ def saved_bytes(step: Callable[[], object], exclude: Iterable[object] = ()) -> i
     return sum(seen.values())
 
 
-def peak_bytes(step: Callable[[], object]) -> int:
-    """Peak bytes allocated (and not yet freed) during ``step``, above the start."""
+def peak_bytes(step: Callable[[], object]) -> dict[str, int]:
+    """Peaks during ``step`` above its start, from the profiler's memory timeline: "total" (all
+    CPU allocations) and "activations" (tensors the memory profiler categorises as activations
+    or cannot categorise: the values inside AOTAutograd's compiled function, saved and
+    recomputed ones, are uncategorised; gradients, temporaries, autograd's own buffers,
+    parameters and inputs are left out)."""
     from torch.profiler import ProfilerActivity, profile
-    from torch.profiler._memory_profiler import Action
+    from torch.profiler._memory_profiler import Action, Category
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
                  with_stack=True) as prof:
         step()
-    cur = peak = 0
-    for _, action, _, size in prof._memory_profile().timeline:
-        if action == Action.CREATE:
-            cur += size
-        elif action == Action.DESTROY:
-            cur -= size
-        peak = max(peak, cur)
+    mp = prof._memory_profile()
+    cur = {"total": 0, "activations": 0}
+    peak = dict(cur)
+    for _, action, (key, version), size in mp.timeline:
+        sign = 1 if action == Action.CREATE else -1 if action == Action.DESTROY else 0
+        if not sign:
+            continue
+        cur["total"] += sign * size
+        if mp._categories.get(key, version) in (None, Category.ACTIVATION):
+            cur["activations"] += sign * size
+        for k in cur:
+            peak[k] = max(peak[k], cur[k])
     return peak

@@ -95,12 +95,15 @@ def _step(module: torch.nn.Module, example: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def measured(model: torch.nn.Module, module: torch.nn.Module, example: tuple[Any, ...]
              ) -> dict[str, int]:
-    """Saved bytes and step peaks of the plan and of plain autograd on ``example``."""
+    """Saved bytes and step peaks (activations, total) of the plan and of plain autograd on
+    ``example`` (``measure.py``)."""
     keep = list(model.parameters()) + list(example)
     out: dict[str, int] = {}
     with torch.random.fork_rng():
         out["saved"] = saved_bytes(lambda: module(*example), keep)
         out["saved_autograd"] = saved_bytes(lambda: model(*example), keep)
-        out["peak"] = peak_bytes(lambda: _step(module, example))
-        out["peak_autograd"] = peak_bytes(lambda: _step(model, example))
+        mine = peak_bytes(lambda: _step(module, example))
+        plain = peak_bytes(lambda: _step(model, example))
+    out.update(peak_activations=mine["activations"], peak_total=mine["total"],
+               peak_activations_autograd=plain["activations"], peak_total_autograd=plain["total"])
     return out

@@ -120,8 +120,13 @@ def test_report_measures_and_other_shapes_refused(x) -> None:
     m = transformer(2)
     r = optimize_training(m, (x,), memory_budget=0.5)
     meas = r.report.measured
-    assert set(meas) == {"saved", "saved_autograd", "peak", "peak_autograd"}
+    assert set(meas) == {"saved", "saved_autograd", "peak_activations", "peak_total",
+                         "peak_activations_autograd", "peak_total_autograd"}
     assert 0 < meas["saved"] < meas["saved_autograd"]
+    # the profiler sees the compiled function's values as the schedule predicts them
+    pred = r.report.plan.peak_activations
+    assert abs(meas["peak_activations"] - pred) <= 0.1 * pred
+    assert meas["peak_activations"] < meas["peak_total"]
     assert "saved:" in str(r.report) and "measured:" in str(r.report)
     with pytest.raises(GraphOptError, match="differ from the example inputs"):
         r(torch.randn(2, 4, 16))

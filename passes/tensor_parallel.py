@@ -220,11 +220,24 @@ def _prefix_axis(shape_in: tuple, axis: int, shape_out: tuple, world: int) -> in
     return None
 
 
+def _factors(dims: tuple) -> tuple[int, list[str]]:
+    """A product of dims as (integer factor, sorted symbols); a product symbol ``a*b*_x3`` is
+    its factors."""
+    k, syms = 1, []
+    for d in dims:
+        if isinstance(d, int):
+            k *= d
+            continue
+        for f in str(d).split("*"):
+            if f.startswith("_x") and f[2:].isdigit():
+                k *= int(f[2:])
+            else:
+                syms.append(f)
+    return k, sorted(syms)
+
+
 def _same_product(a: tuple, b: tuple) -> bool:
-    ia = int(np.prod([d for d in a if isinstance(d, int)], dtype=np.int64))
-    ib = int(np.prod([d for d in b if isinstance(d, int)], dtype=np.int64))
-    return ia == ib and sorted(str(d) for d in a if not isinstance(d, int)) == \
-        sorted(str(d) for d in b if not isinstance(d, int))
+    return _factors(a) == _factors(b)
 
 
 class View(_PushRule):

@@ -216,7 +216,6 @@ class TensorType:
 
     shape: tuple[Dim, ...] | None
     dtype: DType
-    sharding: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.shape is not None:

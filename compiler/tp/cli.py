@@ -39,7 +39,14 @@ def cmd_shard(args: argparse.Namespace) -> int:
         _check_input_file(args.inputs)
     if args.tp < 2:
         raise GraphOptError(f"--tp must be >= 2, got {args.tp}", where="tp")
-    plan = shard(args.input, world_size=args.tp, target=args.target, inputs=args.inputs)
+    import sys
+
+    def progress(msg: str) -> None:
+        sys.stderr.write(f"graphopt shard: {msg}\n")
+        sys.stderr.flush()
+
+    plan = shard(args.input, world_size=args.tp, target=args.target, inputs=args.inputs,
+                 progress=progress)
     out = save_plan(plan, args.output, inputs=args.inputs)
     rep = plan.report
     if args.run:

@@ -127,28 +127,37 @@ def time_steps(folder: Path, name: str, cfg: dict[str, Any], feed: dict[str, np.
     return json.loads(out.read_text())
 
 
-def run_model(name: str, cfg: dict[str, Any], world: int, reps: int, tmp: Path) -> Run:
+def shard_and_run(model: torch.nn.Module, example: tuple[torch.Tensor, ...], world: int,
+                  folder: Path) -> tuple[Any, Any, dict[str, np.ndarray], float]:
+    """(plan, torchrun result, inputs by name, max relative error vs the torch model):
+    ``graphopt.shard`` (target cpu), ``plan.save`` (checked), ``run_distributed`` with the
+    collectives counted."""
     import graphopt
-    from graphopt.tp.plan import weight_bytes
     from graphopt.tp.run import run_distributed
-    from tests.tp import models
 
-    model, example = getattr(models, name)(**cfg)
     plan = graphopt.shard(model, example, world_size=world, target="cpu", check=False)
-    folder = plan.save(tmp / f"{name}-{world}")
-    rep = plan.report
-    names = list(plan.original.input_names)
-    feed = {k: x.numpy() for k, x in zip(names, example)}
-    res = run_distributed(folder, world, feed, count_collectives=True)
+    out = plan.save(folder)
+    feed = {k: x.numpy() for k, x in zip(plan.original.input_names, example)}
+    res = run_distributed(out, world, feed, count_collectives=True)
     with torch.no_grad():
         ref = model(*example)
     ref = ref if isinstance(ref, tuple) else (ref,)
+    return plan, res, feed, relative_error(res.outputs, list(plan.original.output_names), ref)
+
+
+def run_model(name: str, cfg: dict[str, Any], world: int, reps: int, tmp: Path) -> Run:
+    from graphopt.tp.plan import weight_bytes
+    from tests.tp import models
+
+    model, example = getattr(models, name)(**cfg)
+    folder = tmp / f"{name}-{world}"
+    plan, res, feed, err = shard_and_run(model, example, world, folder)
+    rep = plan.report
     counts = res.counts or []
-    mine = {k: counts[0][k] for k in ("all_reduce", "all_gather", "reduce_scatter")
-            if counts[0][k]}
-    agree = all({k: c[k] for k in ("all_reduce", "all_gather", "reduce_scatter", "bytes")}
-                == {k: counts[0][k] for k in ("all_reduce", "all_gather", "reduce_scatter",
-                                              "bytes")} for c in counts)
+    kinds = ("all_reduce", "all_gather", "reduce_scatter")
+    mine = {k: counts[0][k] for k in kinds if counts[0][k]}
+    agree = all({k: c[k] for k in (*kinds, "bytes")} == {k: counts[0][k] for k in
+                                                         (*kinds, "bytes")} for c in counts)
     emb = embedding_all_reduces(rep)
     ranks = [weight_bytes(plan.rank_graph(r)) for r in range(world)]
     notes = []
@@ -159,11 +168,59 @@ def run_model(name: str, cfg: dict[str, Any], world: int, reps: int, tmp: Path) 
                              if c["op"] != "all_reduce"}))
     times = time_steps(folder, name, cfg, feed, world, reps, tmp)
     return Run(name, world, cfg, dict(Counter(r["split"] for r in rep["plan"])),
-               rep["summary"]["estimated_speedup"],
-               relative_error(res.outputs, list(plan.original.output_names), ref), mine, agree,
+               rep["summary"]["estimated_speedup"], err, mine, agree,
                dict(rep["summary"]["collectives"]), (mine.get("all_reduce", 0) - emb)
                / cfg["layers"], max(ranks) / models.param_bytes(model), payload, formula, notes,
                times["tp_s"], times["single_s"])
+
+
+class OpaqueMLP(torch.nn.Module):
+    """LayerNorm, then x + W2 i0(W1 x): ``torch.special.i0`` is no op of graphopt's (an opaque
+    node), so a split W1 must be gathered before it."""
+
+    def __init__(self, h: int) -> None:
+        super().__init__()
+        self.ln = torch.nn.LayerNorm(h)
+        self.a, self.b = torch.nn.Linear(h, 4 * h), torch.nn.Linear(4 * h, h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.b(torch.special.i0(0.01 * self.a(self.ln(x))))
+
+
+@dataclass
+class Fallback:
+    """A model the plan cannot fully split: what it replicates and why, and the run."""
+
+    case: str
+    world: int
+    split: int
+    replicated: int
+    rank_param_fraction: float
+    collectives: dict[str, int]
+    max_rel_error: float
+    reasons: list[str]
+
+
+def fallback_cases(tmp: Path) -> list[Fallback]:
+    """GPT-2 with hidden 765 (odd: no attention weight splits over 2 ranks) and an MLP with an
+    opaque op between its linears, sharded, run under torchrun, their reasons collected."""
+    from tests.tp import models
+
+    torch.manual_seed(0)
+    cases = [("gpt2 hidden 765, 9 heads", *models.gpt2(**{**MODELS["gpt2"], "hidden": 765,
+                                                          "heads": 9})),
+             ("MLP 768 with torch.special.i0", OpaqueMLP(768).eval(), (torch.randn(2, 64, 768),))]
+    out = []
+    for k, (label, model, example) in enumerate(cases):
+        plan, res, _, err = shard_and_run(model, example, 2, tmp / f"fallback-{k}")
+        rep = plan.report
+        why = sorted({r["why_not"] for r in rep["plan"] if "no axis" in r.get("why_not", "")})
+        why += sorted({f"{c['op']} {c['type']}: {c['why']}" for c in rep["collectives"]
+                       if "opaque" in c["why"]})
+        s = rep["summary"]
+        out.append(Fallback(label, 2, s["split_weights"], s["replicated_weights"],
+                            s["max_rank_param_fraction"], dict(s["collectives"]), err, why))
+    return out
 
 
 def _kinds(d: dict[str, int]) -> str:
@@ -174,29 +231,48 @@ def _kib(d: dict[str, int]) -> str:
     return ", ".join(f"{k} {v / 2**10:g} KiB" for k, v in sorted(d.items())) or "none"
 
 
+def table(title: str, columns: str, rows: list[list[str]]) -> None:
+    """A markdown table: ``columns`` "name:l | name:r | ..." (l: left, r: right aligned)."""
+    cols = [c.strip().rsplit(":", 1) for c in columns.split("|")]
+    print(f"\n{title}")
+    print("| " + " | ".join(c for c, _ in cols) + " |")
+    print("|" + "|".join("---:" if a == "r" else "---" for _, a in cols) + "|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
 def print_runs(runs: list[Run]) -> None:
-    print("\ntorchrun, gloo, this machine (2 cores): outputs, collectives, parameters")
-    print("| model | ranks | layers | plan | max rel. error | all-reduces / layer | collectives "
-          "/ rank (plan) | params / rank | payload bytes / rank | Megatron formula | equal |")
-    print("|---|---:|---:|---|---:|---:|---|---:|---|---|---|")
-    for r in runs:
-        print(f"| {r.model} | {r.world} | {r.config['layers']} | {_kinds(r.plan)} | "
-              f"{r.max_rel_error:.1e} | {r.all_reduce_per_layer:g} | {_kinds(r.counts)} "
-              f"({_kinds(r.plan_counts)}){'' if r.ranks_agree else ' RANKS DIFFER'} | "
-              f"{r.rank_param_fraction:.1%} | {_kib(r.payload_bytes)} | "
-              f"{_kib(r.formula_bytes)} | {'yes' if r.bytes_equal else 'no'} |")
+    table("torchrun, gloo, this machine (2 cores): outputs, collectives, parameters",
+          "model:l | ranks:r | layers:r | plan:l | max rel. error:r | all-reduces / layer:r | "
+          "collectives / rank (plan):l | params / rank:r | payload bytes / rank:l | "
+          "Megatron formula:l | equal:l",
+          [[r.model, str(r.world), str(r.config["layers"]), _kinds(r.plan),
+            f"{r.max_rel_error:.1e}", f"{r.all_reduce_per_layer:g}",
+            f"{_kinds(r.counts)} ({_kinds(r.plan_counts)})"
+            + ("" if r.ranks_agree else " RANKS DIFFER"), f"{r.rank_param_fraction:.1%}",
+            _kib(r.payload_bytes), _kib(r.formula_bytes), "yes" if r.bytes_equal else "no"]
+           for r in runs])
     for r in runs:
         for n in r.notes:
             print(f"  {r.model} x{r.world}: {n}")
-    print("\nwall time of one forward step (interleaved; one torch thread per process; 2 ranks "
-          "share the 2 cores, 4 oversubscribe them: not a speed claim)")
-    print("| model | ranks | sharded step ms | IQR/med | torch model ms (1 process) | IQR/med | "
-          "torch / sharded | cost model's estimate (cpu) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
     for r in runs:
         (t, ts), (s, ss) = median_spread(r.tp_s), median_spread(r.single_s)
-        print(f"| {r.model} | {r.world} | {t * 1e3:.1f} | {ts:.0%} | {s * 1e3:.1f} | {ss:.0%} | "
-              f"{s / t:.2f}x | {r.estimated_speedup:.2f}x |")
+        rows.append([r.model, str(r.world), f"{t * 1e3:.1f}", f"{ts:.0%}", f"{s * 1e3:.1f}",
+                     f"{ss:.0%}", f"{s / t:.2f}x", f"{r.estimated_speedup:.2f}x"])
+    table("wall time of one forward step (interleaved; one torch thread per process; 2 ranks "
+          "share the 2 cores, 4 oversubscribe them: not a speed claim)",
+          "model:l | ranks:r | sharded step ms:r | IQR/med:r | torch model ms (1 process):r | "
+          "IQR/med:r | torch / sharded:r | cost model's estimate (cpu):r", rows)
+
+
+def print_fallbacks(rows: list[Fallback]) -> None:
+    table("what cannot be split stays replicated, with the report's reason (torchrun, gloo)",
+          "model:l | ranks:r | weights split / replicated:l | params / rank:r | collectives:l | "
+          "max rel. error:r | reasons in the report:l",
+          [[f.case, str(f.world), f"{f.split} / {f.replicated}", f"{f.rank_param_fraction:.1%}",
+            _kinds(f.collectives), f"{f.max_rel_error:.1e}", "; ".join(f.reasons)]
+           for f in rows])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -213,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     runs: list[Run] = []
+    falls: list[Fallback] = []
     if not a.skip_cpu:
         with tempfile.TemporaryDirectory(prefix="bench-tp-") as d:
             for name, world in RUNS:
@@ -221,14 +298,17 @@ def main(argv: list[str] | None = None) -> None:
                     cfg["layers"] = 2
                 runs.append(run_model(name, cfg, world, reps, Path(d)))
                 print(f"[{name} x{world} done]", flush=True)
+            falls = fallback_cases(Path(d))
         print_runs(runs)
+        print_fallbacks(falls)
     pred = None
     if not a.skip_7b:
         pred = predict_7b()
         print_prediction(pred)
     if a.json:
         out: dict[str, Any] = {"runs": [asdict(r) | {"bytes_equal": r.bytes_equal}
-                                        for r in runs]}
+                                        for r in runs],
+                               "fallbacks": [asdict(f) for f in falls]}
         if pred is not None:
             out["prediction_7b"] = {k: (v if k != "priced" else [asdict(p) for p in v])
                                     for k, v in pred.items()}

@@ -186,6 +186,10 @@ def print_prediction(r: dict[str, Any]) -> None:
           f"{(t['one_device'] + r['cache_read_s']) * us:.0f} | "
           f"{(t['per_rank'] + r['cache_read_s'] / r['world']) * us:.0f} | | | | | "
           f"{r['speedup_with_cache']:.2f}x |")
+    bare = (t["one_device"] - t["launches_one"]) / (t["per_rank"] - t["launches_rank"])
+    print(f"| without the launch overhead (decomposition, not a prediction) | "
+          f"{(t['one_device'] - t['launches_one']) * us:.0f} | "
+          f"{(t['per_rank'] - t['launches_rank']) * us:.0f} | | 0 / 0 | | | {bare:.2f}x |")
     print(f"predicted {r['speedup']:.2f}x ({1 / t['one_device']:.0f} -> {1 / t['per_rank']:.0f} "
           f"tok/s) vs published {r['published']:.2f}x ({GPT_FAST['one_gpu_tok_s']} -> "
           f"{GPT_FAST['two_gpu_tok_s']} tok/s, {GPT_FAST['source']}): ratio {r['ratio']:.2f} "

@@ -86,7 +86,7 @@ def plan_partition(joint_module: Any, num_fwd_outputs: int, opts: PlanOptions
                 f"{ref.activations} bytes of peak activations without recompute) is below what "
                 f"any plan reaches: the minimum reachable budget is {reachable} bytes "
                 f"({reachable / ref.activations:.3f})", where="optimize_training")
-        plan, _, info = milp_plan(joint, budget, sim, baselines, opts.time_limit)
+        plan, _, info = milp_plan(joint, budget, sim, baselines + [lowest], opts.time_limit)
         rounds = int(info["rounds"])
     else:
         plan = {"sqrt": baselines[0], "mincut": baselines[1], "none": ref_plan,

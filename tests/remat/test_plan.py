@@ -92,3 +92,20 @@ def test_remat_pass_refuses_to_recompute_a_random_value(joint) -> None:
     assert refused and "random op" in refused[0].reason
     with pytest.raises(GraphOptError, match="still reads"):
         RematPass(options={"recompute": bad}).run(joint.ir_backward)
+
+
+@pytest.mark.parametrize("fraction", [None, 0.3, 0.5, 0.7, 0.95])
+def test_milp_fits_every_budget_and_beats_the_baselines_that_fit(joint, fraction) -> None:
+    from graphopt.remat.solvers import lowest_peak_plan, milp_plan, simulator_for
+
+    sim = simulator_for(joint)
+    ref = sim(no_recompute(joint)).activations
+    lowest, low = lowest_peak_plan(joint, sim)
+    budget = low.activations if fraction is None else int(fraction * ref)
+    baselines = [sqrt_plan(joint), mincut_plan(joint), lowest]
+    plan, peak, info = milp_plan(joint, budget, sim, baselines)
+    assert peak == sim(plan) and peak.activations <= budget
+    assert info["seconds"] < 10
+    for b in baselines:
+        if sim(b).activations <= budget:
+            assert plan.recompute_time(joint) <= b.recompute_time(joint) + 1e-12, b.solver

@@ -1,8 +1,9 @@
 """The cost model's predicted tensor-parallel speedup for a 7B-shaped Llama at batch-1 decode,
 against gpt-fast's published number.
 
-gpt-fast README (A100, Llama-2-7B, bf16, ``torch.compile``, batch 1): 104.9 tok/s on one GPU,
-168.8 tok/s with tensor parallelism on 2 GPUs: 1.61x. Not re-measured here (no GPU).
+gpt-fast README (A100-80GB power-limited to 330 W, Llama-2-7B, bf16, decode compiled with
+``torch.compile(mode="reduce-overhead")``, batch 1): 104.9 tok/s on one GPU, 168.84 tok/s with
+tensor parallelism on 2 GPUs: 1.61x. Not re-measured here (no GPU).
 
 The model: ``transformers.LlamaForCausalLM`` with Llama-2-7B's shapes (hidden 4096, 32 heads, 32
 kv heads, intermediate 11008, vocab 32000, untied head) in f16, one new token (input_ids [1, 1],
@@ -16,9 +17,10 @@ linearly in the layer count: t(L) = t(1) + (L - 1) (t(2) - t(1)).
 
 Attention over the KV cache: the lifted step has no past, so its attention reads one key. The
 cache read of a real decode step is added after the fact as bytes at the device's memory
-bandwidth: 2 (k, v) x layers x kv heads x head dim x past x 2 bytes, split by heads over the ranks
-(the plan splits attention by heads), at gpt-fast's benchmark's mean past length (prompt
-"Hello, my name is" + 200 new tokens: ~106).
+bandwidth: 2 (k, v) x layers x kv heads x head dim x positions x 2 bytes, split by heads over the
+ranks (the plan splits attention by heads). gpt-fast's benchmark (its README: a 5-token prompt;
+generate.py: 200 new tokens) keeps a static cache of prompt + new = 205 positions and attends
+over all of them (masked) at every step, so positions = 205.
 """
 from __future__ import annotations
 
@@ -27,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-GPT_FAST = {"source": "gpt-fast README (pytorch-labs/gpt-fast), A100, Llama-2-7B, batch 1; "
-                      "not re-measured here",
+GPT_FAST = {"source": "gpt-fast README (pytorch-labs/gpt-fast): A100-80GB power-limited to 330 W, "
+                      "Llama-2-7B, bf16, batch 1; not re-measured here",
             "one_gpu_tok_s": 104.9, "two_gpu_tok_s": 168.8}
 LLAMA_7B = {"hidden": 4096, "layers": 32, "heads": 32, "kv_heads": 32, "intermediate": 11008,
             "vocab": 32000}
-MEAN_PAST = 106  # gpt-fast's benchmark: a 6-token prompt + 200 new tokens
+CACHE_POSITIONS = 205  # gpt-fast's static cache: a 5-token prompt + 200 new tokens
 
 
 @dataclass
@@ -136,11 +138,11 @@ def extrapolate(p1: Priced, p2: Priced, layers: int) -> dict[str, float]:
     return out
 
 
-def cache_read_s(layers: int, past: int, mem_bandwidth: float) -> float:
-    """Seconds one device spends reading the KV cache of ``past`` positions (f16)."""
+def cache_read_s(layers: int, positions: int, mem_bandwidth: float) -> float:
+    """Seconds one device spends reading a KV cache of ``positions`` positions (f16)."""
     s = LLAMA_7B
     head_dim = s["hidden"] // s["heads"]
-    return 2 * layers * s["kv_heads"] * head_dim * past * 2 / mem_bandwidth
+    return 2 * layers * s["kv_heads"] * head_dim * positions * 2 / mem_bandwidth
 
 
 def predict_7b(world: int = 2, device: str = "a100") -> dict[str, Any]:
@@ -151,7 +153,7 @@ def predict_7b(world: int = 2, device: str = "a100") -> dict[str, Any]:
     p1, p2 = price(1, world, device), price(2, world, device)
     L = LLAMA_7B["layers"]
     t = extrapolate(p1, p2, L)
-    kv = cache_read_s(L, MEAN_PAST, get_device(device).mem_bandwidth)
+    kv = cache_read_s(L, CACHE_POSITIONS, get_device(device).mem_bandwidth)
     published = GPT_FAST["two_gpu_tok_s"] / GPT_FAST["one_gpu_tok_s"]
     speedup = t["one_device"] / t["per_rank"]
     with_kv = (t["one_device"] + kv) / (t["per_rank"] + kv / world)
@@ -182,7 +184,7 @@ def print_prediction(r: dict[str, Any]) -> None:
           f"{t['per_rank'] * us:.0f} | {t['collectives'] * us:.0f} | "
           f"{t['launches_one'] * us:.0f} / {t['launches_rank'] * us:.0f} | {counts} | | "
           f"**{r['speedup']:.2f}x** |")
-    print(f"| + KV cache read at past {MEAN_PAST} | "
+    print(f"| + KV cache read, {CACHE_POSITIONS} positions | "
           f"{(t['one_device'] + r['cache_read_s']) * us:.0f} | "
           f"{(t['per_rank'] + r['cache_read_s'] / r['world']) * us:.0f} | | | | | "
           f"{r['speedup_with_cache']:.2f}x |")

@@ -68,6 +68,7 @@ def plan_partition(joint_module: Any, num_fwd_outputs: int, opts: PlanOptions
     if opts.solver not in SOLVERS:
         raise GraphOptError(f"unknown solver {opts.solver!r} (one of {', '.join(SOLVERS)})",
                             where="optimize_training")
+    start = time.perf_counter()
     split_dropout(joint_module)
     joint = JointGraph.build(joint_module, num_fwd_outputs, opts.num_params, opts.target)
     sim = simulator_for(joint)
@@ -98,7 +99,7 @@ def plan_partition(joint_module: Any, num_fwd_outputs: int, opts: PlanOptions
                          [_facts(joint, b, sim(b)) for b in baselines + [lowest]],
                          [n for n in joint.forward if n in plan.saved],
                          [n for n in joint.forward if n in plan.recomputed],
-                         solver_s, rounds, added, rewrites)
+                         solver_s, rounds, added, rewrites, time.perf_counter() - start)
     opts.result.update(joint=joint, plan=plan, report=report, fw=fw, bw=bw)
     return fw, bw
 

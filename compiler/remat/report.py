@@ -39,13 +39,15 @@ class RematReport:
     solver_rounds: int
     ir_added_s: float  # cost-model seconds the rewritten IR backward adds over the all-saved one
     ir_rewrites: int  # places passes/remat.py rewrote
+    plan_s: float = 0.0  # all of the planning: IR lift, baselines, solver, partition, IR check
     measured: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = [f"remat plan ({self.plan.solver}), budget {_mb(self.budget)} "
                  f"({self.budget / max(self.reference.peak_activations, 1):.3f} of the "
                  f"{_mb(self.reference.peak_activations)} peak activations without recompute); "
-                 f"solver {self.solver_s:.2f} s, {self.solver_rounds} round(s)",
+                 f"solver {self.solver_s:.2f} s, {self.solver_rounds} round(s), planning "
+                 f"{self.plan_s:.2f} s",
                  "  " + self.plan.row(), "  " + self.reference.row()]
         lines += ["  " + b.row() for b in self.baselines]
         lines.append(f"  IR backward: {self.ir_rewrites} reads rewritten to recomputations, "

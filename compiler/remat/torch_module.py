@@ -48,7 +48,7 @@ def build_module(model: torch.nn.Module, example: tuple[Any, ...], opts: PlanOpt
                  measure: bool) -> RematModule:
     """Trace ``model`` on ``example`` through AOTAutograd with the planning partitioner (the
     example step runs once, under a forked RNG state), and measure it when asked."""
-    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.debugging import boxed_nop
     from torch._functorch.aot_autograd import aot_function
 
     names = [n for n, _ in model.named_parameters()]
@@ -66,10 +66,9 @@ def build_module(model: torch.nn.Module, example: tuple[Any, ...], opts: PlanOpt
                      ) -> tuple[Any, Any]:
         return plan_partition(joint, num_fwd_outputs, opts)
 
-    def compiler(gm: Any, _example: Any) -> Any:
-        return make_boxed_func(gm)
-
-    compiled = aot_function(fn, fw_compiler=compiler, bw_compiler=compiler,
+    # torch's aot_eager compiler: boxed code that drops each input (a saved tensor) after its
+    # last use, so the backward frees saved values as it goes, as the schedule assumes
+    compiled = aot_function(fn, fw_compiler=boxed_nop, bw_compiler=boxed_nop,
                             partition_fn=partition_fn)
     module = RematModule(model, compiled, out_spec, example, opts)
     with torch.random.fork_rng():

@@ -52,12 +52,20 @@ class RematReport:
         lines += ["  " + b.row() for b in self.baselines]
         lines.append(f"  IR backward: {self.ir_rewrites} reads rewritten to recomputations, "
                      f"+{self.ir_added_s * 1e3:.3f} ms predicted")
-        lines.append(f"  saved: {', '.join(self.saved)}")
-        lines.append(f"  recomputed: {', '.join(self.recomputed) or '-'}")
+        lines.append(f"  saved ({len(self.saved)}): {_names(self.saved)}")
+        lines.append(f"  recomputed ({len(self.recomputed)}): {_names(self.recomputed)}")
         if self.measured:
             lines.append("  measured: " + ", ".join(
                 f"{k} {_mb(v) if isinstance(v, int) else v}" for k, v in self.measured.items()))
         return "\n".join(lines)
+
+
+def _names(names: list[str], shown: int = 24) -> str:
+    """The first ``shown`` names, and how many more."""
+    if not names:
+        return "-"
+    more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _mb(b: int) -> str:

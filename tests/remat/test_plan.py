@@ -8,7 +8,8 @@ import torch
 from graphopt.errors import GraphOptError
 from graphopt.passes.remat import Recipes, RecomputeRule, RematPass
 from graphopt.remat import optimize_training
-from graphopt.remat.plan import complete, partition, schedule
+from graphopt.remat.joint import JointGraph
+from graphopt.remat.plan import Plan, complete, partition, schedule
 from graphopt.rewrite.driver import sweep
 from graphopt.remat.solvers import cuts, forced_saves, mincut_plan, no_recompute, sqrt_plan
 
@@ -16,14 +17,14 @@ from .models import transformer
 
 
 @pytest.fixture(scope="module")
-def joint():
+def joint() -> JointGraph:
     torch.manual_seed(0)
     m = transformer(3)
     r = optimize_training(m, (torch.randn(2, 8, 16),), solver="none", measure=False)
     return r._opts.result["joint"]
 
 
-def test_schedule_is_the_partitioned_graphs_order(joint) -> None:
+def test_schedule_is_the_partitioned_graphs_order(joint: JointGraph) -> None:
     for plan in (no_recompute(joint), sqrt_plan(joint), mincut_plan(joint),
                  sqrt_plan(joint, 1)):
         fw, bw = partition(joint, plan)
@@ -32,7 +33,7 @@ def test_schedule_is_the_partitioned_graphs_order(joint) -> None:
         assert schedule(joint, plan) == (want_f, want_b), plan.solver
 
 
-def test_cuts_are_the_residual_stream(joint) -> None:
+def test_cuts_are_the_residual_stream(joint: JointGraph) -> None:
     cs = cuts(joint)
     # two per block (after attention, after the MLP) except the last output, plus the first
     # projection (the block input is a primal)
@@ -41,7 +42,7 @@ def test_cuts_are_the_residual_stream(joint) -> None:
         assert joint.saveable(c) and c not in joint.rng
 
 
-def test_random_values_are_saved_never_recomputed(joint) -> None:
+def test_random_values_are_saved_never_recomputed(joint: JointGraph) -> None:
     assert joint.rng, "the dropout draws are random ops"
     for f in joint.rng:
         assert str(joint.nodes[f].target).startswith("aten.bernoulli")
@@ -51,7 +52,7 @@ def test_random_values_are_saved_never_recomputed(joint) -> None:
         complete(joint, set(), "empty")  # nothing saved: the masks would be redrawn
 
 
-def test_plan_closure_recomputes_down_to_saved(joint) -> None:
+def test_plan_closure_recomputes_down_to_saved(joint: JointGraph) -> None:
     plan = sqrt_plan(joint)
     avail = plan.saved | plan.recomputed | joint.primal_set
     for n in joint.needed:
@@ -61,7 +62,7 @@ def test_plan_closure_recomputes_down_to_saved(joint) -> None:
     assert not plan.saved & plan.recomputed
 
 
-def _recipes(joint, plan) -> Recipes:
+def _recipes(joint: JointGraph, plan: Plan) -> Recipes:
     import operator
 
     return Recipes(joint.ir_values, joint.inputs,
@@ -69,7 +70,7 @@ def _recipes(joint, plan) -> Recipes:
                    plan.saved, plan.recomputed, frozenset(joint.rng), frozenset(joint.primals))
 
 
-def test_remat_pass_reads_exactly_the_saved_values(joint) -> None:
+def test_remat_pass_reads_exactly_the_saved_values(joint: JointGraph) -> None:
     plan = sqrt_plan(joint)
     res = RematPass(options={"recompute": _recipes(joint, plan)}).run(joint.ir_backward)
     skip = set(joint.primals) | set(joint.tangents)
@@ -81,7 +82,7 @@ def test_remat_pass_reads_exactly_the_saved_values(joint) -> None:
     assert before == set(joint.needed) & set(joint.ir_forward)
 
 
-def test_remat_pass_refuses_to_recompute_a_random_value(joint) -> None:
+def test_remat_pass_refuses_to_recompute_a_random_value(joint: JointGraph) -> None:
     plan = no_recompute(joint)
     mask = next(iter(forced_saves(joint) & set(joint.needed)))
     bad = Recipes(joint.ir_values, joint.inputs, frozenset(), plan.saved - {mask},
@@ -95,7 +96,8 @@ def test_remat_pass_refuses_to_recompute_a_random_value(joint) -> None:
 
 
 @pytest.mark.parametrize("fraction", [None, 0.3, 0.5, 0.7, 0.95])
-def test_milp_fits_every_budget_and_beats_the_baselines_that_fit(joint, fraction) -> None:
+def test_milp_fits_every_budget_and_beats_the_baselines_that_fit(joint: JointGraph,
+                                                                 fraction: float | None) -> None:
     from graphopt.remat.solvers import lowest_peak_plan, milp_plan, simulator_for
 
     sim = simulator_for(joint)

@@ -32,7 +32,8 @@ def grads(m: torch.nn.Module, params: list[torch.Tensor], x: torch.Tensor, seed:
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
-def test_gradients_equal_plain_autograd_bitwise_with_dropout(model, x, solver) -> None:
+def test_gradients_equal_plain_autograd_bitwise_with_dropout(model: torch.nn.Module,
+                                                             x: torch.Tensor, solver: str) -> None:
     r = optimize_training(model, (x,), memory_budget=0.6, solver=solver, measure=False)
     params = list(model.parameters())
     for seed in (3, 4):
@@ -44,7 +45,7 @@ def test_gradients_equal_plain_autograd_bitwise_with_dropout(model, x, solver) -
     assert not torch.equal(grads(r, params, x, 5)[0], grads(r, params, x, 6)[0])
 
 
-def test_training_steps_match_and_share_parameters(x) -> None:
+def test_training_steps_match_and_share_parameters(x: torch.Tensor) -> None:
     torch.manual_seed(0)
     a = transformer(2)
     b = transformer(2)
@@ -63,7 +64,7 @@ def test_training_steps_match_and_share_parameters(x) -> None:
         assert torch.equal(p, q), n
 
 
-def test_plan_meets_budget_and_saves_less(model, x) -> None:
+def test_plan_meets_budget_and_saves_less(model: torch.nn.Module, x: torch.Tensor) -> None:
     r = optimize_training(model, (x,), memory_budget=0.5, measure=False)
     rep = r.report
     assert rep.plan.peak_activations <= rep.budget
@@ -74,14 +75,14 @@ def test_plan_meets_budget_and_saves_less(model, x) -> None:
     assert set(rep.saved).isdisjoint(rep.recomputed)
 
 
-def test_milp_beats_sqrt_at_sqrt_memory(model, x) -> None:
+def test_milp_beats_sqrt_at_sqrt_memory(model: torch.nn.Module, x: torch.Tensor) -> None:
     sq = optimize_training(model, (x,), solver="sqrt", measure=False).report.plan
     r = optimize_training(model, (x,), memory_budget=sq.peak_activations, measure=False)
     assert r.report.plan.peak_activations <= sq.peak_activations
     assert r.report.plan.recompute_s <= sq.recompute_s
 
 
-def test_budget_in_bytes(model, x) -> None:
+def test_budget_in_bytes(model: torch.nn.Module, x: torch.Tensor) -> None:
     ref = optimize_training(model, (x,), solver="none", measure=False).report.plan
     r = optimize_training(model, (x,), memory_budget=int(ref.peak_activations * 0.7),
                           measure=False)
@@ -89,7 +90,8 @@ def test_budget_in_bytes(model, x) -> None:
     assert r.report.plan.peak_activations <= r.report.budget
 
 
-def test_budget_below_every_plan_is_a_one_line_error(model, x) -> None:
+def test_budget_below_every_plan_is_a_one_line_error(model: torch.nn.Module,
+                                                     x: torch.Tensor) -> None:
     with pytest.raises(GraphOptError) as e:
         optimize_training(model, (x,), memory_budget=0.01, measure=False)
     msg = e.value.one_line()
@@ -103,19 +105,19 @@ def test_budget_below_every_plan_is_a_one_line_error(model, x) -> None:
 
 
 @pytest.mark.parametrize("bad", [0.0, 1.5, -3, "half"])
-def test_bad_budgets(model, x, bad) -> None:
+def test_bad_budgets(model: torch.nn.Module, x: torch.Tensor, bad: object) -> None:
     with pytest.raises(GraphOptError, match="memory_budget"):
         optimize_training(model, (x,), memory_budget=bad, measure=False)
 
 
-def test_random_ops_are_never_recomputed(model, x) -> None:
+def test_random_ops_are_never_recomputed(model: torch.nn.Module, x: torch.Tensor) -> None:
     for solver in SOLVERS:
         rep = optimize_training(model, (x,), memory_budget=0.4, solver=solver,
                                 measure=False).report
         assert not any("dropout" in n for n in rep.recomputed), solver
 
 
-def test_report_measures_and_other_shapes_refused(x) -> None:
+def test_report_measures_and_other_shapes_refused(x: torch.Tensor) -> None:
     torch.manual_seed(0)
     m = transformer(2)
     r = optimize_training(m, (x,), memory_budget=0.5)
@@ -131,6 +133,38 @@ def test_report_measures_and_other_shapes_refused(x) -> None:
     total = r.report.plan.peak_total
     assert abs(meas["peak_total"] - total) <= 0.15 * total
     assert meas["peak_activations"] < meas["peak_total"]
-    assert "saved:" in str(r.report) and "measured:" in str(r.report)
+    assert "  saved (" in str(r.report) and "measured:" in str(r.report)
     with pytest.raises(GraphOptError, match="differ from the example inputs"):
         r(torch.randn(2, 4, 16))
+
+
+class DictOut(torch.nn.Module):
+    """Outputs in a dict (a loss head and an auxiliary value), no dropout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = transformer(2, p=0.0)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.body(x)
+        return {"logits": self.head(h), "mean": h.mean()}
+
+
+def test_pytree_outputs_and_no_random_ops(x: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    m = DictOut()
+    r = optimize_training(m, (x,), memory_budget=0.5, measure=False)
+    assert not r._opts.result["joint"].rng
+    got, want = r(x), m(x)
+    assert set(got) == {"logits", "mean"}
+    assert torch.equal(got["logits"], want["logits"]) and torch.equal(got["mean"], want["mean"])
+    params = list(m.parameters())
+
+    def loss(o: dict[str, torch.Tensor]) -> torch.Tensor:
+        return o["logits"].square().sum() + o["mean"]
+
+    for a, b in zip(torch.autograd.grad(loss(r(x)), params),
+                    torch.autograd.grad(loss(m(x)), params)):
+        assert torch.equal(a, b)
+    assert r.report.plan.peak_activations <= r.report.budget

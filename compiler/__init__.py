@@ -1,6 +1,7 @@
 """graphopt: a graph-rewriting compiler and optimizer for deep-learning models.
 
-Public API: ``optimize``, ``load``, ``save``, ``explain``, ``shard``, ``Graph``, ``parse``
+Public API: ``optimize``, ``load``, ``save``, ``explain``, ``shard``, ``optimize_training``,
+``Graph``, ``parse``
 (plus ``OptimizedModel``, ``ShardPlan``, ``GraphOptError``, ``CheckError``). Heavy modules (torch, onnx,
 onnxruntime) load only when a function needs them.
 """
@@ -14,10 +15,11 @@ from .ir.text import parse
 
 if TYPE_CHECKING:
     from .api import OptimizedModel, explain, load, optimize, save
+    from .remat import optimize_training
     from .tp.stage import ShardPlan, shard
 
 __all__ = ["CheckError", "Graph", "GraphOptError", "OptimizedModel", "ShardPlan", "explain",
-           "load", "optimize", "parse", "save", "shard"]
+           "load", "optimize", "optimize_training", "parse", "save", "shard"]
 __version__ = "0.1.0"
 
 _LAZY = {"optimize", "load", "save", "explain", "OptimizedModel"}
@@ -33,4 +35,8 @@ def __getattr__(name: str) -> Any:
         from .tp import stage
 
         return getattr(stage, name)
+    if name == "optimize_training":
+        from .remat import optimize_training
+
+        return optimize_training
     raise AttributeError(f"module 'graphopt' has no attribute {name!r}")

@@ -41,6 +41,8 @@ class RematReport:
     ir_rewrites: int  # places passes/remat.py rewrote
     plan_s: float = 0.0  # all of the planning: IR lift, baselines, solver, partition, IR check
     measured: dict[str, Any] = field(default_factory=dict)
+    # the plan's gradients against plain autograd's on the example step (same RNG seed)
+    gradient_check: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = [f"remat plan ({self.plan.solver}), budget {_mb(self.budget)} "
@@ -54,6 +56,10 @@ class RematReport:
                      f"+{self.ir_added_s * 1e3:.3f} ms predicted")
         lines.append(f"  saved ({len(self.saved)}): {_names(self.saved)}")
         lines.append(f"  recomputed ({len(self.recomputed)}): {_names(self.recomputed)}")
+        if self.gradient_check:
+            g = self.gradient_check
+            lines.append(f"  gradients vs plain autograd: {g['parameters']} parameters, "
+                         f"{'bitwise equal' if g['bitwise'] else 'max relative error %.2g' % g['max_relative_error']}")
         if self.measured:
             lines.append("  measured: " + ", ".join(
                 f"{k} {_mb(v) if isinstance(v, int) else v}" for k, v in self.measured.items()))

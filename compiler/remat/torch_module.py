@@ -76,9 +76,43 @@ def build_module(model: torch.nn.Module, example: tuple[Any, ...], opts: PlanOpt
     if "report" not in opts.result:
         raise GraphOptError("AOTAutograd made no joint graph (does the model have parameters "
                             "that require grad?)", where="optimize_training")
+    opts.result["report"].gradient_check = check_gradients(model, module, example)
     if measure:
         opts.result["report"].measured = measured(model, module, example)
     return module
+
+
+GRAD_RTOL = 1e-6  # relative to each gradient's largest magnitude
+
+
+def check_gradients(model: torch.nn.Module, module: torch.nn.Module, example: tuple[Any, ...]
+                    ) -> dict[str, Any]:
+    """The planned step's gradients against plain autograd's on ``example``, both from the same
+    RNG seed (dropout draws alike); raises CheckError naming the parameter that differs by more
+    than ``GRAD_RTOL`` of its largest magnitude. The module is returned only after this."""
+    from ..errors import CheckError
+
+    seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        mine = _step(module, example)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        ref = _step(model, example)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    worst, bitwise = 0.0, True
+    for name, a, b in zip(names, mine, ref):
+        bitwise = bitwise and torch.equal(a, b)
+        scale = float(b.abs().max()) if b.numel() else 0.0
+        err = float((a - b).abs().max()) / scale if scale > 0 else float((a - b).abs().max())
+        worst = max(worst, err)
+        if err > GRAD_RTOL:
+            raise CheckError(f"the rematerialized step's gradient of {name} differs from plain "
+                             f"autograd's by {err:.3g} of its largest magnitude (> "
+                             f"{GRAD_RTOL:g}); the module is not returned",
+                             where="optimize_training")
+    return {"parameters": len(names), "bitwise": bitwise, "max_relative_error": worst,
+            "tolerance": GRAD_RTOL}
 
 
 def _step(module: torch.nn.Module, example: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -43,6 +43,10 @@ def test_gradients_equal_plain_autograd_bitwise_with_dropout(model: torch.nn.Mod
             assert torch.equal(a, b), f"{solver}: gradient of {p[0]} differs"
     # a different seed draws other dropout masks: the plan does not freeze the randomness
     assert not torch.equal(grads(r, params, x, 5)[0], grads(r, params, x, 6)[0])
+    # optimize_training checked the same before returning, and says so
+    g = r.report.gradient_check
+    assert g["bitwise"] and g["parameters"] == len(params)
+    assert "bitwise equal" in str(r.report)
 
 
 def test_training_steps_match_and_share_parameters(x: torch.Tensor) -> None:

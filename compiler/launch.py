@@ -192,6 +192,9 @@ def _main(args: argparse.Namespace) -> int:
         mine = {"rank": rank, "digest": _digest(outs), "counts": counts}
         gathered: list[Any] = [None] * world
         dist.all_gather_object(gathered, mine)
+        # every rank has its peers' data before any tears down its connections (a rank leaving
+        # while another is still in the gather aborts gloo at exit)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
     if rank != 0:

@@ -162,7 +162,6 @@ class Region:
     row_bytes: float = 0.0  # reduction rows
     red_numel: int = 0
     reads: dict[tuple[int, int], float] = field(default_factory=dict)  # external value -> bytes
-    const_bytes: float = 0.0  # of read_bytes: weights (constants) read
 
     @property
     def bytes(self) -> float:
@@ -211,7 +210,6 @@ class CostModel:
         self._info: dict[tuple, NodeInfo] = {}
         self._by_id: dict[int, tuple[Node, NodeInfo]] = {}  # holds the node: ids stay unique
         self.evaluations = 0
-        self.weights_cached = True
 
     # ---- per node -------------------------------------------------------------------------------
     def info(self, n: Node) -> NodeInfo:
@@ -241,10 +239,7 @@ class CostModel:
         if r.vector_flops:
             compute += r.vector_flops / d.vector_rate(r.dtype)
         b = r.bytes
-        if self.weights_cached or not r.const_bytes:
-            memory = b / d.bandwidth(b)
-        else:  # weights that do not all fit in cache come from memory on every step
-            memory = (b - r.const_bytes) / d.bandwidth(b) + r.const_bytes / d.mem_bandwidth
+        memory = b / d.bandwidth(b)
         return max(compute, memory) + r.launches * d.launch_overhead
 
     def collective_time(self, n: Node) -> float:
@@ -261,10 +256,6 @@ class CostModel:
 
     def graph_cost(self, g: Graph, detail: bool = False) -> GraphCost:
         self.evaluations += 1
-        weights = sum(self.info(n).out_bytes[0] for n in g.nodes if n.op == "constant")
-        # the graph's weights stay in the last-level cache between steps only if they all fit
-        # (parts costed later by ``nodes_time`` keep the last whole graph's answer)
-        self.weights_cached = weights <= self.device.cache_bytes
         return self._cost(self._group(g.nodes, g.outputs), detail)
 
     def nodes_time(self, nodes: Sequence[Node], outputs: Iterable[Value]) -> float:
@@ -317,7 +308,6 @@ class CostModel:
         has_dep: list[bool] = []  # per region: some other region reads it
         escapes: set[tuple[int, int]] = set()  # values read outside their region
         folded: set[int] = set()  # constants, and pure nodes over them (folded after search)
-        consts: dict[tuple[int, int], float] = {}  # constant values read (weights)
 
         def rootof(v: Value) -> Value:
             r = root.get((id(v.node), v.index))
@@ -391,8 +381,6 @@ class CostModel:
                     has_dep[ri] = True
                 if b > reads.get(key, 0.0):
                     reads[key] = b
-                    if v.node.op == "constant":
-                        consts[key] = b
             anc[target] |= new_anc
         for v in outputs:
             rv = rootof(v)
@@ -400,7 +388,6 @@ class CostModel:
         # boundary bytes
         for r in regions:
             r.read_bytes = sum(r.reads.values())
-            r.const_bytes = sum(b for k, b in r.reads.items() if k in consts)
             for n in r.nodes:
                 ob = info(n).out_bytes
                 for i in range(len(ob)):

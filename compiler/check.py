@@ -316,8 +316,9 @@ def coerce_inputs(g: Graph, inputs: "Mapping[str, Any] | str | os.PathLike[str] 
     """Inputs for ``g``: generated when None, else read/validated against the graph inputs."""
     if inputs is None:
         return make_inputs(g, seed)
-    feeds = load_inputs(inputs) if isinstance(inputs, (str, os.PathLike)) else {
-        k: np.asarray(v) for k, v in inputs.items()}
+    from .frontends.onnx_values import coerce_value
+
+    feeds = load_inputs(inputs) if isinstance(inputs, (str, os.PathLike)) else dict(inputs)
     missing = [n for n in g.input_names if n not in feeds]
     if missing:
         raise CheckError(f"inputs lack {missing} (given: {sorted(feeds)})",
@@ -326,24 +327,16 @@ def coerce_inputs(g: Graph, inputs: "Mapping[str, Any] | str | os.PathLike[str] 
     if extra:
         raise CheckError(f"inputs have unknown names {extra} (graph inputs: "
                          f"{list(g.input_names)})", where=f"input {extra[0]!r}")
-    for name, t in zip(g.input_names, g.input_types):
-        if isinstance(t, TensorType) and t.dtype.value != "bf16":
-            want = t.dtype.to_numpy()
-            if feeds[name].dtype != want:
-                raise CheckError(f"input {name!r} has dtype {feeds[name].dtype}, the graph "
-                                 f"takes {t}", where=f"input {name!r}")
-    return {n: feeds[n] for n in g.input_names}
+    # arrays checked against the input dtypes; strings, sequences (lists), optionals (None
+    # when empty) and maps (dicts) put in the form ONNX Runtime takes
+    return {n: coerce_value(n, t, feeds[n]) for n, t in zip(g.input_names, g.input_types)}
 
 
-def describe_inputs(feeds: Mapping[str, np.ndarray]) -> dict[str, str]:
-    out = {}
-    for k, v in feeds.items():
-        try:
-            dt = DType.from_numpy(v.dtype).value
-        except TypeError:
-            dt = str(v.dtype)
-        out[k] = f"{dt}[{','.join(str(d) for d in v.shape)}]"
-    return out
+def describe_inputs(feeds: Mapping[str, Any]) -> dict[str, str]:
+    """Each input's type as ``f32[2,3]`` (``seq(...)``, ``none``, ``map(n)`` for the rest)."""
+    from .frontends.onnx_values import describe_value
+
+    return {k: describe_value(v) for k, v in feeds.items()}
 
 
 # ---- running ------------------------------------------------------------------------------------
@@ -362,8 +355,11 @@ def onnx_session(model: Any) -> Any:
 
 
 def run_session(sess: Any, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    from .frontends.onnx_values import from_runtime
+
     want = {i.name for i in sess.get_inputs()}
-    return [np.asarray(x) for x in sess.run(None, {k: v for k, v in feeds.items() if k in want})]
+    return [from_runtime(x) for x in sess.run(None, {k: v for k, v in feeds.items()
+                                                      if k in want})]
 
 
 def run_onnx(model: Any, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -455,9 +451,31 @@ def compare_outputs(expected: Sequence[Any], actual: Sequence[Any], names: Seque
         raise CheckError(f"the original has {len(expected)} outputs, the optimized model "
                          f"{len(actual)}", where="outputs")
     dts = list(dtypes) if dtypes is not None else [None] * len(expected)
-    diffs = [_compare_one(str(nm), np.asarray(e), np.asarray(a), rtol, atol, dt, min_sqnr_db)
+    diffs = [_compare_value(str(nm), e, a, rtol, atol, dt, min_sqnr_db)
              for nm, e, a, dt in zip(names, expected, actual, dts)]
     return CheckResult(diffs, reference=reference)
+
+
+def _compare_value(name: str, e: Any, a: Any, rtol: float | None, atol: float | None,
+                   tol_dtype: DType | None, min_sqnr_db: float | None) -> OutputDiff:
+    """``_compare_one`` of two arrays, or of the arrays at the leaves of two sequences / maps /
+    optionals (their structures must match; the first differing leaf is reported)."""
+    from .frontends.onnx_values import is_structured, leaves
+
+    if not (is_structured(e) or is_structured(a)):
+        return _compare_one(name, np.asarray(e), np.asarray(a), rtol, atol, tol_dtype,
+                            min_sqnr_db)
+    worst = OutputDiff(name, "value", [], 0.0, 0.0, 0, True)
+    for leaf in leaves(name, e, a):
+        if isinstance(leaf, str):
+            return OutputDiff(name, "value", [], float("inf"), float("inf"), 1, False,
+                              f"structure differs at {leaf}")
+        d = _compare_one(*leaf, rtol, atol, None, None)
+        if not d.ok:
+            return d
+        worst.max_abs, worst.max_rel = max(worst.max_abs, d.max_abs), max(worst.max_rel,
+                                                                           d.max_rel)
+    return worst
 
 
 def sqnr_db(expected: np.ndarray, actual: np.ndarray) -> float:

@@ -10,6 +10,7 @@ registered are skipped, so the strategies grow with the registry.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 from graphopt.errors import GraphOptError
 from graphopt.ir.graph import Graph
 from graphopt.ir.node import ConstData, Node, Value, constant, input_node
-from graphopt.ir.types import DType, TensorType
+from graphopt.ir.types import Dim, DType, TensorType
 
 FLOAT_BINARY = ("add", "sub", "mul", "div", "maximum", "minimum", "pow")
 FLOAT_UNARY = ("neg", "abs", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "erf", "sin",
@@ -62,6 +63,12 @@ def _tt(v: Value) -> TensorType:
     return t
 
 
+def static_shape(v: Value) -> tuple[int, ...] | None:
+    """The value's shape when every dim is an int, else None (a symbolic dim)."""
+    shape = _tt(v).shape or ()
+    return None if any(isinstance(d, str) for d in shape) else tuple(int(d) for d in shape)
+
+
 def _float_values(pool: list[Value], dtype: DType | None = None) -> list[Value]:
     return [v for v in pool if isinstance(v.type, TensorType) and v.type.dtype.is_float
             and (dtype is None or v.type.dtype == dtype)]
@@ -96,12 +103,17 @@ def related_shape(draw: Any, base: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(1 if draw(st.booleans()) and draw(st.booleans()) else d for d in suffix)
 
 
+def concrete(shape: tuple[Dim, ...]) -> tuple[int, ...]:
+    """A shape with its symbolic dims set to 1 (a constant that broadcasts against them)."""
+    return tuple(1 if isinstance(d, str) else int(d) for d in shape)
+
+
 _CONST_KINDS = ("normal", "zeros", "ones", "twos", "halves", "positive")
 
 
 @st.composite
 def constants(draw: Any, base: tuple[int, ...], dtype: DType = DType.f32) -> Value:
-    shape = draw(related_shape(base))
+    shape = concrete(draw(related_shape(base)))
     kind = draw(st.sampled_from(_CONST_KINDS))
     seed = draw(st.integers(0, 2 ** 16))
     rng = np.random.default_rng(seed)
@@ -170,6 +182,8 @@ def _matmul(draw: Any, pool: list[Value]) -> Value | None:
         return None
     x = pick(draw, fl)
     k = (_tt(x).shape or (1,))[-1]
+    if isinstance(k, str):
+        return None
     n = draw(st.integers(1, 4))
     rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
     w = constant(ConstData(rng.standard_normal((k, n)).astype(_tt(x).dtype.to_numpy())))
@@ -204,8 +218,11 @@ def _shape(draw: Any, pool: list[Value]) -> Value | None:
         return None
     op = draw(st.sampled_from(ops))
     x = pick(draw, fl)
+    static = static_shape(x)
     shape = tuple(_tt(x).shape or ())
     rank = len(shape)
+    if op in ("reshape", "slice") and static is None:
+        return None
     if op == "reshape":
         n = int(np.prod(shape)) if shape else 1
         cands = [(n,), (1, n), tuple(reversed(shape)), shape + (1,)]
@@ -272,21 +289,61 @@ _BUILDERS: dict[str, Callable[[Any, list[Value]], "Value | None"]] = {
 }
 
 
+@dataclass
+class Ctx:
+    """What a family builds from: the values so far (``pool``), the graph's inputs (a family may
+    add one, up to ``max_inputs``) and the base shape the first input has."""
+
+    pool: list[Value]
+    inputs: list[Node]
+    base: tuple[Dim, ...]
+    max_inputs: int
+
+    def new_input(self, t: TensorType) -> Value | None:
+        """A fresh graph input of type ``t`` (None once the graph has ``max_inputs``)."""
+        if len(self.inputs) >= self.max_inputs:
+            return None
+        n = input_node(f"x{len(self.inputs)}", t)
+        self.inputs.append(n)
+        return n.out
+
+
+def _pool_only(fn: Callable[[Any, list[Value]], "Value | None"]
+               ) -> Callable[[Any, Ctx], "Value | None"]:
+    return lambda draw, ctx: fn(draw, ctx.pool)
+
+
+def builders() -> dict[str, Callable[[Any, Ctx], "Value | None"]]:
+    """Every family by name: the pool-only ones here, the rest in tests/strategy_families.py."""
+    from tests.strategy_families import EXTENDED_BUILDERS
+
+    out = {k: _pool_only(f) for k, f in _BUILDERS.items()}
+    out.update(EXTENDED_BUILDERS)
+    return out
+
+
 @st.composite
 def graphs(draw: Any, max_inputs: int = 3, min_ops: int = 2, max_ops: int = 8,
-           families: tuple[str, ...] = FAMILIES) -> Graph:
-    """A random well-typed graph with f32 inputs and 1-2 outputs."""
-    base = draw(base_shapes())
+           families: tuple[str, ...] = FAMILIES, symbolic: bool = False,
+           extra_inputs: int = 0) -> Graph:
+    """A random well-typed graph with f32 inputs and 1-2 outputs. symbolic: the first input's
+    leading dim may be the symbol ``batch`` (rank >= 2). extra_inputs: how many more inputs the
+    families may add (integer indices, bool masks, a motif's operands)."""
+    base: tuple[Dim, ...] = draw(base_shapes())
+    if symbolic and len(base) >= 2 and draw(st.integers(0, 3)) == 0:
+        base = ("batch",) + base[1:]
     n_in = draw(st.integers(1, max_inputs))
     inputs = [input_node(f"x{i}", TensorType(base if i == 0 else draw(related_shape(base)),
                                              DType.f32)) for i in range(n_in)]
     pool: list[Value] = [n.out for n in inputs]
     for _ in range(draw(st.integers(0, 2))):
         pool.append(draw(constants(base)))
+    ctx = Ctx(pool, inputs, base, n_in + extra_inputs)
+    table = builders()
     built: list[Value] = []
     for _ in range(draw(st.integers(min_ops, max_ops))):
         fam = draw(st.sampled_from(families))
-        v = _BUILDERS[fam](draw, pool)
+        v = table[fam](draw, ctx)
         if v is not None:
             pool.append(v)
             built.append(v)
@@ -297,7 +354,7 @@ def graphs(draw: Any, max_inputs: int = 3, min_ops: int = 2, max_ops: int = 8,
         other = draw(st.sampled_from(built[:-1]))
         if other != outs[0]:
             outs.append(other)
-    return Graph(inputs, outs, [f"y{i}" for i in range(len(outs))], name="random")
+    return Graph(ctx.inputs, outs, [f"y{i}" for i in range(len(outs))], name="random")
 
 
 def feeds_for(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from typing import Any
 
 TARGETS = ("a100", "h100", "h200")
@@ -30,9 +31,18 @@ def cmd_codegen(args: argparse.Namespace) -> int:
 
     if not os.path.exists(args.input):
         raise GraphOptError("no such file", where=args.input)
-    g = load(args.input)
-    g = optimize(g, target=args.target, check=False).graph
-    low = lower(g, args.target)
+    from graphopt.progress import for_args
+
+    progress = for_args(args, "graphopt codegen")
+    try:
+        g = load(args.input)
+        g = optimize(g, target=args.target, check=False, progress=progress).graph
+        progress("lower", None)
+        t0 = time.perf_counter()
+        low = lower(g, args.target)
+        progress("lower", time.perf_counter() - t0)
+    finally:
+        progress.close()
     files = {p.stem: str(p) for p in low.dump(args.dump)} if args.dump else {}
     rows = [{"kind": s.region.kind, "ops": s.region.ops, "kernel": s.kernel.name,
              "file": files.get(s.kernel.name)}

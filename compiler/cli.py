@@ -24,67 +24,11 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import traceback
-from typing import Any, Sequence, TextIO
+from typing import Any, Sequence
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-
-
-# ---- progress -----------------------------------------------------------------------------------
-
-class ProgressPrinter:
-    """Shows the running step on stderr. On a terminal a live line with the elapsed time; else
-    one line per step that took long (every step with ``verbose``)."""
-
-    def __init__(self, stream: TextIO, verbose: bool = False, min_seconds: float = 1.0) -> None:
-        self.stream = stream
-        self.verbose = verbose
-        self.min_seconds = min_seconds
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-        self.label = ""
-        self.t0 = 0.0
-        self._stop: threading.Event | None = None
-        self._thread: threading.Thread | None = None
-
-    def __call__(self, name: str, seconds: float | None) -> None:
-        if seconds is None:
-            if ": " in name:  # a sub-step of the running step
-                self.label = name
-                return
-            self.label, self.t0 = name, time.perf_counter()
-            if self.tty:
-                self._start_ticker()
-            return
-        self._stop_ticker()
-        if self.verbose or seconds >= self.min_seconds:
-            self.stream.write(f"graphopt: {name} done in {seconds:.2f}s\n")
-            self.stream.flush()
-
-    def close(self) -> None:
-        self._stop_ticker()
-
-    def _start_ticker(self) -> None:
-        self._stop_ticker()
-        stop = threading.Event()
-
-        def tick() -> None:
-            while not stop.wait(0.5):
-                self.stream.write(f"\r\x1b[Kgraphopt: {self.label} ... "
-                                  f"{time.perf_counter() - self.t0:.1f}s")
-                self.stream.flush()
-
-        self._stop, self._thread = stop, threading.Thread(target=tick, daemon=True)
-        self._thread.start()
-
-    def _stop_ticker(self) -> None:
-        if self._stop is not None and self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-        self._stop = self._thread = None
 
 
 # ---- target --------------------------------------------------------------------------------------
@@ -116,6 +60,7 @@ def detect_target() -> str:
 
 def cmd_optimize(args: argparse.Namespace) -> int:
     from .api import optimize
+    from .progress import for_args
     from .report import comparison_table, format_report, human_bytes, write_json_atomic
 
     target = args.target or detect_target()
@@ -124,7 +69,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.output.rstrip("/\\") or args.output))
     if not os.path.isdir(out_dir):
         raise _Usage("output directory does not exist", where=out_dir)
-    progress = ProgressPrinter(sys.stderr, args.verbose)
+    progress = for_args(args)
     try:
         om = optimize(args.input, target=target, passes=args.passes, check=not args.no_check,
                       inputs=args.inputs, progress=progress, budget=args.budget,
@@ -448,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     from graphopt.codegen.cli import add_parser as add_codegen
 
     add_codegen(sub)
+    for cmd in sub.choices.values():  # every command: -q / --quiet
+        if "--quiet" not in cmd._option_string_actions:
+            cmd.add_argument("-q", "--quiet", action="store_true",
+                             help="no progress display (errors are still printed)")
     return p
 
 

@@ -1,13 +1,11 @@
 """The graphopt command: in-process ``cli.main([...])`` for most cases, a few real subprocesses."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -270,34 +268,6 @@ def test_rules_subcommand_is_dispatched(
 def test_real_rules_subcommand_is_registered(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rules", "--help"]) == EXIT_OK
     assert "usage: graphopt rules" in capsys.readouterr().out
-
-
-def test_progress_printer() -> None:
-    buf = io.StringIO()
-    p = cli.ProgressPrinter(buf, verbose=False, min_seconds=1.0)
-    p("load", None)
-    p("load", 0.1)
-    p("simplify", None)
-    p("simplify: cse (round 1)", None)
-    p("simplify", 2.5)
-    assert buf.getvalue() == "graphopt: simplify done in 2.50s\n"
-
-    class Tty(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    t = Tty()
-    p = cli.ProgressPrinter(t, verbose=True)
-    p("check", None)
-    time.sleep(0.7)
-    p("check", 0.7)
-    s = t.getvalue()
-    assert "graphopt: check ... 0." in s and s.endswith("graphopt: check done in 0.70s\n")
-    p("load", None)  # a step that fails: no end event, the command closes the printer
-    p.close()
-    n = len(t.getvalue())
-    time.sleep(0.6)
-    assert len(t.getvalue()) == n  # nothing ticks over the error message
 
 
 def test_classify() -> None:

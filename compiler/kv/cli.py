@@ -49,8 +49,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     slots = [i.shape[2] for i in session.get_inputs() if i.name == IO.past_key(0)]
     cache = "static" if slots and slots[0] == spec.context_length else "dynamic"
-    out = generate(session, spec, prompts if len(prompts) > 1 else [prompts[0]],
-                   max_new_tokens=args.max_new_tokens, cache=cache)
+    from ..progress import for_args
+
+    progress = for_args(args, "graphopt generate")
+    progress("generate", None)
+    try:
+        out = generate(session, spec, prompts if len(prompts) > 1 else [prompts[0]],
+                       max_new_tokens=args.max_new_tokens, cache=cache,
+                       progress=lambda k, n: progress.say(f"{k}/{n} tokens"))
+    finally:
+        progress.close()
     if args.json:
         print(json.dumps(out.tolist()))
     else:

@@ -76,15 +76,16 @@ def _rules(args: argparse.Namespace, dirs: Sequence[str] | None = None) -> list[
     return out
 
 
-def _progress(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
+    from ..progress import for_args
     from .generate import generate
 
-    rep, _ = generate(args.max_ops, args.scenarios, args.ops, args.out, args.jobs, args.seed,
-                      args.timeout_ms, progress=_progress)
+    progress = for_args(args, "graphopt rules generate")
+    try:
+        rep, _ = generate(args.max_ops, args.scenarios, args.ops, args.out, args.jobs,
+                          args.seed, args.timeout_ms, progress=progress.say)
+    finally:
+        progress.close()
     print(rep.table())
     for f in rep.files:
         print(f"wrote {f}")
@@ -96,6 +97,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     import multiprocessing as mp
 
+    from ..progress import for_args
     from .verify import verify_text
 
     rules = _rules(args, args.dir)
@@ -104,11 +106,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 1
     t0 = time.perf_counter()
     tasks = [(r.text(), r.source, 0, args.timeout_ms, True) for r in rules]
-    if args.jobs > 1:
-        with mp.get_context("fork").Pool(args.jobs) as pool:
-            verdicts = pool.map(verify_text, tasks, chunksize=max(1, len(tasks) // (8 * args.jobs)))
-    else:
-        verdicts = [verify_text(t) for t in tasks]
+    progress = for_args(args, "graphopt rules verify")
+    progress("prove", None)
+    verdicts = []
+    try:
+        if args.jobs > 1:
+            with mp.get_context("fork").Pool(args.jobs) as pool:
+                chunk = max(1, min(64, len(tasks) // (8 * args.jobs)))
+                for v in pool.imap(verify_text, tasks, chunksize=chunk):
+                    verdicts.append(v)
+                    if len(verdicts) % chunk == 0:
+                        progress.say(f"{len(verdicts)}/{len(tasks)} rules")
+        else:
+            for t in tasks:
+                verdicts.append(verify_text(t))
+                progress.say(f"{len(verdicts)}/{len(tasks)} rules")
+        progress("prove", time.perf_counter() - t0)
+    finally:
+        progress.close()
     # z3's timeout is wall-clock: on a loaded machine a proof that normally takes milliseconds
     # can run out. Re-prove those (only those: a counterexample is final) one at a time with
     # four times the time; they stay NOT PROVEN if z3 still cannot decide.

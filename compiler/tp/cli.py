@@ -39,15 +39,16 @@ def cmd_shard(args: argparse.Namespace) -> int:
         _check_input_file(args.inputs)
     if args.tp < 2:
         raise GraphOptError(f"--tp must be >= 2, got {args.tp}", where="tp")
-    import sys
+    from ..progress import for_args
 
-    def progress(msg: str) -> None:
-        sys.stderr.write(f"graphopt shard: {msg}\n")
-        sys.stderr.flush()
-
-    plan = shard(args.input, world_size=args.tp, target=args.target, inputs=args.inputs,
-                 progress=progress)
-    out = save_plan(plan, args.output, inputs=args.inputs)
+    progress = for_args(args, "graphopt shard")
+    try:
+        plan = shard(args.input, world_size=args.tp, target=args.target, inputs=args.inputs,
+                     progress=progress.say)
+        progress.say("writing and checking the folder")
+        out = save_plan(plan, args.output, inputs=args.inputs)
+    finally:
+        progress.close()
     rep = plan.report
     if args.run:
         rep["torchrun"] = run_and_compare(plan, out, args.inputs)

@@ -246,9 +246,7 @@ def detect_cpu() -> CpuInfo:
         m = re.search(r"^(flags|Features)\s*:\s*(.*)$", text, re.M)
         if m:
             flags = set(m.group(2).split())
-        m = re.search(r"^cpu MHz\s*:\s*([0-9.]+)", text, re.M)
-        if m:
-            ghz = float(m.group(1)) / 1000
+        ghz = _clock_ghz(text)
     except OSError:
         pass
     if "avx512f" in flags:
@@ -278,6 +276,26 @@ def detect_cpu() -> CpuInfo:
         src += f" (assumed: {', '.join(assumed)})"
     return CpuInfo(cores, bits, fma, ghz, float(l2), float(l3), "avx512_bf16" in flags,
                    bool(flags & {"avx512_vnni", "avx_vnni"}), src)
+
+
+def _clock_ghz(cpuinfo: str) -> float:
+    """The CPU's nominal clock in GHz (0 when unknown), stable from run to run so that the
+    profile -- and the search's choices -- do not follow frequency scaling: the maximum of
+    cpufreq (sysfs), else the clock in the model name ("@ 2.50GHz"), else /proc/cpuinfo's
+    current "cpu MHz" rounded to 100 MHz."""
+    try:
+        khz = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()
+        if khz.strip().isdigit() and int(khz) > 0:
+            return int(khz) / 1e6
+    except OSError:
+        pass
+    m = re.search(r"^model name\s*:.*@\s*([0-9.]+)\s*GHz", cpuinfo, re.M)
+    if m:
+        return float(m.group(1))
+    m = re.search(r"^cpu MHz\s*:\s*([0-9.]+)", cpuinfo, re.M)
+    if m:
+        return round(float(m.group(1)) / 100) / 10
+    return 0.0
 
 
 def _cache_size(level: int) -> int | None:

@@ -1,16 +1,32 @@
-"""Search budgets: wall time and graph counts, with a clock that can be shared and split."""
+"""Search budgets: graph counts and wall time, with a clock that can be shared and split.
+
+A budget given in seconds (``Budget.of_seconds``, what ``optimize(budget=S)`` and ``graphopt
+optimize --budget S`` make) is counted in work, not time: ``S * EXPLORED_PER_SECOND`` candidate
+graphs explored, so the search stops at the same graph on every run and on every machine and the
+same input gives the same output. The wall clock is only a safety stop, at ``SAFETY_FACTOR * S +
+SAFETY_SLACK_S`` seconds; a search it stops reports ``stopped: "time"`` (``time_stopped``), and
+only such a search may differ between runs (docs/determinism.md).
+"""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+# candidate graphs per second of a budget in seconds (the lazy search prices 200-450 a second on
+# a 2-core CPU; counting fewer leaves slower machines inside the nominal time)
+EXPLORED_PER_SECOND = 100
+# the wall-clock safety stop of a budget in seconds: SAFETY_FACTOR * seconds + SAFETY_SLACK_S
+SAFETY_FACTOR = 3.0
+SAFETY_SLACK_S = 2.0
+
 
 @dataclass
 class Budget:
     """How long a search may run.
 
-    seconds:     wall-clock limit (None: none)
+    seconds:     wall-clock limit (None: none); with a count limit set, a safety stop (a search
+                 it stops depends on the machine's speed and load)
     max_graphs:  graphs taken off the queue and expanded (TASO's budget; None: none)
     max_explored: candidate graphs built and costed (None: none)
     patience:    stop after this many expansions without a better graph (None: never)
@@ -32,6 +48,24 @@ class Budget:
             v = getattr(self, k)
             if v is not None and v < 0:
                 raise ValueError(f"budget {k} must be >= 0, got {v}")
+
+    @staticmethod
+    def of_seconds(seconds: float, max_graphs: int | None = None,
+                   patience: int | None = None) -> "Budget":
+        """A deterministic budget worth ``seconds`` of search: ``seconds * EXPLORED_PER_SECOND``
+        candidate graphs explored (at least 1), the wall clock stopping it only at
+        ``SAFETY_FACTOR * seconds + SAFETY_SLACK_S``."""
+        if seconds < 0:
+            raise ValueError(f"budget seconds must be >= 0, got {seconds}")
+        return Budget(seconds=SAFETY_FACTOR * seconds + SAFETY_SLACK_S, max_graphs=max_graphs,
+                      max_explored=max(1, int(round(seconds * EXPLORED_PER_SECOND))),
+                      patience=patience)
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether a count limits the search (then only a safety stop by the clock makes two
+        runs differ)."""
+        return self.max_graphs is not None or self.max_explored is not None
 
     def start(self) -> "Budget":
         if self.started is None:

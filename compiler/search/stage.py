@@ -21,15 +21,17 @@ DEFAULT_PATIENCE = 10  # expansions without a better graph before a window's sea
 
 
 def make_budget(budget: "float | Budget | None") -> Budget:
-    """seconds (float) -> a Budget with the default graph count and patience."""
+    """seconds (float) -> a deterministic Budget worth that many seconds of search
+    (``Budget.of_seconds``: counted in candidate graphs, the wall clock only a safety stop) with
+    the default graph count and patience."""
     if isinstance(budget, Budget):
         return budget
     if budget is None:
         budget = DEFAULT_BUDGET_S
     if budget < 0:
         raise GraphOptError(f"search budget must be >= 0 seconds, got {budget}", where="budget")
-    return Budget(seconds=float(budget), max_graphs=DEFAULT_MAX_GRAPHS,
-                  patience=DEFAULT_PATIENCE)
+    return Budget.of_seconds(float(budget), max_graphs=DEFAULT_MAX_GRAPHS,
+                             patience=DEFAULT_PATIENCE)
 
 
 def search_step(g: Graph, target: str = "cpu", *, budget: "float | Budget | None" = None,
@@ -65,7 +67,10 @@ def search_step(g: Graph, target: str = "cpu", *, budget: "float | Budget | None
         "cost_model": model.name,
         "rules": len(rule_list),
         "alpha": alpha,
-        "budget_s": b.seconds,
+        "budget_s": b.seconds if isinstance(budget, Budget) else float(
+            DEFAULT_BUDGET_S if budget is None else budget),
+        "max_explored": b.max_explored,
+        "time_limit_s": b.seconds,
         "cost_before_us": round(before.time * 1e6, 3),
         "cost_after_us": round(after.time * 1e6, 3),
         "estimated_speedup": round(1 - after.time / before.time, 4) if before.time else 0.0,
@@ -92,4 +97,13 @@ def format_search(rep: dict[str, Any]) -> str:
             f"({100 * rep['estimated_speedup']:.1f}% less), {rep['kernels_before']} -> "
             f"{rep['kernels_after']} kernels; {rep['graphs_expanded']} graphs expanded, "
             f"{rep['graphs_explored']} explored in {rep['seconds']:.2f} s "
-            f"(stopped: {rep['stopped']}); rules applied: {rules}")
+            f"(stopped: {_stop_text(rep)}); rules applied: {rules}")
+
+
+def _stop_text(rep: dict[str, Any]) -> str:
+    """Why the search stopped; a stop by the wall clock says that the result may differ between
+    runs."""
+    if rep["stopped"] == "time" and rep.get("max_explored") is not None:
+        return (f"time: the wall-clock safety stop at {rep['time_limit_s']:.1f} s before "
+                f"{rep['max_explored']} graphs; the result may differ between runs")
+    return str(rep["stopped"])

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from graphopt.search.budget import Budget
+from graphopt.search.budget import (EXPLORED_PER_SECOND, SAFETY_FACTOR, SAFETY_SLACK_S,
+                                    Budget)
 
 
 class Clock:
@@ -50,3 +51,23 @@ def test_share_splits_what_is_left_and_charge_counts_it_back() -> None:
 def test_negative_limits_are_refused(kw) -> None:
     with pytest.raises(ValueError):
         Budget(**kw)
+
+
+def test_a_budget_in_seconds_counts_graphs_and_keeps_the_clock_as_a_safety_stop() -> None:
+    c = Clock()
+    b = Budget.of_seconds(2.0, max_graphs=50, patience=4)
+    b.clock = c
+    b.start()
+    assert b.max_explored == 2 * EXPLORED_PER_SECOND and b.deterministic
+    assert b.seconds == pytest.approx(SAFETY_FACTOR * 2.0 + SAFETY_SLACK_S)
+    c.t += 2.5  # past the nominal seconds: the count decides, not the clock
+    assert b.exhausted() is None
+    b.explored = b.max_explored
+    assert b.exhausted() == "explored"
+    b.explored = 0
+    c.t += SAFETY_FACTOR * 2.0 + SAFETY_SLACK_S
+    assert b.exhausted() == "time"
+    assert Budget.of_seconds(0.001).max_explored == 1
+    assert not Budget(seconds=1.0, max_graphs=None).deterministic
+    with pytest.raises(ValueError):
+        Budget.of_seconds(-1.0)

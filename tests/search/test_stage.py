@@ -16,6 +16,7 @@ from graphopt.ir.types import DType, TensorType
 from graphopt.rewrite.pattern import op
 from graphopt.pipeline import search_rules
 from graphopt.rewrite.rule import rule
+from graphopt.search.budget import EXPLORED_PER_SECOND
 from graphopt.search.stage import format_search, make_budget, search_step
 
 
@@ -55,7 +56,9 @@ def test_a_wrong_rule_is_caught_by_the_check_and_nothing_is_returned() -> None:
 
 def test_budget_values() -> None:
     b = make_budget(3)
-    assert b.seconds == 3.0 and b.max_graphs and b.patience
+    # counted in graphs (deterministic); the clock is a safety stop past the 3 seconds
+    assert b.max_explored == 3 * EXPLORED_PER_SECOND and b.seconds > 3.0
+    assert b.max_graphs and b.patience and b.deterministic
     with pytest.raises(graphopt.GraphOptError):
         make_budget(-1)
 

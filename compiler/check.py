@@ -12,6 +12,16 @@ Runtime) or a torch module. Inputs are generated so that they are valid for the 
 Users can pass their own inputs (a dict or an ``.npz`` file). Tolerances depend on the dtype
 (see ``tolerance``); integers and bools must match exactly; NaN positions must match; infinities
 must match exactly. ``CheckError`` is raised when an output differs.
+
+What runs. An ONNX original is compared by running, in ONNX Runtime (CPU) with the session options
+users get by default (``ort.SessionOptions()``: graph optimizations ``ORT_ENABLE_ALL``), the
+original model and the bytes ``onnx_export.save`` writes (``onnx_export.to_bytes``: the same bytes,
+remembered for the next ``save``; a file written by ``save`` when the weights are large). Only
+these options: ORT's graph rewrites keep a model's meaning, so a model graphopt changed shows
+under them too, while a run without them (``ORT_DISABLE_ALL``) misses what users see when ORT
+picks a different kernel for what graphopt wrote (the NCHWc GlobalAveragePool of the original
+against a ReduceMean of the written model differ by an ulp; softmax over huge equal logits turns
+that into a different output). ``onnx_session(..., optimized=False)`` runs without them.
 """
 from __future__ import annotations
 
@@ -341,13 +351,18 @@ def describe_inputs(feeds: Mapping[str, Any]) -> dict[str, str]:
 
 # ---- running ------------------------------------------------------------------------------------
 
-def onnx_session(model: Any) -> Any:
-    """An ONNX Runtime session (CPU, no graph optimizations) of a model: a path, serialized
-    bytes or a ModelProto."""
+ORT_OPTIONS = "ONNX Runtime, default session options"  # what the check's labels say it ran
+
+
+def onnx_session(model: Any, *, optimized: bool = True) -> Any:
+    """An ONNX Runtime session (CPU) of a model: a path, serialized bytes or a ModelProto.
+    optimized: ONNX Runtime's default session options (graph optimizations ``ORT_ENABLE_ALL``,
+    what users run); False: no graph optimizations (``ORT_DISABLE_ALL``)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if not optimized:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
     src = os.fspath(model) if isinstance(model, (str, os.PathLike)) else (
         model if isinstance(model, bytes) else model.SerializeToString())
@@ -363,8 +378,8 @@ def run_session(sess: Any, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
 
 
 def run_onnx(model: Any, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Run an ONNX model (path, serialized bytes or ModelProto) in ONNX Runtime (CPU, no graph
-    optimizations)."""
+    """Run an ONNX model (path, serialized bytes or ModelProto) in ONNX Runtime (CPU, default
+    session options)."""
     return run_session(onnx_session(model), feeds)
 
 
@@ -394,7 +409,8 @@ _LARGE_EXPORT_BYTES = 1_500_000_000
 
 
 def run_onnx_graph(g: Graph, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Export ``g`` to ONNX and run it in ONNX Runtime (through a file when it is large)."""
+    """Export ``g`` to ONNX and run the bytes ``onnx_export.save`` writes in ONNX Runtime
+    (default session options; through the written file when it is large)."""
     with onnx_graph_session(g) as sess:
         return run_session(sess, feeds)
 
@@ -618,7 +634,7 @@ def check_onnx(original: Any, candidate: "Graph | Any", inputs: Any = None, *,
     dts = precision_dtypes(*graphs) if same and all(
         len(g.outputs) == len(exp) for g in graphs) else None
     res = compare_outputs(exp, act, names, rtol=rtol, atol=atol, dtypes=dts,
-                          reference=f"{label} (ONNX Runtime)", min_sqnr_db=min_sqnr_db)
+                          reference=f"{label} ({ORT_OPTIONS})", min_sqnr_db=min_sqnr_db)
     res.inputs = describe_inputs(feeds)
     if raise_on_mismatch:
         res.raise_if_failed()

@@ -263,3 +263,77 @@ def test_check_torch_on_example_and_generated_inputs() -> None:
     assert check_torch(M(), g, None, {g.input_names[0]: np.ones((2, 3), np.float32)}).ok
     with pytest.raises(CheckError, match="torch"):
         check_torch(Wrong(), g, ex)
+
+
+# ---- what runs: the written bytes, in ONNX Runtime with its default session options ----------
+
+def _light_squeezenet() -> tuple[object, dict[str, np.ndarray], np.ndarray]:
+    """The onnx wheel's light_squeezenet (IR 3, opset 9), its input as the onnx runner makes it
+    and its stored expected output: logits ~9.5e9 and all equal, so the softmax turns one ulp of
+    the global average pool into a different output."""
+    import os
+
+    import onnx
+    from onnx import numpy_helper
+
+    d = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+    m = onnx.load(os.path.join(d, "light_squeezenet.onnx"))
+    inits = {t.name for t in m.graph.initializer}
+    x = [i for i in m.graph.input if i.name not in inits][0]
+    shape = tuple(dim.dim_value for dim in x.type.tensor_type.shape.dim)
+    n = int(np.prod(shape))
+    feeds = {x.name: (np.arange(n).reshape(shape) / n).astype(np.float32)}
+    t = onnx.TensorProto()
+    with open(os.path.join(d, "light_squeezenet_output_0.pb"), "rb") as f:
+        t.ParseFromString(f.read())
+    return m, feeds, numpy_helper.to_array(t)
+
+
+def test_onnx_sessions_use_ort_default_options() -> None:
+    import onnxruntime as ort
+
+    from graphopt.check import onnx_session
+
+    m = _onnx_model("Add")
+    level = onnx_session(m).get_session_options().graph_optimization_level
+    assert level == ort.SessionOptions().graph_optimization_level == \
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert onnx_session(m, optimized=False).get_session_options().graph_optimization_level == \
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+
+
+def test_check_sees_the_kernel_difference_users_get() -> None:
+    """GlobalAveragePool written as ReduceMean: the same bits without ORT's graph optimizations,
+    a different softmax with them (its NCHWc pool). The check must fail it (it passed before)."""
+    import onnx
+    from onnx import helper
+
+    from graphopt.check import onnx_session, run_session
+
+    m, feeds, _ = _light_squeezenet()
+    other = onnx.ModelProto()
+    other.CopyFrom(m)
+    for i, nd in enumerate(other.graph.node):
+        if nd.op_type == "GlobalAveragePool":
+            other.graph.node[i].CopyFrom(helper.make_node(
+                "ReduceMean", list(nd.input), list(nd.output), axes=[2, 3], keepdims=1))
+    plain = [run_session(onnx_session(x, optimized=False), feeds)[0] for x in (m, other)]
+    assert np.array_equal(plain[0], plain[1])  # what the check used to compare
+    with pytest.raises(CheckError, match="default session options"):
+        check_onnx(m, other, feeds)
+
+
+def test_optimized_squeezenet_writes_what_the_original_computes(tmp_path: Path) -> None:
+    """The issue's case: constant folding alone wrote a model giving 0.00133 / 0 where 0.001
+    is expected, with the check reporting 0 error."""
+    import onnxruntime as ort
+
+    import graphopt
+
+    m, feeds, want = _light_squeezenet()
+    om = graphopt.optimize(m, inputs=feeds, passes=["constant_fold"], budget=0)
+    assert "default session options" in om.report["check"]["reference"]
+    om.save(tmp_path / "sq.onnx")
+    got = ort.InferenceSession(str(tmp_path / "sq.onnx"),
+                               providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-7)

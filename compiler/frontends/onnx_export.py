@@ -266,6 +266,7 @@ class ExportCtx:
         present = a.get("present") or tuple(True for _ in p.input)
         n_explicit = sum(1 for x in present if x)
         ins = [self.name(v) for v in node.inputs[:n_explicit]]
+        ins = self._scalar_inputs(node, p, ins)
         it = iter(ins)
         new_inputs = [next(it) if pr else "" for pr in present]
         outs = iter(self.out_names(node))
@@ -308,6 +309,23 @@ class ExportCtx:
             f = onnx.FunctionProto()
             f.ParseFromString(fb)
             self.functions.setdefault((f.domain, f.name), fb)
+
+    def _scalar_inputs(self, node: Node, p: "onnx.NodeProto", ins: list[str]) -> list[str]:
+        """Inputs the ONNX spec wants as scalars (``SCALAR_INPUTS``) not known to be rank 0
+        here, reshaped to rank 0: ONNX Runtime runs a one-element tensor of unknown shape there,
+        but rejects the model once its shape inference sees a rank (after it inlines an ``If``
+        whose condition graphopt folded to a constant, say). The reshape fails at run time
+        exactly when the op would (more than one element)."""
+        want = SCALAR_INPUTS.get(p.op_type) if p.domain in ("", "ai.onnx") else None
+        if not want:
+            return ins
+        out = list(ins)
+        explicit = [i for i, x in enumerate(p.input) if x]
+        for k, v in enumerate(node.inputs[:len(ins)]):
+            t = v.type
+            if explicit[k] in want and not (isinstance(t, TensorType) and t.shape == ()):
+                out[k] = self.emit("Reshape", [ins[k], self.const(np.zeros(0, np.int64))], 1)[0]
+        return out
 
     def _emit_upgraded(self, q: "onnx.NodeProto", in_types: list[Any], node: Node,
                        src: int) -> None:
@@ -361,6 +379,10 @@ class ExportCtx:
             src = self.name(v)
             if src != nm:
                 self._identity(src, nm, None)
+
+
+# default-domain op types whose inputs (by position) the ONNX spec declares scalars
+SCALAR_INPUTS: dict[str, tuple[int, ...]] = {"Range": (0, 1, 2)}
 
 
 def _attribute(k: str, v: Any) -> "onnx.AttributeProto":
@@ -453,11 +475,19 @@ def _value_info(name: str, t: ValueType) -> "onnx.ValueInfoProto":
 
 # ---- the model --------------------------------------------------------------------------------
 
+# the lowest default-domain opset written unless asked for: ONNX Runtime's kernels start at
+# opset 7 (it runs an opset-6 Sum but has no Add before 7, which the IR's Sum lowers to); an
+# older source is written at 7, its opaque nodes converted (``_needs_upgrade``)
+MIN_WRITTEN_OPSET = 7
+
+
 def _target_opset(g: Graph, opset: int | None) -> int:
+    """The default-domain opset to write: the one asked for, else the source's (at least
+    ``MIN_WRITTEN_OPSET``), else 18."""
     if opset is not None:
         return int(opset)
     v = g.meta.opset("")
-    return int(v) if v is not None else 18
+    return max(int(v), MIN_WRITTEN_OPSET) if v is not None else 18
 
 
 def _needs_upgrade(n: Node, opset: int) -> int | None:

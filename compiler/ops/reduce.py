@@ -93,6 +93,24 @@ class Reduce(OpDef):
     onnx_axes_input_since: ClassVar[int] = 18  # ReduceSum: 13
     empty_value: ClassVar[Any] = None  # value of a reduction over no elements (symbolic)
 
+    # the ONNX pooling op computing this reduction over all spatial axes (keepdims) of a rank
+    # >= 3 f16/f32 tensor: ONNX Runtime has specialized (NCHWc) kernels for it
+    onnx_global_pool: ClassVar[str | None] = None
+
+    def global_pool_form(self, node: Any) -> bool:
+        """Export as ``onnx_global_pool``: the reduction is one, and the node did not come
+        from an ONNX Reduce* node (the source's own spelling is kept: ONNX Runtime's kernels
+        for the two differ in the last bit)."""
+        t = in_type(node)
+        if self.onnx_global_pool is None or t.shape is None or len(t.shape) < 3 or \
+                t.dtype not in (DType.f16, DType.f32):
+            return False
+        if not node.attrs["keepdims"] or tuple(node.attrs["axes"]) != tuple(
+                range(2, len(t.shape))):
+            return False
+        o = node.origin
+        return not (o is not None and o.source == "onnx" and o.detail in self.onnx)
+
     def reduced_axes(self, rank: int, attrs: Attrs) -> tuple[int, ...]:
         return tuple(attrs.get("axes") or range(rank))
 
@@ -190,6 +208,9 @@ class Reduce(OpDef):
         if not self.onnx:
             raise ExportError(f"op {self.name} has no ONNX mapping")
         need_type(ctx, self.onnx[0], in_type(node).dtype)
+        if self.global_pool_form(node):
+            ctx.emit(self.onnx_global_pool, [ctx.name(node.inputs[0])], ctx.out_names(node))
+            return
         emit_reduce(ctx, self.onnx[0], ctx.name(node.inputs[0]), node.attrs["axes"],
                     node.attrs["keepdims"], ctx.out_names(node))
 
@@ -254,6 +275,7 @@ class ReduceMean(ReduceSum):
     exact_int = False  # a mean: multiplies by the inverse of the count (fingerprint)
     kind = FLOAT
     onnx = ("ReduceMean",)
+    onnx_global_pool = "GlobalAveragePool"
     aten = ("aten.mean.dim", "aten.mean.default")
     onnx_axes_input_since = 18
 
@@ -318,6 +340,7 @@ class ReduceMax(Reduce):
     name = "reduce_max"
     ordered = True
     onnx = ("ReduceMax",)
+    onnx_global_pool = "GlobalMaxPool"
     aten = ("aten.amax.default",)
 
     def np_reduce(self, x: np.ndarray, axes: tuple[int, ...], keep: bool) -> np.ndarray:

@@ -1,13 +1,11 @@
 """Numeric check: does an optimized graph compute what its original computes?
 
 The original can be an IR graph (run with the reference interpreter), an ONNX model (run in ONNX
-Runtime) or a torch module. Inputs are generated so that they are valid for the model:
-
-* integer inputs that reach the indices of a ``gather`` (an embedding lookup), possibly through
-  casts / reshapes / unsqueezes, are drawn in ``[0, table size)`` (the gather's data dim);
-* integer or bool inputs whose name contains ``mask`` are 0/1 masks with at least one 1 per row;
-* other bool inputs are random, other integers are in ``[1, 8)``, floats are standard normal;
-* every symbolic dim gets one concrete size (2..8), the same for every use of the symbol.
+Runtime) or a torch module. Inputs are generated so that they are valid for the model
+(``graphopt.inputs``: each input is drawn inside what its readers require of it -- indices in
+range, distinct axes, shapes that fit the data, class labels, scales, thresholds, masks); when
+that is not possible, or ONNX Runtime cannot run the original on them, ``InputsNeeded`` says
+which input and how to pass inputs.
 
 Users can pass their own inputs (a dict or an ``.npz`` file). Tolerances depend on the dtype
 (see ``tolerance``); integers and bools must match exactly; NaN positions must match; infinities
@@ -33,13 +31,13 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .errors import CheckError
+from .errors import CheckError, GraphOptError
+from .inputs import (INT_DEFAULT_RANGE, SYM_MAX, SYM_MIN, InputsNeeded,  # noqa: F401
+                     generate_inputs, index_bounds, make_inputs, rejected_inputs,
+                     symbol_sizes)
 from .ir.graph import Graph
 from .ir.node import Node
-from .ir.types import DType, TensorType, dim_factors
-
-SYM_MIN, SYM_MAX = 2, 8
-INT_DEFAULT_RANGE = (1, 8)
+from .ir.types import DType, TensorType
 
 
 @dataclass(frozen=True)
@@ -172,140 +170,8 @@ def _json_float(x: float) -> float | str:
     return x if np.isfinite(x) else str(x)
 
 
-# ---- inputs -------------------------------------------------------------------------------------
-
-def symbol_sizes(g: Graph, seed: int = 0, given: Mapping[str, int] | None = None
-                 ) -> dict[str, int]:
-    """A concrete size for every symbol in the graph's input dims (consistent per symbol)."""
-    rng = np.random.default_rng(seed + 7919)
-    sizes: dict[str, int] = dict(given or {})
-    for t in g.input_types:
-        if not isinstance(t, TensorType) or t.shape is None:
-            continue
-        for d in t.shape:
-            if isinstance(d, str):
-                for s in dim_factors(d)[1]:
-                    if s not in sizes:
-                        sizes[s] = int(rng.integers(SYM_MIN, SYM_MAX + 1))
-    return sizes
-
-
-def _concrete(d: Any, sizes: Mapping[str, int]) -> int:
-    if isinstance(d, int):
-        return d
-    coef, syms = dim_factors(d)
-    n = coef
-    for s in syms:
-        n *= sizes[s]
-    return n
-
-
-def index_bounds(g: Graph, sizes: Mapping[str, int]) -> dict[str, int]:
-    """For each integer input that ends up as gather indices, the exclusive upper bound (followed
-    through ops declaring ``index_pass_through``: they hand index values on unchanged)."""
-    from .ops.registry import get_op
-
-    users = g.users()
-    out: dict[str, int] = {}
-    for inp in g.inputs:
-        t = inp.out_types[0]
-        if not isinstance(t, TensorType) or not (t.dtype.is_int):
-            continue
-        bound: int | None = None
-        stack: list[Node] = [inp]
-        seen: set[int] = set()
-        while stack:
-            n = stack.pop()
-            if id(n) in seen:
-                continue
-            seen.add(id(n))
-            for u, pos in users.get(n, []):
-                b = _gather_bound(u, pos, sizes)
-                if b is not None:
-                    bound = b if bound is None else min(bound, b)
-                elif get_op(u.op).index_pass_through:
-                    stack.append(u)
-        if bound is not None:
-            out[inp.attrs["name"]] = bound
-    return out
-
-
-def _gather_bound(u: Node, pos: int, sizes: Mapping[str, int]) -> int | None:
-    if u.op == "gather" and pos == 1:
-        axis = u.attrs["axis"]
-        data_t = u.inputs[0].type
-    elif u.op == "opaque" and pos == 1 and u.attrs["op_type"] in ("Gather", "GatherElements"):
-        axis = _onnx_int_attr(u, "axis", 0)
-        data_t = u.inputs[0].type
-    elif u.op == "opaque" and pos == 1 and "embedding" in str(u.attrs["op_type"]):
-        axis, data_t = 0, u.inputs[0].type
-    else:
-        return None
-    if not isinstance(data_t, TensorType) or data_t.shape is None:
-        return None
-    rank = len(data_t.shape)
-    if not -rank <= axis < rank:
-        return None
-    return max(_concrete(data_t.shape[axis % rank], sizes), 1)
-
-
-def _onnx_int_attr(n: Node, name: str, default: int) -> int:
-    import onnx
-
-    p = onnx.NodeProto()
-    p.ParseFromString(n.attrs["proto"])
-    for a in p.attribute:
-        if a.name == name:
-            return int(a.i)
-    return default
-
-
-def make_inputs(g: Graph, seed: int = 0, sizes: Mapping[str, int] | None = None
-                ) -> dict[str, np.ndarray]:
-    """Random inputs valid for ``g`` (see the module docstring for the rules)."""
-    rng = np.random.default_rng(seed)
-    sizes = symbol_sizes(g, seed, sizes)
-    bounds = index_bounds(g, sizes)
-    feeds: dict[str, np.ndarray] = {}
-    for inp in g.inputs:
-        name = inp.attrs["name"]
-        t = inp.out_types[0]
-        if not isinstance(t, TensorType) or t.shape is None:
-            raise CheckError(f"input {name!r} has type {t}: cannot generate a value; pass "
-                             f"inputs explicitly", where=f"input {name!r}")
-        shape = tuple(_concrete(d, sizes) for d in t.shape)
-        dt = t.dtype
-        if dt == DType.bool or (dt.is_int and "mask" in name.lower()):
-            if "mask" in name.lower():
-                arr = _mask(rng, shape)
-            else:
-                arr = rng.integers(0, 2, size=shape).astype(bool)
-            feeds[name] = arr.astype(dt.to_numpy())
-        elif dt.is_int:
-            lo, hi = (0, bounds[name]) if name in bounds else INT_DEFAULT_RANGE
-            feeds[name] = rng.integers(lo, hi, size=shape).astype(dt.to_numpy())
-        elif dt in (DType.f16, DType.f32, DType.f64):
-            feeds[name] = rng.standard_normal(shape).astype(dt.to_numpy())
-        elif dt in (DType.c64, DType.c128):
-            z = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
-            feeds[name] = z.astype(dt.to_numpy())
-        else:
-            raise CheckError(f"input {name!r} has dtype {dt.value}, which the check cannot "
-                             f"generate; pass inputs explicitly", where=f"input {name!r}")
-    return feeds
-
-
-def _mask(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    m = rng.integers(0, 2, size=shape).astype(bool)
-    if m.ndim == 0:
-        return np.array(True)
-    if m.shape[-1] == 0:
-        return m
-    rows = m.reshape(-1, m.shape[-1])
-    keep = rng.integers(0, m.shape[-1], size=rows.shape[0])
-    rows[np.arange(rows.shape[0]), keep] = True
-    return rows.reshape(shape)
-
+# ---- inputs ------------------------------------------------------------------------------------
+# generated by graphopt.inputs (make_inputs, symbol_sizes, index_bounds are re-exported above)
 
 def load_inputs(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Read inputs from an ``.npz`` file (one array per input name)."""
@@ -624,7 +490,12 @@ def check_onnx(original: Any, candidate: "Graph | Any", inputs: Any = None, *,
         gi = load(candidate if not isinstance(candidate, Graph) else original)
     feeds = coerce_inputs(gi, inputs, seed)
     label = _label(original, "the ONNX model")
-    exp = _run_input_model(original, feeds, label, "the original model")
+    try:
+        exp = _run_input_model(original, feeds, label, "the original model")
+    except GraphOptError as e:
+        if inputs is not None or not _loads(original):
+            raise
+        raise rejected_inputs(gi, seed, str(e.__cause__ or e.message)) from e  # inputs' fault
     act = run_onnx_graph(candidate, feeds) if isinstance(candidate, Graph) else \
         _run_input_model(candidate, feeds, _label(candidate, "the other ONNX model"),
                          "the model to compare")
@@ -643,6 +514,15 @@ def check_onnx(original: Any, candidate: "Graph | Any", inputs: Any = None, *,
 
 def _label(model: Any, default: str) -> str:
     return os.fspath(model) if isinstance(model, (str, os.PathLike)) else default
+
+
+def _loads(model: Any) -> bool:
+    """Does ONNX Runtime open the model (so failing to run it is about the inputs)?"""
+    try:
+        onnx_session(model)
+    except Exception:  # any refusal of the model itself: the caller re-raises its own error
+        return False
+    return True
 
 
 def _run_input_model(model: Any, feeds: Mapping[str, np.ndarray], label: str, what: str

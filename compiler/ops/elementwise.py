@@ -2165,6 +2165,7 @@ class Where(OpDef):
     triton_operands = None
     min_inputs = max_inputs = 3
     elementwise = True
+    value_inputs = (1, 2)
     onnx = ("Where",)
     aten = ("aten.where.self",)
 

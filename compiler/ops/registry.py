@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Literal, Se
 import numpy as np
 
 from ..errors import ShapeError, UnknownOpError
-from ..ir.types import DType, TensorType, ValueType
+from ..ir.types import Dim, DType, TensorType, ValueType
 
 if TYPE_CHECKING:
     from ..ir.node import Attrs, Node, Origin
@@ -114,6 +114,9 @@ class OpDef:
     # every input's values reach the outputs unchanged (moved, repeated, converted), so an
     # integer input feeding gather indices through it must be a valid index (check.py)
     index_pass_through: ClassVar[bool] = False
+    # inputs whose values reach the outputs unchanged where not every input's do (where's two
+    # branches, not its condition); the check's input generator follows them (graphopt.inputs)
+    value_inputs: ClassVar[tuple[int, ...]] = ()
     # what the verifier may assume about the uninterpreted functions ``symbolic`` uses
     axioms: ClassVar[tuple["Axiom", ...]] = ()
     # irrational constants of the op's definition, by name (value: their float64), used by
@@ -214,6 +217,13 @@ class OpDef:
         """Reductions: the input axes one row spans (the cost model fuses a reduction only
         when a row fits on chip)."""
         raise NotImplementedError(f"{self.name}.reduced_axes")
+
+    def index_bound(self, pos: int, in_types: tuple[ValueType, ...], attrs: "Attrs"
+                    ) -> "Dim | None":
+        """When input ``pos`` holds indices into another input (gather's indices), the
+        exclusive upper bound of its values (a dim of that input); None otherwise. The check's
+        input generator draws such inputs in [0, bound) (graphopt.inputs)."""
+        return None
 
     def mixed_axes(self, in_types: tuple[ValueType, ...], attrs: "Attrs"
                    ) -> "tuple[tuple[int, int], ...] | None":

@@ -969,6 +969,13 @@ class Gather(OpDef):
             return attrs
         return attrs.replace(axis=norm_axis(self.name, int(attrs["axis"]), len(t.shape)))
 
+    def index_bound(self, pos: int, in_types: tuple[ValueType, ...], attrs: Attrs
+                    ) -> Dim | None:
+        x = in_types[0]
+        if pos != 1 or not isinstance(x, TensorType) or not x.shape:
+            return None
+        return x.shape[int(attrs["axis"]) % len(x.shape)]
+
     def infer(self, in_types: tuple[ValueType, ...], attrs: Attrs) -> tuple[ValueType, ...]:
         check_attrs(self.name, attrs, self.attr_names)
         x, i = tensor_types(self.name, in_types)

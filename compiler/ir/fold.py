@@ -31,6 +31,8 @@ FOLDABLE_ONNX = frozenset({
     "Min", "Max", "Floor", "Ceil", "Sqrt", "Sign", "ReduceSum", "ReduceProd", "ReduceMax",
     "ReduceMin", "NonZero", "Trilu", "EyeLike", "OneHot", "ScatterND", "ScatterElements",
 })
+# a folded result over this many bytes, computed from external data, is written to a file
+SPILL_BYTES = 1 << 26
 # ONNX ops whose output can be much larger than their inputs: the size is computed before running
 _GROWING_ONNX = frozenset({"ConstantOfShape", "Expand", "Tile", "Range", "OneHot", "EyeLike"})
 
@@ -121,8 +123,19 @@ def fold_node(n: Node, policy: FoldPolicy = FoldPolicy(),
         got = _as_declared(i, a, t, policy.cast)
         if isinstance(got, NotFolded):
             return got
-        vals.append(constant(ConstData(got), origin=origin))
+        vals.append(constant(_const_of(got, n), origin=origin))
     return vals
+
+
+def _const_of(arr: np.ndarray, n: Node) -> ConstData:
+    """A folded result as a ConstData: spilled to a file (``ConstData.spilled``) when it is over
+    SPILL_BYTES and computed from external (file-backed) constants, so the weights of a model
+    read from external data stay on disk (a transposed weight is not a second copy in memory);
+    else held in memory."""
+    if arr.nbytes > SPILL_BYTES and arr.dtype.kind in "biufc" and any(
+            v.node.const.external is not None for v in n.inputs):
+        return ConstData.spilled(arr)
+    return ConstData(arr)
 
 
 def _folded_origin(n: Node) -> "Origin | None":

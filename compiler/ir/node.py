@@ -28,6 +28,35 @@ class Origin(NamedTuple):
         return f"{s} ({self.detail})" if self.detail else s
 
 
+# external constants larger than this are mapped on each use instead of kept mapped (ConstData.array)
+MAP_CACHE_BYTES = 1 << 20
+_SPILL_CHUNK = 1 << 24  # bytes of a view copied at a time when it is spilled
+_spill_folder: list[str] = []
+
+
+def spill_dir() -> str:
+    """This process's folder of spilled constants (``ConstData.spilled``), made on first use and
+    removed at exit."""
+    if not _spill_folder:
+        import atexit
+        import shutil
+        import tempfile
+
+        d = tempfile.mkdtemp(prefix="graphopt-spill-")
+        atexit.register(shutil.rmtree, d, True)
+        _spill_folder.append(d)
+    return _spill_folder[0]
+
+
+def _remove_file(path: str) -> None:
+    import os
+
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 class ConstData:
     """Handle to a constant's data. Hashes by identity, never by content.
 
@@ -58,17 +87,60 @@ class ConstData:
     def of(x: Any) -> "ConstData":
         return ConstData(np.asarray(x))
 
+    @staticmethod
+    def spilled(array: np.ndarray) -> "ConstData":
+        """``array``'s data written to a temporary file (``spill_dir()``) and held as an
+        external constant memory-mapped from it, so a large computed constant (a folded weight
+        of a model with external data) is not held in memory. The file is removed when the
+        ConstData is collected (the whole folder at exit)."""
+        import os
+        import tempfile
+
+        arr = np.asarray(array)
+        dt = arr.dtype.newbyteorder("<")
+        fd, path = tempfile.mkstemp(dir=spill_dir(), suffix=".bin")
+        with os.fdopen(fd, "wb") as f:
+            if arr.ndim == 0 or arr.flags.c_contiguous:  # one pass, no copy
+                f.write(memoryview(np.ascontiguousarray(arr, dt).reshape(-1)).cast("B"))
+            else:  # a view (a transposed weight): copied a block along axis 0 at a time
+                step = max(1, _SPILL_CHUNK // max(1, arr[0:1].nbytes))
+                for i in range(0, arr.shape[0], step):
+                    f.write(np.ascontiguousarray(arr[i:i + step], dt).tobytes())
+        shape = tuple(int(d) for d in arr.shape)
+        n = int(arr.nbytes)
+
+        def load() -> np.ndarray:
+            if n == 0:
+                return np.zeros(shape, dt)
+            return np.memmap(path, dtype=dt, mode="r", shape=shape)
+
+        c = ConstData(dtype=DType.from_numpy(arr.dtype), shape=shape, loader=load,
+                      external=(path, 0, n))
+        weakref.finalize(c, _remove_file, path)
+        return c
+
     @property
     def has_array(self) -> bool:
         return self._array is not None or self._loader is not None
 
     @property
     def array(self) -> np.ndarray:
-        if self._array is None:
-            if self._loader is None:
-                raise ValueError(f"constant of type {self.dtype.value} has no numpy form")
-            self._array = self._loader()
-        return self._array
+        """The data as a numpy array. External data over ``MAP_CACHE_BYTES`` is mapped anew on
+        each use and unmapped when the caller drops it: a graph holding the constant (the
+        original, kept for the check) does not keep the pages it once read resident."""
+        if self._array is not None:
+            return self._array
+        if self._loader is None:
+            raise ValueError(f"constant of type {self.dtype.value} has no numpy form")
+        a = self._loader()
+        if self.external is None or self.nbytes <= MAP_CACHE_BYTES:
+            self._array = a
+        return a
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the data is held by this ConstData (read, converted or mapped and kept)."""
+        return self._array is not None
 
     @property
     def nbytes(self) -> int:

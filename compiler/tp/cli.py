@@ -66,24 +66,19 @@ def run_and_compare(plan: Any, out: Any, inputs: Any) -> dict[str, Any]:
     original model's (ONNX Runtime) within the check's tolerances."""
     import numpy as np
 
-    from ..check import coerce_inputs, run_onnx, tolerance
-    from ..errors import CheckError
+    from ..check import coerce_inputs, compare_outputs, run_onnx
     from .run import run_distributed
 
     feeds = coerce_inputs(plan.original, inputs)
     res = run_distributed(out, plan.world_size, feeds, count_collectives=True)
-    want = run_onnx(plan.source.model, feeds)
-    worst = 0.0
-    for name, v, w in zip(plan.original.output_names, plan.original.outputs, want):
-        got = np.asarray(res.outputs[name])
-        w = np.asarray(w)
-        tol = tolerance(v.type.dtype)
-        # the largest difference relative to the output's largest magnitude
-        err = float(np.max(np.abs(got - w)) / max(float(np.max(np.abs(w))), 1e-30)) \
-            if w.size else 0.0
-        worst = max(worst, err)
-        if tol is not None and not np.allclose(got, w, rtol=tol.rtol, atol=tol.atol):
-            raise CheckError(f"torchrun output {name} differs from the original (max relative "
-                             f"error {err:.3g})", where=str(out))
+    want = [np.asarray(w) for w in run_onnx(plan.source.model, feeds)]
+    names = list(plan.original.output_names)
+    got = [np.asarray(res.outputs[n]) for n in names]
+    compare_outputs(want, got, names, reference="the original model (ONNX Runtime)"
+                    ).raise_if_failed(f"the torchrun output of {out}")
+    # the largest difference relative to the output's largest magnitude
+    worst = max((float(np.max(np.abs(g.astype(np.float64) - w)) /
+                       max(float(np.max(np.abs(w))), 1e-30))
+                 for g, w in zip(got, want) if w.size and w.dtype.kind == "f"), default=0.0)
     return {"max_relative_error": worst, "relative_error_is": "max |torchrun - original| / "
             "max |original| over each output", "collectives": res.counts}

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import GraphOptError
 from ..ir.graph import Graph
 from ..ir.node import ConstData, Node, Value
+from ..ops.collectives import Shard
 
 COLLECTIVES = frozenset({"all_reduce", "all_gather", "reduce_scatter"})
 
@@ -33,9 +34,7 @@ def _fold_shard(n: Node) -> Node:
     src = n.inputs[0].node
     arr = np.asarray(src.attrs["data"].array)
     sl = [slice(None)] * arr.ndim
-    size = arr.shape[n.attrs["axis"]]
-    b = size // n.attrs["world_size"]
-    sl[n.attrs["axis"]] = slice(n.attrs["rank"] * b, (n.attrs["rank"] + 1) * b)
+    sl[n.attrs["axis"]] = Shard.block(n.attrs, arr.shape[n.attrs["axis"]])
     block = arr[tuple(sl)]
     if 0 not in arr.strides:  # a broadcast (shape-only) weight stays a view: nothing to copy
         block = np.ascontiguousarray(block)

@@ -9,20 +9,30 @@ network; it has no script.
 
 Provenance. A node's ``Origin`` (the frontend's node name) survives rewrites: a rule builds its
 replacement with the origin of the node it replaces (the fused ``attention`` node carries the
-Softmax's origin). So a node of the optimized graph is *kept* when the original holds a node with
-the same origin, op and attributes (or the very same node), otherwise *changed*; a node of the
-original with no such twin was *removed*. Changed and removed nodes form *regions*: connected
-within their graph, and joined across the graphs where they share an origin. Which rule made a
-region is read from the report's counters (``report["rewrites"]``, ``pass.counter``; the
-search's ``rules_applied``) and the rules of the passes that own them: a fusion or lowering rule
-owns the regions whose new nodes are of the op its place names (``attention`` for the place
-``attention``), a cleanup / canonical / search rule those whose removed nodes are of the op it
-is about (``cast_noop``: cast; a search rule: its pattern's root op). Regions no fired rule
-explains are shown as "not attributed" (constant folding and CSE leave no per-node record).
+Softmax's origin). A node of the optimized graph is *kept* when it has a *twin* in the original:
+the very same node (hash-consing), the input of the same name, the node of the same origin, op,
+attributes and types (constant inputs of the same types: a merged matmul keeps its origin but
+reads a wider weight), or, for nodes without origin, the node of the same structure (bottom-up
+over twinned inputs, then top-down from twinned users and the outputs). Other nodes of the
+optimized graph are *changed*; nodes of the original without a twin were *removed*. Changed and
+removed nodes form *regions*: connected within their graph, and joined across the graphs where
+they share an origin or where a kept user reads a changed value in place of a removed one.
+
+Which rule made a region is read from the report's counters (``report["rewrites"]``,
+``pass.counter``, grouped by the place kind of the pass's rules; the search's
+``rules_applied``) and the rules of the passes behind them: a fusion or lowering rule explains
+the regions whose new nodes are of the op its place names (``attention`` for the place
+``attention``; a region with no new node, by the ops it lost), a cleanup / canonical / search
+rule those that lost or made a node of the op it is about (``cast_noop``: cast; a search rule:
+its pattern's root op), constant folding the regions that lost only nodes computed from
+constants. A region holding several nodes that fusions made (two attention blocks joined by the
+mask computation they share) is split around them. Each highlighted node links to the first
+rule that explains the node itself, else its region's. This is attribution by op kind, not a
+per-node record (the passes keep none): a region may list a rule that acted nearby. Regions no
+fired rule explains are shown as "not attributed".
 
 Big graphs: over ``MAX_NODES`` drawn nodes, a graph shows only its changed regions with their
-direct neighbours (and, if that is still too many, the first regions that fit); the page says
-so above the graph.
+direct neighbours, fusions first, as many regions as fit; the page says so above the graph.
 """
 from __future__ import annotations
 
@@ -73,15 +83,17 @@ class Region:
 
 @dataclass
 class FiredRule:
-    """A counter the run reported (``pass.counter``) and the rules of that pass behind it."""
+    """The counters a run reported for one place kind of a pass (``attention_flash``:
+    ``attention_fused``, ``attention_causal``, ...) or for one unplaced rule, and the rules of
+    that pass behind them."""
 
-    key: str  # "pass.counter", or "search.<rule>"
+    key: str  # "pass.place", "pass.counter" (an unplaced rule), or "search.<rule>"
     pass_name: str
-    counter: str
-    count: int
+    counters: dict[str, int]
     kind: str
     places: tuple[str, ...]  # the rules' place kinds ("attention"); empty for unplaced rules
     ops: frozenset[str]  # ops an unplaced rule is about (the counter's first word, anchors)
+    folds: bool  # constant folding: explains removed nodes computed from constants only
     rules: tuple[tuple[str, str], ...]  # (rule name, what it does)
     pass_doc: str
     rules_file: str  # passes/rules/<pass>.rules when the pass states its spellings there
@@ -92,7 +104,7 @@ class FiredRule:
 
     @property
     def label(self) -> str:
-        names = ", ".join(n for n, _ in self.rules) or self.counter
+        names = ", ".join(n for n, _ in self.rules) or ", ".join(self.counters)
         return f"{names} ({self.pass_name})"
 
 
@@ -105,6 +117,9 @@ class Changes:
     regions: list[Region]
     region_of: dict[Node, Region]
     rules: dict[str, FiredRule]
+    rule_of: dict[Node, str] = field(default_factory=dict)  # changed / removed node -> rule
+    from_constants: set[Node] = field(default_factory=set)  # original nodes over constants only
+    link: Any = None  # networkx.Graph over ("b" | "a", node): what joins a region
 
 
 def drawn(g: Graph) -> list[Node]:
@@ -112,8 +127,73 @@ def drawn(g: Graph) -> list[Node]:
     return [n for n in g.nodes if n.op != "constant"]
 
 
-def _same_attrs(a: Node, b: Node) -> bool:
-    return a.op == b.op and a.attrs == b.attrs
+def _same_node(a: Node, b: Node) -> bool:
+    """Same op, attributes and output types, and constant inputs of the same types (a merged
+    matmul keeps its origin and op but reads a concatenated weight)."""
+    if a.op != b.op or a.attrs != b.attrs or a.out_types != b.out_types or \
+            len(a.inputs) != len(b.inputs):
+        return False
+    return all(v.node.op != "constant" or (w.node.op == "constant" and v.type == w.type)
+               for v, w in zip(a.inputs, b.inputs))
+
+
+def _matching(n: Node, m: Node) -> bool:
+    return (n.origin is None or m.origin is None or n.origin == m.origin) and _same_node(n, m)
+
+
+def twins(before: Graph, after: Graph) -> dict[Node, Node]:
+    """Each node of ``after`` that stands for a node of ``before`` -> that node: the same node
+    (hash-consing), the graph input of the same name, the node of the same origin (op,
+    attributes and types equal), and, for nodes without origin, the node of the same structure:
+    bottom-up over twinned inputs, then top-down from twinned users and the outputs."""
+    b_nodes, a_nodes = drawn(before), drawn(after)
+    b_set = set(b_nodes)
+    by_origin: dict[Any, list[Node]] = {}
+    by_shape: dict[tuple[Any, ...], list[Node]] = {}
+    for m in b_nodes:
+        if m.origin is not None:
+            by_origin.setdefault(m.origin, []).append(m)
+        by_shape.setdefault(_shape_key(m, {v.node: v.node for v in m.inputs}), []).append(m)
+    inputs = {m.attrs["name"]: m for m in before.inputs}
+    twin: dict[Node, Node] = {}
+    taken: set[Node] = set()
+
+    def pair(n: Node, m: Node | None) -> None:
+        if m is not None and m not in taken:
+            twin[n] = m
+            taken.add(m)
+
+    for n in a_nodes:
+        if n in b_set:
+            pair(n, n)
+        elif n.op == "input":
+            pair(n, inputs.get(n.attrs["name"]))
+        elif n.origin is not None:
+            pair(n, next((m for m in by_origin.get(n.origin, ()) if m not in taken
+                          and _same_node(n, m)), None))
+        else:
+            pair(n, next((m for m in by_shape.get(_shape_key(n, twin), ()) if m not in taken
+                          and _matching(n, m)), None))
+    pending = list(zip(after.outputs, before.outputs))
+    for n in reversed(a_nodes):
+        if n in twin:
+            pending += zip(n.inputs, twin[n].inputs)
+    # top-down: users first (reverse topological order), so a twinned user twins its inputs
+    for v, w in pending:
+        a, b = v.node, w.node
+        if a not in twin and b not in taken and a.op != "constant" and v.index == w.index \
+                and _matching(a, b):
+            pair(a, b)
+            pending += zip(a.inputs, b.inputs)
+    return twin
+
+
+def _shape_key(n: Node, twin: Mapping[Node, Node]) -> tuple[Any, ...]:
+    """A node's structure over its inputs' twins (constants by type): None when an input has
+    no twin."""
+    ins = tuple(("c", v.type) if v.node.op == "constant" else (id(twin.get(v.node)), v.index)
+                for v in n.inputs)
+    return (n.op, n.out_types, ins) if all(x[0] != id(None) for x in ins) else (None,)
 
 
 def compare(before: Graph, after: Graph) -> Changes:
@@ -121,22 +201,14 @@ def compare(before: Graph, after: Graph) -> Changes:
     import networkx as nx
 
     b_nodes, a_nodes = drawn(before), drawn(after)
-    b_set = set(b_nodes)
+    twin = twins(before, after)
+    after_status = {n: "kept" if n in twin else "changed" for n in a_nodes}
+    taken = set(twin.values())
+    before_status = {n: "kept" if n in taken else "removed" for n in b_nodes}
     by_origin: dict[Any, list[Node]] = {}
-    for n in b_nodes:
-        if n.origin is not None:
-            by_origin.setdefault(n.origin, []).append(n)
-    after_status: dict[Node, str] = {}
-    twins: set[Node] = set()
-    for n in a_nodes:
-        twin = n if n in b_set else next(
-            (m for m in by_origin.get(n.origin, ()) if _same_attrs(m, n)), None)
-        if twin is None and n.op == "input":
-            twin = next((m for m in before.inputs if m.attrs == n.attrs), None)
-        after_status[n] = "changed" if twin is None else "kept"
-        if twin is not None:
-            twins.add(twin)
-    before_status = {n: "kept" if n in twins else "removed" for n in b_nodes}
+    for m in b_nodes:
+        if m.origin is not None and before_status[m] == "removed":
+            by_origin.setdefault(m.origin, []).append(m)
 
     link = nx.Graph()
     for side, status, bad in (("b", before_status, "removed"), ("a", after_status, "changed")):
@@ -150,20 +222,32 @@ def compare(before: Graph, after: Graph) -> Changes:
     for n, s in after_status.items():
         if s == "changed" and n.origin is not None:
             for m in by_origin.get(n.origin, ()):
-                if before_status[m] == "removed":
-                    link.add_edge(("a", n), ("b", m))
-    order = {("b", n): i for i, n in enumerate(b_nodes)}
-    order.update({("a", n): len(order) + i for i, n in enumerate(a_nodes)})
-    comps = sorted((sorted(c, key=order.__getitem__) for c in nx.connected_components(link)),
-                   key=lambda c: order[c[0]])
-    regions: list[Region] = []
-    region_of: dict[Node, Region] = {}
+                link.add_edge(("a", n), ("b", m))
+    # a kept user reading a changed value where its twin read a removed one: one replacement
+    for n, m in twin.items():
+        for v, w in zip(n.inputs, m.inputs):
+            if after_status.get(v.node) == "changed" and before_status.get(w.node) == "removed":
+                link.add_edge(("a", v.node), ("b", w.node))
+    changes = Changes(before_status, after_status, [], {}, {}, link=link)
+    for n in b_nodes:
+        if n.inputs and all(v.node.op == "constant" or v.node in changes.from_constants
+                            for v in n.inputs):
+            changes.from_constants.add(n)
+    _set_regions(changes, nx.connected_components(link))
+    return changes
+
+
+def _set_regions(changes: Changes, groups: Iterable[Iterable[tuple[str, Node]]]) -> None:
+    """Number the groups of linked nodes as regions, in the order of the graphs' nodes."""
+    order = {k: i for i, k in enumerate(sorted(changes.link.nodes, key=lambda k: (
+        k[0] == "a", k[1].uid)))}
+    comps = sorted((sorted(c, key=order.__getitem__) for c in groups), key=lambda c: order[c[0]])
+    changes.regions, changes.region_of = [], {}
     for i, comp in enumerate(comps, 1):
         r = Region(i, [n for s, n in comp if s == "b"], [n for s, n in comp if s == "a"])
-        regions.append(r)
+        changes.regions.append(r)
         for n in r.before + r.after:
-            region_of[n] = r
-    return Changes(before_status, after_status, regions, region_of, {})
+            changes.region_of[n] = r
 
 
 def _first_paragraph(doc: str | None) -> str:
@@ -200,9 +284,12 @@ def _rule_doc(r: Any) -> str:
     return _first_paragraph(doc)
 
 
-def fired_rules(report: Mapping[str, Any]) -> dict[str, FiredRule]:
+def fired_rules(report: Mapping[str, Any], ops: Iterable[str] = ()) -> dict[str, FiredRule]:
     """The run's rewrite counters (``report["rewrites"]`` and the search's ``rules_applied``)
-    with the rules behind each, described from the passes' own docstrings."""
+    with the rules behind each, described from the passes' own docstrings. ``ops``: the ops of
+    the graphs (to find the generated search rules the report names)."""
+    from .rewrite.fold import FoldRule
+
     index = _pass_index(str(report.get("target") or "cpu"))
     out: dict[str, FiredRule] = {}
     for key, count in (report.get("rewrites") or {}).items():
@@ -210,30 +297,48 @@ def fired_rules(report: Mapping[str, Any]) -> dict[str, FiredRule]:
         p = index.get(pass_name)
         rules = [r for r in getattr(p, "rules", ()) if r.name == counter or (
             r.place and counter.startswith(r.place + "_"))]
-        kind = min((r.kind for r in rules), key=_kind_rank, default="cleanup")
+        if not rules and len({r.place for r in getattr(p, "rules", ())}) == 1:
+            rules = list(p.rules)  # a pass of one place kind ("matmuls_merged", "folded")
         places = tuple(sorted({r.place for r in rules if r.place and counter != r.name}))
+        group = f"{pass_name}.{places[0] if len(places) == 1 else counter}"
+        if group in out:
+            out[group].counters[counter] = int(count)
+            continue
+        kind = min((r.kind for r in rules), key=_kind_rank, default="cleanup")
         ops = frozenset({counter.split("_")[0]} | {o for r in rules if not places
                                                    for o in (r.anchors or ())})
-        out[key] = FiredRule(key, pass_name, counter, int(count), kind, places, ops,
-                             tuple((r.name, _rule_doc(r)) for r in rules),
-                             _first_paragraph(type(p).__doc__) if p is not None else "",
-                             _rules_file(pass_name))
+        out[group] = FiredRule(group, pass_name, {counter: int(count)}, kind, places, ops,
+                               any(isinstance(r, FoldRule) for r in rules),
+                               tuple((r.name, _rule_doc(r)) for r in rules),
+                               _first_paragraph(type(p).__doc__) if p is not None else "",
+                               _rules_file(pass_name))
     applied = (report.get("search") or {}).get("rules_applied") or {}
     if applied:
-        from .pipeline import search_rules
-
-        by_name = {r.name: r for r in search_rules()}
+        by_name = _search_rules(set(applied), ops)
         for name, count in applied.items():
             r = by_name.get(name)
             if r is None:
                 raise GraphOptError(f"the report names search rule {name!r}, which the search's "
                                     f"rule set does not hold", where="html report")
             key = f"search.{name}"
-            out[key] = FiredRule(key, "search", name, int(count), r.kind, (),
-                                 frozenset(r.anchors or ()), ((name, _rule_doc(r)),),
+            out[key] = FiredRule(key, "search", {name: int(count)}, r.kind, (),
+                                 frozenset(r.anchors or ()), False, ((name, _rule_doc(r)),),
                                  "Cost-ordered backtracking search over the generated and "
                                  "hand-written search rules (TASO).", "")
     return out
+
+
+def _search_rules(names: set[str], ops: Iterable[str]) -> dict[str, Any]:
+    """The search rules named: the hand-written ones, else the generated ones over ``ops`` (the
+    graphs' ops; building all 25k directions takes half a minute)."""
+    from graphopt.passes.merge_parallel import RULES
+
+    from .search.ruleset import default_rules
+
+    found = {r.name: r for r in RULES if r.name in names}
+    if names - set(found):
+        found.update({r.name: r for r in default_rules(ops=frozenset(ops)) if r.name in names})
+    return found
 
 
 def _kind_rank(kind: str) -> int:
@@ -244,17 +349,61 @@ def _place_makes(place: str, op: str) -> bool:
     return op == place or op.startswith(place) or place.startswith(op)
 
 
+def _explains(f: FiredRule, made: set[str], touched: set[str], folded: bool) -> bool:
+    """Does ``f`` explain a place that made ops ``made``, lost or made ``touched``, and (when
+    ``folded``) lost only nodes computed from constants?"""
+    if f.folds:
+        return folded
+    if f.places:
+        return any(_place_makes(p, o) for p in f.places for o in made)
+    return bool(f.ops & touched)
+
+
 def attribute(changes: Changes, rules: Mapping[str, FiredRule]) -> None:
-    """Give each region the fired rules that explain it (most specific kind first)."""
+    """Give each region the fired rules that explain it (most specific kind first), and each
+    changed node the first of them that explains the node itself (the region's first rule when
+    none does: a transpose the attention fusion left beside its ``attention`` node). A region
+    holding several nodes a fusion made (two attention blocks joined by the mask computation
+    they share) is split: each of its nodes goes with the nearest such node."""
+    import networkx as nx
+
     changes.rules = dict(rules)
+    _attribute_regions(changes)
+    groups: list[Iterable[tuple[str, Node]]] = []
     for r in changes.regions:
-        made = {n.op for n in r.after}
-        touched = {n.op for n in r.before} | made
-        hits = [f for f in rules.values()
-                if (f.places and any(_place_makes(p, o) for p in f.places for o in made))
-                or (not f.places and f.ops & touched)]
-        hits.sort(key=lambda f: (_kind_rank(f.kind), f.key))
-        r.rules = [f.key for f in hits]
+        seeds = [("a", n) for n in r.after if changes.rules[changes.rule_of[n]].places and any(
+            _place_makes(p, n.op) for p in changes.rules[changes.rule_of[n]].places)] \
+            if r.rules else []
+        keys = [("b", n) for n in r.before] + [("a", n) for n in r.after]
+        if len(seeds) < 2:
+            groups.append(keys)
+            continue
+        _, paths = nx.multi_source_dijkstra(changes.link.subgraph(keys), seeds)
+        nearest: dict[tuple[str, Node], list[tuple[str, Node]]] = {}
+        for k in keys:
+            nearest.setdefault(paths[k][0], []).append(k)
+        groups += nearest.values()
+    _set_regions(changes, groups)
+    changes.rule_of = {}
+    _attribute_regions(changes)
+
+
+def _attribute_regions(changes: Changes) -> None:
+    rules = changes.rules
+    ranked = sorted(rules.values(), key=lambda f: (_kind_rank(f.kind), f.key))
+    for r in changes.regions:
+        touched = {n.op for n in r.before} | {n.op for n in r.after}
+        # a region with nothing new (matmuls merged into another's) is judged by what it lost
+        made = {n.op for n in r.after} or touched
+        folded = not r.after and all(n in changes.from_constants for n in r.before)
+        r.rules = [f.key for f in ranked if _explains(f, made, touched, folded)]
+        for n in r.after + r.before:
+            own = next((k for k in r.rules if _explains(
+                rules[k], {n.op}, {n.op}, n in changes.from_constants)), None)
+            if own is not None:
+                changes.rule_of[n] = own
+            elif r.rules:
+                changes.rule_of[n] = r.rules[0]
 
 
 # ---- graphs as SVG -------------------------------------------------------------------------
@@ -287,42 +436,51 @@ def node_label(n: Node) -> str:
     return f"{head}\n{name}\n{_short(_type_text(n), 34)}"
 
 
-def visible(nodes: Sequence[Node], status: Mapping[Node, str], region_of: Mapping[Node, Region],
+def _importance(changes: Changes, reg: Region) -> tuple[int, int]:
+    """Regions a cut graph shows first: by their first rule's kind (fusions first), then in
+    graph order; regions no rule explains last."""
+    rank = _kind_rank(changes.rules[reg.rules[0]].kind) if reg.rules else len(KIND_ORDER) + 1
+    return rank, reg.rid
+
+
+def visible(nodes: Sequence[Node], changes: Changes,
             limit: int = MAX_NODES) -> tuple[list[Node], str]:
-    """The nodes to draw and, when the graph is cut, a sentence saying how."""
+    """The nodes to draw and, when the graph is cut, a sentence saying how: the changed
+    regions with their direct neighbours, the most important regions first, as many as fit."""
     if len(nodes) <= limit:
         return list(nodes), ""
-    hot = {n for n in nodes if n in region_of}
     users: dict[Node, list[Node]] = {}
+    members: dict[int, list[Node]] = {}
     for n in nodes:
         for v in n.inputs:
             users.setdefault(v.node, []).append(n)
+        if n in changes.region_of:
+            members.setdefault(changes.region_of[n].rid, []).append(n)
+    regions = sorted((changes.regions[rid - 1] for rid in members),
+                     key=lambda r: _importance(changes, r))
     keep: list[Node] = []
     seen: set[Node] = set()
-    regions = sorted({region_of[n].rid for n in hot})
-    for rid in regions:
-        members = [n for n in nodes if n in hot and region_of[n].rid == rid]
-        near = {m for n in members for m in [*(v.node for v in n.inputs), *users.get(n, ())]
-                if m.op != "constant"}
-        new = [n for n in nodes if (n in members or n in near) and n not in seen]
+    shown = 0
+    for reg in regions:
+        near = [m for n in members[reg.rid] for m in [*(v.node for v in n.inputs),
+                                                      *users.get(n, ())] if m.op != "constant"]
+        new = list(dict.fromkeys(m for m in [*members[reg.rid], *near] if m not in seen))
         if len(keep) + len(new) > limit and keep:
-            shown = sum(1 for r in regions if r < rid)
-            return keep, (f"{len(nodes)} nodes: showing {len(keep)}, the first {shown} of "
-                          f"{len(regions)} changed regions with their direct neighbours "
-                          f"(more than {limit} nodes would not be readable)")
+            break
         keep += new
         seen.update(new)
+        shown += 1
     order = {n: i for i, n in enumerate(nodes)}
     keep.sort(key=order.__getitem__)
-    return keep, (f"{len(nodes)} nodes: showing {len(keep)}, the {len(regions)} changed "
-                  f"regions with their direct neighbours (more than {limit} nodes would not be "
-                  f"readable)")
+    which = f"all {shown}" if shown == len(regions) else f"{shown} of the {len(regions)}"
+    return keep, (f"{len(nodes)} nodes (more than {limit} would not be readable): showing "
+                  f"{len(keep)}, {which} changed regions (fusions first) with their direct "
+                  f"neighbours")
 
 
 def graph_dot(g: Graph, side: str, changes: Changes, limit: int = MAX_NODES) -> tuple[str, str]:
     """Graphviz source of one side ("before" or "after") and the cut note ("" if whole)."""
-    status = changes.before_status if side == "before" else changes.after_status
-    nodes, note = visible(drawn(g), status, changes.region_of, limit)
+    nodes, note = visible(drawn(g), changes, limit)
     shown = set(nodes)
     pfx = "b" if side == "before" else "a"
     lines = ["digraph G {",
@@ -339,10 +497,12 @@ def graph_dot(g: Graph, side: str, changes: Changes, limit: int = MAX_NODES) -> 
             attrs.update(shape="ellipse", fillcolor="#eeeeee")
         reg = changes.region_of.get(n)
         if reg is not None:
-            rule = changes.rules.get(reg.rules[0]) if reg.rules else None
+            rule = changes.rules.get(changes.rule_of.get(n, ""))
             verb = "removed" if side == "before" else "made"
-            by = f"{verb} by {rule.label}" if rule else f"{verb}; no rule attributed"
-            attrs.update(fillcolor=reg.color, color="#333333", penwidth="2.5", URL="#" + (rule.anchor if rule else reg.anchor),
+            by = f"{verb} by {rule.label}" if rule else (
+                "gone" if side == "before" else "new or rewritten") + "; no rule attributed"
+            attrs.update(fillcolor=reg.color, color="#333333", penwidth="2.5",
+                         URL="#" + (rule.anchor if rule else reg.anchor),
                          tooltip=f"R{reg.rid}: {by}" + (f" [{n.origin}]" if n.origin else ""))
             if side == "before":
                 attrs["style"] = "rounded,filled,dashed"
@@ -364,6 +524,9 @@ def graph_dot(g: Graph, side: str, changes: Changes, limit: int = MAX_NODES) -> 
         for v in n.inputs:
             if v.node in shown:
                 lines.append(f"  {pfx}{v.node.uid} -> {pfx}{n.uid};")
+    if note:  # a cut graph falls apart: stack its pieces in order instead of side by side
+        lines += [f'  {pfx}{a.uid} -> {pfx}{b.uid} [style=invis];'
+                  for a, b in _pieces_in_order(nodes)]
     for i, (name, v) in enumerate(zip(g.output_names, g.outputs)):
         if v.node in shown:
             lines.append(f'  {pfx}out{i} [label={_dot_str(name)}, shape=ellipse, '
@@ -371,6 +534,21 @@ def graph_dot(g: Graph, side: str, changes: Changes, limit: int = MAX_NODES) -> 
             lines.append(f"  {pfx}{v.node.uid} -> {pfx}out{i};")
     lines.append("}")
     return "\n".join(lines), note
+
+
+def _pieces_in_order(nodes: Sequence[Node]) -> list[tuple[Node, Node]]:
+    """(last node of a connected piece, first node of the next) over the drawn nodes' pieces,
+    in topological order."""
+    import networkx as nx
+
+    shown = set(nodes)
+    g = nx.Graph()
+    g.add_nodes_from(nodes)
+    g.add_edges_from((v.node, n) for n in nodes for v in n.inputs if v.node in shown)
+    order = {n: i for i, n in enumerate(nodes)}
+    pieces = sorted((sorted(c, key=order.__getitem__) for c in nx.connected_components(g)),
+                    key=lambda c: order[c[0]])
+    return [(a[-1], b[0]) for a, b in zip(pieces, pieces[1:])]
 
 
 def dot_to_svg(src: str) -> str:
@@ -401,6 +579,7 @@ text-align:left;vertical-align:top}td.n{text-align:right;font-variant-numeric:ta
 .bad{color:#b00020;font-weight:bold}.ok{color:#1b7a1b;font-weight:bold}
 .graphs{display:flex;gap:1em;align-items:flex-start}
 .graph{flex:1 1 50%;min-width:0;border:1px solid #ccc}
+#fit:checked~.graphs svg{max-width:100%;height:auto}
 .graph h3{margin:.3em .5em}.graph .svgbox{overflow:auto;max-height:85vh}
 .note{background:#fff8d0;padding:.3em .6em;margin:.3em .5em}
 .swatch{display:inline-block;width:1em;height:1em;vertical-align:middle;border:1px solid #888}
@@ -537,7 +716,9 @@ def rules_html(changes: Changes) -> str:
                        for n, d in f.rules)
         out.append(
             f'<section class=rule id="{f.anchor}"><h3>{_e(f.label)}</h3>'
-            f"<p>{_e(f.kind)} · counter <code>{_e(f.key)}</code> = {f.count}"
+            f"<p>{_e(f.kind)} · "
+            + ", ".join(f"<code>{_e(f.pass_name)}.{_e(k)}</code> = {v}"
+                        for k, v in f.counters.items())
             + (f" · spellings proven in <code>{_e(f.rules_file)}</code>" if f.rules_file else "")
             + "</p>" + (f"<p>{_e(f.pass_doc)}</p>" if f.pass_doc else "")
             + (f"<ul>{docs}</ul>" if docs else "")
@@ -593,6 +774,8 @@ def render_page(title: str, report: Mapping[str, Any], before: Graph, after: Gra
               "drawn. Layout: Graphviz dot.</p>")
     body = [f"<h1>{_e(title)}</h1>", *head,
             "<h2 id=graphs-title>Graphs</h2>", legend,
+            "<input type=checkbox id=fit><label for=fit> fit the graphs to the width (an "
+            "overview; hover a node for its origin)</label>",
             graphs_html(before, after, changes, names, limit),
             "<h2>Changed regions</h2>", regions_html(changes, names),
             "<h2>Rules that fired</h2>", rules_html(changes),
@@ -635,7 +818,8 @@ def write_html(report: dict[str, Any], before: Graph, after: Graph,
     -> median ms, or -> {"median_ms", "min_ms"/"max_ms" or "spread_ms"} (first label: the
     baseline of the speed ratios)."""
     changes = compare(before, after)
-    attribute(changes, fired_rules(report))
+    ops = {n.op for g in (before, after) for n in g.nodes}
+    attribute(changes, fired_rules(report, ops - {"input", "constant", "opaque"}))
     title = f"graphopt: {report.get('source', 'model')}"
     write_text_atomic(render_page(title, report, before, after, changes,
                                   ("original", "optimized"), latency, limit), path)

@@ -162,3 +162,26 @@ def format_table(rows: Sequence[BenchRow]) -> str:
     runs = rows[0].runs if rows else 0
     return "\n".join(lines) + f"\n({runs} interleaved runs each; vs first: the first model's " \
                               f"median / this median, above 1 is faster)"
+
+
+def add_parser(sub: Any) -> None:
+    """The ``bench`` subcommand (``graphopt bench IN.onnx [OUT.onnx ...]``)."""
+    b = sub.add_parser("bench", help="latency of ONNX models in ONNX Runtime on this machine "
+                                     "(interleaved runs, median and spread)")
+    b.add_argument("models", nargs="+", metavar="MODEL.onnx",
+                   help="models to time; ratios are against the first")
+    b.add_argument("--inputs", default=None, metavar="X.npz",
+                   help="inputs (one array per input name; default: generated for the first "
+                        "model as the check generates them)")
+    b.add_argument("--runs", type=int, default=50, help="timed calls of each model (50)")
+    b.add_argument("--warmup", type=int, default=5, help="untimed calls of each model first (5)")
+    b.add_argument("--threads", type=int, default=None,
+                   help="ONNX Runtime intra-op threads (default: ONNX Runtime's)")
+    b.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: Any) -> int:
+    """Run ``bench_models`` on the parsed arguments and print the table; 0 when done."""
+    rows = bench_models(args.models, args.inputs, args.runs, args.warmup, args.threads)
+    print(format_table(rows))
+    return 0

@@ -98,3 +98,18 @@ def test_quartiles() -> None:
     med, q1, q3 = quartiles_ms([0.001, 0.002, 0.003, 0.004, 0.005])
     assert (med, q1, q3) == pytest.approx((3.0, 2.0, 4.0))
     assert quartiles_ms([0.002]) == pytest.approx((2.0, 2.0, 2.0))
+
+
+def test_cli_parser(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from graphopt.bench_cmd import add_parser
+
+    a = _model(tmp_path / "a.onnx", 1.0)
+    b = _model(tmp_path / "b.onnx", 2.0)
+    p = argparse.ArgumentParser()
+    add_parser(p.add_subparsers(dest="command"))
+    args = p.parse_args(["bench", a, b, "--runs", "3", "--warmup", "1", "--threads", "1"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert a in out and b in out and "3 interleaved runs" in out

@@ -48,6 +48,7 @@ from ..ir.node import ConstData, Node, Origin, Value, input_node
 from ..ir.types import DType, TensorType, numpy_to_torch
 from .fx_lift import Lifter
 from .fx_nodes import get_attr, is_fx_node, map_args, target_str
+from .fx_outputs import dumps_out_spec
 
 if TYPE_CHECKING:
     import torch
@@ -59,7 +60,7 @@ PRESERVED = frozenset({
     "aten._scaled_dot_product_flash_attention_for_cpu.default",
     "aten._scaled_dot_product_attention_math.default",
 })
-OUT_SPEC_KEY = "torch.out_spec"  # GraphMeta.metadata key: serialized pytree spec of the outputs
+OUT_SPEC_KEY = "torch.out_spec"  # GraphMeta.metadata key: the outputs' pytree spec (fx_outputs)
 
 
 # ---- public API -------------------------------------------------------------------------------
@@ -76,6 +77,7 @@ def from_module(module: "torch.nn.Module", example_inputs: tuple, *,
     if not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,)
     title = type(module).__name__
+    _refuse_sparse(module, example_inputs, title)
     try:
         ep = _export(module, example_inputs, dynamic)
     except Exception as export_err:  # noqa: BLE001 - any export failure triggers the fallback
@@ -99,6 +101,24 @@ def from_module(module: "torch.nn.Module", example_inputs: tuple, *,
                 f"{lift_err}", where=f"module {title}") from lift_err
     axes = _dynamic_axes(module, example_inputs, dynamic) if dynamic else {}
     return _lift_exported(ep, axes, title)
+
+
+def _refuse_sparse(module: Any, example_inputs: tuple, title: str) -> None:
+    """Sparse example inputs are refused: the IR's tensors are dense, and a graph traced on a
+    sparse input would be typed dense while its calls still expect the sparse layout."""
+    import torch
+    from torch.utils import _pytree as pytree
+
+    names = _forward_names(module, example_inputs)
+    for i, x in enumerate(example_inputs):
+        for t in pytree.tree_leaves(x):
+            if isinstance(t, torch.Tensor) and t.layout != torch.strided:
+                nm = names[i] if i < len(names) and len(names) == len(example_inputs) else \
+                    f"#{i}"
+                raise FrontendError(
+                    f"input {nm} is a {str(t.layout).removeprefix('torch.')} tensor; graphopt "
+                    f"lifts dense tensors only: give .to_dense() and convert inside the module "
+                    f"if it needs the sparse layout", where=f"module {title}")
 
 
 # ---- torch.export path ------------------------------------------------------------------------
@@ -153,7 +173,6 @@ def _dynamic_spec(module: Any, example_inputs: tuple, dynamic: Any) -> tuple:
 
 def _lift_exported(ep: Any, axes: Mapping[str, Mapping[int, str]], title: str) -> Graph:
     from torch.export.graph_signature import InputKind
-    from torch.utils import _pytree as pytree
 
     sig = ep.graph_signature
     kinds: dict[str, tuple[str, Any]] = {}
@@ -165,6 +184,8 @@ def _lift_exported(ep: Any, axes: Mapping[str, Mapping[int, str]], title: str) -
             kinds[name] = ("value", spec.arg.value)  # a non-tensor input: baked in
         elif spec.kind == InputKind.USER_INPUT:
             kinds[name] = ("input", name)
+        elif spec.kind == InputKind.TOKEN:
+            kinds[name] = ("token", None)  # effect token: only assertions use it (fx_lift)
         elif spec.kind == InputKind.PARAMETER:
             kinds[name] = ("param", ep.state_dict[spec.target])
         elif spec.kind in (InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
@@ -180,7 +201,7 @@ def _lift_exported(ep: Any, axes: Mapping[str, Mapping[int, str]], title: str) -
     from torch.export.graph_signature import OutputKind
 
     mutated = [f"{o.kind.name.lower()} {o.target}" for o in sig.output_specs
-               if o.kind != OutputKind.USER_OUTPUT]
+               if o.kind not in (OutputKind.USER_OUTPUT, OutputKind.TOKEN)]
     if mutated:
         raise FrontendError(f"the module mutates state ({', '.join(mutated)}); graphopt lifts "
                             f"pure functions only (call module.eval(); keep caches outside)",
@@ -189,7 +210,7 @@ def _lift_exported(ep: Any, axes: Mapping[str, Mapping[int, str]], title: str) -
     g = lifter.run()
     spec = ep.module_call_graph[0].signature.out_spec
     meta = GraphMeta(source=f"torch.export:{title}",
-                     metadata=((OUT_SPEC_KEY, pytree.treespec_dumps(spec)),))
+                     metadata=((OUT_SPEC_KEY, dumps_out_spec(spec)),))
     return Graph(g.inputs, g.outputs, g.output_names, name=title, meta=meta)
 
 
@@ -252,7 +273,7 @@ def _lift_symbolic_trace(gm: Any, example_inputs: tuple, title: str) -> Graph:
             raise FrontendError(f"output {i} is not a tensor", where=f"module {title}")
         outs.append(v)
     meta = GraphMeta(source=f"torch.fx.symbolic_trace:{title}",
-                     metadata=((OUT_SPEC_KEY, pytree.treespec_dumps(spec)),))
+                     metadata=((OUT_SPEC_KEY, dumps_out_spec(spec)),))
     return Graph(inputs, outs, [f"out{i}" for i in range(len(outs))], name=title, meta=meta)
 
 

@@ -27,7 +27,7 @@ from .fx_opaque import opaque_call
 if TYPE_CHECKING:
     from .fx import ConstCache
 
-__all__ = ["DROPPED", "FOLD_LIMIT", "Lifter", "PASSTHROUGH"]
+__all__ = ["DROPPED", "FOLD_LIMIT", "Lifter", "PASSTHROUGH", "Token"]
 
 # aten calls that return their (first) input unchanged at inference
 PASSTHROUGH = frozenset({
@@ -39,15 +39,20 @@ DROPPED = frozenset({
     "aten._assert_tensor_metadata.default", "aten._assert_scalar.default",
     "aten.sym_constrain_range_for_size.default", "aten.sym_constrain_range.default",
     "aten._assert_async.msg", "aten._assert_async.default",
+    "aten._linalg_check_errors.default",
 })
+
+
+class Token:
+    """The effect token torch.export threads through effectful calls (``with_effects``)."""
 FOLD_LIMIT = 1 << 22  # largest result (elements) folded to a constant at import
 
 
 class Lifter:
     """Walks an FX graph of aten calls and builds IR values.
 
-    ``kinds`` classifies placeholders: ("input", name), ("param", tensor), ("fold", tensor) or
-    ("value", python value);
+    ``kinds`` classifies placeholders: ("input", name), ("param", tensor), ("fold", tensor),
+    ("value", python value) or ("token", None) (an effect token);
     ``get_attr`` nodes read tensors from the graph module and count as parameters;
     ``consts`` makes one constant per torch tensor (shared by every graph of one module)."""
 
@@ -81,12 +86,15 @@ class Lifter:
         return self.outputs(out_node)
 
     def outputs(self, out_node: Any) -> Graph:
+        """The graph of the outputs (effect tokens left out)."""
         from torch.utils import _pytree as pytree
 
         leaves, _ = pytree.tree_flatten(out_node.args[0])
         outs: list[Value] = []
         for i, leaf in enumerate(leaves):
             v = self.env.get(leaf) if is_fx_node(leaf) else None
+            if isinstance(v, Token):
+                continue
             if not isinstance(v, Value):
                 raise FrontendError(f"output {i} is {leaf!r} ({type(v).__name__}), not a tensor",
                                     where=f"module {self.title}")
@@ -123,6 +131,8 @@ class Lifter:
             self.env[n] = node.out
         elif kind == "value":
             self.env[n] = x
+        elif kind == "token":
+            self.env[n] = Token()
         else:
             self.env[n] = self.const_of(x, n)
             if kind == "fold":
@@ -196,6 +206,9 @@ class Lifter:
         if target is operator.getitem:
             self.getitem(n)
             return
+        if target is torch.ops.higher_order.with_effects:
+            self.with_effects(n)
+            return
         val = n.meta.get("val")
         if _is_sym(val) or isinstance(val, (int, float, bool)):
             self.sym_value(n, val)
@@ -225,6 +238,17 @@ class Lifter:
                                 where=self.where(n))
         else:
             self.env[n] = val
+
+    def with_effects(self, n: Any) -> None:
+        """``with_effects(token, op, *args)``: an assertion (``DROPPED``) passes the token on;
+        any other effectful op is refused (graphopt lifts pure functions)."""
+        token, op = n.args[0], n.args[1]
+        tstr = target_str(op) or str(op)
+        if tstr not in DROPPED:
+            raise FrontendError(f"effectful call {tstr} (torch.export's with_effects) is not "
+                                f"supported: graphopt lifts pure functions only",
+                                where=self.where(n))
+        self.env[n] = (self.env[token], None)
 
     def getitem(self, n: Any) -> None:
         src, idx = n.args

@@ -4,7 +4,8 @@
 become the node's inputs, everything else is JSON in the ``call`` attr (tensors as ``{"$t": i}``,
 symbolic sizes by name as ``{"$dim": "seq"}``, dtypes / devices / layouts by name).
 ``call_opaque_aten`` replays it: it re-resolves the overload and calls it on the node's inputs,
-reading symbolic sizes from the symbols bound at run time (``graphopt.ops.symbols``). The opaque
+reading symbolic sizes from the symbols bound at run time (``graphopt.ops.symbols``); lazy
+conjugate / negative views among its results are materialized (IR values are values). The opaque
 op runs aten nodes through ``call_opaque_aten``, which this module registers with it
 (``ops.opaque.register_runner``): ops do not import the frontends.
 """
@@ -95,11 +96,17 @@ def call_opaque_aten(xs: Sequence["torch.Tensor"], attrs: Attrs) -> tuple["torch
     kwargs = {k: _decode(v, xs, device) for k, v in call["kwargs"].items()}
     out = fn(*args, **kwargs)
     if isinstance(out, torch.Tensor):
-        return (out,)
+        return (_resolved(out),)
     if isinstance(out, (tuple, list)):
-        return tuple(out)
+        return tuple(_resolved(o) for o in out)
     raise GraphOptError(f"opaque aten {attrs['op_type']} returned {type(out).__name__}, "
                         f"not tensors")
+
+
+def _resolved(t: Any) -> Any:
+    """IR values are values: a lazy conjugate / negative view (``aten._conj``) is materialized,
+    as the ``clone`` after it (a pass-through in the IR) would have done."""
+    return t.resolve_conj().resolve_neg() if hasattr(t, "resolve_conj") else t
 
 
 def resolve_aten(target: str) -> Any:

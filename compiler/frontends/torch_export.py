@@ -20,6 +20,7 @@ from ..ir.graph import Graph
 from ..ir.interp import TorchInterpreter, bind_inputs
 from ..ir.node import Node
 from .fx import OUT_SPEC_KEY, const_to_tensor
+from .fx_outputs import loads_out_spec
 from .torch_quant import Plan, build_plan
 
 if TYPE_CHECKING:
@@ -93,11 +94,9 @@ def module_class() -> type:
 
 
 def _out_spec(g: Graph) -> Any:
-    from torch.utils import _pytree as pytree
-
     for k, v in g.meta.metadata:
         if k == OUT_SPEC_KEY:
-            spec = pytree.treespec_loads(v)
+            spec = loads_out_spec(v)
             if spec.num_leaves == len(g.outputs):
                 return spec
     return None

@@ -366,3 +366,96 @@ def test_non_tensor_inputs_are_baked_in() -> None:
     assert g.input_names == ("x",)
     (got,) = _run(g, x)
     torch.testing.assert_close(got, torch.relu(x) * 3)
+
+
+class NamedTuples(nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple:
+        return torch.topk(x, 2), {"max": x.max(dim=1), "sort": [torch.sort(x, dim=0)]}
+
+
+def test_named_tuple_outputs_keep_their_type() -> None:
+    """torch.return_types outputs (topk, max with dim, sort) come back as the same named tuples
+    (torch's treespec_dumps cannot write them)."""
+    from graphopt.frontends.fx_outputs import structure_diff
+
+    x = torch.randn(3, 5)
+    g = from_module(NamedTuples(), (x,))
+    with torch.no_grad():
+        got, want = to_callable(g)(x), NamedTuples()(x)
+    assert structure_diff(want, got) is None
+    assert type(got[0]) is torch.return_types.topk and type(got[1]["max"]) is torch.return_types.max
+    assert type(got[1]["sort"][0]) is torch.return_types.sort
+    torch.testing.assert_close(got[0].values, want[0].values)
+    torch.testing.assert_close(got[1]["max"].indices, want[1]["max"].indices)
+
+
+class Inverse(nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple:
+        return torch.linalg.inv(x), torch.linalg.lu_factor_ex(x)
+
+
+def test_effect_tokens_of_assertions_are_dropped() -> None:
+    """linalg's error checks run under torch.export's effect tokens (with_effects): the token is
+    no graph input or output, the check is dropped like the other assertions."""
+    x = torch.randn(4, 4) + 4 * torch.eye(4)
+    g = from_module(Inverse(), (x,))
+    assert g.input_names == ("x",) and len(g.outputs) == 4
+    with torch.no_grad():
+        inv, lu = to_callable(g)(x)
+    torch.testing.assert_close(inv, torch.linalg.inv(x))
+    assert type(lu) is torch.return_types.linalg_lu_factor_ex
+
+
+class Printing(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch.ops.aten._print("hello")
+        return x + 1
+
+
+def test_other_effectful_calls_are_refused() -> None:
+    with pytest.raises(FrontendError, match="effectful call aten._print.default"):
+        from_module(Printing(), (torch.randn(2),))
+
+
+class Conjugate(nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple:
+        return torch.view_as_real(x.conj().resolve_conj()), x.conj(), torch.fft.ifft(x)
+
+
+def test_conjugate_views_are_values() -> None:
+    """``aten._conj`` makes a lazy view; the IR's value is the conjugate itself, so a later
+    view_as_real (torch refuses unresolved views) and the check's numpy reads work."""
+    import graphopt
+
+    x = torch.randn(4, dtype=torch.complex64)
+    om = graphopt.optimize(Conjugate(), (x,), budget=0)  # its check reads every output
+    real, conj, ifft = om(x)
+    torch.testing.assert_close(real, torch.view_as_real(x.conj().resolve_conj()))
+    torch.testing.assert_close(conj.resolve_conj(), x.conj().resolve_conj())
+    torch.testing.assert_close(ifft.resolve_conj(), torch.fft.ifft(x).resolve_conj())
+
+
+class ZeroDim(nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple:
+        return x.sum(), torch.complex(x.max(), x.min()), torch.cat([x[:0], x])
+
+
+def test_zero_dim_and_complex_scalar_outputs() -> None:
+    import graphopt
+
+    x = torch.randn(3)
+    om = graphopt.optimize(ZeroDim(), (x,), budget=0)  # the check compares a 0-d complex
+    s, c, cat = om(x)
+    assert s.shape == () and c.shape == () and c.dtype == torch.complex64
+    torch.testing.assert_close(cat, x)
+
+
+class SparseMM(nn.Module):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.sparse.mm(a, b)
+
+
+def test_sparse_inputs_are_refused_naming_the_input() -> None:
+    a = torch.randn(3, 3).to_sparse()
+    with pytest.raises(FrontendError, match="input a is a sparse_coo tensor.*to_dense"):
+        from_module(SparseMM(), (a, torch.randn(3, 2)))

@@ -8,6 +8,7 @@ import torch
 from graphopt import parse
 from graphopt.errors import GraphOptError
 from graphopt.frontends.fx import OUT_SPEC_KEY, tensor_to_const
+from graphopt.frontends.fx_outputs import dumps_out_spec
 from graphopt.frontends.torch_export import to_callable
 from graphopt.ir.graph import Graph, GraphMeta
 from graphopt.ir.node import constant, input_node, op
@@ -87,7 +88,7 @@ def test_output_structure_from_meta() -> None:
     g = parse(TEXT)
     _, spec = pytree.tree_flatten({"z": 0, "rest": [0]})
     g = Graph(g.inputs, g.outputs, g.output_names,
-              meta=GraphMeta(metadata=((OUT_SPEC_KEY, pytree.treespec_dumps(spec)),)))
+              meta=GraphMeta(metadata=((OUT_SPEC_KEY, dumps_out_spec(spec)),)))
     x, y = torch.randn(2, 3), torch.randn(2, 3)
     out = to_callable(g)(x, y)
     assert set(out) == {"z", "rest"}
@@ -113,3 +114,67 @@ def test_the_callable_is_a_torch_interpreter() -> None:
     a, b = torch.randn(3), torch.randn(3)
     torch.testing.assert_close(f(g=a, backend=b), a - b)
     torch.testing.assert_close(f.run(f.graph, {"g": a, "backend": b})[0], a - b)
+
+
+def test_out_spec_round_trip_with_named_tuples() -> None:
+    import collections
+
+    from torch.utils import _pytree as pytree
+
+    from graphopt.errors import FrontendError
+    from graphopt.frontends.fx_outputs import loads_out_spec
+
+    Pair = collections.namedtuple("Pair", "a b")
+    x = torch.randn(2, 4)
+    tree = {"k": torch.topk(x, 2), "rest": [Pair(x, (x,)), torch.linalg.lu_factor_ex(x @ x.T)]}
+    leaves, spec = pytree.tree_flatten(tree)
+    back = loads_out_spec(dumps_out_spec(spec))
+    assert back == spec
+    rebuilt = pytree.tree_unflatten(leaves, back)
+    assert type(rebuilt["k"]) is torch.return_types.topk
+    assert type(rebuilt["rest"][0]) is Pair and type(rebuilt["rest"][1]).__name__ == \
+        "linalg_lu_factor_ex"
+    with pytest.raises(FrontendError, match="unknown format"):
+        loads_out_spec('[1, {"type": "builtins.tuple"}]')
+
+
+def test_structure_diff_names_the_first_difference() -> None:
+    from graphopt.frontends.fx_outputs import structure_diff
+
+    x = torch.randn(3, 2)
+    t = torch.topk(x, 1)
+    assert structure_diff(t, torch.return_types.topk((t.values, t.indices))) is None
+    assert "is a builtins.tuple, expected a torch.return_types.topk" in \
+        structure_diff(t, tuple(t))
+    assert "output.indices has dtype torch.int32" in structure_diff(
+        t, torch.return_types.topk((t.values, t.indices.int())))
+    assert "output[1] has shape [], expected [1]" in structure_diff(
+        [x, x[0, :1]], [x, x[0, 0]])
+    assert "keys ['b', 'a']" in structure_diff({"a": x, "b": x}, {"b": x, "a": x})
+    assert "3 items, expected 2" in structure_diff((x, x), (x, x, x))
+    assert "layout" in structure_diff(x, x.to_sparse())
+    assert "is a numpy.ndarray" in structure_diff(x, x.numpy())
+    assert structure_diff((1, float("nan")), (1, float("nan"))) is None
+    assert "is 2, expected 1" in structure_diff((1,), (2,))
+
+
+def test_check_torch_refuses_a_different_structure() -> None:
+    """The candidate computes the right values but returns a tuple where the module returns a
+    list: a CheckError naming the difference."""
+    from graphopt.check import check_torch
+    from graphopt.errors import CheckError
+    from graphopt.frontends.fx import from_module
+
+    class AsTuple(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple:
+            return x + 1, torch.relu(x)
+
+    class AsList(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> list:
+            return [x + 1, torch.relu(x)]
+
+    x = torch.randn(4)
+    g = from_module(AsTuple(), (x,))
+    check_torch(AsTuple(), g, (x,))
+    with pytest.raises(CheckError, match="output is a builtins.tuple, expected a builtins.list"):
+        check_torch(AsList(), g, (x,))

@@ -233,3 +233,32 @@ def test_value_inputs_declarations_pass_values_on() -> None:
                 got = np.unique(np.asarray(op.numpy(xs, ex.attrs)[0]))
                 passed = np.unique(np.concatenate([xs[i].ravel() for i in op.value_inputs]))
                 assert set(got.tolist()) <= set(passed.tolist()), op.name
+
+
+def test_order_keeping_paths_keep_joint_needs_others_only_ranges() -> None:
+    # axes through a Cast keep "distinct"; through a Concat only the range [0, rank) is left
+    nodes = [helper.make_node("Cast", ["a", ], ["ac"], to=I64),
+             helper.make_node("ReduceSum", ["x", "ac"], ["y"], keepdims=1),
+             helper.make_node("Concat", ["b", "one"], ["bc"], axis=0),
+             helper.make_node("ReduceSum", ["x", "bc"], ["z"], keepdims=1)]
+    m = _model(nodes, [("x", F, [2, 3, 4]), ("a", TensorProto.INT32, [2]), ("b", I64, [1])],
+               [("y", F, ["p", "q", "r"]), ("z", F, ["p", "q", "r"])],
+               [("one", np.array([1], np.int64))])
+    needs = input_needs(load(m), {})
+    assert [(n.lo, n.hi, n.unique_mod) for n in needs["a"]] == [(0, 3, 3)]
+    assert [(n.lo, n.hi, n.unique_mod) for n in needs["b"]] == [(0, 3, None)]
+
+
+def test_more_axes_than_the_rank_asks_for_inputs() -> None:
+    nodes = [helper.make_node("ReduceSum", ["x", "a"], ["y"], keepdims=1)]
+    m = _model(nodes, [("x", F, [2, 3]), ("a", I64, [3])], [("y", F, ["p", "q"])])
+    with pytest.raises(InputsNeeded, match="3 distinct axes of a rank-2 tensor"):
+        make_inputs(load(m))
+
+
+def test_top_k_at_most_the_dim() -> None:
+    nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=0)]
+    m = _model(nodes, [("x", F, [3, 9]), ("k", I64, [1])],
+               [("v", F, ["n", 9]), ("i", I64, ["n", 9])], opset=11)
+    for k in _values(_checked(m), "k"):
+        assert 1 <= int(k[0]) <= 3

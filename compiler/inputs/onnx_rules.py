@@ -258,6 +258,14 @@ def _split_sizes(r: Reader) -> list[Need]:
                    draw=lambda rng, shape: _composition(rng, d, k).reshape(shape))]
 
 
+@rule(("TopK", 1))
+def _top_k(r: Reader) -> list[Need]:
+    data = r.input_shape(0)
+    if not data:
+        return []
+    return [r.need("k", lo=1, hi=data[_axis(r, len(data), "axis", -1)] + 1)]
+
+
 @rule(("ReverseSequence", 1))
 def _sequence_lengths(r: Reader) -> list[Need]:
     data = r.input_shape(0)

@@ -22,7 +22,7 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 KINDS = ("node", "simple", "pytorch-converted", "pytorch-operator", "light")
 SEARCH_BUDGET = 1.0  # seconds of rewrite search per case (the graphs are tiny)
@@ -134,9 +134,14 @@ def ort_passes(case: Case) -> bool:
     return True
 
 
-def run_without_inputs(case: Case) -> tuple[str, str]:
-    """Optimize ``case``'s model with the numeric check on and no inputs given: (status, reason),
-    status one of ``ok`` / ``needs_inputs`` / ``failed`` (module docstring)."""
+class HasModel(Protocol):
+    model: Any  # onnx.ModelProto
+
+
+def run_without_inputs(case: HasModel) -> tuple[str, str]:
+    """Optimize ``case.model`` (a ``Case`` here, or onnx's own backend ``TestCase``) with the
+    numeric check on and no inputs given: (status, reason), status one of ``ok`` /
+    ``needs_inputs`` / ``failed`` (module docstring); the reason is empty for ``ok``."""
     import graphopt
     from graphopt.inputs import InputsNeeded
 

@@ -44,7 +44,7 @@ import subprocess
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .errors import GraphOptError
 from .ir.graph import Graph
@@ -55,7 +55,7 @@ from .report import graph_summary, human_bytes
 MAX_NODES = 400  # drawn nodes per graph before the graph is cut to its changed regions
 PALETTE = ("#ffb3ba", "#bae1ff", "#baffc9", "#ffdfba", "#e0bbff", "#fff5ba", "#c9f2ff",
            "#ffc9f0", "#d5f5b0", "#f5d0b0")
-KIND_ORDER = ("fusion", "lowering", "quantization", "tensor_parallel", "search", "generated",
+KIND_ORDER = ("fusion", "quantization", "lowering", "tensor_parallel", "search", "generated",
               "canonical", "cleanup")
 
 
@@ -92,6 +92,7 @@ class FiredRule:
     counters: dict[str, int]
     kind: str
     places: tuple[str, ...]  # the rules' place kinds ("attention"); empty for unplaced rules
+    makes: frozenset[str]  # ops a placed rule makes (the ops its place names)
     ops: frozenset[str]  # ops an unplaced rule is about (the counter's first word, anchors)
     folds: bool  # constant folding: explains removed nodes computed from constants only
     rules: tuple[tuple[str, str], ...]  # (rule name, what it does)
@@ -255,62 +256,99 @@ def _first_paragraph(doc: str | None) -> str:
     return " ".join(text.split("\n\n", 1)[0].split())
 
 
-def _pass_index(target: str) -> dict[str, Any]:
-    """The passes ``optimize`` runs (fusions with contrib ops, the simplify set) by name."""
+@dataclass(frozen=True)
+class RuleFacts:
+    """What the page says about one rule and how it attributes regions."""
+
+    name: str
+    kind: str
+    place: str
+    anchors: frozenset[str]  # ops whose nodes anchor a match (empty: any, or unknown)
+    doc: str  # the first paragraph of its docstring ("" for a pattern rule)
+    folds: bool  # the constant folder
+
+
+def _facts(r: Any) -> RuleFacts:
+    """A rule (instance, or a ``Rule`` subclass with class-level fields) as ``RuleFacts``."""
+    from .rewrite.fold import FoldRule
+    from .rewrite.rule import PatternRule
+
+    cls = r if isinstance(r, type) else type(r)
+    doc = "" if issubclass(cls, PatternRule) else _first_paragraph(cls.__doc__)
+    return RuleFacts(str(r.name), str(r.kind), str(r.place or ""),
+                     frozenset(r.anchors or ()), doc, issubclass(cls, FoldRule))
+
+
+def _subclasses(c: type) -> Iterator[type]:
+    for s in c.__subclasses__():
+        yield s
+        yield from _subclasses(s)
+
+
+def _pass_index(target: str) -> dict[str, tuple[str, list[RuleFacts]]]:
+    """Pass name -> (its docstring's first paragraph, its rules): the passes ``optimize`` runs
+    (the simplify set, the fusions with contrib ops), then every rule class loaded in this
+    process that names its pass (quantization, tensor parallelism: a pass that ran was
+    loaded)."""
     from graphopt.passes.fusions import fusion_passes
 
     from .pipeline import default_passes
+    from .rewrite.passes import Pass
+    from .rewrite.rule import PatternRule, Rule
 
-    out: dict[str, Any] = {}
+    out: dict[str, tuple[str, list[RuleFacts]]] = {}
     for p in [*default_passes(), *fusion_passes(target, allow_contrib_ops=True)]:
-        out.setdefault(p.name, p)
+        if p.name not in out:
+            out[p.name] = (_first_paragraph(type(p).__doc__),
+                           [_facts(r) for r in getattr(p, "rules", ())])
+    docs = {c.__dict__["name"]: _first_paragraph(c.__doc__) for c in _subclasses(Pass)
+            if isinstance(c.__dict__.get("name"), str)}
+    loaded: dict[str, list[RuleFacts]] = {}
+    for c in _subclasses(Rule):
+        if issubclass(c, PatternRule) or not isinstance(c.__dict__.get("name"), str) or \
+                not isinstance(getattr(c, "pass_name", None), str) or not c.pass_name:
+            continue
+        loaded.setdefault(c.pass_name, []).append(_facts(c))
+    for name, rules in loaded.items():
+        if name not in out:
+            out[name] = (docs.get(name, ""), rules)
     return out
 
 
 def _rules_file(pass_name: str) -> str:
+    """``passes/rules/<pass>.rules`` when the pass states its spellings there, else ""."""
     import graphopt.passes as passes_pkg
 
-    rel = os.path.join("rules", f"{pass_name}.rules")
     base = os.path.dirname(os.path.abspath(passes_pkg.__file__))
-    return f"passes/rules/{pass_name}.rules" if os.path.exists(os.path.join(base, rel)) else ""
-
-
-def _rule_doc(r: Any) -> str:
-    from .rewrite.rule import PatternRule
-
-    doc = type(r).__doc__
-    if isinstance(r, PatternRule) or not doc:  # a pattern rule's class docstring is generic
-        return ""
-    return _first_paragraph(doc)
+    found = os.path.exists(os.path.join(base, "rules", f"{pass_name}.rules"))
+    return f"passes/rules/{pass_name}.rules" if found else ""
 
 
 def fired_rules(report: Mapping[str, Any], ops: Iterable[str] = ()) -> dict[str, FiredRule]:
     """The run's rewrite counters (``report["rewrites"]`` and the search's ``rules_applied``)
     with the rules behind each, described from the passes' own docstrings. ``ops``: the ops of
     the graphs (to find the generated search rules the report names)."""
-    from .rewrite.fold import FoldRule
-
     index = _pass_index(str(report.get("target") or "cpu"))
     out: dict[str, FiredRule] = {}
     for key, count in (report.get("rewrites") or {}).items():
         pass_name, _, counter = key.partition(".")
-        p = index.get(pass_name)
-        rules = [r for r in getattr(p, "rules", ()) if r.name == counter or (
+        pass_doc, all_rules = index.get(pass_name, ("", []))
+        rules = [r for r in all_rules if r.name == counter or (
             r.place and counter.startswith(r.place + "_"))]
-        if not rules and len({r.place for r in getattr(p, "rules", ())}) == 1:
-            rules = list(p.rules)  # a pass of one place kind ("matmuls_merged", "folded")
+        if not rules and len({r.place for r in all_rules}) == 1:
+            rules = list(all_rules)  # a pass of one place kind ("matmuls_merged", "folded")
         places = tuple(sorted({r.place for r in rules if r.place and counter != r.name}))
         group = f"{pass_name}.{places[0] if len(places) == 1 else counter}"
         if group in out:
             out[group].counters[counter] = int(count)
             continue
         kind = min((r.kind for r in rules), key=_kind_rank, default="cleanup")
-        ops = frozenset({counter.split("_")[0]} | {o for r in rules if not places
-                                                   for o in (r.anchors or ())})
-        out[group] = FiredRule(group, pass_name, {counter: int(count)}, kind, places, ops,
-                               any(isinstance(r, FoldRule) for r in rules),
-                               tuple((r.name, _rule_doc(r)) for r in rules),
-                               _first_paragraph(type(p).__doc__) if p is not None else "",
+        about = frozenset({counter.split("_")[0]} | {o for r in rules if not places
+                                                     for o in r.anchors})
+        out[group] = FiredRule(group, pass_name, {counter: int(count)}, kind, places,
+                               _made_ops(places, kind, pass_name), about,
+                               any(r.folds for r in rules),
+                               tuple((r.name, r.doc) for r in rules), pass_doc,
                                _rules_file(pass_name))
     applied = (report.get("search") or {}).get("rules_applied") or {}
     if applied:
@@ -321,8 +359,10 @@ def fired_rules(report: Mapping[str, Any], ops: Iterable[str] = ()) -> dict[str,
                 raise GraphOptError(f"the report names search rule {name!r}, which the search's "
                                     f"rule set does not hold", where="html report")
             key = f"search.{name}"
-            out[key] = FiredRule(key, "search", {name: int(count)}, r.kind, (),
-                                 frozenset(r.anchors or ()), False, ((name, _rule_doc(r)),),
+            f = _facts(r)
+            out[key] = FiredRule(key, "search", {name: int(count)}, f.kind, (), frozenset(),
+                                 f.anchors,
+                                 False, ((name, f.doc),),
                                  "Cost-ordered backtracking search over the generated and "
                                  "hand-written search rules (TASO).", "")
     return out
@@ -349,13 +389,29 @@ def _place_makes(place: str, op: str) -> bool:
     return op == place or op.startswith(place) or place.startswith(op)
 
 
+def _made_ops(places: Sequence[str], kind: str, pass_name: str) -> frozenset[str]:
+    """The ops rules of these places make: the registered ops a place names (``attention``,
+    ``rotary`` -> ``rotary_embedding``, ``matmul_group`` -> ``matmul``); for places that name
+    none, the ops of ``ops/quant.py`` (quantization passes), or opaque nodes (lowerings to
+    ONNX Runtime's com.microsoft ops)."""
+    from .ops.registry import all_ops
+
+    ops = all_ops()
+    named = frozenset(o for o in ops for p in places if _place_makes(p, o))
+    if named or not places:
+        return named
+    if kind == "quantization" or pass_name.startswith("quant"):
+        return frozenset(o for o, d in ops.items() if type(d).__module__.endswith(".ops.quant"))
+    return frozenset({"opaque"}) if kind == "lowering" else frozenset()
+
+
 def _explains(f: FiredRule, made: set[str], touched: set[str], folded: bool) -> bool:
     """Does ``f`` explain a place that made ops ``made``, lost or made ``touched``, and (when
     ``folded``) lost only nodes computed from constants?"""
     if f.folds:
         return folded
     if f.places:
-        return any(_place_makes(p, o) for p in f.places for o in made)
+        return bool(f.makes & made)
     return bool(f.ops & touched)
 
 

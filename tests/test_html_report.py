@@ -272,3 +272,13 @@ def test_graphs_without_origins_are_matched_by_structure_and_search_rules_named(
     concat = {f"a-{n.uid}" for n in changed if n.op == "concat"}
     assert page.links(concat) <= anchors
     assert {a[1:] for a in anchors} <= page.ids()
+
+
+def test_quantized_layers_link_to_the_quantize_pass(tmp_path: Path) -> None:
+    om = graphopt.optimize(str(GPT2), quantize="int8-weight", check=False, budget=0)
+    path = tmp_path / "q.html"
+    write_html(om.report, om.original, om.graph, path)
+    page = Page(path.read_text(encoding="utf-8"))
+    deq = {f"a-{n.uid}" for n in om.graph.nodes if n.op == "dequantize_linear"}
+    assert deq and page.links(deq) == {"#rule-quantize-quantizable_layer"}
+    assert "rule-quantize-quantizable_layer" in page.ids()

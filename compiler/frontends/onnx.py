@@ -37,14 +37,19 @@ __all__ = ["load", "load_with_report"]
 # ---- public entry points ----------------------------------------------------------------------
 
 def load(path_or_model: "str | Path | onnx.ModelProto", *, check: bool = True,
-         base_dir: str | Path | None = None) -> Graph:
+         base_dir: str | Path | None = None, fold_initializer_inputs: bool = False) -> Graph:
     """Load an ONNX model (file path or ModelProto) into a Graph. ``base_dir``: where the
-    external data of an in-memory ModelProto lives (a file's own directory otherwise)."""
-    return load_with_report(path_or_model, check=check, base_dir=base_dir)[0]
+    external data of an in-memory ModelProto lives (a file's own directory otherwise).
+    An initializer that is also a graph input is a constant at IR version 3 (as in ONNX
+    Runtime); from IR 4 it is an input its users may feed, kept as a graph input with the
+    initializer as its ``default`` (never folded) unless ``fold_initializer_inputs``."""
+    return load_with_report(path_or_model, check=check, base_dir=base_dir,
+                            fold_initializer_inputs=fold_initializer_inputs)[0]
 
 
 def load_with_report(path_or_model: "str | Path | onnx.ModelProto", *, check: bool = True,
-                     base_dir: str | Path | None = None) -> tuple[Graph, ImportReport]:
+                     base_dir: str | Path | None = None, fold_initializer_inputs: bool = False
+                     ) -> tuple[Graph, ImportReport]:
     """``load`` plus a report: which nodes stayed opaque and why, how many were folded."""
     import onnx
 
@@ -66,7 +71,9 @@ def load_with_report(path_or_model: "str | Path | onnx.ModelProto", *, check: bo
     check_external_files(model, root, source)  # our own errors before the checker's
     if check:
         _check(target, source, report)
-    return _Importer(model, root, source, report).run(), report
+    imp = _Importer(model, root, source, report)
+    imp.fold_initializer_inputs = fold_initializer_inputs
+    return imp.run(), report
 
 
 def _without_external(m: "onnx.ModelProto") -> "onnx.ModelProto":
@@ -113,6 +120,8 @@ def _check(model: "onnx.ModelProto | str", source: str, report: ImportReport) ->
 class _Importer(ImportState):
     """Walks one model: inputs, initializers, then every node in order, then the outputs."""
 
+    fold_initializer_inputs: bool = False
+
     def run(self) -> Graph:
         g = self.model.graph
         inferred = self._infer()
@@ -125,7 +134,12 @@ class _Importer(ImportState):
                 self.tmap[vi.name] = vi.type
         inits = {t.name for t in g.initializer} | {t.values.name for t in g.sparse_initializer}
         inputs: list[Node] = []
+        overridable = {} if self.model.ir_version < 4 or self.fold_initializer_inputs else {
+            t.name: t for t in g.initializer if t.name in {vi.name for vi in g.input}}
         for vi in g.input:
+            if vi.name in overridable:
+                inputs.append(self._overridable(vi, overridable[vi.name]))
+                continue
             if vi.name in inits:
                 continue  # IR < 4 style: the initializer is the value
             if vi.name in self.env:
@@ -136,6 +150,8 @@ class _Importer(ImportState):
             inputs.append(n)
             self.env[vi.name] = n.out
         for t in g.initializer:
+            if t.name in overridable:
+                continue
             where = f"{self.source}: initializer {t.name!r}"
             data = tensor_to_const(t, self.base_dir, where)
             self.env[t.name] = Node.build("constant", (), {"data": data},
@@ -177,6 +193,18 @@ class _Importer(ImportState):
         live = set(graph.nodes)
         self.report.opaque = [note for note, n in self.notes if n in live]
         return graph
+
+    def _overridable(self, vi: "onnx.ValueInfoProto", t: "onnx.TensorProto") -> Node:
+        """An IR >= 4 initializer listed as a graph input: ONNX Runtime lets its users feed it
+        (and never constant-folds it), so it stays an input whose ``default`` is the
+        initializer."""
+        if vi.name in self.env:
+            raise FrontendError(f"graph input {vi.name!r} is declared twice", where=self.source)
+        data = tensor_to_const(t, self.base_dir, f"{self.source}: initializer {t.name!r}")
+        ty = self.types.convert(vi.type) if vi.HasField("type") else data.type
+        n = Node.build("input", (), {"name": vi.name, "type": ty, "default": data})
+        self.env[vi.name] = n.out
+        return n
 
     def _infer(self) -> "onnx.ModelProto":
         from onnx import shape_inference

@@ -546,6 +546,9 @@ def _build(g: Graph, opset: int | None, sink: DataSink | None) -> "onnx.ModelPro
     ctx = ExportCtx(g, target, sink)
     ctx.run()
     inputs = [_value_info(n.attrs["name"], n.out_types[0]) for n in g.inputs]
+    for n in g.inputs:  # overridable initializers: the input's default (IR >= 4)
+        if n.attrs.get("default") is not None:
+            ctx.initializers.append(const_to_tensor(n.attrs["default"], n.attrs["name"], sink))
     outputs = [_value_info(nm, v.type) for v, nm in zip(g.outputs, g.output_names)]
     graph = helper.make_graph(ctx.nodes, g.name or "main", inputs, outputs, ctx.initializers)
     opsets: dict[str, int] = {}
@@ -577,7 +580,7 @@ def _build(g: Graph, opset: int | None, sink: DataSink | None) -> "onnx.ModelPro
     need = helper.find_min_ir_version_for(op_ids, ignore_unknown=True)
     ir = max(g.meta.ir_version or need, need)
     if ctx.initializers and ir < 4:
-        ir = 4  # IR 3 wants every initializer listed as a graph input
+        ir = 4  # IR 3 wants every initializer listed as a graph input (and fixes it)
     if functions and ir < 8:
         ir = 8
     m.ir_version = ir
@@ -620,12 +623,15 @@ def _check_external(m: "onnx.ModelProto", sink: DataSink, full: bool) -> None:
 
 
 def _const_bytes(g: Graph) -> int:
+    """Bytes of the weights written: constants and inputs' defaults, each once."""
     seen: set[int] = set()
     total = 0
-    for n in g.nodes:
-        if n.op == "constant" and id(n.const) not in seen:
-            seen.add(id(n.const))
-            total += n.const.nbytes
+    datas = [n.const for n in g.nodes if n.op == "constant"] + [
+        n.attrs["default"] for n in g.inputs if n.attrs.get("default") is not None]
+    for d in datas:
+        if id(d) not in seen:
+            seen.add(id(d))
+            total += d.nbytes
     return total
 
 

@@ -60,6 +60,9 @@ def bind_inputs(g: Graph, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | 
         if k in feed:
             raise GraphOptError(f"graph {g.name}: input {k!r} given twice")
         feed[k] = v
+    for n in g.inputs:  # an input with a default (an overridable ONNX initializer)
+        if n.attrs["name"] not in feed and n.attrs.get("default") is not None:
+            feed[n.attrs["name"]] = n.attrs["default"].array
     missing = [n for n in names if n not in feed]
     if missing:
         raise GraphOptError(f"graph {g.name}: missing inputs {missing}")

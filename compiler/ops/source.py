@@ -13,7 +13,9 @@ from .registry import Cost, Example, OpDef, register
 
 @register
 class Input(OpDef):
-    """A graph input. attrs: name (str), type (TensorType | OpaqueType)."""
+    """A graph input. attrs: name (str), type (TensorType | OpaqueType), optionally default
+    (ConstData: the value when the input is not fed -- an ONNX initializer that is also a graph
+    input at IR >= 4, which ONNX Runtime lets its users override)."""
 
     name = "input"
     cost_class = "source"

@@ -108,3 +108,49 @@ def test_range_gets_scalars_after_its_if_is_folded(case: str) -> None:
     assert ranges and all(x in made for n in ranges for x in n.input[1:2])
     for ins, outs in c.data_sets:
         Runner.assert_similar_outputs(outs, _ort(data, dict(zip(names, ins))), c.rtol, c.atol)
+
+
+def _initializer_input_model(ir_version: int) -> onnx.ModelProto:
+    """y = x * W + relu(W), W an initializer also listed as a graph input."""
+    w = onnx.numpy_helper.from_array(np.array([1.0, -2.0, 3.0], np.float32), "W")
+    g = helper.make_graph(
+        [helper.make_node("Mul", ["x", "W"], ["xw"]), helper.make_node("Relu", ["W"], ["rw"]),
+         helper.make_node("Add", ["xw", "rw"], ["y"])], "init_inputs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("W", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = ir_version
+    return m
+
+
+def test_initializer_inputs_stay_overridable_from_ir4() -> None:
+    """IR >= 4: ORT lets users feed an initializer listed as an input, so the written model keeps
+    it as an input with the initializer as its default (relu(W) is not folded)."""
+    m = _initializer_input_model(8)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    other = np.array([0.5, 4.0, -1.0], np.float32)
+    om = graphopt.optimize(m, budget=0)
+    assert om.graph.input_names == ("x", "W")
+    data = ex.to_bytes(om.graph)
+    w = onnx.load_from_string(data)
+    assert [i.name for i in w.graph.input] == ["x", "W"] and w.ir_version >= 4
+    assert "W" in {t.name for t in w.graph.initializer}
+    src = m.SerializeToString()
+    for feeds in ({"x": x}, {"x": x, "W": other}):
+        assert np.array_equal(_ort(data, feeds)[0], _ort(src, feeds)[0])
+    assert np.array_equal(om(x), _ort(src, {"x": x})[0])  # the default when not fed
+    assert fe.load(m, fold_initializer_inputs=True).input_names == ("x",)
+
+
+def test_ir3_initializer_inputs_are_constants() -> None:
+    """IR 3 lists every initializer as an input; ORT cannot override them: constants, written
+    at IR >= 4 without listing them as inputs."""
+    m = _initializer_input_model(3)
+    om = graphopt.optimize(m, budget=0)
+    assert om.graph.input_names == ("x",)
+    w = onnx.load_from_string(ex.to_bytes(om.graph))
+    assert [i.name for i in w.graph.input] == ["x"] and w.ir_version >= 4
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert np.array_equal(_ort(ex.to_bytes(om.graph), {"x": x})[0],
+                          _ort(m.SerializeToString(), {"x": x})[0])

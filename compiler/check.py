@@ -318,9 +318,14 @@ def torch_outputs_to_numpy(outs: Any) -> list[np.ndarray]:
 
 
 def _torch_to_numpy(x: Any) -> np.ndarray:
+    """The tensor's values as numpy: sparse densified, conjugate / negative views resolved,
+    bf16 read as f32."""
     import torch
 
     x = x.detach().cpu()
+    if x.layout != torch.strided:
+        x = x.to_dense()
+    x = x.resolve_conj().resolve_neg()
     if x.dtype == torch.bfloat16:
         x = x.to(torch.float32)
     return x.numpy()
@@ -409,7 +414,8 @@ def _compare_one(name: str, e: np.ndarray, a: np.ndarray, rtol: float | None,
     rt = tol.rtol if rtol is None else rtol
     at = tol.atol if atol is None else atol
     if np.iscomplexobj(e):
-        e, a = np.concatenate([e.real, e.imag]), np.concatenate([a.real, a.imag])
+        e = np.concatenate([e.real.ravel(), e.imag.ravel()])  # (ravel: 0-d complex too)
+        a = np.concatenate([a.real.ravel(), a.imag.ravel()])
     e64, a64 = e.astype(np.float64), a.astype(np.float64)
     nan_e, nan_a = np.isnan(e64), np.isnan(a64)
     inf_e, inf_a = np.isinf(e64), np.isinf(a64)
@@ -552,9 +558,12 @@ def check_torch(module: Any, candidate: Graph, example_inputs: Sequence[Any] | N
                 atol: float | None = None, raise_on_mismatch: bool = True,
                 min_sqnr_db: float | None = None) -> CheckResult:
     """Compare a torch module with a candidate graph run through its torch callable, on the
-    example inputs (or on given / generated inputs)."""
+    example inputs (or on given / generated inputs). The callable's output must have the
+    module's structure and types (named tuple types, containers, dtypes, shapes: a difference
+    is a ``CheckError``), then the tensors are compared."""
     import torch
 
+    from .frontends.fx_outputs import structure_diff
     from .frontends.torch_export import to_callable
 
     if inputs is None and example_inputs is not None:
@@ -566,8 +575,12 @@ def check_torch(module: Any, candidate: Graph, example_inputs: Sequence[Any] | N
         args = [torch.from_numpy(np.array(feeds[n])) for n in candidate.input_names]
         desc = describe_inputs(feeds)
     with torch.no_grad():
-        exp_t = torch_leaves(module(*args))
-        act_t = torch_leaves(to_callable(candidate)(*args))
+        want, got = module(*args), to_callable(candidate)(*args)
+    diff = structure_diff(want, got)
+    if diff:
+        raise CheckError(f"the optimized model's {diff}",
+                         where=f"{type(module).__name__} (torch)")
+    exp_t, act_t = torch_leaves(want), torch_leaves(got)
     dts: list[DType | None] = [DType.from_torch(x.dtype) for x in exp_t]
     if len(candidate.outputs) == len(dts):
         dts = [d if p is None else _looser(d, p)

@@ -262,3 +262,25 @@ def test_top_k_at_most_the_dim() -> None:
                [("v", F, ["n", 9]), ("i", I64, ["n", 9])], opset=11)
     for k in _values(_checked(m), "k"):
         assert 1 <= int(k[0]) <= 3
+
+
+def test_cli_says_which_input_and_takes_them_with_inputs(tmp_path: Any,
+                                                           capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    import onnx
+
+    from graphopt.cli import EXIT_OK, EXIT_USAGE, main
+
+    nodes = [helper.make_node("Squeeze", ["z", "b"], ["s"])]
+    m = _model(nodes, [("z", F, [1, 3, 2]), ("b", I64, [2])], [("s", F, ["s0"])], opset=13)
+    path, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(m, path)
+    assert main(["optimize", str(path), "-o", str(out), "--budget", "0"]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "input 'b'" in err[0] and "--inputs" in err[0]
+    assert not out.exists()
+    np.savez(tmp_path / "in.npz", z=np.ones((1, 3, 2), np.float32), b=np.array([0, 0]))
+    # the user's own values (ONNX Runtime takes the repeated axis) are checked as given
+    code = main(["optimize", str(path), "-o", str(out), "--budget", "0", "--inputs",
+                 str(tmp_path / "in.npz")])
+    assert code == EXIT_OK and out.exists()

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import CheckError
+from ..errors import GraphOptError
 
 Shape = tuple[int, ...]
 Draw = Callable[[np.random.Generator, Shape], np.ndarray]
@@ -25,8 +25,9 @@ HOW_TO_PASS = ("pass the check's inputs yourself: --inputs FILE.npz (graphopt op
                "inputs={name: array} (graphopt.optimize), or turn the check off")
 
 
-class InputsNeeded(CheckError):
-    """The check cannot generate valid values for an input: the user must pass inputs."""
+class InputsNeeded(GraphOptError):
+    """The check cannot generate valid values for an input: the user must pass inputs. Not a
+    ``CheckError`` (nothing was found to differ): the CLI reports it as a usage error."""
 
 
 def inputs_needed(name: str, why: str) -> InputsNeeded:

@@ -27,12 +27,15 @@ rule those that lost or made a node of the op it is about (``cast_noop``: cast; 
 its pattern's root op), constant folding the regions that lost only nodes computed from
 constants. A region holding several nodes that fusions made (two attention blocks joined by the
 mask computation they share) is split around them. Each highlighted node links to the first
-rule that explains the node itself, else its region's. This is attribution by op kind, not a
-per-node record (the passes keep none): a region may list a rule that acted nearby. Regions no
-fired rule explains are shown as "not attributed".
+rule that explains the node itself, else its region's. Rules are found in the passes
+``optimize`` runs and in every rule class loaded in the process that names its pass
+(quantization places name no op: they make the ops of ``ops/quant.py``). This is attribution
+by op kind, not a per-node record (the passes keep none): a region may list a rule that acted
+nearby. Regions no fired rule explains are shown as "not attributed".
 
 Big graphs: over ``MAX_NODES`` drawn nodes, a graph shows only its changed regions with their
-direct neighbours, fusions first, as many regions as fit; the page says so above the graph.
+direct neighbours, fusions first, as many regions as fit (a single region larger than that: its
+first nodes), its pieces stacked in graph order; the page says so above the graph.
 """
 from __future__ import annotations
 
@@ -523,6 +526,12 @@ def visible(nodes: Sequence[Node], changes: Changes,
         new = list(dict.fromkeys(m for m in [*members[reg.rid], *near] if m not in seen))
         if len(keep) + len(new) > limit and keep:
             break
+        if len(new) > limit:  # one region larger than a readable picture: its first nodes
+            order = {n: i for i, n in enumerate(nodes)}
+            new = sorted(new, key=order.__getitem__)[:limit]
+            return new, (f"{len(nodes)} nodes (more than {limit} would not be readable): "
+                         f"showing the first {limit} nodes of changed region R{reg.rid} and "
+                         f"its direct neighbours, of {len(regions)} changed regions")
         keep += new
         seen.update(new)
         shown += 1
@@ -649,6 +658,11 @@ def _e(x: Any) -> str:
     return html.escape(str(x))
 
 
+def _doc(text: str) -> str:
+    """Docstring text as HTML: escaped, ``literals`` as <code>."""
+    return re.sub(r"``(.+?)``", r"<code>\1</code>", _e(text))
+
+
 def _ops_list(nodes: Iterable[Node]) -> str:
     c = Counter(f"opaque:{n.attrs['op_type']}" if n.op == "opaque" else n.op for n in nodes)
     return ", ".join(f"{k} ×{v}" if v > 1 else k for k, v in sorted(c.items())) or "–"
@@ -768,7 +782,7 @@ def rules_html(changes: Changes) -> str:
     out = []
     for f in sorted(changes.rules.values(), key=lambda f: (_kind_rank(f.kind), f.key)):
         regs = " ".join(f'<a href="#region-{i}">R{i}</a>' for i in where.get(f.key, []))
-        docs = "".join(f"<li><code>{_e(n)}</code>" + (f": {_e(d)}" if d else "") + "</li>"
+        docs = "".join(f"<li><code>{_e(n)}</code>" + (f": {_doc(d)}" if d else "") + "</li>"
                        for n, d in f.rules)
         out.append(
             f'<section class=rule id="{f.anchor}"><h3>{_e(f.label)}</h3>'
@@ -776,7 +790,7 @@ def rules_html(changes: Changes) -> str:
             + ", ".join(f"<code>{_e(f.pass_name)}.{_e(k)}</code> = {v}"
                         for k, v in f.counters.items())
             + (f" · spellings proven in <code>{_e(f.rules_file)}</code>" if f.rules_file else "")
-            + "</p>" + (f"<p>{_e(f.pass_doc)}</p>" if f.pass_doc else "")
+            + "</p>" + (f"<p>{_doc(f.pass_doc)}</p>" if f.pass_doc else "")
             + (f"<ul>{docs}</ul>" if docs else "")
             + f"<p>Regions: {regs or _NO_REGION}</p></section>")
     return "\n".join(out)

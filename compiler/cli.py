@@ -393,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     from graphopt.codegen.cli import add_parser as add_codegen
 
     add_codegen(sub)
+    from .bench_cmd import add_parser as add_bench
+
+    add_bench(sub)
     for cmd in sub.choices.values():  # every command: -q / --quiet
         if "--quiet" not in cmd._option_string_actions:
             cmd.add_argument("-q", "--quiet", action="store_true",

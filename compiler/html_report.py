@@ -895,11 +895,34 @@ def write_html(report: dict[str, Any], before: Graph, after: Graph,
                                   ("original", "optimized"), latency, limit), path)
 
 
-def diff_html(a_path: str | os.PathLike[str], b_path: str | os.PathLike[str],
-              out_path: str | os.PathLike[str], *, limit: int = MAX_NODES) -> None:
-    """The page comparing two ONNX files (each loaded with ``graphopt.load``): nodes only in A
-    and nodes only in B (matched by ONNX node name, op and attributes) highlighted; no rule
-    attribution (the files carry no record of rewrites)."""
+@dataclass
+class Diff:
+    """Two ONNX files compared: the graphs, their display names, summaries and changes."""
+
+    a: Graph
+    b: Graph
+    names: tuple[str, str]
+    report: dict[str, Any]
+    changes: Changes
+
+    def text(self) -> str:
+        """The op table and how many nodes only each side has, in how many regions."""
+        from .report import comparison_table
+
+        ra, rb = self.report["before"], self.report["after"]
+        only_a = sum(1 for s in self.changes.before_status.values() if s == "removed")
+        only_b = sum(1 for s in self.changes.after_status.values() if s == "changed")
+        table = comparison_table(ra["ops"], rb["ops"], [
+            ("nodes", str(ra["nodes"]), str(rb["nodes"])),
+            ("param bytes", human_bytes(ra["param_bytes"]), human_bytes(rb["param_bytes"]))])
+        return (f"{table}\nbefore: {self.names[0]}, after: {self.names[1]}\n{only_a} nodes "
+                f"only before, {only_b} only after (new or rewritten), in "
+                f"{len(self.changes.regions)} regions")
+
+
+def diff(a_path: str | os.PathLike[str], b_path: str | os.PathLike[str]) -> Diff:
+    """Compare two ONNX files (each loaded with ``graphopt.load``): nodes matched by ONNX node
+    name, op, attributes and types, or by structure where nodes have no name."""
     from .api import load
 
     a, b = load(os.fspath(a_path)), load(os.fspath(b_path))
@@ -907,6 +930,15 @@ def diff_html(a_path: str | os.PathLike[str], b_path: str | os.PathLike[str],
     if names[0] == names[1]:
         names = (os.fspath(a_path), os.fspath(b_path))
     report = {"before": graph_summary(a), "after": graph_summary(b)}
-    changes = compare(a, b)
-    write_text_atomic(render_page(f"graphopt diff: {names[0]} vs {names[1]}", report, a, b,
-                                  changes, names, None, limit), out_path)
+    return Diff(a, b, names, report, compare(a, b))
+
+
+def diff_html(a_path: str | os.PathLike[str], b_path: str | os.PathLike[str],
+              out_path: str | os.PathLike[str], *, limit: int = MAX_NODES) -> Diff:
+    """The page comparing two ONNX files: nodes only in A and nodes only in B highlighted, no
+    rule attribution (the files carry no record of rewrites); returns the comparison (its
+    ``text()`` for a terminal)."""
+    d = diff(a_path, b_path)
+    write_text_atomic(render_page(f"graphopt diff: {d.names[0]} vs {d.names[1]}", d.report,
+                                  d.a, d.b, d.changes, d.names, None, limit), out_path)
+    return d

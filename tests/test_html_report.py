@@ -147,8 +147,8 @@ def test_fused_attention_is_highlighted_and_linked_to_its_fusion(
     assert page.link(f"a-{ln.uid}") == ""
 
 
-def test_regions_pair_removed_and_new_nodes() -> None:
-    om = graphopt.optimize(str(GPT2), check=False, budget=0)
+def test_regions_pair_removed_and_new_nodes(gpt2_page: tuple[Any, Path, str]) -> None:
+    om = gpt2_page[0]
     ch = compare(om.original, om.graph)
     attn = [r for r in ch.regions if any(n.op == "attention" for n in r.after)]
     assert len(attn) == 2
@@ -159,8 +159,9 @@ def test_regions_pair_removed_and_new_nodes() -> None:
     assert all(ch.before_status[n] == "removed" for r in ch.regions for n in r.before)
 
 
-def test_big_graphs_show_the_changed_regions_and_say_so(tmp_path: Path) -> None:
-    om = graphopt.optimize(str(GPT2), check=False, budget=0)
+def test_big_graphs_show_the_changed_regions_and_say_so(gpt2_page: tuple[Any, Path, str],
+                                                       tmp_path: Path) -> None:
+    om = gpt2_page[0]
     path = tmp_path / "cut.html"
     write_html(om.report, om.original, om.graph, path, limit=40)
     page = Page(path.read_text(encoding="utf-8"))
@@ -176,14 +177,25 @@ def test_big_graphs_show_the_changed_regions_and_say_so(tmp_path: Path) -> None:
     assert len(soft) == 2 and soft <= before
     casts = {f"b-{n.uid}" for n in om.original.nodes if n.op == "cast"}
     assert casts - before
+    # a limit below the first region's size: that region's first nodes, and the page says so
+    write_html(om.report, om.original, om.graph, path, limit=5)
+    text = path.read_text(encoding="utf-8")
+    assert re.search(r"showing the first 5 nodes of changed region R\d+", text)
+    assert len(Page(text).svg_nodes("graph-before")) <= 5 + len(om.original.outputs)
 
 
-def test_diff_of_two_onnx_files_marks_each_side(tmp_path: Path) -> None:
-    om = graphopt.optimize(str(GPT2), check=False, budget=0)
+def test_diff_of_two_onnx_files_marks_each_side(gpt2_page: tuple[Any, Path, str],
+                                                tmp_path: Path) -> None:
+    om = gpt2_page[0]
     b_path = tmp_path / "opt.onnx"
     om.save(b_path)
     out = tmp_path / "diff.html"
-    diff_html(GPT2, b_path, out)
+    d = diff_html(GPT2, b_path, out)
+    summary = d.text()
+    assert "| attention " in summary and "before: tiny_gpt2.onnx, after: opt.onnx" in summary
+    only_b = sum(1 for s in d.changes.after_status.values() if s == "changed")
+    assert 0 < only_b < len(d.changes.after_status) / 2
+    assert f"only after (new or rewritten), in {len(d.changes.regions)} regions" in summary
     text = out.read_text(encoding="utf-8")
     page = Page(text)
     assert "tiny_gpt2.onnx" in text and "opt.onnx" in text
@@ -199,8 +211,9 @@ def test_diff_of_two_onnx_files_marks_each_side(tmp_path: Path) -> None:
 
 
 def test_bad_latency_and_missing_dot_are_clear_errors(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    om = graphopt.optimize(str(GPT2), check=False, budget=0)
+        gpt2_page: tuple[Any, Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    om = gpt2_page[0]
     with pytest.raises(GraphOptError, match="median_ms"):
         write_html(om.report, om.original, om.graph, tmp_path / "x.html",
                    latency={"original": {"mean": 3.0}})

@@ -430,9 +430,7 @@ def attribute(changes: Changes, rules: Mapping[str, FiredRule]) -> None:
     _attribute_regions(changes)
     groups: list[Iterable[tuple[str, Node]]] = []
     for r in changes.regions:
-        seeds = [("a", n) for n in r.after if changes.rules[changes.rule_of[n]].places and any(
-            _place_makes(p, n.op) for p in changes.rules[changes.rule_of[n]].places)] \
-            if r.rules else []
+        seeds = [("a", n) for n in r.after if _made_by_its_rule(changes, n)]
         keys = [("b", n) for n in r.before] + [("a", n) for n in r.after]
         if len(seeds) < 2:
             groups.append(keys)
@@ -445,6 +443,12 @@ def attribute(changes: Changes, rules: Mapping[str, FiredRule]) -> None:
     _set_regions(changes, groups)
     changes.rule_of = {}
     _attribute_regions(changes)
+
+
+def _made_by_its_rule(changes: Changes, n: Node) -> bool:
+    """Is ``n`` the kind of node its rule makes (the ``attention`` of attention_flash)?"""
+    f = changes.rules.get(changes.rule_of.get(n, ""))
+    return f is not None and n.op in f.makes
 
 
 def _attribute_regions(changes: Changes) -> None:

@@ -284,3 +284,11 @@ def test_cli_says_which_input_and_takes_them_with_inputs(tmp_path: Any,
     code = main(["optimize", str(path), "-o", str(out), "--budget", "0", "--inputs",
                  str(tmp_path / "in.npz")])
     assert code == EXIT_OK and out.exists()
+
+
+def test_class_labels_include_the_ignored_index() -> None:
+    nodes = [helper.make_node("NegativeLogLikelihoodLoss", ["x", "t"], ["y"], ignore_index=-1)]
+    m = _model(nodes, [("x", F, [8, 3]), ("t", I64, [8])], [("y", F, [])], opset=13)
+    vals = _values(_checked(m), "t")
+    assert all(set(t.tolist()) <= {-1, 0, 1, 2} and t[0] != -1 for t in vals)
+    assert any(-1 in t.tolist() for t in vals)

@@ -100,7 +100,17 @@ def _class_labels(r: Reader) -> list[Need]:
     scores = r.input_shape(0)
     if not scores or len(scores) < 2:
         return []
-    return [r.need("class labels", lo=0, hi=max(scores[1], 1))]
+    c = max(scores[1], 1)
+    if "ignore_index" not in r.attrs:
+        return [r.need("class labels", lo=0, hi=c)]
+    ignore = int(r.attrs["ignore_index"])
+
+    def draw(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+        labels = rng.integers(0, c, size=shape)
+        flat = labels.reshape(-1)  # about a quarter ignored, never the first
+        flat[1:][rng.random(max(flat.size - 1, 0)) < 0.25] = ignore
+        return labels
+    return [r.need(f"class labels (or the ignored {ignore})", draw=draw)]
 
 
 @rule(("SequenceAt", 1), ("SequenceErase", 1), ("SequenceInsert", 2))

@@ -31,21 +31,31 @@ class Origin(NamedTuple):
 # external constants larger than this are mapped on each use instead of kept mapped (ConstData.array)
 MAP_CACHE_BYTES = 1 << 20
 _SPILL_CHUNK = 1 << 24  # bytes of a view copied at a time when it is spilled
-_spill_folder: list[str] = []
+_spill_folder: list[tuple[int, str]] = []  # (pid, folder) of this process
 
 
 def spill_dir() -> str:
     """This process's folder of spilled constants (``ConstData.spilled``), made on first use and
     removed at exit."""
-    if not _spill_folder:
+    import os
+
+    if not _spill_folder or _spill_folder[0][0] != os.getpid():  # a forked child makes its own
         import atexit
-        import shutil
         import tempfile
 
         d = tempfile.mkdtemp(prefix="graphopt-spill-")
-        atexit.register(shutil.rmtree, d, True)
-        _spill_folder.append(d)
-    return _spill_folder[0]
+        atexit.register(_remove_folder, d, os.getpid())
+        _spill_folder[:] = [(os.getpid(), d)]
+    return _spill_folder[0][1]
+
+
+def _remove_folder(path: str, owner: int) -> None:
+    """Remove a spill folder at exit, only in the process that made it."""
+    import os
+    import shutil
+
+    if os.getpid() == owner:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _remove_file(path: str) -> None:

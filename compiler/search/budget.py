@@ -30,12 +30,15 @@ class Budget:
     max_graphs:  graphs taken off the queue and expanded (TASO's budget; None: none)
     max_explored: candidate graphs built and costed (None: none)
     patience:    stop after this many expansions without a better graph (None: never)
+    safety_clock: the clock is a safety stop (``of_seconds``): a share of the budget gets all
+                 the time left, not a fraction of it (the counts split the work)
     """
 
     seconds: float | None = 10.0
     max_graphs: int | None = 1000
     max_explored: int | None = None
     patience: int | None = None
+    safety_clock: bool = False
     clock: Callable[[], float] = field(default=time.perf_counter, repr=False)
     started: float | None = field(default=None, repr=False)
     expanded: int = 0
@@ -59,7 +62,7 @@ class Budget:
             raise ValueError(f"budget seconds must be >= 0, got {seconds}")
         return Budget(seconds=SAFETY_FACTOR * seconds + SAFETY_SLACK_S, max_graphs=max_graphs,
                       max_explored=max(1, int(round(seconds * EXPLORED_PER_SECOND))),
-                      patience=patience)
+                      patience=patience, safety_clock=True)
 
     @property
     def deterministic(self) -> bool:
@@ -97,15 +100,18 @@ class Budget:
         return None
 
     def share(self, fraction: float) -> "Budget":
-        """A child budget with ``fraction`` of what is left (time and counts), started now."""
+        """A child budget with ``fraction`` of what is left (counts, and time unless the clock
+        is a safety stop: then all the time left), started now."""
         f = min(max(fraction, 0.0), 1.0)
-        secs = None if self.seconds is None else self.remaining * f
+        secs = None if self.seconds is None else \
+            self.remaining if self.safety_clock else self.remaining * f
 
         def part(limit: int | None, used: int) -> int | None:
             return None if limit is None else max(1, int(round((limit - used) * f)))
 
         return Budget(secs, part(self.max_graphs, self.expanded),
-                      part(self.max_explored, self.explored), self.patience, self.clock).start()
+                      part(self.max_explored, self.explored), self.patience, self.safety_clock,
+                      self.clock).start()
 
     def charge(self, child: "Budget") -> None:
         """Count a child's work against this budget."""

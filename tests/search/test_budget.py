@@ -62,6 +62,9 @@ def test_a_budget_in_seconds_counts_graphs_and_keeps_the_clock_as_a_safety_stop(
     assert b.seconds == pytest.approx(SAFETY_FACTOR * 2.0 + SAFETY_SLACK_S)
     c.t += 2.5  # past the nominal seconds: the count decides, not the clock
     assert b.exhausted() is None
+    child = b.share(0.25)  # counts split, the safety stop's time left whole
+    assert child.max_explored == round(0.25 * 2 * EXPLORED_PER_SECOND)
+    assert child.seconds == pytest.approx(SAFETY_FACTOR * 2.0 + SAFETY_SLACK_S - 2.5) and child.safety_clock
     b.explored = b.max_explored
     assert b.exhausted() == "explored"
     b.explored = 0

@@ -646,9 +646,8 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;
 text-align:left;vertical-align:top}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .bad{color:#b00020;font-weight:bold}.ok{color:#1b7a1b;font-weight:bold}
-.graphs{display:flex;gap:1em;align-items:flex-start}
-.graph{flex:1 1 50%;min-width:0;border:1px solid #ccc}
-#fit:checked~.graphs svg{max-width:100%;height:auto}
+.graph{border:1px solid #ccc;margin-bottom:1em}.graph svg{max-width:100%;height:auto}
+#actual:checked~.graphs svg{max-width:none}
 .graph h3{margin:.3em .5em}.graph .svgbox{overflow:auto;max-height:85vh}
 .note{background:#fff8d0;padding:.3em .6em;margin:.3em .5em}
 .swatch{display:inline-block;width:1em;height:1em;vertical-align:middle;border:1px solid #888}
@@ -841,15 +840,16 @@ def render_page(title: str, report: Mapping[str, Any], before: Graph, after: Gra
                     f"<code>{_e(report['target'])}</code>"
                     + (". Steps: " + ", ".join(f"{_e(k)} {v:.2f} s" for k, v in steps.items())
                        if steps else "") + ".</p>")
-    legend = ("<p>Highlighted (filled in their region's colour): in the first graph the nodes "
-              "that are gone (dashed border), in the second the new or rewritten nodes (solid "
-              "border). Boxes framed together are one region; click a highlighted node for the "
+    legend = ("<p>Highlighted (filled in their region's colour): in the first graph (above) "
+              "the nodes that are gone (dashed border), in the second (below) the new or "
+              "rewritten nodes (solid border). Boxes framed together are one region; click a highlighted node for the "
               "rule that made it (or its region when no rule is known). Constants are not "
               "drawn. Layout: Graphviz dot.</p>")
     body = [f"<h1>{_e(title)}</h1>", *head,
             "<h2 id=graphs-title>Graphs</h2>", legend,
-            "<input type=checkbox id=fit><label for=fit> fit the graphs to the width (an "
-            "overview; hover a node for its origin)</label>",
+            "<input type=checkbox id=actual><label for=actual> draw the graphs at their "
+            "actual size (default: fitted to the page width; hover a node for its origin)"
+            "</label>",
             graphs_html(before, after, changes, names, limit),
             "<h2>Changed regions</h2>", regions_html(changes, names),
             "<h2>Rules that fired</h2>", rules_html(changes),

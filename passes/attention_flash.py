@@ -258,6 +258,8 @@ def match_attention(sm: Node, users: Users) -> AttentionMatch:
         raise fail("softmax input does not have the score matmul's query/key axes", sm)
     if sv[-2] != T:
         raise fail(f"values have {sv[-2]} rows, keys {T}", pv)
+    if S == 0 or T == 0:  # ONNX Runtime's Attention kernel rejects empty sequences
+        raise fail(f"{S} queries and {T} keys: an empty sequence", qk)
     # the head layout: from a 4-D tensor of the chain, else batch 1 with the batch as heads
     shapes = [shape_of(x), shape_of(qk.out), sp] + [t.ctx for t in terms]
     four = [s for s in shapes if len(s) == 4]

@@ -90,9 +90,10 @@ def _try(op: str, inputs: list[Value], attrs: dict[str, Any] | None = None) -> V
 
 
 @st.composite
-def base_shapes(draw: Any, max_rank: int = 3, max_dim: int = 4) -> tuple[int, ...]:
+def base_shapes(draw: Any, max_rank: int = 3, max_dim: int = 4, min_dim: int = 1
+                ) -> tuple[int, ...]:
     rank = draw(st.integers(1, max_rank))
-    return tuple(draw(st.integers(1, max_dim)) for _ in range(rank))
+    return tuple(draw(st.integers(min_dim, max_dim)) for _ in range(rank))
 
 
 @st.composite
@@ -325,11 +326,12 @@ def builders() -> dict[str, Callable[[Any, Ctx], "Value | None"]]:
 @st.composite
 def graphs(draw: Any, max_inputs: int = 3, min_ops: int = 2, max_ops: int = 8,
            families: tuple[str, ...] = FAMILIES, symbolic: bool = False,
-           extra_inputs: int = 0) -> Graph:
+           extra_inputs: int = 0, min_dim: int = 1) -> Graph:
     """A random well-typed graph with f32 inputs and 1-2 outputs. symbolic: the first input's
     leading dim may be the symbol ``batch`` (rank >= 2). extra_inputs: how many more inputs the
-    families may add (integer indices, bool masks, a motif's operands)."""
-    base: tuple[Dim, ...] = draw(base_shapes())
+    families may add (integer indices, bool masks, a motif's operands). min_dim: 0 lets the
+    base shape have empty dims."""
+    base: tuple[Dim, ...] = draw(base_shapes(min_dim=min_dim))
     if symbolic and len(base) >= 2 and draw(st.integers(0, 3)) == 0:
         base = ("batch",) + base[1:]
     n_in = draw(st.integers(1, max_inputs))

@@ -397,9 +397,10 @@ EXTENDED_FAMILIES = tuple(EXTENDED_BUILDERS)
 ALL_FAMILIES = FAMILIES + EXTENDED_FAMILIES
 
 
-def model_graphs(max_ops: int = 10) -> st.SearchStrategy[Graph]:
+def model_graphs(max_ops: int = 10, zero_dims: bool = False) -> st.SearchStrategy[Graph]:
     """Random graphs over every family (strategies' and these), symbolic batch dims allowed and
-    up to three more inputs than ``graphs``' float ones."""
+    up to three more inputs than ``graphs``' float ones. zero_dims: base shapes may have empty
+    dims (reductions and softmax over an empty axis, empty matmuls)."""
     return graphs(max_inputs=3, min_ops=2, max_ops=max_ops, families=ALL_FAMILIES,
-                  symbolic=True, extra_inputs=3)
+                  symbolic=True, extra_inputs=3, min_dim=0 if zero_dims else 1)
 

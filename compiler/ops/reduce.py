@@ -344,7 +344,10 @@ class ReduceMax(Reduce):
     aten = ("aten.amax.default",)
 
     def np_reduce(self, x: np.ndarray, axes: tuple[int, ...], keep: bool) -> np.ndarray:
-        return np.max(x, axis=axes, keepdims=keep)
+        # ONNX: over no elements, -inf (the dtype's lowest value where it has no infinity)
+        if x.size:
+            return np.max(x, axis=axes, keepdims=keep)
+        return np.max(x, axis=axes, keepdims=keep, initial=_extreme(x.dtype, low=True))
 
     def torch_reduce(self, x: Any, axes: tuple[int, ...], keep: bool) -> Any:
         import torch
@@ -355,6 +358,17 @@ class ReduceMax(Reduce):
         return zif(b > a, b, a)
 
 
+def _extreme(dt: np.dtype, low: bool) -> Any:
+    """The integer dtype's lowest / highest value (bool: False / True), else -inf / +inf: what
+    an ONNX ReduceMax / ReduceMin of no elements gives."""
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        return info.min if low else info.max
+    if dt.kind == "b":
+        return not low
+    return -np.inf if low else np.inf
+
+
 @register
 class ReduceMin(Reduce):
     name = "reduce_min"
@@ -363,7 +377,10 @@ class ReduceMin(Reduce):
     aten = ("aten.amin.default",)
 
     def np_reduce(self, x: np.ndarray, axes: tuple[int, ...], keep: bool) -> np.ndarray:
-        return np.min(x, axis=axes, keepdims=keep)
+        # ONNX: over no elements, +inf (the dtype's highest value where it has no infinity)
+        if x.size:
+            return np.min(x, axis=axes, keepdims=keep)
+        return np.min(x, axis=axes, keepdims=keep, initial=_extreme(x.dtype, low=False))
 
     def torch_reduce(self, x: Any, axes: tuple[int, ...], keep: bool) -> Any:
         import torch
@@ -555,6 +572,8 @@ class Softmax(OpDef):
         return (x,)
 
     def np_softmax(self, x: np.ndarray, axis: int) -> np.ndarray:
+        if x.size == 0:  # an empty axis (or another empty dim): nothing to normalize
+            return x.copy()
         m = np.max(x, axis=axis, keepdims=True)
         e = np.exp(x - m)
         return e / np.sum(e, axis=axis, keepdims=True)
@@ -655,6 +674,8 @@ class LogSoftmax(Softmax):
     aten = ("aten._log_softmax.default", "aten.log_softmax.int")
 
     def np_softmax(self, x: np.ndarray, axis: int) -> np.ndarray:
+        if x.size == 0:
+            return x.copy()
         m = np.max(x, axis=axis, keepdims=True)
         return x - m - np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
 

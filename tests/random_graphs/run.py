@@ -12,7 +12,7 @@ import sys
 
 from graphopt.ir.graph import Graph
 
-from .driver import GraphFailed, shrink, survey
+from .driver import GraphFailed, RunConfig, shrink, survey
 from .equivalence import DEFAULT_SEARCH_GRAPHS, Outcome
 from .regress import REGRESSIONS, graph_text
 from .tally import Tally
@@ -20,19 +20,22 @@ from .tally import Tally
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.random_graphs.run",
-                                 description=__doc__.splitlines()[0])
+                                 description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000, help="graphs to check")
     ap.add_argument("--seed", type=int, default=0, help="hypothesis seed")
     ap.add_argument("--search-graphs", type=int, default=DEFAULT_SEARCH_GRAPHS,
                     help="graphs the search expands per random graph")
+    ap.add_argument("--max-ops", type=int, default=10, help="ops drawn per graph")
+    ap.add_argument("--zero-dims", action="store_true", help="allow empty dims")
     ap.add_argument("--no-shrink", action="store_true", help="only tally, do not shrink")
     ap.add_argument("--failures-log", default="",
                     help="append each failing graph (unshrunk) with its outcome to this file")
     args = ap.parse_args(argv)
+    cfg = RunConfig(args.n, args.seed, args.search_graphs, args.max_ops, args.zero_dims)
 
     from tqdm import tqdm
 
-    bar = tqdm(total=args.n, file=sys.stderr, mininterval=5.0, unit="graph")
+    bar = tqdm(total=cfg.n, file=sys.stderr, mininterval=5.0, unit="graph")
 
     def progress(t: Tally) -> None:
         bar.update(1)
@@ -40,24 +43,24 @@ def main(argv: list[str] | None = None) -> int:
                         refresh=False)
 
     failures: list[tuple[Graph, Outcome]] = []
-    tally = survey(args.n, args.seed, args.search_graphs, progress=progress, failures=failures)
-    bar.close()
-    print(f"command: python -m tests.random_graphs.run --n {args.n} --seed {args.seed} "
-          f"--search-graphs {args.search_graphs}")
-    print(tally.render(f"random-graph equivalence: {args.n} graphs, seed {args.seed}"))
-    if args.failures_log and failures:
-        with open(args.failures_log, "a") as f:
-            for g, out in failures:
+
+    def on_failure(g: Graph, out: Outcome) -> None:
+        failures.append((g, out))
+        if args.failures_log:
+            with open(args.failures_log, "a") as f:
                 f.write(f"# kind: {out.kind}\n# reason: {out.reason}\n")
                 f.write("".join(f"# | {ln}\n" for ln in out.detail.splitlines()[-12:]))
                 f.write(graph_text(g) + "\n\n")
+
+    tally = survey(cfg, progress=progress, on_failure=on_failure)
+    bar.close()
+    print(f"command: {cfg.command()}")
+    print(tally.render(f"random-graph equivalence: {cfg.n} graphs, seed {cfg.seed}"))
     if not failures:
         return 0
     if not args.no_shrink:
         try:
-            shrink(args.n, args.seed, args.search_graphs, REGRESSIONS,
-                   found_by=f"python -m tests.random_graphs.run --n {args.n} "
-                            f"--seed {args.seed} --search-graphs {args.search_graphs}")
+            shrink(cfg, REGRESSIONS)
         except GraphFailed as e:
             print(f"shrunk: {str(e).splitlines()[0]}")
     return 1

@@ -9,7 +9,7 @@ stopped producing the shapes they rewrite fails here rather than silently testin
 """
 from __future__ import annotations
 
-from tests.random_graphs.driver import shrink
+from tests.random_graphs.driver import RunConfig, shrink
 from tests.random_graphs.tally import Tally
 
 SLICE = 500
@@ -20,7 +20,7 @@ MUST_FIRE = {"constant_fold", "cse", "remove_noops", "canonicalize", "gelu_fusio
 
 def test_random_graph_slice() -> None:
     tally = Tally()
-    shrink(SLICE, None, tally=tally, found_by="tests/random_graphs/test_slice.py")
+    shrink(RunConfig(SLICE), tally=tally, found_by="tests/random_graphs/test_slice.py")
     print(tally.render(f"random-graph equivalence: CI slice of {SLICE}"))
     assert tally.graphs == SLICE
     assert tally.failures == 0

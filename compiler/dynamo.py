@@ -46,7 +46,8 @@ log = logging.getLogger("graphopt.dynamo")
 # options of torch.compile(..., options=...) -> graphopt.optimize keyword arguments
 OPTIMIZE_OPTIONS = ("target", "quantize", "budget", "cost", "allow_contrib_ops", "check",
                     "group_size", "method", "max_error", "activations")
-BACKEND_OPTIONS = ("fallback",)
+BACKEND_OPTIONS = ("fallback", "runtime")
+RUNTIMES = ("torch", "onnxruntime")
 
 
 @dataclass
@@ -79,8 +80,10 @@ def graphopt_backend(gm: "torch.fx.GraphModule", example_inputs: Sequence[Any], 
     docstring). ``options``: ``target`` ("cpu", "a100", ...), ``quantize`` (a mode of
     ``graphopt.optimize``), ``budget`` (search seconds), ``cost``, ``allow_contrib_ops``,
     ``check``, the quantizer's ``group_size`` / ``method`` / ``max_error`` / ``activations``,
-    and ``fallback`` (default True: run eagerly, with a logged warning, what graphopt cannot
-    compile; False: raise)."""
+    ``runtime`` ("torch", the default: the optimized graph's torch callable; "onnxruntime": its
+    ONNX export in an ONNX Runtime CPU session with torch's intra-op thread count, CPU tensors
+    only) and ``fallback`` (default True: run eagerly, with a logged warning, what graphopt
+    cannot compile; False: raise)."""
     if mode not in (None, "default"):
         raise GraphOptError(f"the graphopt backend takes no mode ({mode!r}); give options="
                             f"{{'target': ..., 'quantize': ...}} instead", where="torch.compile")
@@ -90,11 +93,15 @@ def graphopt_backend(gm: "torch.fx.GraphModule", example_inputs: Sequence[Any], 
         raise GraphOptError(f"unknown option(s) {unknown}; known: "
                             f"{sorted(OPTIMIZE_OPTIONS + BACKEND_OPTIONS)}", where="torch.compile")
     fallback = bool(opts.pop("fallback", True))
+    runtime = str(opts.pop("runtime", "torch"))
+    if runtime not in RUNTIMES:
+        raise GraphOptError(f"unknown runtime {runtime!r}; one of {', '.join(RUNTIMES)}",
+                            where="torch.compile")
     if "target" in opts:
         from .pipeline import check_target
 
         opts["target"] = check_target(opts["target"])
-    compiled = CompiledGraph(gm, example_inputs, opts, fallback, _graph_break_reason())
+    compiled = CompiledGraph(gm, example_inputs, opts, fallback, _graph_break_reason(), runtime)
     if compiled.trivial:
         return gm.forward
     if compiled.concrete(example_inputs):
@@ -143,10 +150,12 @@ class CompiledGraph:
     build for the call's specialization (built on first use), else the captured graph."""
 
     def __init__(self, gm: "torch.fx.GraphModule", example_inputs: Sequence[Any],
-                 options: dict[str, Any], fallback: bool, graph_break: str) -> None:
+                 options: dict[str, Any], fallback: bool, graph_break: str,
+                 runtime: str = "torch") -> None:
         import torch
 
         self.gm = gm
+        self.runtime = runtime
         self.options = options
         self.fallback = fallback
         self.graph_break = graph_break
@@ -220,7 +229,8 @@ class CompiledGraph:
             import graphopt
 
             om = graphopt.optimize(module, user, **self.options)
-            run = om.torch_module()
+            run = om.torch_module() if self.runtime == "torch" else \
+                ort_runner(om, self.gm, [args[i] for i in self.slots.tensors])
         except Exception as e:  # noqa: BLE001 - any failure falls back (logged) or is raised
             if not self.fallback:
                 raise
@@ -241,6 +251,34 @@ class CompiledGraph:
     def _record(self, rec: GraphRecord) -> None:
         self.records.append(rec)
         RECORDS.append(rec)
+
+
+def ort_runner(om: Any, gm: "torch.fx.GraphModule", user: Sequence[Any]) -> Callable[..., Any]:
+    """A callable running ``om``'s ONNX export in ONNX Runtime (CPU, torch's intra-op thread
+    count): CPU tensors in, a tuple of tensors out (Dynamo's graphs return flat tuples)."""
+    import onnxruntime as ort
+    import torch
+
+    outs = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    if not isinstance(outs, (tuple, list)) or len(outs) != len(om.graph.outputs):
+        raise GraphOptError("the captured graph does not return a flat tuple of its outputs: "
+                            "run it with runtime='torch'", where="runtime onnxruntime")
+    if any(isinstance(x, torch.Tensor) and x.device.type != "cpu" for x in user):
+        raise GraphOptError("ONNX Runtime runs here on CPU tensors only: run it with "
+                            "runtime='torch'", where="runtime onnxruntime")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = torch.get_num_threads()
+    sess = ort.InferenceSession(om.onnx_model().SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    position = {n: i for i, n in enumerate(om.graph.input_names)}
+    feeds = [(i.name, position[i.name]) for i in sess.get_inputs()]
+
+    def run(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        got = sess.run(None, {n: xs[i].detach().numpy() for n, i in feeds})
+        return tuple(torch.from_numpy(y) for y in got)
+
+    return run
 
 
 _COUNTER = [0]

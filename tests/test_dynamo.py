@@ -141,6 +141,16 @@ def test_options_reach_optimize() -> None:
     assert _max_diff(expected, out) < 0.05 * float(expected.abs().max())
 
 
+@pytest.mark.parametrize("name", ["bert", "gpt2"])
+def test_onnxruntime_runtime(name: str) -> None:
+    model, example, _ = build(name)
+    compiled = torch.compile(model, backend=graphopt_backend,
+                             options={"budget": 0, "runtime": "onnxruntime"})
+    with torch.no_grad():
+        assert _max_diff(model(*example), compiled(*example)) <= 1e-4
+    assert _statuses() == ["graphopt"]
+
+
 def test_bad_options_are_errors() -> None:
     with pytest.raises(GraphOptError, match="unknown option"):
         graphopt_backend(torch.fx.symbolic_trace(MLP()), [torch.randn(2, 16)],
@@ -148,6 +158,9 @@ def test_bad_options_are_errors() -> None:
     with pytest.raises(GraphOptError, match="unknown target"):
         graphopt_backend(torch.fx.symbolic_trace(MLP()), [torch.randn(2, 16)],
                          options={"target": "tpu9"})
+    with pytest.raises(GraphOptError, match="unknown runtime"):
+        graphopt_backend(torch.fx.symbolic_trace(MLP()), [torch.randn(2, 16)],
+                         options={"runtime": "tvm"})
 
 
 def test_new_shapes_and_changed_weights_compile_again() -> None:

@@ -199,6 +199,7 @@ def coerce_inputs(g: Graph, inputs: "Mapping[str, Any] | str | os.PathLike[str] 
     """Inputs for ``g``: generated when None, else read/validated against the graph inputs."""
     defaults = input_defaults(g)
     if inputs is None:
+        _refuse_huge_inputs(g)
         return {**make_inputs(g, seed), **defaults}
     from .frontends.onnx_values import coerce_value
 
@@ -215,6 +216,22 @@ def coerce_inputs(g: Graph, inputs: "Mapping[str, Any] | str | os.PathLike[str] 
     # arrays checked against the input dtypes; strings, sequences (lists), optionals (None
     # when empty) and maps (dicts) put in the form ONNX Runtime takes
     return {n: coerce_value(n, t, feeds[n]) for n, t in zip(g.input_names, g.input_types)}
+
+
+GENERATE_LIMIT_BYTES = 1 << 30  # the largest input the check generates
+
+
+def _refuse_huge_inputs(g: Graph) -> None:
+    """``InputsNeeded`` for an input too large to generate (its static dims alone, symbols
+    counted as 1, over ``GENERATE_LIMIT_BYTES``), before anything is allocated."""
+    from .inputs.needs import inputs_needed
+
+    for name, t in zip(g.input_names, g.input_types):
+        if isinstance(t, TensorType) and t.shape is not None:
+            nbytes = t.static_numel() * t.dtype.itemsize
+            if nbytes > GENERATE_LIMIT_BYTES:
+                raise inputs_needed(name, f"{t} is {nbytes / 2 ** 30:.3g} GiB, more than the "
+                                          f"{GENERATE_LIMIT_BYTES >> 30} GiB the check generates")
 
 
 def describe_inputs(feeds: Mapping[str, Any]) -> dict[str, str]:

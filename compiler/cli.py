@@ -443,7 +443,10 @@ def classify(e: BaseException) -> int:
     """The exit code for an exception escaping a command."""
     from .errors import (CheckError, ExportError, FrontendError, GraphOptError, ParseError,
                          PassError, ShapeError, UnknownOpError, VerifyError)
+    from .inputs import InputsNeeded
 
+    if isinstance(e, InputsNeeded):  # no valid inputs to check with: the user must pass them
+        return EXIT_USAGE
     if isinstance(e, CheckError):
         return EXIT_MISMATCH
     if isinstance(e, (FrontendError, ParseError, UnknownOpError, _Usage)):

@@ -2,6 +2,7 @@
 and atomic writes. Shared by the ONNX frontend (``onnx.py``) and exporter (``onnx_export.py``)."""
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -66,6 +67,74 @@ def check_model_shape(m: "onnx.ModelProto", source: str) -> None:
         raise FrontendError("not an ONNX model (no ir_version)", where=source)
     if m.ir_version >= 3 and len(m.opset_import) == 0:
         raise FrontendError("no opset_import (truncated file?)", where=source)
+    if not m.graph.output:
+        raise FrontendError("the graph has no outputs", where=source)
+    bad = _non_utf8(m, "model")
+    if bad is not None:
+        raise FrontendError(f"{bad} is not valid UTF-8 (corrupt file?)", where=source)
+    bad = _bad_elem_type(m.graph)
+    if bad is not None:
+        raise FrontendError(bad, where=source)
+    seen: set[str] = set()
+    for o in m.graph.output:
+        if o.name in seen:  # ONNX Runtime allows it; an IR graph's outputs have distinct names
+            raise FrontendError(f"graph output {o.name!r} is listed twice; graphopt needs "
+                                f"distinct output names", where=source)
+        seen.add(o.name)
+
+
+def _bad_elem_type(g: "onnx.GraphProto") -> str | None:
+    """Why a value of ``g`` (or of its subgraphs) declares an element type that is not one of
+    ONNX's ``TensorProto.DataType`` codes; None when all are known."""
+    from onnx import TensorProto
+
+    known = set(TensorProto.DataType.values())
+
+    def elem_types(tp: "onnx.TypeProto") -> list[int]:
+        kind = tp.WhichOneof("value")
+        if kind in ("tensor_type", "sparse_tensor_type"):
+            return [getattr(tp, kind).elem_type]
+        if kind == "sequence_type":
+            return elem_types(tp.sequence_type.elem_type)
+        if kind == "optional_type":
+            return elem_types(tp.optional_type.elem_type)
+        if kind == "map_type":
+            return [tp.map_type.key_type, *elem_types(tp.map_type.value_type)]
+        return []
+
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        for et in elem_types(vi.type):
+            if et not in known:
+                return f"value {vi.name!r} has element type {et}, not an ONNX type"
+    for n in g.node:
+        for a in n.attribute:
+            for sub in subgraphs(a):
+                bad = _bad_elem_type(sub)
+                if bad is not None:
+                    return f"node {n.name or n.op_type!r} ({n.op_type}): {bad}"
+    return None
+
+
+def _non_utf8(msg: Any, path: str) -> str | None:
+    """Where a text field of ``msg`` (recursively) holds bytes that are not UTF-8: protobuf
+    hands such a field to Python as ``bytes``, and writing it back raises. None when all are
+    valid."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    for fd, value in msg.ListFields():
+        if fd.type == FieldDescriptor.TYPE_STRING:
+            vals = value if fd.is_repeated else [value]
+            for v in vals:
+                if not isinstance(v, str):
+                    return f"{path}.{fd.name} ({v[:40]!r})"
+        elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+            vals = value if fd.is_repeated else [value]
+            for i, v in enumerate(vals):
+                label = getattr(v, "name", "") if isinstance(getattr(v, "name", ""), str) else ""
+                where = _non_utf8(v, f"{path}.{fd.name}[{label or i}]")
+                if where is not None:
+                    return where
+    return None
 
 
 # ---- tensors -> ConstData ---------------------------------------------------------------------
@@ -93,8 +162,11 @@ def tensor_to_const(t: "onnx.TensorProto", base_dir: Path | None, where: str) ->
 
     dt = tensor_dtype(t, where)
     shape = tuple(int(d) for d in t.dims)
+    if any(d < 0 for d in shape):
+        raise FrontendError(f"tensor {t.name!r} has negative dims {list(shape)}", where=where)
     if t.data_location == _EXTERNAL:
         return _external_const(t, dt, shape, base_dir, where)
+    check_inline_size(t, dt, shape, where)
     if not _has_numpy(dt):
         return ConstData(dtype=dt, shape=shape, onnx_proto=t.SerializeToString())
     proto = t
@@ -104,6 +176,39 @@ def tensor_to_const(t: "onnx.TensorProto", base_dir: Path | None, where: str) ->
         return a.astype(object) if dt == DType.string else a
 
     return ConstData(dtype=dt, shape=shape, loader=load)
+
+
+# which typed field holds a dtype's inline values, and how many per element
+_FIELDS: dict[DType, tuple[str, int]] = {
+    DType.f32: ("float_data", 1), DType.c64: ("float_data", 2), DType.f64: ("double_data", 1),
+    DType.c128: ("double_data", 2), DType.i64: ("int64_data", 1), DType.u32: ("uint64_data", 1),
+    DType.u64: ("uint64_data", 1), DType.string: ("string_data", 1),
+    **{d: ("int32_data", 1) for d in (DType.i32, DType.i16, DType.i8, DType.u8, DType.u16,
+                                      DType.bool, DType.f16, DType.bf16)},
+}
+
+
+def check_inline_size(t: "onnx.TensorProto", dt: DType, shape: tuple[int, ...], where: str
+                      ) -> None:
+    """A FrontendError naming the tensor when its inline data does not hold ``shape``'s
+    element count of ``dt`` (a raw_data length or a typed field's value count)."""
+    numel = math.prod(shape)
+    what = f"tensor {t.name!r} of {dt.value}{list(shape)}"
+    if t.HasField("raw_data"):
+        if dt == DType.string:
+            raise FrontendError(f"{what} has raw_data (strings cannot)", where=where)
+        want = math.ceil(numel * dt.itemsize)
+        if len(t.raw_data) != want:
+            raise FrontendError(f"{what} needs {want} bytes of data, raw_data has "
+                                f"{len(t.raw_data)}", where=where)
+        return
+    field, per = _FIELDS.get(dt, ("", 0))
+    if not field:
+        return
+    have = len(getattr(t, field))
+    if have != numel * per:
+        raise FrontendError(f"{what} needs {numel * per} values in {field}, it has {have}",
+                            where=where)
 
 
 def check_external_files(m: "onnx.ModelProto", base_dir: Path | None, source: str) -> None:
@@ -129,7 +234,7 @@ def _external_const(t: "onnx.TensorProto", dt: DType, shape: tuple[int, ...],
         raise FrontendError(f"initializer {t.name!r}: external data file {str(path)!r} is "
                             f"missing", where=where)
     offset = int(info.get("offset", 0))
-    numel = int(np.prod(shape)) if shape else 1
+    numel = math.prod(shape)
     want = int(np.ceil(numel * dt.itemsize))
     length = int(info["length"]) if "length" in info else want
     size = path.stat().st_size

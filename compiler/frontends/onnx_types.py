@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from ..errors import FrontendError
 from ..ir.types import DType, OpaqueType, TensorType, ValueType
 
 if TYPE_CHECKING:
@@ -17,6 +18,15 @@ if TYPE_CHECKING:
 __all__ = ["OnnxTypes", "all_dim_params", "collect_params", "compatible"]
 
 _BAD_SYM = re.compile(r"[^A-Za-z0-9_.]")
+
+
+def _elem_types() -> frozenset[int]:
+    from onnx import TensorProto
+
+    return frozenset(TensorProto.DataType.values())
+
+
+_ONNX_ELEM_TYPES = _elem_types()
 
 
 class OnnxTypes:
@@ -56,6 +66,9 @@ class OnnxTypes:
         kind = tp.WhichOneof("value")
         if kind == "tensor_type" and tp.tensor_type.elem_type != 0:
             tt = tp.tensor_type
+            if tt.elem_type not in _ONNX_ELEM_TYPES:
+                raise FrontendError(f"element type {tt.elem_type} is not an ONNX type "
+                                    f"(TensorProto.DataType)")
             try:
                 dt = DType.from_onnx(tt.elem_type)
             except TypeError:

@@ -16,7 +16,9 @@ import graphopt
 from graphopt.frontends.onnx import load
 from graphopt.inputs import InputsNeeded, generate_inputs, index_bounds, input_needs, \
     make_inputs, symbol_sizes
-from graphopt.ops.registry import all_ops
+from graphopt.ir.node import Attrs
+from graphopt.ir.types import DType, TensorType
+from graphopt.ops.registry import OpDef, all_ops
 
 F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
 SEEDS = range(4)
@@ -292,3 +294,26 @@ def test_class_labels_include_the_ignored_index() -> None:
     vals = _values(_checked(m), "t")
     assert all(set(t.tolist()) <= {-1, 0, 1, 2} and t[0] != -1 for t in vals)
     assert any(-1 in t.tolist() for t in vals)
+
+
+def test_index_bound_declarations_match_the_semantics() -> None:
+    """An op declaring ``index_bound`` takes indices up to bound - 1 and refuses the bound."""
+    rng = np.random.default_rng(0)
+    declared = [op for op in all_ops().values() if type(op).index_bound is not OpDef.index_bound]
+    assert declared
+    for op in declared:
+        for ex in op.examples(rng):
+            xs = [np.asarray(a) for a in ex.inputs]
+            types = tuple(TensorType(a.shape, DType.from_numpy(a.dtype)) for a in xs)
+            attrs = op.normalize_attrs(types, Attrs(ex.attrs))
+            for pos in range(len(xs)):
+                bound = op.index_bound(pos, types, attrs)
+                if bound is None:
+                    continue
+                assert isinstance(bound, int) and bound >= 1, op.name
+                xs[pos] = np.full(xs[pos].shape, bound - 1, xs[pos].dtype)
+                op.numpy(xs, attrs)  # the largest index runs
+                if xs[pos].size:
+                    xs[pos] = np.full(xs[pos].shape, bound, xs[pos].dtype)
+                    with pytest.raises(IndexError):
+                        op.numpy(xs, attrs)

@@ -21,7 +21,9 @@ Aspects of an op (see docs/architecture.md); every fact about an op lives here, 
 * ``triton_format`` / ``triton_expr`` -> its value inside a generated pointwise kernel (source
   text; never imports triton); ``triton_kernel`` names the kernel family lowering it as an anchor.
 * ``dim_attrs``, ``associative``, ``commutative``, ``index_pass_through``: structural facts
-  read by the rule machinery and the checker.
+  read by the rule machinery and the checker; ``value_inputs`` and ``index_bound(pos, ...)``
+  tell the check's input generator (``graphopt.inputs``) which inputs an op hands on unchanged
+  and which hold indices into another input's dim.
 * ``examples(rng)``           -> sample (inputs, attrs); the conformance test runs every op
   through every aspect with them, and checks that the declarations agree with the semantics.
 """

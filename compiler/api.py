@@ -207,6 +207,16 @@ class OptimizedModel:
     def explain(self) -> str:
         return explain(self)
 
+    def write_html(self, path: str | os.PathLike[str], latency: dict[str, Any] | None = None
+                   ) -> None:
+        """One self-contained HTML page of what changed: the graphs before and after (laid out
+        by Graphviz's dot) with the changed regions linked to their rules, the op table, the
+        check; ``latency``: label -> median ms (or a mapping, see
+        ``graphopt.html_report.latency_rows``) for the bar chart (docs/html_report.md)."""
+        from .html_report import write_html
+
+        write_html(self.report, self.original, self.graph, path, latency=latency)
+
     def __repr__(self) -> str:
         b, a = self.report["before"]["nodes"], self.report["after"]["nodes"]
         return f"<OptimizedModel {self.source.label}: {b} -> {a} nodes, target {self.target}>"

@@ -69,7 +69,11 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.output.rstrip("/\\") or args.output))
     if not os.path.isdir(out_dir):
         raise _Usage("output directory does not exist", where=out_dir)
+    if args.html and not os.path.isdir(os.path.dirname(os.path.abspath(args.html))):
+        raise _Usage("output directory does not exist", where=args.html)
     progress = for_args(args)
+    written = os.path.join(args.output, "model.onnx") if kv else args.output
+    rows = None
     try:
         om = optimize(args.input, target=target, passes=args.passes, check=not args.no_check,
                       inputs=args.inputs, progress=progress, budget=args.budget,
@@ -79,9 +83,24 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         om.save(args.output)
         progress("write", time.perf_counter() - t0)
+        if args.bench:
+            from .bench_cmd import bench_models
+
+            progress("bench", None)
+            t0 = time.perf_counter()
+            rows = bench_models([args.input, written], args.inputs, runs=args.bench)
+            progress("bench", time.perf_counter() - t0)
+        if args.html:
+            from .html_report import write_html
+
+            progress("html", None)
+            t0 = time.perf_counter()
+            latency = {label: {"median_ms": r.median_ms, "q1_ms": r.q1_ms, "q3_ms": r.q3_ms}
+                       for label, r in zip(("original", "optimized"), rows)} if rows else None
+            write_html(om.report, om.original, om.graph, args.html, latency=latency)
+            progress("html", time.perf_counter() - t0)
     finally:
         progress.close()  # a failed step must not leave the live line ticking over the error
-    written = os.path.join(args.output, "model.onnx") if kv else args.output
     before, after = _onnx_op_counts(args.input), _onnx_op_counts(written)
     extra = [("size", human_bytes(_file_size(args.input)), human_bytes(_file_size(written)))]
     print(comparison_table(before, after, extra, title="op (ONNX)"))
@@ -104,9 +123,15 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         from .kv.report import format_kv
 
         print(format_kv(om.report["kv_cache"], verbose=args.verbose))
+    if rows:
+        from .bench_cmd import format_table
+
+        print(format_table(rows))
     if args.report:
         write_json_atomic(om.report, args.report)
     print(f"wrote {args.output} (target {om.target})")
+    if args.html:
+        print(f"wrote {args.html}")
     return EXIT_OK
 
 
@@ -344,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-mixed-precision", action="store_true",
                    help="report a missed budget as is instead of moving the costliest layers "
                         "to finer forms")
+    o.add_argument("--html", metavar="FILE", default=None,
+                   help="also write one self-contained HTML page: the graphs before and after "
+                        "with the changed regions linked to their rules, the op table, the "
+                        "check (docs/html_report.md; needs Graphviz's dot)")
+    o.add_argument("--bench", type=int, nargs="?", const=50, default=None, metavar="RUNS",
+                   help="time the input and the written model in ONNX Runtime, interleaved "
+                        "(default 50 runs each; with --html: the latency chart)")
     o.add_argument("-v", "--verbose", action="store_true", help="more output; tracebacks")
     o.set_defaults(func=cmd_optimize)
 
@@ -383,6 +415,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     e.set_defaults(func=cmd_explain)
 
+    d = sub.add_parser("diff", help="what differs between two ONNX models (--html: both "
+                       "graphs, the differing nodes highlighted)")
+    d.add_argument("a", help="first .onnx")
+    d.add_argument("b", help="second .onnx")
+    d.add_argument("--html", metavar="FILE", default=None, help="write the HTML page here")
+    d.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    d.set_defaults(func=cmd_diff)
+
     _add_rules(sub)
     from .kv.cli import add_parser as add_generate
 
@@ -401,6 +441,20 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("-q", "--quiet", action="store_true",
                              help="no progress display (errors are still printed)")
     return p
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .html_report import diff, diff_html
+
+    _check_input_file(args.a)
+    _check_input_file(args.b)
+    if args.html and not os.path.isdir(os.path.dirname(os.path.abspath(args.html))):
+        raise _Usage("output directory does not exist", where=args.html)
+    d = diff_html(args.a, args.b, args.html) if args.html else diff(args.a, args.b)
+    print(d.text())
+    if args.html:
+        print(f"wrote {args.html}")
+    return EXIT_OK
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

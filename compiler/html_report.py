@@ -722,7 +722,7 @@ def latency_rows(latency: Mapping[str, Any]) -> list[tuple[str, float, float | N
                                                            float | None]]:
     """(label, median ms, low ms, high ms) per measured model. Each value is a number (the
     median in ms) or a mapping with ``median_ms`` and optionally ``min_ms`` / ``max_ms`` (or
-    ``p10_ms`` / ``p90_ms``, or a symmetric ``spread_ms``)."""
+    ``q1_ms`` / ``q3_ms``, ``p10_ms`` / ``p90_ms``, or a symmetric ``spread_ms``)."""
     rows = []
     for label, v in latency.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -732,8 +732,8 @@ def latency_rows(latency: Mapping[str, Any]) -> list[tuple[str, float, float | N
             raise GraphOptError(f"latency of {label!r} must be milliseconds or a mapping with "
                                 f"median_ms, not {v!r}", where="html report")
         med = float(v["median_ms"])
-        lo = v.get("min_ms", v.get("p10_ms"))
-        hi = v.get("max_ms", v.get("p90_ms"))
+        lo = v.get("min_ms", v.get("q1_ms", v.get("p10_ms")))
+        hi = v.get("max_ms", v.get("q3_ms", v.get("p90_ms")))
         if lo is None and "spread_ms" in v:
             lo, hi = med - float(v["spread_ms"]), med + float(v["spread_ms"])
         rows.append((str(label), med, None if lo is None else float(lo),

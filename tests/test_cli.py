@@ -303,3 +303,21 @@ def test_console_script(small: Path, tmp_path: Path) -> None:
     assert r.returncode == 0 and "check: ok" in r.stdout, r.stderr
     r = _run(["graphopt", "optimize", str(small)], tmp_path)  # -o is required
     assert r.returncode == 2 and "required" in r.stderr
+
+
+def test_optimize_html_bench_and_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--html writes the page (with the --bench latency chart); diff compares two files."""
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz's dot is not installed (.ci/run installs it)")
+    src = Path(__file__).resolve().parents[1] / "examples" / "tiny_gpt2.onnx"
+    out, page = tmp_path / "o.onnx", tmp_path / "r.html"
+    assert main(["optimize", str(src), "-o", str(out), "--budget", "0.2", "--html", str(page),
+                 "--bench", "3", "--quiet"]) == EXIT_OK
+    text = capsys.readouterr().out
+    assert f"wrote {page}" in text and "vs first" in text
+    html = page.read_text()
+    assert "<svg" in html and "latency-chart" in html and "attention" in html
+    assert main(["diff", str(src), str(out), "--html", str(tmp_path / "d.html")]) == EXIT_OK
+    assert "only after" in capsys.readouterr().out
+    assert main(["optimize", str(src), "-o", str(out), "--html",
+                 str(tmp_path / "no" / "r.html")]) == EXIT_USAGE

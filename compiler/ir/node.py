@@ -28,7 +28,7 @@ class Origin(NamedTuple):
         return f"{s} ({self.detail})" if self.detail else s
 
 
-# external constants larger than this are mapped on each use instead of kept mapped (ConstData.array)
+# external constants over this many bytes are mapped on each use, not kept mapped (ConstData.array)
 MAP_CACHE_BYTES = 1 << 20
 _SPILL_CHUNK = 1 << 24  # bytes of a view copied at a time when it is spilled
 _spill_folder: list[tuple[int, str]] = []  # (pid, folder) of this process

@@ -48,15 +48,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
 
 GB = 1e9
 SLICE_BYTES = 1 << 26  # rows of a weight generated at a time (64 MiB)
 
 
 def _external_tensor(name: str, shape: tuple[int, ...], location: str, offset: int,
-                     length: int) -> "onnx.TensorProto":  # noqa: F821
+                     length: int) -> "onnx.TensorProto":
     """A float32 initializer whose bytes sit at ``offset`` in the external file ``location``."""
     import onnx
 

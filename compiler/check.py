@@ -197,14 +197,13 @@ def input_defaults(g: Graph) -> dict[str, np.ndarray]:
 def coerce_inputs(g: Graph, inputs: "Mapping[str, Any] | str | os.PathLike[str] | None",
                   seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs for ``g``: generated when None, else read/validated against the graph inputs."""
-    defaults = input_defaults(g)
     if inputs is None:
         _refuse_huge_inputs(g)
-        return {**make_inputs(g, seed), **defaults}
+        return {**make_inputs(g, seed), **input_defaults(g)}
     from .frontends.onnx_values import coerce_value
 
     feeds = load_inputs(inputs) if isinstance(inputs, (str, os.PathLike)) else dict(inputs)
-    feeds = {**defaults, **feeds}  # overridable initializers not given: their defaults
+    feeds = {**input_defaults(g), **feeds}  # overridable initializers not given: defaults
     missing = [n for n in g.input_names if n not in feeds]
     if missing:
         raise CheckError(f"inputs lack {missing} (given: {sorted(feeds)})",
@@ -577,7 +576,8 @@ def check_torch(module: Any, candidate: Graph, example_inputs: Sequence[Any] | N
     """Compare a torch module with a candidate graph run through its torch callable, on the
     example inputs (or on given / generated inputs). The callable's output must have the
     module's structure and types (named tuple types, containers, dtypes, shapes: a difference
-    is a ``CheckError``), then the tensors are compared."""
+    is a ``CheckError``), then the tensors are compared. Both run from the same torch RNG state
+    (seeded with ``seed``), so random ops called in the same order agree."""
     import torch
 
     from .frontends.fx_outputs import structure_diff
@@ -591,8 +591,7 @@ def check_torch(module: Any, candidate: Graph, example_inputs: Sequence[Any] | N
         feeds = coerce_inputs(candidate, inputs, seed)
         args = [torch.from_numpy(np.array(feeds[n])) for n in candidate.input_names]
         desc = describe_inputs(feeds)
-    with torch.no_grad():
-        want, got = module(*args), to_callable(candidate)(*args)
+    want, got = _seeded(module, args, seed), _seeded(to_callable(candidate), args, seed)
     diff = structure_diff(want, got)
     if diff:
         raise CheckError(f"the optimized model's {diff}",
@@ -609,6 +608,16 @@ def check_torch(module: Any, candidate: Graph, example_inputs: Sequence[Any] | N
     if raise_on_mismatch:
         res.raise_if_failed()
     return res
+
+
+def _seeded(fn: Any, args: Sequence[Any], seed: int) -> Any:
+    """``fn(*args)`` without autograd, from torch's RNG seeded with ``seed`` (the caller's
+    RNG state is restored after)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        return fn(*args)
 
 
 def _same_signature(a: Graph, b: Graph) -> None:

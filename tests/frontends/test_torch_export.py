@@ -178,3 +178,20 @@ def test_check_torch_refuses_a_different_structure() -> None:
     check_torch(AsTuple(), g, (x,))
     with pytest.raises(CheckError, match="output is a builtins.tuple, expected a builtins.list"):
         check_torch(AsList(), g, (x,))
+
+
+def test_check_torch_runs_both_from_one_rng_state() -> None:
+    """Random ops called in the same order agree: both sides start from the seeded RNG, and the
+    caller's RNG state is left as it was."""
+    from graphopt.check import check_torch
+    from graphopt.frontends.fx import from_module
+
+    class Noisy(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + torch.randn_like(x)
+
+    x = torch.randn(16)
+    g = from_module(Noisy(), (x,))
+    state = torch.get_rng_state()
+    res = check_torch(Noisy(), g, (x,), seed=3)
+    assert res.ok and torch.equal(torch.get_rng_state(), state)

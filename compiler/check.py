@@ -615,7 +615,7 @@ def _seeded(fn: Any, args: Sequence[Any], seed: int) -> Any:
     RNG state is restored after)."""
     import torch
 
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with torch.random.fork_rng(), torch.no_grad():  # (CUDA states too, when in use)
         torch.manual_seed(seed)
         return fn(*args)
 

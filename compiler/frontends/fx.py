@@ -15,7 +15,12 @@ and lifts every FX node (``fx_lift.Lifter``):
   masks and T5's relative position buckets arrive as data;
 * pass-through ops (``clone``, ``alias``, ``detach``, ...) map to their input; assertion ops
   that produce nothing are dropped;
-* ``operator.getitem`` on a multi-output node -> the Value of that index.
+* ``operator.getitem`` on a multi-output node -> the Value of that index;
+* effect tokens (``with_effects``, e.g. linalg's error checks): assertions are dropped and the
+  token is no graph input or output; other effectful calls are refused;
+* sparse example inputs are refused naming the input (IR tensors are dense);
+* the output structure (tuples, lists, dicts, named tuples, ``torch.return_types``) is kept in
+  the graph's metadata (``fx_outputs``), so the torch callable returns what the module returns.
 
 The decomposition is core ATen except ``scaled_dot_product_attention``, kept whole (PRESERVED).
 

@@ -233,9 +233,13 @@ class Lifter:
 
         if isinstance(val, torch.SymInt):
             self.env[n] = self.dim(val, n)
-        elif isinstance(val, (torch.SymFloat, torch.SymBool)):
-            raise FrontendError(f"symbolic {type(val).__name__} {val} is not supported",
-                                where=self.where(n))
+        elif isinstance(val, torch.SymBool):
+            raise FrontendError(f"a test on the data-dependent size {val} is not supported (the "
+                                f"IR's shapes cannot depend on tensor values: nonzero, unique, "
+                                f"masked_select, ...)", where=self.where(n))
+        elif isinstance(val, torch.SymFloat):
+            raise FrontendError(f"a tensor value read as a python float ({val}, .item()) is not "
+                                f"supported", where=self.where(n))
         else:
             self.env[n] = val
 

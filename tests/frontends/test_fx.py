@@ -485,3 +485,21 @@ def test_module_without_tensor_inputs_returns_tensors() -> None:
     got = om()
     assert isinstance(got, torch.Tensor)
     torch.testing.assert_close(got, Positions()())
+
+
+class Positive(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nonzero(x > 0)
+
+
+class ItemScale(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x.max().item()
+
+
+def test_data_dependent_sizes_and_items_are_refused_in_one_line() -> None:
+    with pytest.raises(FrontendError, match="data-dependent size .* nonzero") as e:
+        from_module(Positive(), (torch.randn(5),))
+    assert "\n" not in e.value.one_line() and "module Positive" in e.value.one_line()
+    with pytest.raises(FrontendError, match=r"read as a python float .*\.item\(\)"):
+        from_module(ItemScale(), (torch.randn(5),))

@@ -219,6 +219,20 @@ def check_external_files(m: "onnx.ModelProto", base_dir: Path | None, source: st
             tensor_to_const(t, base_dir, source)
 
 
+def _byte_count(info: dict[str, str], key: str, default: int, name: str, where: str) -> int:
+    """The external-data entry ``key`` (offset, length) as a byte count >= 0."""
+    if key not in info:
+        return default
+    try:
+        v = int(info[key])
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise FrontendError(f"initializer {name!r}: external data {key} {info[key]!r} is not "
+                            f"a byte count", where=where)
+    return v
+
+
 def _external_const(t: "onnx.TensorProto", dt: DType, shape: tuple[int, ...],
                     base_dir: Path | None, where: str) -> ConstData:
     info = {e.key: e.value for e in t.external_data}
@@ -229,14 +243,18 @@ def _external_const(t: "onnx.TensorProto", dt: DType, shape: tuple[int, ...],
     if base_dir is None:
         raise FrontendError(f"initializer {t.name!r} has external data {loc!r} but the model "
                             f"was given in memory; load it from its file", where=where)
+    rel = os.path.normpath(loc)
+    if os.path.isabs(loc) or rel == ".." or rel.startswith(".." + os.sep):
+        raise FrontendError(f"initializer {t.name!r}: external data location {loc!r} is "
+                            f"outside the model's folder", where=where)
     path = (base_dir / loc).resolve()
     if not path.is_file():
         raise FrontendError(f"initializer {t.name!r}: external data file {str(path)!r} is "
                             f"missing", where=where)
-    offset = int(info.get("offset", 0))
     numel = math.prod(shape)
     want = int(np.ceil(numel * dt.itemsize))
-    length = int(info["length"]) if "length" in info else want
+    offset = _byte_count(info, "offset", 0, t.name, where)
+    length = _byte_count(info, "length", want, t.name, where)
     size = path.stat().st_size
     if offset + length > size:
         raise FrontendError(f"initializer {t.name!r}: external data {str(path)!r} has {size} "

@@ -235,9 +235,13 @@ def external_data(m: onnx.ModelProto, rng: Rng, folder: str) -> str:
         t.ClearField("raw_data")
         del t.float_data[:]
         t.data_location = TensorProto.EXTERNAL
+        loc = str(_pick(rng, ["missing.bin", "short.bin", "../short.bin", "/etc/hostname"]))
+        if loc.endswith("short.bin"):
+            with open(os.path.join(folder, os.path.basename(loc)), "wb") as f:
+                f.write(b"\0" * 3)
         e = t.external_data.add()
-        e.key, e.value = "location", "missing.bin"
-        return f"initializer {t.name} refers to a missing file"
+        e.key, e.value = "location", loc
+        return f"initializer {t.name} refers to external data {loc!r}"
     r = rng.random()
     if r < 0.3:
         os.unlink(data)
@@ -250,7 +254,7 @@ def external_data(m: onnx.ModelProto, rng: Rng, folder: str) -> str:
     t = _pick(rng, ext)
     info = {e.key: e for e in t.external_data}
     if r < 0.7 and "offset" in info:
-        info["offset"].value = str(int(_pick(rng, [10 ** 9, -8, 3])))
+        info["offset"].value = str(_pick(rng, [10 ** 9, -8, 3, "abc"]))
         return f"initializer {t.name} offset -> {info['offset'].value}"
     if r < 0.85 and "location" in info:
         info["location"].value = str(_pick(rng, ["../../etc/passwd", "/dev/zero", "", "nope"]))

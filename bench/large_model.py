@@ -191,7 +191,8 @@ def optimize_step(label: str, prelude: str | None, src: Path, dst: Path, extra: 
     check, steps = "-", ""
     if report.exists():
         r = json.loads(report.read_text())
-        check = "ok" if (r.get("check") or {}).get("ok") else str(r.get("check"))[:60]
+        c = r.get("check")
+        check = "skipped" if c is None else "ok" if c.get("ok") else str(c)[:60]
         steps = ", ".join(f"{k} {v:.1f}s" for k, v in r.get("steps", {}).items())
         report.unlink()
     return rc, (label, rss, wall, "ok" if rc == 0 else f"exit {rc}", f"check {check}; {steps}")
@@ -210,7 +211,8 @@ def main() -> None:
                     help="first run a baseline that keeps read weights mapped and folded "
                          "weights in memory (the lazy path switched off)")
     ap.add_argument("--optimize-args", default="",
-                    help="extra arguments for graphopt optimize, one string")
+                    help="extra arguments for graphopt optimize, one string "
+                         "(--optimize-args=--no-check)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="graphopt_large_", dir=args.dir))

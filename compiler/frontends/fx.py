@@ -215,7 +215,7 @@ def _lift_exported(ep: Any, axes: Mapping[str, Mapping[int, str]], title: str) -
     g = lifter.run()
     spec = ep.module_call_graph[0].signature.out_spec
     meta = GraphMeta(source=f"torch.export:{title}",
-                     metadata=((OUT_SPEC_KEY, dumps_out_spec(spec)),))
+                     metadata=((OUT_SPEC_KEY, _spec_text(spec, title)),))
     return Graph(g.inputs, g.outputs, g.output_names, name=title, meta=meta)
 
 
@@ -278,7 +278,7 @@ def _lift_symbolic_trace(gm: Any, example_inputs: tuple, title: str) -> Graph:
             raise FrontendError(f"output {i} is not a tensor", where=f"module {title}")
         outs.append(v)
     meta = GraphMeta(source=f"torch.fx.symbolic_trace:{title}",
-                     metadata=((OUT_SPEC_KEY, dumps_out_spec(spec)),))
+                     metadata=((OUT_SPEC_KEY, _spec_text(spec, title)),))
     return Graph(inputs, outs, [f"out{i}" for i in range(len(outs))], name=title, meta=meta)
 
 
@@ -394,6 +394,14 @@ def const_to_tensor(data: ConstData) -> "torch.Tensor":
             raw = np.asarray(p.int32_data, dtype=np.int32).astype(np.uint16).view(np.int16)
         return torch.from_numpy(raw).view(torch.bfloat16).reshape(data.shape)
     raise GraphOptError(f"constant {data!r} has no data torch can read")
+
+
+def _spec_text(spec: Any, title: str) -> str:
+    """The output spec as ``OUT_SPEC_KEY``'s text; an unwritable one names the module."""
+    try:
+        return dumps_out_spec(spec)
+    except FrontendError as e:
+        raise FrontendError(e.message, where=f"module {title}") from e
 
 
 def _first_line(e: BaseException) -> str:

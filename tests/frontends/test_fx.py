@@ -503,3 +503,25 @@ def test_data_dependent_sizes_and_items_are_refused_in_one_line() -> None:
     assert "\n" not in e.value.one_line() and "module Positive" in e.value.one_line()
     with pytest.raises(FrontendError, match=r"read as a python float .*\.item\(\)"):
         from_module(ItemScale(), (torch.randn(5),))
+
+
+class Box:
+    """A pytree node type registered without a serialization name."""
+
+    def __init__(self, t: torch.Tensor) -> None:
+        self.t = t
+
+
+class Boxed(nn.Module):
+    def forward(self, x: torch.Tensor) -> Box:
+        return Box(x + 1)
+
+
+def test_an_output_type_pytree_cannot_write_is_refused_naming_the_module() -> None:
+    from torch.utils import _pytree as pytree
+
+    if Box not in pytree.SUPPORTED_NODES:
+        pytree.register_pytree_node(Box, lambda b: ([b.t], None), lambda xs, _: Box(xs[0]))
+    with pytest.raises(FrontendError, match="module Boxed: .*holds a Box, which torch's pytree "
+                       "cannot serialize"):
+        from_module(Boxed(), (torch.randn(2),))

@@ -317,3 +317,32 @@ def test_index_bound_declarations_match_the_semantics() -> None:
                     xs[pos] = np.full(xs[pos].shape, bound, xs[pos].dtype)
                     with pytest.raises(IndexError):
                         op.numpy(xs, attrs)
+
+
+def test_lengths_equal_to_what_the_shapes_say() -> None:
+    # ORT's GroupQueryAttention: total_sequence_length = past + new tokens, seqlens_k = it - 1
+    nodes = [helper.make_node("GroupQueryAttention", ["q", "k", "v", "pk", "pv", "sk", "tot"],
+                              ["y", "pk2", "pv2"], domain="com.microsoft", num_heads=2,
+                              kv_num_heads=1)]
+    I32 = TensorProto.INT32
+    g = helper.make_graph(nodes, "m", [
+        helper.make_tensor_value_info(n, t, s) for n, t, s in [
+            ("q", F, [1, 3, 16]), ("k", F, [1, 3, 8]), ("v", F, [1, 3, 8]),
+            ("pk", F, [1, 1, 2, 8]), ("pv", F, [1, 1, 2, 8]), ("sk", I32, [1]),
+            ("tot", I32, [])]],
+        [helper.make_tensor_value_info(n, F, s) for n, s in [
+            ("y", [1, 3, 16]), ("pk2", [1, 1, 5, 8]), ("pv2", [1, 1, 5, 8])]])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18),
+                                            helper.make_opsetid("com.microsoft", 1)])
+    feeds = _checked(m)
+    assert all(int(t) == 5 for t in _values(feeds, "tot"))
+    assert all(s.tolist() == [4] for s in _values(feeds, "sk"))
+
+
+def test_rotary_position_ids_inside_the_cache() -> None:
+    nodes = [helper.make_node("RotaryEmbedding", ["x", "cos", "sin", "p"], ["y"])]
+    m = _model(nodes, [("x", F, [2, 2, 3, 8]), ("p", I64, [2, 3])], [("y", F, [2, 2, 3, 8])],
+               [("cos", np.ones((5, 4), np.float32)), ("sin", np.zeros((5, 4), np.float32))],
+               opset=23)
+    for p in _values(_checked(m), "p"):
+        assert p.min() >= 0 and p.max() < 5

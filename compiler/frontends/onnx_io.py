@@ -439,6 +439,19 @@ def _to_sink(t: "onnx.TensorProto", sink: DataSink, chunks: Any) -> None:
 
 # ---- atomic writes ----------------------------------------------------------------------------
 
+def _umask() -> int:
+    """The process's file mode creation mask (read from /proc, else set and restored)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class AtomicFiles:
     """Temp files in the target's directory, moved into place together on success and removed
     on failure: ``with AtomicFiles() as af: f = af.open(path); ...``."""
@@ -450,6 +463,7 @@ class AtomicFiles:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=str(target.parent), prefix=f".{target.name}.",
                                    suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would make it, not mkstemp's 0600
         f = os.fdopen(fd, "wb")
         self._files.append((tmp, target, f))
         return f

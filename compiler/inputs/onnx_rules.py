@@ -1,4 +1,6 @@
-"""What ONNX ops graphopt keeps opaque require of their inputs' values, by (op type, input slot).
+"""What ONNX ops graphopt keeps opaque require of their inputs' values, by (op type, input slot);
+op types outside ONNX's default domain are qualified (``com.microsoft.GroupQueryAttention``,
+``readers.rule_key``).
 
 Each rule gets a ``Reader`` (the node, the slot, the value's concrete shape, the node's
 attributes, its other inputs' shapes and known values) and returns its ``Need``s: index ranges
@@ -65,7 +67,7 @@ def _nd_indices(r: Reader) -> list[Need]:
     return [r.need("index tuples", lo=0, hi=np.maximum(np.array(data[b:b + r.shape[-1]]), 1))]
 
 
-@rule(("ArrayFeatureExtractor", 1))
+@rule(("ai.onnx.ml.ArrayFeatureExtractor", 1))
 def _feature_indices(r: Reader) -> list[Need]:
     data = r.input_shape(0)
     return [r.need("indices", lo=0, hi=max(data[-1], 1))] if data else []
@@ -76,6 +78,35 @@ def _feature_indices(r: Reader) -> list[Need]:
 def _embedding_ids(r: Reader) -> list[Need]:
     data = r.input_shape(0)
     return [r.need("ids", lo=0, hi=max(data[0], 1))] if data else []
+
+
+@rule(("RotaryEmbedding", 3), ("com.microsoft.RotaryEmbedding", 1))
+def _rotary_positions(r: Reader) -> list[Need]:
+    cache = r.input_shape(2 if r.op_type.startswith("com.microsoft") else 1)
+    return [r.need("position ids", lo=0, hi=max(cache[0], 1))] if cache else []
+
+
+@rule(("com.microsoft.GroupQueryAttention", 6))
+def _gqa_total_length(r: Reader) -> list[Need]:
+    total = _gqa_total(r)
+    return [] if total is None else [r.need(f"the total sequence length {total} (past + new)",
+                                            lo=total, hi=total + 1)]
+
+
+@rule(("com.microsoft.GroupQueryAttention", 5))
+def _gqa_seqlens(r: Reader) -> list[Need]:
+    total = _gqa_total(r)
+    return [] if total is None else [r.need(f"the total sequence length {total} - 1",
+                                            lo=total - 1, hi=total)]
+
+
+def _gqa_total(r: Reader) -> int | None:
+    """GroupQueryAttention's total sequence length: the past's (BNSH past_key) plus the new
+    tokens' (query [B, S, hidden])."""
+    q, past = r.input_shape(0), r.input_shape(3)
+    if not q or len(q) != 3:
+        return None
+    return q[1] + (past[2] if past and len(past) == 4 else 0)
 
 
 @rule(("RoiAlign", 2))

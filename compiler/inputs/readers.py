@@ -83,7 +83,7 @@ class Reader:
 
     @property
     def op_type(self) -> str:
-        return str(self.node.attrs["op_type"]) if self.node.op == "opaque" else self.node.op
+        return rule_key(self.node) if self.node.op == "opaque" else self.node.op
 
     @property
     def label(self) -> str:
@@ -130,6 +130,15 @@ def onnx_attrs(n: Node) -> dict[str, Any]:
     p.ParseFromString(n.attrs["proto"])
     return {a.name: helper.get_attribute_value(a) for a in p.attribute
             if a.type not in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)}
+
+
+def rule_key(n: Node) -> str:
+    """An opaque node's op type as the rules name it: ``Gather`` for ONNX's default domain (and
+    the torch frontend's aten targets, ``aten.embedding.default``), ``domain.Type`` for others
+    (``com.microsoft.GroupQueryAttention``, ``ai.onnx.ml.ArrayFeatureExtractor``)."""
+    domain = str(n.attrs.get("domain") or "")
+    op_type = str(n.attrs["op_type"])
+    return op_type if domain in ("", "ai.onnx", "aten") else f"{domain}.{op_type}"
 
 
 def _onnx_slot(n: Node, pos: int) -> int | None:
@@ -200,7 +209,7 @@ def _needs_of(u: Node, pos: int, ctx: Ctx, shape: Shape | None, rules: dict[tupl
             return []
         return [Reader(u, pos, shape, ctx, dict(u.attrs)).need("indices", lo=0, hi=max(hi, 1))]
     slot = _onnx_slot(u, pos)
-    rule = rules.get((str(u.attrs["op_type"]), slot if slot is not None else -1))
+    rule = rules.get((rule_key(u), slot if slot is not None else -1))
     if rule is None:
         return []
     attrs = onnx_attrs(u) if u.attrs.get("proto") is not None else {}

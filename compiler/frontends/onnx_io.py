@@ -75,6 +75,10 @@ def check_model_shape(m: "onnx.ModelProto", source: str) -> None:
     bad = _bad_elem_type(m.graph)
     if bad is not None:
         raise FrontendError(bad, where=source)
+    for vi in m.graph.input:  # a model input of no element type cannot be fed
+        if vi.type.WhichOneof("value") == "tensor_type" and vi.type.tensor_type.elem_type == 0:
+            raise FrontendError(f"graph input {vi.name!r} has no element type (UNDEFINED)",
+                                where=source)
     seen: set[str] = set()
     for o in m.graph.output:
         if o.name in seen:  # ONNX Runtime allows it; an IR graph's outputs have distinct names

@@ -29,6 +29,10 @@ def _elem_type(m: onnx.ModelProto) -> None:
     m.graph.input[0].type.tensor_type.elem_type = 42
 
 
+def _undefined_type(m: onnx.ModelProto) -> None:
+    m.graph.input[0].type.tensor_type.elem_type = TensorProto.UNDEFINED
+
+
 def _no_outputs(m: onnx.ModelProto) -> None:
     del m.graph.output[:]
 
@@ -45,6 +49,7 @@ CASES: dict[str, tuple[Callable[[onnx.ModelProto], None], str]] = {
     "inline_size": (_edit_raw, "tensor 'b1' of i8[8] needs 8 bytes of data, raw_data has 32"),
     "negative_dims": (_negative, "Negative dimension value (tensor name: w1)"),
     "elem_type": (_elem_type, "value 'x' has element type 42, not an ONNX type"),
+    "undefined_type": (_undefined_type, "graph input 'x' has no element type (UNDEFINED)"),
     "no_outputs": (_no_outputs, "the graph has no outputs"),
     "output_twice": (_output_twice, "graph output 'y' is listed twice"),
     "huge_input": (_huge_input, "input 'x': cannot generate valid values (f32[2147483648,4] is "

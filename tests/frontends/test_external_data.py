@@ -76,6 +76,10 @@ def test_weights_are_streamed_without_being_read_as_arrays(tmp_path: Path,
     ex.save(om.graph, out, external_threshold=0)
     assert maps.calls == 0  # nothing needed a weight's values: bytes went file to file
     assert _files(out.parent) == ["out.onnx", "out.onnx.data"]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for p in out.parent.iterdir():  # readable as any file the user writes, not the temp's 0600
+        assert p.stat().st_mode & 0o777 == 0o666 & ~mask
     want, got = _weights(src), _weights(out)
     assert sorted(want) == sorted(got)
     for k in want:

@@ -171,3 +171,49 @@ def test_compare_is_exact_and_structural() -> None:
     assert not compare_outputs([{"a": np.ones(1)}], [{"b": np.ones(1)}], ["m"]).ok
     assert [x[0] for x in leaves("m", {"a": 1, "b": [2]}, {"a": 1, "b": [2]})] \
         == ["m['a']", "m['b'][0]"]
+
+
+def _ml_model(node: onnx.NodeProto, inp: onnx.ValueInfoProto, out: onnx.ValueInfoProto
+              ) -> onnx.ModelProto:
+    g = helper.make_graph([node], "g", [inp], [out])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18),
+                                               helper.make_opsetid("ai.onnx.ml", 3)])
+
+
+def test_map_values_through() -> None:
+    """A sequence of maps out (ZipMap) and a map in (DictVectorizer): kept opaque, exported,
+    checked exactly in ONNX Runtime."""
+    smap = helper.make_map_type_proto(TensorProto.STRING,
+                                      helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+    zipmap = _ml_model(
+        helper.make_node("ZipMap", ["x"], ["z"], domain="ai.onnx.ml",
+                         classlabels_strings=["a", "b", "c"]),
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+        helper.make_value_info("z", helper.make_sequence_type_proto(smap)))
+    om = graphopt.optimize(zipmap, inputs={"x": np.arange(6, dtype=np.float32).reshape(2, 3)})
+    assert om.report["check"]["ok"] and om.report["check"]["outputs"][0]["dtype"] == "value"
+    from graphopt.check import run_onnx
+
+    (z,) = run_onnx(om.onnx_model(), {"x": np.ones((2, 3), np.float32)})
+    assert [sorted(d) for d in z] == [["a", "b", "c"]] * 2
+    vec = _ml_model(
+        helper.make_node("DictVectorizer", ["d"], ["v"], domain="ai.onnx.ml",
+                         string_vocabulary=["a", "b", "c"]),
+        helper.make_value_info("d", smap),
+        helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, 3]))
+    om = graphopt.optimize(vec, inputs={"d": {"a": 1.0, "c": 3.0}})
+    assert om.report["check"]["ok"] and om.report["check"]["inputs"] == {"d": "map(2)"}
+
+
+def test_optional_input_empty_and_full() -> None:
+    opt = helper.make_optional_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2]))
+    g = helper.make_graph([helper.make_node("OptionalHasElement", ["o"], ["h"])], "g",
+                          [helper.make_value_info("o", opt)],
+                          [helper.make_tensor_value_info("h", TensorProto.BOOL, [])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    from graphopt.check import run_onnx
+
+    for value, has in ((None, False), (np.ones(2, np.float32), True)):
+        om = graphopt.optimize(m, inputs={"o": value})
+        assert om.report["check"]["ok"]
+        assert bool(run_onnx(om.onnx_model(), {"o": value})[0]) is has

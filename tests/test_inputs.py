@@ -346,3 +346,30 @@ def test_rotary_position_ids_inside_the_cache() -> None:
                opset=23)
     for p in _values(_checked(m), "p"):
         assert p.min() >= 0 and p.max() < 5
+
+
+def test_loop_trip_count_from_its_scan_output_and_the_body_runs() -> None:
+    # the body slices x[i:i+1] of a 5-element constant: more than 5 trips break the scan shape
+    body = helper.make_graph([
+        helper.make_node("Identity", ["c_in"], ["c_out"]),
+        helper.make_node("Constant", [], ["x"], value=numpy_helper.from_array(
+            np.arange(1, 6, dtype=np.float32), "x")),
+        helper.make_node("Constant", [], ["one"], value=numpy_helper.from_array(
+            np.array(1, np.int64), "one")),
+        helper.make_node("Add", ["i", "one"], ["end"]),
+        helper.make_node("Unsqueeze", ["i", "ax"], ["s0"]),
+        helper.make_node("Unsqueeze", ["end", "ax"], ["s1"]),
+        helper.make_node("Slice", ["x", "s0", "s1"], ["sl"]),
+        helper.make_node("Add", ["y_in", "sl"], ["y_out"]),
+        helper.make_node("Identity", ["y_out"], ["scan"])], "body",
+        [helper.make_tensor_value_info("i", I64, []), helper.make_tensor_value_info("c_in", B, []),
+         helper.make_tensor_value_info("y_in", F, [1])],
+        [helper.make_tensor_value_info("c_out", B, []), helper.make_tensor_value_info(
+            "y_out", F, [1]), helper.make_tensor_value_info("scan", F, [1])],
+        [numpy_helper.from_array(np.array([0], np.int64), "ax")])
+    nodes = [helper.make_node("Loop", ["n", "c", "y"], ["res", "res_scan"], body=body)]
+    m = _model(nodes, [("n", I64, []), ("c", B, []), ("y", F, [1])],
+               [("res", F, [1]), ("res_scan", F, [5, 1])], opset=13)
+    feeds = _checked(m)
+    assert all(int(n) == 5 for n in _values(feeds, "n"))
+    assert all(bool(c) for c in _values(feeds, "c"))

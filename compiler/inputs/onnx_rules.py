@@ -345,6 +345,22 @@ def _nonpad_lengths(r: Reader) -> list[Need]:
     return [r.need("key lengths", lo=1, hi=k[-2] + 1)]
 
 
+@rule(("Loop", 0))
+def _trip_count(r: Reader) -> list[Need]:
+    carried = len(tuple(r.node.attrs.get("present") or ())) - 2
+    scan = r.out_shape(carried) if carried >= 0 else None
+    if scan:  # a scan output stacks one row per iteration
+        return [r.need(f"the trip count {scan[0]} its scan output's shape says",
+                       lo=scan[0], hi=scan[0] + 1)]
+    return [r.need("trip count", lo=1, hi=6)]
+
+
+@rule(("Loop", 1))
+def _loop_runs(r: Reader) -> list[Need]:
+    return [r.need("the condition to enter the loop (on: the body runs)",
+                   draw=lambda rng, shape: np.ones(shape, np.bool_))]
+
+
 @rule(("AffineGrid", 1))
 def _grid_size(r: Reader) -> list[Need]:
     theta = r.input_shape(0)

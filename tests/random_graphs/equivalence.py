@@ -13,8 +13,11 @@ change the meaning?) and the unoptimized graph exported and run in ONNX Runtime 
 Runtime agree with the interpreter on the original at all?). Outcomes (``Outcome.kind``):
 
 * ``ok``: the written model computes what the original computes;
-* ``refused``: ``optimize`` stopped with a clean ``GraphOptError`` (not a ``CheckError``);
-  ``reason`` is its class and message with numbers masked, for tallying;
+* ``refused``: ``optimize`` (or saving its result) stopped with a clean ``GraphOptError`` (not
+  a ``CheckError``); ``reason`` is its class and message with numbers masked, for tallying;
+* ``interp_vs_ort``: ONNX Runtime and the interpreter disagree on the *unoptimized* graph (f16
+  rounding, say) while the written model computes exactly what the original computes in ONNX
+  Runtime: the optimizer kept the meaning; the disagreement is listed, not counted a failure;
 * ``skipped``: ONNX Runtime has no kernel for the *original* graph (its export runs nowhere),
   so there is nothing to compare in ONNX Runtime;
 * failures: ``semantic_change`` (the optimized graph differs in the interpreter, or the
@@ -22,7 +25,8 @@ Runtime agree with the interpreter on the original at all?). Outcomes (``Outcome
   the interpreter, the original exports right, the written bytes are wrong), ``written_unrunnable``
   (the original runs in ONNX Runtime, the written model does not), ``backend_disagreement``
   (ONNX Runtime and the interpreter already disagree on the unoptimized graph: an exporter or
-  interpreter bug, whatever the optimizer did), ``crash`` (any raw exception).
+  interpreter bug, and the written model differs from the original in ONNX Runtime too),
+  ``crash`` (any raw exception).
 """
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ from graphopt.search.budget import Budget
 
 FAILURES = ("semantic_change", "export_mismatch", "written_unrunnable", "backend_disagreement",
             "crash")
-KINDS = ("ok", "refused", "skipped") + FAILURES
+KINDS = ("ok", "refused", "skipped", "interp_vs_ort") + FAILURES
 DEFAULT_SEARCH_GRAPHS = 4  # graphs the search expands per random graph (TASO's budget unit)
 
 
@@ -127,7 +131,11 @@ def _check(g: Graph, seed: int, search_graphs: int, target: str) -> Outcome:
     opt = om.graph
     names = g.output_names
     dts = precision_dtypes(g, opt)
-    data = _written_bytes(om)
+    try:
+        data = _written_bytes(om)
+    except GraphOptError as e:
+        return Outcome("refused", f"save: {type(e).__name__}: {mask_numbers(e.message)}",
+                       str(e), fired)
     try:
         got = run_session(onnx_session(data), feeds)
     except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own classes
@@ -173,7 +181,8 @@ def _diagnose(g: Graph, opt: Graph, feeds: dict[str, np.ndarray],
     ref = _compare(expected, orig_ort, names, precision_dtypes(g))
     if not ref.ok:
         same_in_ort = _compare(orig_ort, got, names, dts)
-        return Outcome("backend_disagreement", _first_reason(ref),
+        return Outcome("interp_vs_ort" if same_in_ort.ok else "backend_disagreement",
+                       _first_reason(ref),
                        "ONNX Runtime vs interpreter on the original:\n" + ref.summary() +
                        "\nwritten vs original, both in ONNX Runtime: " +
                        ("agree" if same_in_ort.ok else "\n" + same_in_ort.summary()), fired)

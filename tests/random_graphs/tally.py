@@ -60,14 +60,15 @@ class Tally:
         console = Console(width=140, record=True, file=_Null())
         summary = Table(title=title)
         for col in ("graphs", "ok", "semantic changes", "other failures", "refused", "skipped",
-                    "ops / graph", "time s", "graphs / s"):
+                    "interp vs ORT", "ops / graph", "time s", "graphs / s"):
             summary.add_column(col, justify="right")
         n = max(self.graphs, 1)
         other = self.failures - self.kinds["semantic_change"]
         summary.add_row(str(self.graphs), str(self.kinds["ok"]),
                         str(self.kinds["semantic_change"]), str(other),
                         str(self.kinds["refused"]), str(self.kinds["skipped"]),
-                        f"{self.nodes / n:.1f}", f"{self.seconds:.1f}",
+                        str(self.kinds["interp_vs_ort"]), f"{self.nodes / n:.1f}",
+                        f"{self.seconds:.1f}",
                         f"{self.graphs / max(self.seconds, 1e-9):.1f}")
         console.print(summary)
         if self.reasons:

@@ -78,3 +78,36 @@ def test_clean_refusal_and_raw_exception(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_mask_numbers_keeps_the_kind_of_message() -> None:
     assert mask_numbers("shape [2, 3] vs 1e-05 at %x.1\nmore") == "shape [N, N] vs N at %v"
+
+
+
+def _interpreter_off_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the reference interpreter disagree with ONNX Runtime on every graph."""
+    import tests.random_graphs.equivalence as eq
+
+    real = eq.run_graph
+    monkeypatch.setattr(eq, "run_graph", lambda g, feeds, backend="numpy": [
+        x + np.ones_like(x) for x in real(g, feeds, backend)])
+
+
+def test_interpreter_and_ort_disagreeing_on_the_original_is_listed_not_failed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The written model equals the original in ONNX Runtime: the optimizer kept the meaning,
+    whatever the interpreter says (in the 10,000-graph run: f16 rounding of a reduce_sum
+    cancelled by a sub put them 2e-3 apart once)."""
+    _interpreter_off_by_one(monkeypatch)
+    out = check_graph(_gelu_graph())
+    assert out.kind == "interp_vs_ort" and not out.failed, out
+    assert "written vs original, both in ONNX Runtime: agree" in out.detail
+
+
+def test_written_model_differing_in_ort_too_is_a_backend_disagreement(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from graphopt.api import OptimizedModel
+    from graphopt.frontends import onnx_export
+
+    _interpreter_off_by_one(monkeypatch)
+    monkeypatch.setattr(OptimizedModel, "save",
+                        lambda self, path: onnx_export.save(_gelu_graph("sub"), path))
+    out = check_graph(_gelu_graph())
+    assert out.kind == "backend_disagreement" and out.failed, out

@@ -6,14 +6,16 @@ CLI runs as ``graphopt optimize IN -o OUT --budget B`` and must:
 
 * exit with 0, 1, 2 or 3 (ok, check failed, bad input, internal error), within the time budget;
 * print no Python traceback, and on failure one ``graphopt: ...`` error line;
-* leave no OUT, OUT.data or temporary file behind when it fails (nor new files beside IN);
+* leave no OUT, OUT.data or temporary file of OUT behind when it fails, nor new files beside
+  IN, nor (exit code 0 or not) files in its temporary folder (``TMPDIR``, one per run);
 * on exit 0, have written an OUT that ONNX Runtime loads.
 
 Two ways to run the CLI, equivalent for these properties: ``subprocess`` starts ``python -m
-graphopt`` per mutant (about 2 s of imports each); ``fork`` runs the same ``cli.main`` in a
-process forked per mutant from a server that imported graphopt once (multiprocessing's
-forkserver: its server is a fresh, single-threaded process), with the child's stdout / stderr
-file descriptors redirected to files and its exit status the CLI's return code.
+graphopt`` per mutant (about 2 s of imports and first-use setup each); ``fork`` runs the same
+``cli.main`` in a process forked per mutant from a server that imported graphopt and ran it
+once (multiprocessing's forkserver with ``warm.py`` preloaded: the server is a fresh process
+that never ran ONNX Runtime), with the child's stdout / stderr file descriptors redirected to
+files and its exit status the CLI's return code.
 
 Script mode prints outcomes by mutation kind and the distinct failures:
     python -m tests.fuzz.cli_fuzz --n 2000 [--mode fork|subprocess] [--jobs 2] [-v]
@@ -91,11 +93,14 @@ def _argv(inp: str, out: str) -> list[str]:
     return ["optimize", inp, "-o", out, "--budget", str(BUDGET_S)]
 
 
-def _child(argv: list[str], out_path: str, err_path: str) -> None:
-    """The forked CLI: stdout / stderr to files, exit status = ``cli.main``'s return code.
-    Anything escaping ``main`` prints a traceback (that the fuzzer then reports)."""
+def _child(argv: list[str], out_path: str, err_path: str, tmp: str) -> None:
+    """The forked CLI: stdout / stderr to files, temporary files under ``tmp``, exit status =
+    ``cli.main``'s return code. Anything escaping ``main`` prints a traceback (that the fuzzer
+    then reports)."""
     import traceback
 
+    os.environ["TMPDIR"] = tmp
+    tempfile.tempdir = tmp
     fo, fe = os.open(out_path, os.O_WRONLY | os.O_CREAT), os.open(err_path,
                                                                   os.O_WRONLY | os.O_CREAT)
     os.dup2(fo, 1)
@@ -129,16 +134,20 @@ class Runner:
             self.ctx.set_forkserver_preload(_PRELOAD)
 
     def start(self, argv: list[str], folder: str) -> Any:
+        """Start the CLI on ``argv``: its stdout / stderr go to ``folder``, its temporary
+        files to ``folder/tmp``."""
         out, err = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
+        tmp = os.path.join(folder, "tmp")
+        os.makedirs(tmp)
         if self.mode == "subprocess":
             fo, fe = open(out, "wb"), open(err, "wb")
-            env = dict(os.environ, PYTHONHASHSEED="0")
+            env = dict(os.environ, PYTHONHASHSEED="0", TMPDIR=tmp)
             p = subprocess.Popen([sys.executable, "-m", "graphopt", *argv], stdout=fo,
                                  stderr=fe, stdin=subprocess.DEVNULL, env=env)
             fo.close()
             fe.close()
             return p
-        p = self.ctx.Process(target=_child, args=(argv, out, err), daemon=True)
+        p = self.ctx.Process(target=_child, args=(argv, out, err, tmp), daemon=True)
         p.start()
         return p
 
@@ -177,6 +186,10 @@ def _loads_in_ort(path: str) -> str | None:
     return None
 
 
+# what ONNX Runtime itself keeps in TMPDIR across sessions (a session id: time and UUID)
+_RUNTIME_FILES = {".ses"}
+
+
 def _judge(o: Outcome, in_dir: str, in_before: set[str], out_dir: str) -> None:
     """Record in ``o.problems`` every property the run broke."""
     if o.code is None:
@@ -200,6 +213,9 @@ def _judge(o: Outcome, in_dir: str, in_before: set[str], out_dir: str) -> None:
             o.problems.append(why)
     if new_in:
         o.problems.append(f"left {sorted(new_in)} beside the input")
+    temps = _files(os.path.join(os.path.dirname(in_dir), "tmp")) - _RUNTIME_FILES
+    if temps:
+        o.problems.append(f"left temporary files {sorted(temps)[:3]}")
 
 
 def run_mutants(mutants: Sequence[Mutant], runner: Runner, work: str | None = None,

@@ -235,7 +235,9 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
              max_error: float | None = None, activations: str | None = None,
              quantize_embeddings: bool | None = None, quantize_lm_head: bool | None = None,
              mixed_precision: bool | None = None, kv_cache: Any = False,
-             cache: str | None = None, max_length: int | None = None) -> OptimizedModel:
+             cache: str | None = None, max_length: int | None = None,
+             task: str | None = None, batch: int | None = None, seq: int | None = None,
+             static: bool = False) -> OptimizedModel:
     """Optimize a model for ``target`` and check the result against the original.
 
     model: an ``nn.Module`` (with ``example_inputs``), an ``.onnx`` path, an ``onnx.ModelProto``
@@ -269,6 +271,12 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
     for onnxruntime-genai. cache: "dynamic" (default) or "window" (rolling buffer of the
     model's sliding window). max_length: the longest prompt + generation (default 2048, at
     most the model's position table).
+
+    A local ``transformers`` model folder (``config.json`` + weights, as ``save_pretrained``
+    writes it) is built with transformers and exported (``graphopt.frontends.hf_folder``):
+    task: causal-lm | masked-lm | seq2seq-lm | sequence-classification | ... (default: from
+    the config's architectures); batch / seq: the example sizes (default 2 x 16); dynamic batch
+    and sequence axes unless ``static``.
     """
     from .kv.stage import make_options
 
@@ -285,11 +293,37 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
         raise GraphOptError("calibration / group_size / method / max_error / activations / "
                             "quantize_* / mixed_precision apply to quantization: pass "
                             "quantize=MODE too", where="quantize")
+    model, example_inputs, label = _model_folder(model, example_inputs, task, batch, seq,
+                                                 static)
     src = resolve_source(model, example_inputs)
+    if label is not None:
+        from dataclasses import replace
+
+        src = replace(src, label=label)
     out = run(src, target, passes, check, inputs, progress, budget=budget, rules=rules,
               cost=cost, allow_contrib_ops=allow_contrib_ops, quantize=qcfg,
               calibration=calibration, kv_cache=kv_opts)
     return OptimizedModel(out.graph, out.report, out.source, out.original, out.kv)
+
+
+def _model_folder(model: Any, example_inputs: Any, task: str | None, batch: int | None,
+                  seq: int | None, static: bool) -> tuple[Any, Any, str | None]:
+    """A transformers model folder as (model, example inputs, label) for ``resolve_source``;
+    anything else as it is (the folder options then are an error)."""
+    from .frontends.hf_folder import is_model_folder, load_folder
+
+    if isinstance(model, (str, os.PathLike)) and is_model_folder(model):
+        path = os.fspath(model)
+        m, ex = load_folder(path, task, 2 if batch is None else batch, 16 if seq is None
+                            else seq, dynamic=not static)
+        return m, ex, path
+    if task is not None or batch is not None or seq is not None or static:
+        raise GraphOptError("task / batch / seq / static apply to a transformers model folder "
+                            "(a directory with config.json)", where="model")
+    if isinstance(model, (str, os.PathLike)) and os.path.isdir(os.fspath(model)):
+        raise GraphOptError("a directory without config.json: give an .onnx file or a "
+                            "transformers model folder", where=os.fspath(model))
+    return model, example_inputs, None
 
 
 def load(model: Any, example_inputs: Any = None) -> Graph:

@@ -63,9 +63,18 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from .progress import for_args
     from .report import comparison_table, format_report, human_bytes, write_json_atomic
 
+    from .frontends.hf_folder import is_model_folder
+
     target = args.target or detect_target()
-    _check_input_file(args.input)
+    folder = is_model_folder(args.input)
+    if not folder:
+        _check_input_file(args.input)
+        if args.task or args.batch or args.seq or args.static:
+            raise _Usage("--task / --batch / --seq / --static apply to a transformers model "
+                         "folder (a directory with config.json)", where=args.input)
     kv = _kv_args(args)
+    folder_args = {"task": args.task, "batch": args.batch, "seq": args.seq,
+                   "static": args.static} if folder else {}
     out_dir = os.path.dirname(os.path.abspath(args.output.rstrip("/\\") or args.output))
     if not os.path.isdir(out_dir):
         raise _Usage("output directory does not exist", where=out_dir)
@@ -78,7 +87,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         om = optimize(args.input, target=target, passes=args.passes, check=not args.no_check,
                       inputs=args.inputs, progress=progress, budget=args.budget,
                       cost=args.cost, allow_contrib_ops=args.allow_contrib_ops,
-                      **_quant_args(args), **kv)
+                      **_quant_args(args), **kv, **folder_args)
         progress("write", None)
         t0 = time.perf_counter()
         om.save(args.output)
@@ -88,6 +97,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
             progress("bench", None)
             t0 = time.perf_counter()
+            if folder:
+                raise _Usage("--bench times ONNX files; a model folder has none (bench the "
+                             "written model with graphopt bench)", where=args.input)
             rows = bench_models([args.input, written], args.inputs, runs=args.bench)
             progress("bench", time.perf_counter() - t0)
         if args.html:
@@ -101,8 +113,17 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             progress("html", time.perf_counter() - t0)
     finally:
         progress.close()  # a failed step must not leave the live line ticking over the error
-    before, after = _onnx_op_counts(args.input), _onnx_op_counts(written)
-    extra = [("size", human_bytes(_file_size(args.input)), human_bytes(_file_size(written)))]
+    if folder:  # the model as exported from the folder (before graphopt's rewrites)
+        from .frontends.onnx_export import to_model
+
+        before = _op_counts(to_model(om.original, check=False))
+        size_in = sum(os.path.getsize(os.path.join(args.input, f))
+                      for f in os.listdir(args.input)
+                      if os.path.isfile(os.path.join(args.input, f)))
+    else:
+        before, size_in = _onnx_op_counts(args.input), _file_size(args.input)
+    after = _onnx_op_counts(written)
+    extra = [("size", human_bytes(size_in), human_bytes(_file_size(written)))]
     print(comparison_table(before, after, extra, title="op (ONNX)"))
     if args.verbose:
         print(format_report(om.report))
@@ -318,8 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    o = sub.add_parser("optimize", help="optimize an ONNX model")
-    o.add_argument("input", help="input .onnx file")
+    o = sub.add_parser("optimize", help="optimize an ONNX model (or a transformers model "
+                       "folder)")
+    o.add_argument("input", help="input .onnx file, or a local transformers model folder "
+                                 "(config.json + weights, as save_pretrained writes it)")
     o.add_argument("-o", "--output", required=True, help="output .onnx file")
     o.add_argument("--target", choices=TARGETS, default=None,
                    help="device to optimize for (default: this machine's GPU, else cpu)")
@@ -369,6 +392,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-mixed-precision", action="store_true",
                    help="report a missed budget as is instead of moving the costliest layers "
                         "to finer forms")
+    f = o.add_argument_group("transformers model folder in")
+    f.add_argument("--task", default=None, metavar="TASK",
+                   help="causal-lm | masked-lm | seq2seq-lm | sequence-classification | "
+                        "token-classification | question-answering | image-classification | "
+                        "feature-extraction (default: from the config's architectures)")
+    f.add_argument("--batch", type=int, default=None, metavar="B",
+                   help="example batch size (default 2)")
+    f.add_argument("--seq", type=int, default=None, metavar="S",
+                   help="example sequence length (default 16)")
+    f.add_argument("--static", action="store_true",
+                   help="export with the example sizes fixed (default: dynamic batch and "
+                        "sequence)")
     o.add_argument("--html", metavar="FILE", default=None,
                    help="also write one self-contained HTML page: the graphs before and after "
                         "with the changed regions linked to their rules, the op table, the "

@@ -321,3 +321,28 @@ def test_optimize_html_bench_and_diff(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "only after" in capsys.readouterr().out
     assert main(["optimize", str(src), "-o", str(out), "--html",
                  str(tmp_path / "no" / "r.html")]) == EXIT_USAGE
+
+
+def test_optimize_transformers_folder(tmp_path: Path) -> None:
+    """graphopt optimize DIR: a save_pretrained folder in, the written model matches the model
+    (at sizes other than the example's: batch and sequence stay dynamic)."""
+    import onnxruntime as ort
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100,
+                                       n_positions=32, eos_token_id=0, bos_token_id=0)).eval()
+    model.save_pretrained(tmp_path / "gpt2")
+    out = tmp_path / "gpt2.onnx"
+    assert main(["optimize", str(tmp_path / "gpt2"), "-o", str(out), "--budget", "0.2",
+                 "--quiet"]) == EXIT_OK
+    ids = torch.randint(0, 100, (3, 7))
+    mask = torch.ones(3, 7, dtype=torch.int64)
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=mask).logits.numpy()
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert main(["optimize", str(tmp_path / "gpt2.onnx"), "-o", str(out), "--task",
+                 "causal-lm"]) == EXIT_USAGE  # folder options on a file

@@ -225,8 +225,9 @@ def _refuse_huge_inputs(g: Graph) -> None:
     counted as 1, over ``GENERATE_LIMIT_BYTES``), before anything is allocated."""
     from .inputs.needs import inputs_needed
 
-    for name, t in zip(g.input_names, g.input_types):
-        if isinstance(t, TensorType) and t.shape is not None:
+    for n in g.inputs:
+        name, t = n.attrs["name"], n.out_types[0]
+        if isinstance(t, TensorType) and t.shape is not None and n.attrs.get("default") is None:
             nbytes = t.static_numel() * t.dtype.itemsize
             if nbytes > GENERATE_LIMIT_BYTES:
                 raise inputs_needed(name, f"{t} is {nbytes / 2 ** 30:.3g} GiB, more than the "

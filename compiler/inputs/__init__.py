@@ -137,6 +137,8 @@ def _draw(g: Graph, inp: Node, ctx: Ctx, users: dict[Node, list[tuple[Node, int]
           rng: np.random.Generator, out: Generated, plan: SeqPlan) -> Any:
     name = inp.attrs["name"]
     t = inp.out_types[0]
+    if inp.attrs.get("default") is not None:  # an overridable ONNX initializer: its value
+        return inp.attrs["default"].array
     if isinstance(t, OpaqueType):
         return draw_opaque(name, t, rng, ctx.sizes, plan)
     if not isinstance(t, TensorType) or t.shape is None:

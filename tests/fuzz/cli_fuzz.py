@@ -267,8 +267,10 @@ def _run(mutants: Sequence[Mutant], runner: Runner, root: str, seed_dirs: dict[s
                 runner.kill(p)
             o.code, o.seconds = code, elapsed
             folder = os.path.dirname(in_dir)
-            with open(os.path.join(folder, "stderr"), encoding="utf-8", errors="replace") as f:
-                o.stderr = f.read()
+            err = os.path.join(folder, "stderr")
+            if os.path.exists(err):  # else the child died before redirecting: judged by code
+                with open(err, encoding="utf-8", errors="replace") as f:
+                    o.stderr = f.read()
             _judge(o, in_dir, before, out_dir)
             del running[i]
             done[i] = o

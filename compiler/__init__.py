@@ -2,7 +2,7 @@
 
 Public API: ``optimize``, ``load``, ``save``, ``explain``, ``shard``, ``optimize_training``,
 ``Graph``, ``parse``
-(plus ``OptimizedModel``, ``ShardPlan``, ``GraphOptError``, ``CheckError``). Heavy modules (torch, onnx,
+(plus ``OptimizedModel``, ``ShardPlan``, ``GraphOptError``, ``CheckError``, ``InputsNeeded``). Heavy modules (torch, onnx,
 onnxruntime) load only when a function needs them.
 """
 from __future__ import annotations
@@ -15,10 +15,11 @@ from .ir.text import parse
 
 if TYPE_CHECKING:
     from .api import OptimizedModel, explain, load, optimize, save
+    from .inputs import InputsNeeded
     from .remat import optimize_training
     from .tp.stage import ShardPlan, shard
 
-__all__ = ["CheckError", "Graph", "GraphOptError", "OptimizedModel", "ShardPlan", "explain",
+__all__ = ["CheckError", "Graph", "GraphOptError", "InputsNeeded", "OptimizedModel", "ShardPlan", "explain",
            "load", "optimize", "optimize_training", "parse", "save", "shard"]
 __version__ = "0.1.0"
 
@@ -35,6 +36,10 @@ def __getattr__(name: str) -> Any:
         from .tp import stage
 
         return getattr(stage, name)
+    if name == "InputsNeeded":
+        from .inputs import InputsNeeded
+
+        return InputsNeeded
     if name == "optimize_training":
         from .remat import optimize_training
 

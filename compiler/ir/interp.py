@@ -195,6 +195,11 @@ class TorchInterpreter(Interpreter):
         self.check_inputs = check_inputs
 
     def placeholder(self, n: Node, value: Any) -> Any:
+        if n.attrs.get("default") is not None and type(value).__module__ == "numpy":
+            import numpy as np
+            import torch  # an input's default (bind_inputs) is numpy
+
+            value = torch.from_numpy(np.array(value))
         if self.check_inputs:
             check_input(n, value)
         return value

@@ -140,6 +140,9 @@ def test_initializer_inputs_stay_overridable_from_ir4() -> None:
     for feeds in ({"x": x}, {"x": x, "W": other}):
         assert np.array_equal(_ort(data, feeds)[0], _ort(src, feeds)[0])
     assert np.array_equal(om(x), _ort(src, {"x": x})[0])  # the default when not fed
+    import torch
+
+    assert torch.equal(om(torch.from_numpy(x)), torch.from_numpy(om(x)))  # torch callable too
     from graphopt.check import make_inputs
 
     assert np.array_equal(make_inputs(om.original)["W"], [1.0, -2.0, 3.0])  # check: default

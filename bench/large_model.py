@@ -2,7 +2,7 @@
 weights' size, and whether the written model loads and runs in ONNX Runtime.
 
     python bench/large_model.py [--layers 9] [--width 8192] [--tokens 4] [--form matmul|gemm]
-                                [--eager] [--dir DIR] [--keep]
+                                [--eager] [--dir DIR] [--keep] [--optimize-args="..."]
 
 The model is a stack of ``--layers`` blocks ``relu(x @ W_i + b_i)`` (the last without relu),
 float32 weights ``W_i`` of ``width x width`` (9 x 8192^2 x 4 bytes = 2.42 GB by default). The
@@ -45,8 +45,9 @@ The optimize peak is the check's: ONNX Runtime maps the weights and prepacks one
 at a time, so the peak is about the weights plus the largest MatMul weight (1.56 x with two
 layers of 1.07 GB; graphopt itself stays at 0.09 x without the check). Quantization is over the
 bound: the quantize step holds float and quantized weights and runs calibration and the check in
-ONNX Runtime (not yet made lazy). The Gemm form's weights are transposed by folding (Gemm transB=1 is matmul(x,
-transpose(w))); kept in memory (the eager baseline) they are a second copy of the weights.
+ONNX Runtime (not yet made lazy). The Gemm form's weights are transposed by folding (Gemm
+transB=1 is matmul(x, transpose(w))); kept in memory (the eager baseline) they are a second copy
+of the weights; spilled to a file (``ConstData.spilled``) they are not.
 """
 from __future__ import annotations
 

@@ -245,7 +245,9 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
     ("cleanup", "canonicalize", "constant_fold", "cse", "remove_noops", "dead_code") or ``Pass``
     objects. check: run the numeric check (raises ``CheckError`` on a mismatch). inputs: inputs
     for the check (dict of arrays or an ``.npz`` path); generated when None.
-    budget: seconds for the rewrite search (default 10; 0 turns it off) or a
+    budget: the rewrite search's budget in seconds (default 10; 0 turns it off), counted as
+    100 candidate graphs a second so the same input gives the same output on any machine (the
+    wall clock is only a safety stop at 3x + 2 s, reported), or a
     ``graphopt.search.budget.Budget``. rules: extra rewrite Rules for the search (added to the
     generated and hand-written ones). cost: "analytic" (roofline, fusion-aware) or "measured"
     (ops profiled on this machine, cached on disk). allow_contrib_ops: on target "cpu", lower

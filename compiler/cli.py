@@ -352,7 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="passes to run instead of the default pipeline")
     o.add_argument("--no-check", action="store_true", help="skip the numeric check")
     o.add_argument("--budget", type=float, default=None, metavar="SECONDS",
-                   help="time for the rewrite search (default 10; 0: no search)")
+                   help="rewrite search budget (default 10; 0: no search), counted as 100 "
+                        "candidate graphs a second so the result does not depend on the "
+                        "machine's speed; the wall clock stops the search only at 3x + 2 s "
+                        "(reported) (docs/determinism.md)")
     o.add_argument("--cost", choices=("analytic", "measured"), default="analytic",
                    help="cost model: roofline estimate, or ops profiled on this machine")
     o.add_argument("--allow-contrib-ops", action="store_true",

@@ -9,7 +9,9 @@ layers (hidden 768, 12 heads) and GPT-2 small (12 layers, hidden 768, LM head), 
 module runs eagerly, under ``torch.compile(backend="inductor")`` and under
 ``torch.compile(backend=graphopt_backend)`` (default options: target cpu, the default search
 budget), once with the default runtime (the optimized graph's torch callable) and once with
-``runtime="onnxruntime"`` (its ONNX export in ONNX Runtime, torch's thread count). Compile time is the wall time of the first call (Dynamo's capture plus the backend;
+``runtime="onnxruntime"`` (its ONNX export in ONNX Runtime, torch's thread count), and, to
+tell graphopt's rewrites from ONNX Runtime's own speed, "onnxruntime alone": the model exported
+by torch.onnx and run in ONNX Runtime (its default graph optimizations) without graphopt. Compile time is the wall time of the first call (Dynamo's capture plus the backend;
 for graphopt: export, rewrites, search and the numeric check). Speed: after two warm-up calls of
 each, ``--runs`` rounds of one call of each (interleaved, so load changes hit all alike);
 median and quartiles per row, and eager's median / the row's median (above 1: faster than
@@ -53,11 +55,34 @@ def _compiled(model: torch.nn.Module, backend: Any, example: tuple[torch.Tensor,
     return (lambda: fn(*example)), time.perf_counter() - t0, out
 
 
+def _plain_ort(model: torch.nn.Module, example: tuple[torch.Tensor, ...]
+               ) -> tuple[Callable[[], Any], float, Any]:
+    """The baseline that separates graphopt's rewrites from ONNX Runtime's speed: the model
+    exported by torch.onnx (TorchScript exporter, opset 17) and run in ONNX Runtime with its
+    default graph optimizations and torch's thread count; no graphopt."""
+    import io
+
+    import onnxruntime as ort
+
+    t0 = time.perf_counter()
+    buf = io.BytesIO()
+    torch.onnx.export(model, example, buf, input_names=["input_ids", "attention_mask"],
+                      opset_version=17, dynamo=False)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = torch.get_num_threads()
+    model.eval()  # the exporter restores the wrapper's mode recursively (it was train)
+    sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": example[0].numpy(), "attention_mask": example[1].numpy()}
+    out = torch.from_numpy(sess.run(None, feeds)[0])
+    return (lambda: sess.run(None, feeds)), time.perf_counter() - t0, out
+
+
 def rows_for(name: str, seq: int, runs: int) -> list[Row]:
     from graphopt.dynamo import RECORDS, graphopt_backend
 
     family, layers = MODELS[name]
-    model = build(family, layers=layers)
+    model = build(family, layers=layers).eval()  # the builder leaves the wrapper in train mode
     g = torch.Generator().manual_seed(0)
     example = (torch.randint(0, 1000, (1, seq), generator=g),
                torch.ones(1, seq, dtype=torch.int64))
@@ -66,6 +91,8 @@ def rows_for(name: str, seq: int, runs: int) -> list[Row]:
         runners: dict[str, tuple[Callable[[], Any], float, Any]] = {
             "eager": ((lambda: model(*example)), 0.0, ref)}
         runners["inductor"] = _compiled(model, "inductor", example)
+        runners["onnxruntime alone"] = _plain_ort(model, example)
+        assert not any(m.training for m in model.modules())  # no dropout in any runner
         notes: dict[str, str] = {}
         for runner, runtime in (("graphopt", "torch"), ("graphopt (onnxruntime)", "onnxruntime")):
             RECORDS.clear()

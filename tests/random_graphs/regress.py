@@ -5,7 +5,8 @@ graph in text form with every constant inline (``graphopt.ir.text``), so it is a
 test case on its own. A failing example is written to ``regressions/new_<kind>.ir``, replaced
 by each later failure of that kind: hypothesis replays the minimal failing example last, so
 what remains is the shrunk graph. Once the bug is fixed, rename the file after the bug; every
-``*.ir`` file there is checked by ``test_regressions.py``.
+``*.ir`` file there is checked by ``test_regressions.py``. A failure whose fix lies outside
+this part goes to ``known_failures/`` instead (strict xfails in ``test_known_failures.py``).
 """
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ class OptimizedModel:
     ``om(*inputs)`` runs the optimized graph: numpy arrays in -> numpy arrays out (ONNX Runtime on
     the exported model; the reference interpreter when the graph holds torch-only opaque nodes;
     one output is returned as is, several as a tuple), torch tensors in -> torch tensors out (the
-    torch callable, shaped like the original module's output for torch sources). Inputs go by
+    torch callable, shaped like the original module's output for torch sources; so is a call
+    without inputs of a torch source). Inputs go by
     position or by graph input name.
     """
 
@@ -30,6 +31,8 @@ class OptimizedModel:
         self.kv = kv  # graphopt.kv.stage.KVResult when optimized with kv_cache
         self._session: Any = None
         self._torch: Any = None
+        self._check_args: tuple[Any, float | None] | None = None  # (inputs, min SQNR dB)
+        self._written_ok = False  # the check ran the bytes save writes
 
     @property
     def target(self) -> str:
@@ -38,7 +41,7 @@ class OptimizedModel:
     # ---- running -------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         values = list(args) + list(kwargs.values())
-        if any(_is_torch(x) for x in values):
+        if any(_is_torch(x) for x in values) or (not values and self.source.kind == "torch"):
             return self._call_torch(args, kwargs)
         feeds = self._bind(args, kwargs)
         if self.uses_torch_only_nodes():
@@ -71,9 +74,12 @@ class OptimizedModel:
         if self._session is None:
             import onnxruntime as ort
 
+            from .frontends import onnx_export
+
             so = ort.SessionOptions()
             so.log_severity_level = 3
-            self._session = ort.InferenceSession(self.onnx_model().SerializeToString(), so,
+            # the bytes the check ran and save writes
+            self._session = ort.InferenceSession(onnx_export.to_bytes(self.graph), so,
                                                  providers=["CPUExecutionProvider"])
         return self._session
 
@@ -107,6 +113,7 @@ class OptimizedModel:
         one), ``genai_config.json`` for onnxruntime-genai and ``graphopt_kv.json`` (the cache
         spec)."""
         if self.kv is None:
+            self.check_written()
             save(self.graph, path)
             return
         import onnx
@@ -117,6 +124,20 @@ class OptimizedModel:
             self.kv.decode_bytes
         write_folder(onnx.load_from_string(data), self.kv.derivation.spec, path,
                      max_length=self.kv.derivation.spec.context_length)
+
+    def check_written(self) -> None:
+        """Check the ONNX bytes ``save`` writes against the original, when the optimizer's
+        check ran something else (a torch module's check runs the torch callable; a Graph's,
+        the reference interpreter): raises CheckError, so nothing unchecked is written. An
+        ONNX model's check already ran those bytes; optimize(check=False) checks nothing."""
+        if self._written_ok or self._check_args is None or self.source.kind == "onnx":
+            return
+        from .pipeline import check_written
+
+        res = check_written(self.source, self.original, self.graph, *self._check_args)
+        if res is not None:
+            self.report["check_written"] = res.to_dict()
+        self._written_ok = True
 
     # ---- generation (kv_cache) -------------------------------------------------------------------
     def generate(self, prompt_ids: Any, max_new_tokens: int = 32, attention_mask: Any = None,
@@ -237,7 +258,7 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
              mixed_precision: bool | None = None, kv_cache: Any = False,
              cache: str | None = None, max_length: int | None = None,
              task: str | None = None, batch: int | None = None, seq: int | None = None,
-             static: bool = False) -> OptimizedModel:
+             static: bool = False, fold_initializer_inputs: bool = False) -> OptimizedModel:
     """Optimize a model for ``target`` and check the result against the original.
 
     model: an ``nn.Module`` (with ``example_inputs``), an ``.onnx`` path, an ``onnx.ModelProto``
@@ -252,7 +273,10 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
     generated and hand-written ones). cost: "analytic" (roofline, fusion-aware) or "measured"
     (ops profiled on this machine, cached on disk). allow_contrib_ops: on target "cpu", lower
     attention to ONNX Runtime's com.microsoft ops where they are faster (the output then runs in
-    ONNX Runtime only); default: portable ONNX.
+    ONNX Runtime only); default: portable ONNX. fold_initializer_inputs: an ONNX model's
+    initializers that are also graph inputs (IR >= 4: values a caller may override) become
+    constants the optimizer folds through; default: they stay inputs with their initializer as
+    default, as ONNX Runtime treats them (the written model keeps them overridable).
 
     quantize: "int8" | "int8-weight" | "int4" | "nf4" | "smoothquant" | "llm-int8" (or a
     ``graphopt.quant.config.QuantConfig``), see docs/quantization.md. calibration: input
@@ -304,8 +328,12 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
         src = replace(src, label=label)
     out = run(src, target, passes, check, inputs, progress, budget=budget, rules=rules,
               cost=cost, allow_contrib_ops=allow_contrib_ops, quantize=qcfg,
-              calibration=calibration, kv_cache=kv_opts)
-    return OptimizedModel(out.graph, out.report, out.source, out.original, out.kv)
+              calibration=calibration, kv_cache=kv_opts,
+              fold_initializer_inputs=fold_initializer_inputs)
+    om = OptimizedModel(out.graph, out.report, out.source, out.original, out.kv)
+    if check:
+        om._check_args = (inputs, qcfg.min_sqnr_db if qcfg is not None else None)
+    return om
 
 
 def _model_folder(model: Any, example_inputs: Any, task: str | None, batch: int | None,

@@ -87,6 +87,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         om = optimize(args.input, target=target, passes=args.passes, check=not args.no_check,
                       inputs=args.inputs, progress=progress, budget=args.budget,
                       cost=args.cost, allow_contrib_ops=args.allow_contrib_ops,
+                      fold_initializer_inputs=args.fold_initializer_inputs,
                       **_quant_args(args), **kv, **folder_args)
         progress("write", None)
         t0 = time.perf_counter()
@@ -361,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--allow-contrib-ops", action="store_true",
                    help="cpu: lower attention to ONNX Runtime's com.microsoft ops where faster "
                         "(the output then runs in ONNX Runtime only)")
+    o.add_argument("--fold-initializer-inputs", action="store_true",
+                   help="treat initializers that are also graph inputs (IR >= 4: overridable "
+                        "by the caller) as constants and optimize through them (default: they "
+                        "stay inputs with their default)")
     k = o.add_argument_group("KV cache (docs/kv_cache.md)")
     k.add_argument("--kv-cache", action="store_true",
                    help="derive the decoder-with-past of a decoder and write it as a folder "

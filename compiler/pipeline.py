@@ -64,15 +64,17 @@ def resolve_source(model: Any, example_inputs: Any = None) -> Source:
                         f"example_inputs, an .onnx path, an onnx.ModelProto or a Graph")
 
 
-def lift(src: Source, dynamic: bool = False) -> Graph:
+def lift(src: Source, dynamic: bool = False, fold_initializer_inputs: bool = False) -> Graph:
     """Frontend: the source as an IR graph. dynamic: a torch module is exported with symbolic
-    batch and sequence dims (the KV-cache rewrite needs the sequence axis)."""
+    batch and sequence dims (the KV-cache rewrite needs the sequence axis).
+    fold_initializer_inputs: an ONNX model's IR >= 4 initializers listed as graph inputs are
+    constants (default: inputs with the initializer as default, as ONNX Runtime treats them)."""
     if src.kind == "graph":
         return src.model
     if src.kind == "onnx":
         from .frontends import onnx as onnx_frontend
 
-        return onnx_frontend.load(src.model)
+        return onnx_frontend.load(src.model, fold_initializer_inputs=fold_initializer_inputs)
     from .frontends import fx
 
     return fx.from_module(src.model, src.example_inputs, dynamic=dynamic)
@@ -221,6 +223,53 @@ def check_against(src: Source, original: Graph, g: Graph, inputs: Any,
     return check.check_graphs(original, g, inputs, min_sqnr_db=min_sqnr_db)
 
 
+def check_written(src: Source, original: Graph, g: Graph, inputs: Any,
+                  min_sqnr_db: float | None = None) -> Any:
+    """Numeric check of the ONNX bytes ``onnx_export.save`` will write for ``g`` (run in ONNX
+    Runtime with its default session options) against the source, for sources whose check ran
+    something else: a Graph (checked with the reference interpreter) or a torch module (checked
+    with the torch callable). An ONNX source's check already ran these bytes."""
+    from .errors import ExportError, GraphOptError
+
+    try:
+        res = _check_written(src, original, g, inputs, min_sqnr_db)
+    except GraphOptError:
+        raise
+    except Exception as e:  # ONNX Runtime cannot load or run what would be written
+        msg = " ".join(str(e).split())[:500] or type(e).__name__
+        raise ExportError(f"ONNX Runtime cannot run the model as it would be written, so it is "
+                          f"not written: {msg}", where=f"graph {g.name}") from e
+    if res is not None:
+        res.raise_if_failed("the ONNX model as written")
+    return res
+
+
+def _check_written(src: Source, original: Graph, g: Graph, inputs: Any,
+                   min_sqnr_db: float | None) -> Any:
+    from . import check
+
+    if src.kind == "graph":
+        res = check.check_graphs(original, g, inputs, backend="onnx", raise_on_mismatch=False,
+                                 min_sqnr_db=min_sqnr_db)
+    elif src.kind == "torch":
+        import numpy as np
+        import torch
+
+        feeds = check_feeds(src, original, inputs)
+        args = [torch.from_numpy(np.array(feeds[n])) for n in original.input_names] \
+            if inputs is not None or src.example_inputs is None else list(src.example_inputs)
+        with torch.no_grad():
+            exp = check.torch_outputs_to_numpy(src.model(*args))
+        act = check.run_onnx_graph(g, feeds)
+        res = check.compare_outputs(exp, act, g.output_names, min_sqnr_db=min_sqnr_db,
+                                    reference=f"{src.label} (torch)",
+                                    dtypes=check.precision_dtypes(g) if len(exp) == len(
+                                        g.outputs) else None)
+    else:
+        return None
+    return res
+
+
 def fuse_passes(target: str, allow_contrib_ops: bool) -> list[Pass]:
     """The target's fusion passes (attention, norms, GELU, matmul merges), then cleanup."""
     from graphopt.passes.cleanup import cleanup_passes
@@ -285,13 +334,15 @@ def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
         check: bool = True, inputs: Any = None, progress: Progress | None = None,
         budget: Any = None, rules: Sequence[Any] | None = None, cost: str = "analytic",
         allow_contrib_ops: bool = False, quantize: Any = None,
-        calibration: Any = None, kv_cache: Any = None) -> PipelineOutput:
+        calibration: Any = None, kv_cache: Any = None,
+        fold_initializer_inputs: bool = False) -> PipelineOutput:
     from .ir.verify import verify
     from .report import build_report
 
     target = check_target(target)
     steps = Steps(progress)
-    original = steps.run("load", lambda: lift(src, dynamic=kv_cache is not None))
+    original = steps.run("load", lambda: lift(src, dynamic=kv_cache is not None,
+                                              fold_initializer_inputs=fold_initializer_inputs))
     steps.run("verify", lambda: verify(original))
     pipe = Pipeline(resolve_passes(passes), name="simplify", fixed_point=True,
                     progress=(lambda p, it: progress(f"simplify: {p} (round {it})", None))

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -241,3 +242,81 @@ def test_optimize_transformer_onnx_passes_its_own_check(name: str) -> None:
     assert (ops.count("Attention"), ops.count("RotaryEmbedding"),
             ops.count("RMSNormalization")) == (att, rope, rms)
     assert "Softmax" not in ops
+
+
+def test_save_checks_the_written_bytes_of_torch_and_graph_sources(tmp_path: Path,
+                                                                    monkeypatch: Any) -> None:
+    """A torch module's check runs the torch callable and a Graph's the interpreter; save then
+    runs the ONNX bytes it writes in ONNX Runtime against the original, and writes nothing when
+    they differ or do not run."""
+    import torch
+
+    import graphopt
+    from graphopt import check
+    from graphopt.errors import CheckError, ExportError
+
+    class M(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(x) * 2.0 + 1.0
+
+    om = graphopt.optimize(M(), (torch.randn(3, 4),), budget=0)
+    out = tmp_path / "m.onnx"
+    om.save(out)
+    assert out.exists() and om.report["check_written"]["ok"]
+    assert "ONNX Runtime" not in om.report["check"]["reference"]
+
+    om = graphopt.optimize(M(), (torch.randn(3, 4),), budget=0)
+    real = check.run_onnx_graph
+    monkeypatch.setattr(check, "run_onnx_graph",
+                        lambda g, feeds: [x + 1e-2 for x in real(g, feeds)])
+    bad = tmp_path / "bad.onnx"
+    with pytest.raises(CheckError, match="as written"):
+        om.save(bad)
+    assert not bad.exists()
+    monkeypatch.setattr(check, "run_onnx_graph", real)
+
+    g = graphopt.parse("""graph m(%w: f64[3]) {
+      %0: f64[3] = softplus(%w)
+      return %0 as "y"
+    }""")
+    om = graphopt.optimize(g, budget=0)
+
+    def no_kernel(g: Any, feeds: Any) -> Any:
+        raise RuntimeError("NOT_IMPLEMENTED : Could not find an implementation for Softplus")
+    monkeypatch.setattr(check, "run_onnx_graph", no_kernel)
+    with pytest.raises(ExportError, match="cannot run the model as it would be written"):
+        om.save(bad)
+    assert not bad.exists()
+
+
+def test_fold_initializer_inputs(tmp_path: Path) -> None:
+    """An IR >= 4 initializer also listed as a graph input stays an overridable input unless
+    fold_initializer_inputs / --fold-initializer-inputs is given."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((4,), 2.0, np.float32), "w")
+    g = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["y"])], "m",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
+                           helper.make_tensor_value_info("w", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    src = tmp_path / "m.onnx"
+    onnx.save(m, src)
+    x = np.arange(4, dtype=np.float32)
+    kept, folded = tmp_path / "kept.onnx", tmp_path / "folded.onnx"
+    from graphopt.cli import main
+
+    assert main(["optimize", str(src), "-o", str(kept), "--budget", "0", "--quiet"]) == 0
+    assert main(["optimize", str(src), "-o", str(folded), "--budget", "0", "--quiet",
+                 "--fold-initializer-inputs"]) == 0
+    s = ort.InferenceSession(str(kept), providers=["CPUExecutionProvider"])
+    assert [i.name for i in s.get_inputs()] == ["x"]
+    assert [i.name for i in s.get_overridable_initializers()] == ["w"]
+    np.testing.assert_array_equal(s.run(None, {"x": x})[0], 2 * x)  # the default
+    np.testing.assert_array_equal(s.run(None, {"x": x, "w": np.ones(4, np.float32)})[0], x)
+    s = ort.InferenceSession(str(folded), providers=["CPUExecutionProvider"])
+    assert [i.name for i in s.get_inputs()] == ["x"] and not s.get_overridable_initializers()
+    np.testing.assert_array_equal(s.run(None, {"x": x})[0], 2 * x)

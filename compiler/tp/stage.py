@@ -130,7 +130,7 @@ def _check_onnx(model: Any, original: Graph, g: Graph, inputs: Any) -> Any:
     got = got if isinstance(got, tuple) else (got,)
     res = compare_outputs(exp, [t.numpy() for t in got], g.output_names,
                           dtypes=precision_dtypes(original, g),
-                          reference="the ONNX model (ONNX Runtime)")
+                          reference="the ONNX model (ONNX Runtime, default session options)")
     res.inputs = describe_inputs(feeds)
     res.raise_if_failed("sharded model")
     return res

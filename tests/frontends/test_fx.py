@@ -475,9 +475,6 @@ def test_module_without_tensor_inputs_lifts_to_constants() -> None:
     torch.testing.assert_close(got, Positions()())
 
 
-@pytest.mark.xfail(strict=True, reason="OptimizedModel.__call__ (api.py, the lead's) runs an "
-                   "input-less call in ONNX Runtime and returns numpy; the fix is to send it to "
-                   "the torch callable when the source is a torch module")
 def test_module_without_tensor_inputs_returns_tensors() -> None:
     import graphopt
 

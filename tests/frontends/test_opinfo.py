@@ -146,7 +146,7 @@ def run_case(op: Any) -> Outcome:
             om = graphopt.optimize(module, inputs)  # the defaults: passes, search, check
             with torch.no_grad():
                 want = module(*inputs)
-                got = _call(om, inputs)
+                got = om(*inputs)
     except GraphOptError as e:
         return Outcome(name, "refused", e.one_line(), time.perf_counter() - t0)
     except Exception as e:  # noqa: BLE001 - what the sweep is looking for
@@ -156,14 +156,6 @@ def run_case(op: Any) -> Outcome:
     if diff:
         return Outcome(name, "raw", f"structure: {diff}", time.perf_counter() - t0)
     return Outcome(name, "matched", "", time.perf_counter() - t0)
-
-
-def _call(om: Any, inputs: tuple) -> Any:
-    """``om(*inputs)``; a module without tensor inputs runs through ``om.torch_module()``
-    until ``OptimizedModel.__call__`` sends an input-less call of a torch source there (it runs
-    ONNX Runtime and returns numpy today;
-    ``test_fx.test_module_without_tensor_inputs_returns_tensors``)."""
-    return om(*inputs) if inputs else om.torch_module()()
 
 
 def _one_line(e: BaseException) -> str:

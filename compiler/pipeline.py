@@ -281,13 +281,15 @@ def fuse_passes(target: str, allow_contrib_ops: bool) -> list[Pass]:
 def raise_opset_for_fused_ops(g: Graph) -> Graph:
     """Export fused ops as one ONNX node each: the graph's default opset is raised to what they
     need (``OpDef.onnx_min_opset``; below it the exporter would write them back as
-    compositions), and to 21 where 4-bit tensors (quantized weights) appear."""
+    compositions), to what any node needs to have an ONNX form at all
+    (``OpDef.onnx_opset_for``: pad mode wrap, pooling dilations), and to 21 where 4-bit tensors
+    (quantized weights) appear."""
     from dataclasses import replace
 
     from .ir.types import DType, TensorType
-    from .ops.registry import onnx_opset_needed
+    from .ops.registry import onnx_opset_needed, onnx_opset_required
 
-    need = onnx_opset_needed(n.op for n in g.nodes)
+    need = max(onnx_opset_needed(n.op for n in g.nodes), onnx_opset_required(g.nodes))
     if any(isinstance(t, TensorType) and t.dtype in (DType.u4, DType.i4)
            for n in g.nodes for t in n.out_types):
         need = max(need, 21)  # ONNX's INT4 / UINT4 types (and Cast from them) begin at opset 21

@@ -517,6 +517,10 @@ class MaxPool(Pool):
         return [build(ctx, "max_pool", [x], kernel=kernel,
                       ceil_mode=bool(int(ctx.attrs.get("ceil_mode", 0))), **geo)]
 
+    def onnx_opset_for(self, attrs: Attrs) -> int:
+        # MaxPool's dilations and ceil_mode begin at opset 10
+        return 10 if attrs["ceil_mode"] or any(d != 1 for d in attrs["dilations"]) else 0
+
     def to_onnx(self, ctx: Any, node: Any) -> None:
         a = node.attrs
         extra: dict[str, Any] = _geometry_to_onnx(node, a["kernel"], ctx, ctx.opset >= 10)
@@ -652,6 +656,11 @@ class AvgPool(Pool):
                       ceil_mode=bool(int(ctx.attrs.get("ceil_mode", 0))),
                       count_include_pad=bool(int(ctx.attrs.get("count_include_pad", 0))),
                       **geo)]
+
+    def onnx_opset_for(self, attrs: Attrs) -> int:
+        # AveragePool's dilations begin at opset 19, ceil_mode at 10
+        return 19 if any(d != 1 for d in attrs["dilations"]) else (
+            10 if attrs["ceil_mode"] else 0)
 
     def to_onnx(self, ctx: Any, node: Any) -> None:
         a = node.attrs

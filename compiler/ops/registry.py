@@ -159,6 +159,11 @@ class OpDef:
         """Canonical attrs (e.g. negative axes made positive). Default: unchanged."""
         return attrs
 
+    def onnx_opset_for(self, attrs: "Attrs") -> int:
+        """The lowest default-domain opset at which a node with these attributes has an ONNX
+        form at all (0: any); the pipeline raises a graph's opset to it."""
+        return 0
+
     def infer(self, in_types: tuple[ValueType, ...], attrs: "Attrs") -> tuple[ValueType, ...]:
         raise NotImplementedError(f"{self.name}.infer")
 
@@ -410,6 +415,12 @@ def onnx_opset_needed(ops: Iterable[str]) -> int:
     """The default-domain ONNX opset at which every op of ``ops`` exports as one node of its
     own (``onnx_min_opset``; 0 when none needs more than any opset has)."""
     return max((get_op(op).onnx_min_opset or 0 for op in ops), default=0)
+
+
+def onnx_opset_required(nodes: Iterable[Any]) -> int:
+    """The lowest default-domain ONNX opset at which every node has an ONNX form at all
+    (``OpDef.onnx_opset_for``: e.g. pad mode wrap needs 19); 0 when any opset will do."""
+    return max((get_op(n.op).onnx_opset_for(n.attrs) for n in nodes), default=0)
 
 
 # ---- helpers shared by op families ------------------------------------------------------------

@@ -1564,6 +1564,9 @@ class Pad(OpDef):
             raise Unsupported(f"Pad with {len(pads)} pads for rank {r}")
         return [pad_or_crop(ctx, x, pads[:r], pads[r:], mode, value)]
 
+    def onnx_opset_for(self, attrs: Attrs) -> int:
+        return 19 if attrs["mode"] == "wrap" else 0  # Pad's wrap mode begins at opset 19
+
     def to_onnx(self, ctx: Any, node: Any) -> None:
         a = node.attrs
         x = node.inputs[0]

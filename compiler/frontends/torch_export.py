@@ -93,6 +93,12 @@ def module_class() -> type:
     return GraphModule
 
 
+def has_out_spec(g: Graph) -> bool:
+    """True when ``g`` carries its source module's output structure (its callable rebuilds it);
+    False for a flat list of outputs (a graph read from ONNX, say)."""
+    return _out_spec(g) is not None
+
+
 def _out_spec(g: Graph) -> Any:
     for k, v in g.meta.metadata:
         if k == OUT_SPEC_KEY:

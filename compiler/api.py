@@ -72,15 +72,11 @@ class OptimizedModel:
 
     def _ort_session(self) -> Any:
         if self._session is None:
-            import onnxruntime as ort
-
+            from .check import onnx_session
             from .frontends import onnx_export
 
-            so = ort.SessionOptions()
-            so.log_severity_level = 3
-            # the bytes the check ran and save writes
-            self._session = ort.InferenceSession(onnx_export.to_bytes(self.graph), so,
-                                                 providers=["CPUExecutionProvider"])
+            # the bytes the check ran and save writes, in the check's session
+            self._session = onnx_session(onnx_export.to_bytes(self.graph))
         return self._session
 
     # ---- outputs ---------------------------------------------------------------------------------

@@ -577,8 +577,8 @@ def check_torch(module: Any, candidate: Graph, example_inputs: Sequence[Any] | N
     """Compare a torch module with a candidate graph run through its torch callable, on the
     example inputs (or on given / generated inputs). A candidate carrying the module's output
     structure (recorded at lift) must return it (named tuple types, containers, dtypes, shapes:
-    a difference is a ``CheckError``); then the tensors are compared. Both run from the same torch RNG state
-    (seeded with ``seed``), so random ops called in the same order agree."""
+    a difference is a ``CheckError``); then the tensors are compared. Both run from the same
+    torch RNG state (seeded with ``seed``), so random ops called in the same order agree."""
     import torch
 
     from .frontends.fx_outputs import structure_diff
@@ -592,7 +592,8 @@ def check_torch(module: Any, candidate: Graph, example_inputs: Sequence[Any] | N
         feeds = coerce_inputs(candidate, inputs, seed)
         args = [torch.from_numpy(np.array(feeds[n])) for n in candidate.input_names]
         desc = describe_inputs(feeds)
-    want, got = _seeded(module, args, seed), _seeded(to_callable(candidate), args, seed)
+    want = seeded_call(module, args, seed)
+    got = seeded_call(to_callable(candidate), args, seed)
     # the structure is compared when the candidate carries one (the module's, recorded at
     # lift); a graph read back from ONNX files has a flat list of outputs, compared leaf by leaf
     diff = structure_diff(want, got) if has_out_spec(candidate) else None
@@ -613,7 +614,7 @@ def check_torch(module: Any, candidate: Graph, example_inputs: Sequence[Any] | N
     return res
 
 
-def _seeded(fn: Any, args: Sequence[Any], seed: int) -> Any:
+def seeded_call(fn: Any, args: Sequence[Any], seed: int = 0) -> Any:
     """``fn(*args)`` without autograd, from torch's RNG seeded with ``seed`` (the caller's
     RNG state is restored after)."""
     import torch

@@ -60,10 +60,9 @@ def detect_target() -> str:
 
 def cmd_optimize(args: argparse.Namespace) -> int:
     from .api import optimize
+    from .frontends.hf_folder import is_model_folder
     from .progress import for_args
     from .report import comparison_table, format_report, human_bytes, write_json_atomic
-
-    from .frontends.hf_folder import is_model_folder
 
     target = args.target or detect_target()
     folder = is_model_folder(args.input)
@@ -72,14 +71,15 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         if args.task or args.batch or args.seq or args.static:
             raise _Usage("--task / --batch / --seq / --static apply to a transformers model "
                          "folder (a directory with config.json)", where=args.input)
+    elif args.bench:
+        raise _Usage("--bench times ONNX files; a model folder has none (bench the written "
+                     "model with graphopt bench)", where=args.input)
     kv = _kv_args(args)
     folder_args = {"task": args.task, "batch": args.batch, "seq": args.seq,
                    "static": args.static} if folder else {}
-    out_dir = os.path.dirname(os.path.abspath(args.output.rstrip("/\\") or args.output))
-    if not os.path.isdir(out_dir):
-        raise _Usage("output directory does not exist", where=out_dir)
-    if args.html and not os.path.isdir(os.path.dirname(os.path.abspath(args.html))):
-        raise _Usage("output directory does not exist", where=args.html)
+    _check_output_dir(args.output.rstrip("/\\") or args.output)
+    if args.html:
+        _check_output_dir(args.html)
     progress = for_args(args)
     written = os.path.join(args.output, "model.onnx") if kv else args.output
     rows = None
@@ -98,9 +98,6 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 
             progress("bench", None)
             t0 = time.perf_counter()
-            if folder:
-                raise _Usage("--bench times ONNX files; a model folder has none (bench the "
-                             "written model with graphopt bench)", where=args.input)
             rows = bench_models([args.input, written], args.inputs, runs=args.bench)
             progress("bench", time.perf_counter() - t0)
         if args.html:
@@ -324,6 +321,13 @@ def _check_input_file(path: str) -> None:
         raise FrontendError("is a directory, not an ONNX file", where=path)
 
 
+def _check_output_dir(path: str) -> None:
+    """A usage error when the folder a file is to be written into does not exist."""
+    out_dir = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(out_dir):
+        raise _Usage("output directory does not exist", where=out_dir)
+
+
 # ---- parser and main -----------------------------------------------------------------------------
 
 class _Usage(Exception):
@@ -491,8 +495,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     _check_input_file(args.a)
     _check_input_file(args.b)
-    if args.html and not os.path.isdir(os.path.dirname(os.path.abspath(args.html))):
-        raise _Usage("output directory does not exist", where=args.html)
+    if args.html:
+        _check_output_dir(args.html)
     d = diff_html(args.a, args.b, args.html) if args.html else diff(args.a, args.b)
     print(d.text())
     if args.html:

@@ -258,8 +258,7 @@ def _check_written(src: Source, original: Graph, g: Graph, inputs: Any,
         feeds = check_feeds(src, original, inputs)
         args = [torch.from_numpy(np.array(feeds[n])) for n in original.input_names] \
             if inputs is not None or src.example_inputs is None else list(src.example_inputs)
-        with torch.no_grad():
-            exp = check.torch_outputs_to_numpy(src.model(*args))
+        exp = check.torch_outputs_to_numpy(check.seeded_call(src.model, args))
         act = check.run_onnx_graph(g, feeds)
         res = check.compare_outputs(exp, act, g.output_names, min_sqnr_db=min_sqnr_db,
                                     reference=f"{src.label} (torch)",

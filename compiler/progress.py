@@ -76,7 +76,7 @@ class StepProgress:
         """Stop the live line (a failed step never sends its end event)."""
         self._hide()
 
-    # ---- output ------------------------------------------------------------------------------------
+    # ---- output ----------------------------------------------------------------------------
     def _line(self, text: str) -> None:
         self.stream.write(f"{self.prefix}: {text}\n")
         self.stream.flush()

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..ir.graph import Graph
 from ..ir.node import Node, Value
-from ..ir.types import Dim, TensorType, dim_factors
+from ..ir.types import TensorType
+from ..ops.symbols import eval_dim
 from .needs import Need, Shape, Unmeetable
 
 
@@ -40,7 +41,7 @@ class Ctx:
             return None
         out = []
         for d in t.shape:
-            n = concrete(d, self.sizes)
+            n = eval_dim(d, self.sizes)
             if n is None:
                 return None
             out.append(n)
@@ -58,16 +59,6 @@ class Ctx:
             if self.wait:
                 raise Later(name)
         return None
-
-
-def concrete(d: Dim, sizes: dict[str, int]) -> int | None:
-    """A dim's size under the symbol sizes (None: a symbol without one)."""
-    coef, syms = dim_factors(d)
-    for s in syms:
-        if s not in sizes:
-            return None
-        coef *= sizes[s]
-    return coef
 
 
 @dataclass
@@ -204,7 +195,7 @@ def _needs_of(u: Node, pos: int, ctx: Ctx, shape: Shape | None, rules: dict[tupl
         return []
     if u.op != "opaque":
         bound = get_op(u.op).index_bound(pos, tuple(v.type for v in u.inputs), u.attrs)
-        hi = None if bound is None else concrete(bound, ctx.sizes)
+        hi = None if bound is None else eval_dim(bound, ctx.sizes)
         if hi is None:
             return []
         return [Reader(u, pos, shape, ctx, dict(u.attrs)).need("indices", lo=0, hi=max(hi, 1))]

@@ -44,9 +44,9 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .errors import GraphOptError
@@ -869,19 +869,12 @@ def render_page(title: str, report: Mapping[str, Any], before: Graph, after: Gra
 
 
 def write_text_atomic(text: str, path: str | os.PathLike[str]) -> None:
-    """Write ``text`` next to ``path`` and rename it into place (never a partial file)."""
-    p = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".html",
-                               dir=os.path.dirname(os.path.abspath(p)))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for reading
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``text`` (UTF-8) next to ``path`` and rename it into place (never a partial file;
+    ``onnx_io.AtomicFiles``)."""
+    from .frontends.onnx_io import AtomicFiles
+
+    with AtomicFiles() as af:
+        af.open(Path(os.fspath(path))).write(text.encode("utf-8"))
 
 
 def write_html(report: dict[str, Any], before: Graph, after: Graph,

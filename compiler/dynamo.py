@@ -255,7 +255,8 @@ class CompiledGraph:
 
 def ort_runner(om: Any, gm: "torch.fx.GraphModule", user: Sequence[Any]) -> Callable[..., Any]:
     """A callable running ``om``'s ONNX export in ONNX Runtime (CPU, torch's intra-op thread
-    count): CPU tensors in, a tuple of tensors out (Dynamo's graphs return flat tuples)."""
+    count): CPU tensors in, a tuple of tensors out (Dynamo's graphs return flat tuples). The
+    exported bytes are checked against the module first (``OptimizedModel.check_written``)."""
     import onnxruntime as ort
     import torch
 
@@ -266,10 +267,13 @@ def ort_runner(om: Any, gm: "torch.fx.GraphModule", user: Sequence[Any]) -> Call
     if any(isinstance(x, torch.Tensor) and x.device.type != "cpu" for x in user):
         raise GraphOptError("ONNX Runtime runs here on CPU tensors only: run it with "
                             "runtime='torch'", where="runtime onnxruntime")
+    from .frontends import onnx_export
+
+    om.check_written()  # the optimize check ran the torch callable: check what ORT will run
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.intra_op_num_threads = torch.get_num_threads()
-    sess = ort.InferenceSession(om.onnx_model().SerializeToString(), so,
+    sess = ort.InferenceSession(onnx_export.to_bytes(om.graph), so,
                                 providers=["CPUExecutionProvider"])
     position = {n: i for i, n in enumerate(om.graph.input_names)}
     feeds = [(i.name, position[i.name]) for i in sess.get_inputs()]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from typing import Any, Mapping, Sequence
 
 from .ir.graph import Graph
@@ -196,19 +195,15 @@ def explain_text(report: Mapping[str, Any]) -> str:
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
-    """Write JSON next to ``path`` and rename it into place (never a partial file)."""
-    p = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(p))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=d)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``obj`` as JSON to ``path`` through ``onnx_io.AtomicFiles`` (a temp file renamed
+    into place, with the mode ``open()`` would give it): never a partial file."""
+    from pathlib import Path
+
+    from .frontends.onnx_io import AtomicFiles
+
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    with AtomicFiles() as af:
+        af.open(Path(os.fspath(path))).write(text.encode())
 
 
 def _json_default(o: Any) -> Any:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +117,12 @@ def test_write_json_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     def boom(*a, **k):  # type: ignore[no-untyped-def]
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(json, "dump", boom)
+    # a file mode as open() gives it (umask applied), not a temp file's 0600
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask
+
+    monkeypatch.setattr(os, "fsync", boom)  # the write fails after the temp file was written
     with pytest.raises(RuntimeError):
         report.write_json_atomic({"b": 1}, p)
     assert json.loads(p.read_text()) == {"a": 1.5, "t": "f16"}  # old file intact

@@ -57,7 +57,7 @@ import torch
 
 from bench.quant_forms import median_spread
 from bench.quantize import _f, _finite
-from bench.quantize_torch import interleaved
+from graphopt.bench_cmd import interleaved_seconds
 
 HALF_WINDOW = 4  # steps on each side of a measured position
 
@@ -256,7 +256,7 @@ def generation_rows(b: Built, hf: torch.nn.Module, prompt: torch.Tensor,
     if not a.skip_hf_no_cache:
         fns["hf no cache"] = lambda: hf_generate(hf, prompt, a.new, use_cache=False)
     outs = {name: np.asarray(f()) for name, f in fns.items()}  # also the warm-up
-    times = interleaved(list(fns.values()), a.repeats, warmup=0)
+    times = interleaved_seconds(list(fns.values()), a.repeats, warmup=0)
     rows = []
     ref = outs["graphopt cached"]
     for (name, _), ts in zip(fns.items(), times):

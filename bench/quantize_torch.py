@@ -30,12 +30,13 @@ import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from bench.export_transformers import build
 from bench.quant_forms import median_spread, sqnr_db
+from graphopt.bench_cmd import interleaved_seconds
 
 
 @dataclass
@@ -47,21 +48,6 @@ class Row:
     sqnr_db: float = math.nan
     steps: int = 0
     note: str = ""
-
-
-def interleaved(fns: list[Callable[[], Any]], reps: int, warmup: int = 2) -> list[list[float]]:
-    """Seconds of each of ``reps`` calls of every function, calls interleaved round-robin so
-    that drift in the machine's load hits every row alike."""
-    for f in fns:
-        for _ in range(warmup):
-            f()
-    ts: list[list[float]] = [[] for _ in fns]
-    for _ in range(reps):
-        for i, f in enumerate(fns):
-            t0 = time.perf_counter()
-            f()
-            ts[i].append(time.perf_counter() - t0)
-    return ts
 
 
 def plan_steps(mod: Any) -> int:
@@ -102,7 +88,7 @@ def rows_for(layers: int, seq: int, reps: int) -> tuple[list[Row], dict[str, Any
             y = m(ids, mask)
             steps = plan_steps(m) if hasattr(m, "graph") else 0
             rows.append(Row(name, sqnr_db=sqnr_db(ref, y.numpy()), steps=steps, note=note))
-        ts = interleaved([lambda m=m: m(ids, mask) for _, m, _ in mods], reps)
+        ts = interleaved_seconds([lambda m=m: m(ids, mask) for _, m, _ in mods], reps, warmup=2)
     for r, t in zip(rows, ts):
         med, spread = median_spread(t)
         r.ms, r.spread = med * 1e3, spread

@@ -1,0 +1,185 @@
+"""Extraction as an integer program (Tensat's), solved by HiGHS through ``scipy.optimize.milp``.
+
+On the pruned e-graph (``extract.pruned``):
+
+* a binary ``x_n`` per e-node (chosen) and ``z_c`` per e-class (computed), ``z_c = sum x_n`` over
+  its e-nodes (so at most one each), ``z_r = 1`` for a root;
+* a chosen e-node's child classes are computed: ``x_n <= z_k``;
+* acyclicity, only for the edges inside a strongly connected part of the class graph (networkx;
+  an edge between two such parts is on no cycle): an order ``t_c`` in ``[0, S-1]`` per class of
+  a part of ``S`` classes and ``t_c - t_k >= 1 - S (1 - x_n)`` for e-node ``n`` of ``c`` reading
+  ``k``;
+* fusion savings: ``y <= x_a``, ``y <= x_b`` per pair, ``-saving * y`` in the objective; with
+  savings, a computed non-root class needs a chosen reader (``z_c <= sum x`` of its readers), so
+  an unreached pair cannot buy its saving (the same when some e-node costs less than 0);
+* objective: the chosen e-nodes' costs less the savings, scaled so the dearest e-node costs 1.
+
+``scipy``'s ``milp`` takes no initial solution. A warm choice is used as a cutoff instead (the
+objective may not exceed its DAG cost), and is returned when the solver finds nothing within the
+time limit (``IlpResult.source == "warm"``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import coo_matrix
+
+from .extract import ExtractionError, Flat, dag_cost, flat_cost, flatten, pruned, reached
+from .view import Choice, EGraphView
+
+log = logging.getLogger("graphopt.search")
+
+
+@dataclass
+class IlpResult:
+    """What the integer program gave: ``choice`` (indices of the input view; None when there is
+    none), its DAG ``cost``, ``optimal`` (proved within the gap), ``bound`` (the solver's lower
+    bound on the cost, when it has one), ``source`` ("ilp", "warm" or None), the solver's
+    ``status`` message, ``seconds``, the program's size and, when there is no choice, ``reason``."""
+
+    choice: Choice | None
+    cost: float | None
+    optimal: bool
+    bound: float | None
+    source: str | None
+    status: str
+    seconds: float
+    n_vars: int
+    n_rows: int
+    reason: str = ""
+
+
+class _Rows:
+    """Sparse constraint rows ``lo <= a @ v <= hi``, appended one at a time."""
+
+    def __init__(self) -> None:
+        self.r: list[int] = []
+        self.c: list[int] = []
+        self.v: list[float] = []
+        self.lo: list[float] = []
+        self.hi: list[float] = []
+
+    def add(self, terms: list[tuple[int, float]], lo: float, hi: float) -> None:
+        k = len(self.lo)
+        for col, val in terms:
+            self.r.append(k)
+            self.c.append(col)
+            self.v.append(val)
+        self.lo.append(lo)
+        self.hi.append(hi)
+
+    def constraint(self, n_vars: int) -> LinearConstraint:
+        a = coo_matrix((self.v, (self.r, self.c)), shape=(len(self.lo), n_vars)).tocsr()
+        return LinearConstraint(a, np.array(self.lo), np.array(self.hi))
+
+
+def cyclic_parts(flat: Flat) -> list[list[int]]:
+    """The strongly connected parts of the class graph (class -> classes its e-nodes read) with
+    more than one class; only their inner edges can close a cycle."""
+    g = nx.DiGraph()
+    g.add_nodes_from(range(len(flat.members)))
+    g.add_edges_from((flat.node_class[n], k) for n in range(flat.n_nodes) for k in flat.kids[n])
+    return [sorted(p) for p in nx.strongly_connected_components(g) if len(p) > 1]
+
+
+def solve(view: EGraphView, *, time_limit: float = 10.0, warm: Choice | None = None,
+          rel_gap: float = 1e-6) -> IlpResult:
+    """The least-cost acyclic choice by the integer program (see the module docstring), within
+    ``time_limit`` seconds (the best one found when the limit is reached) and a relative gap of
+    ``rel_gap``. Raises ``ExtractionError`` when a root class has no computable e-node or
+    ``warm`` is not a valid choice."""
+    t0 = time.perf_counter()
+    warm_cost = dag_cost(view, warm) if warm is not None else None
+    small, keep = pruned(view)
+    f = flatten(small)
+    n_x, n_c, n_y = f.n_nodes, len(f.members), len(f.savings)
+    parts = cyclic_parts(f)
+    part_of = {c: i for i, p in enumerate(parts) for c in p}
+    t_col: dict[int, int] = {}
+    base = n_x + n_c + n_y
+    for p in parts:
+        for c in p:
+            t_col[c] = base + len(t_col)
+    n_vars = base + len(t_col)
+    scale = max([abs(x) for x in f.cost] + [abs(s) for s in f.savings.values()] + [1e-30])
+
+    obj = np.zeros(n_vars)
+    obj[:n_x] = np.array(f.cost) / scale
+    pair_list = list(f.savings.items())
+    for i, (_, s) in enumerate(pair_list):
+        obj[n_x + n_c + i] = -s / scale
+    lo_b = np.zeros(n_vars)
+    hi_b = np.ones(n_vars)
+    for r in f.roots:
+        lo_b[n_x + r] = 1.0
+    for c, col in t_col.items():
+        hi_b[col] = len(parts[part_of[c]]) - 1
+
+    rows = _Rows()
+    for c, ms in enumerate(f.members):  # z_c = sum of x over the class
+        rows.add([(n_x + c, 1.0)] + [(n, -1.0) for n in ms], 0.0, 0.0)
+    for n in range(n_x):
+        c = f.node_class[n]
+        for k in f.kids[n]:
+            rows.add([(n, 1.0), (n_x + k, -1.0)], -np.inf, 0.0)
+            if c in part_of and part_of.get(k) == part_of[c]:
+                big = len(parts[part_of[c]])
+                rows.add([(t_col[c], 1.0), (t_col[k], -1.0), (n, -float(big))], 1.0 - big, np.inf)
+    for i, ((a, b), _) in enumerate(pair_list):
+        rows.add([(n_x + n_c + i, 1.0), (a, -1.0)], -np.inf, 0.0)
+        rows.add([(n_x + n_c + i, 1.0), (b, -1.0)], -np.inf, 0.0)
+    if pair_list or min(f.cost, default=0.0) < 0:
+        roots = set(f.roots)
+        for c in range(n_c):
+            if c not in roots:
+                rows.add([(n_x + c, 1.0)] + [(n, -1.0) for n in f.readers[c]], -np.inf, 0.0)
+    if warm_cost is not None:
+        rows.add([(j, float(v)) for j, v in enumerate(obj) if v != 0.0], -np.inf,
+                 warm_cost / scale + 1e-9 * max(1.0, abs(warm_cost / scale)))
+    integrality = np.zeros(n_vars)
+    integrality[:n_x] = 1
+    left = max(0.01, time_limit - (time.perf_counter() - t0))
+    res = milp(obj, constraints=rows.constraint(n_vars), integrality=integrality,
+               bounds=Bounds(lo_b, hi_b),
+               options={"time_limit": left, "disp": False, "mip_rel_gap": rel_gap})
+    seconds = time.perf_counter() - t0
+    bound = getattr(res, "mip_dual_bound", None)
+    bound = float(bound) * scale if bound is not None and np.isfinite(bound) else None
+    size = dict(n_vars=n_vars, n_rows=len(rows.lo))
+    if res.x is None:
+        if warm is not None:
+            return IlpResult(warm, warm_cost, False, bound, "warm", res.message, seconds, **size,
+                             reason="the solver found no choice below the warm start's cost")
+        return IlpResult(None, None, False, bound, None, res.message, seconds, **size,
+                         reason=f"no feasible choice found ({res.message})")
+    chosen: dict[int, int] = {}
+    for c, ms in enumerate(f.members):
+        picked = [n for n in ms if res.x[n] > 0.5]
+        if picked:
+            chosen[c] = picked[0]
+    order = reached(f, chosen)  # raises on a cycle: the program forbids one
+    chosen = {c: chosen[c] for c in order}
+    cost = flat_cost(f, chosen, order)
+    choice = {cid: keep[cid][pos] for cid, pos in f.to_choice(chosen).items()}
+    return IlpResult(choice, cost, res.status == 0, bound, "ilp", res.message, seconds, **size)
+
+
+def ilp(view: EGraphView, *, time_limit: float = 10.0, warm: Choice | None = None,
+        rel_gap: float = 1e-6) -> Choice | None:
+    """The integer program's choice (``solve``): optimal when proved within ``time_limit``,
+    else the best found, else ``warm`` (when given), else None, with the reason logged at
+    INFO on the ``graphopt.search`` logger. Raises ``ExtractionError`` when a root class has no
+    computable e-node."""
+    res = solve(view, time_limit=time_limit, warm=warm, rel_gap=rel_gap)
+    log.info("ilp extraction: %s, %d variables, %d rows, %.2f s: %s%s", res.source or "no choice",
+             res.n_vars, res.n_rows, res.seconds, res.status,
+             f" ({res.reason})" if res.reason else "")
+    return res.choice
+
+
+__all__ = ["ExtractionError", "IlpResult", "cyclic_parts", "ilp", "solve"]

@@ -1,0 +1,106 @@
+"""ilp.py: the integer program equals the brute-force optimum on small random e-graphs (with
+cycles and savings), respects acyclicity, follows savings, keeps a warm start and says why
+there is no answer."""
+from __future__ import annotations
+
+import logging
+import random
+from types import SimpleNamespace
+
+import pytest
+
+from graphopt.search.egraph import ilp as ilp_mod
+from graphopt.search.egraph.extract import ExtractionError, dag_cost, flatten, greedy
+from graphopt.search.egraph.ilp import cyclic_parts, ilp, solve
+from graphopt.search.egraph.view import EGraphView, ENode
+
+from .views import back_edge_view, merge_view, random_cases, random_view
+
+
+@pytest.mark.parametrize("savings", [False, True])
+def test_ilp_equals_brute_force(savings: bool) -> None:
+    for v, best in random_cases(11 + savings, 120, savings, solve):
+        res = solve(v)
+        assert res.optimal and res.source == "ilp"
+        assert dag_cost(v, res.choice) == pytest.approx(best, abs=1e-9)
+        assert res.cost == pytest.approx(best, abs=1e-9)
+        assert res.bound == pytest.approx(best, abs=1e-6)
+
+
+def test_cheap_back_edge_is_not_taken() -> None:
+    v = back_edge_view()
+    assert cyclic_parts(flatten(v)) == [[1, 2]]
+    res = solve(v)
+    assert res.choice == {"x": 0, "a": 0, "b": 1, "r": 0} and res.cost == 5.0
+
+
+def test_no_order_variables_without_cycles() -> None:
+    v = merge_view()
+    res = solve(v)
+    assert res.n_vars == v.n_nodes + len(v.classes)  # x per e-node, z per class, no t
+    assert res.cost == 6.0
+
+
+def test_savings_change_the_answer() -> None:
+    """b can be computed by a cheap e-node, or by a dearer one that fuses with its producer."""
+    v = EGraphView({
+        "x": [ENode("in", (), 0.0)],
+        "p": [ENode("matmul", ("x",), 10.0)],
+        "q": [ENode("matmul_t", ("x",), 10.5)],
+        "b": [ENode("relu", ("p",), 2.0), ENode("gelu", ("q",), 1.0)],
+    }, ["b"])
+    assert solve(v).choice == {"x": 0, "q": 0, "b": 1}
+    v.savings[("b", 0), ("p", 0)] = 2.0
+    res = solve(v)
+    assert res.choice == {"x": 0, "p": 0, "b": 0} and res.cost == 10.0
+    assert dag_cost(v, greedy(v)) >= res.cost
+
+
+def test_unreached_pair_cannot_buy_its_saving() -> None:
+    """A saving bigger than its pair's cost must not make an unused pair worth choosing."""
+    v = EGraphView({
+        "x": [ENode("in", (), 0.0)],
+        "p": [ENode("prod", ("x",), 1.0)],
+        "u": [ENode("cons", ("p",), 1.0)],
+        "r": [ENode("out", ("x",), 1.0), ENode("via", ("u",), 5.0)],
+    }, ["r"])
+    v.savings[("u", 0), ("p", 0)] = 5.0
+    res = solve(v)
+    assert res.choice == {"x": 0, "r": 0} and res.cost == 1.0
+
+
+def test_root_without_computable_node_is_a_clear_error() -> None:
+    v = EGraphView({"a": [ENode("f", ("b",), 1.0)], "b": [ENode("g", ("a",), 1.0)]}, ["a"])
+    with pytest.raises(ExtractionError, match="e-class a"):
+        ilp(v)
+
+
+def _no_solution(*args: object, **kwargs: object) -> SimpleNamespace:
+    return SimpleNamespace(x=None, status=1, message="Time limit reached. (HiGHS Status 13)",
+                           mip_dual_bound=None)
+
+
+def test_no_solution_returns_warm_or_none_with_reason(monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    v = random_view(random.Random(3), n_classes=6)
+    warm = greedy(v)
+    monkeypatch.setattr(ilp_mod, "milp", _no_solution)
+    res = solve(v, warm=warm)
+    assert res.source == "warm" and res.choice == warm and res.cost == dag_cost(v, warm)
+    with caplog.at_level(logging.INFO, logger="graphopt.search"):
+        assert ilp(v) is None
+    assert "no feasible choice found (Time limit reached" in caplog.text
+
+
+def test_warm_start_is_a_cutoff_not_a_limit() -> None:
+    for v, best in random_cases(5, 30, True, solve):
+        warm = greedy(v)
+        res = solve(v, warm=warm)
+        assert res.source == "ilp" and res.cost <= dag_cost(v, warm) + 1e-9
+        assert res.cost == pytest.approx(best, abs=1e-9)
+
+
+def test_bad_warm_choice_is_an_error() -> None:
+    v = EGraphView({"x": [ENode("in", (), 0.0)], "r": [ENode("f", ("x",), 1.0)]}, ["r"])
+    with pytest.raises(ExtractionError, match="e-class x"):
+        solve(v, warm={"r": 0})

@@ -1,0 +1,96 @@
+"""Small e-graphs for the extraction tests: random ones, hand-made ones, and the brute-force
+optimum over every choice (a few thousand at most)."""
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Callable
+
+import pytest
+
+from graphopt.search.egraph.extract import ExtractionError, dag_cost
+from graphopt.search.egraph.view import Choice, EGraphView, ENode
+
+
+def random_view(rng: random.Random, n_classes: int = 6, max_nodes: int = 3,
+                savings: bool = False) -> EGraphView:
+    """Classes c0..c{n-1}; c0 is a leaf input, the last class is the root. An e-node mostly reads
+    lower classes (a DAG with sharing) and sometimes a higher one or its own (cycles); costs are
+    small integers, so optimal costs tie often. With ``savings``, some (consumer, producer)
+    pairs save at most the cheaper one's cost."""
+    ids = [f"c{i}" for i in range(n_classes)]
+    classes: dict[str, list[ENode]] = {ids[0]: [ENode("in", (), 0.0)]}
+    for i in range(1, n_classes):
+        nodes = []
+        for j in range(rng.randint(1, max_nodes)):
+            kids = []
+            for _ in range(rng.randint(0 if j == 0 and rng.random() < 0.3 else 1, 2)):
+                hi = n_classes - 1 if rng.random() < 0.25 else i - 1
+                kids.append(ids[rng.randint(0, hi)])
+            nodes.append(ENode(f"op{i}_{j}", tuple(kids), float(rng.randint(0, 6))))
+        classes[ids[i]] = nodes
+    view = EGraphView(classes, [ids[-1]])
+    if savings:
+        for cid, nodes in classes.items():
+            for j, node in enumerate(nodes):
+                for k in set(node.children):
+                    for m, prod in enumerate(classes[k]):
+                        if rng.random() < 0.3:
+                            view.savings[(cid, j), (k, m)] = float(rng.randint(0, int(min(node.cost, prod.cost))))
+    return view
+
+
+def all_choices(view: EGraphView) -> list[Choice]:
+    ids = list(view.classes)
+    return [dict(zip(ids, pick)) for pick in itertools.product(*(range(len(view.classes[c])) for c in ids))]
+
+
+def brute_force(view: EGraphView) -> float | None:
+    """The least DAG cost over every acyclic choice; None when there is none."""
+    best = None
+    for choice in all_choices(view):
+        try:
+            cost = dag_cost(view, choice)
+        except ExtractionError:
+            continue
+        best = cost if best is None else min(best, cost)
+    return best
+
+
+def random_cases(seed: int, count: int, savings: bool,
+                 extractor: Callable[[EGraphView], object]) -> list[tuple[EGraphView, float]]:
+    """``count`` random views of 3-7 classes with their optimum; a view with no acyclic choice
+    is checked to make ``extractor`` raise the root's error, and left out."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        v = random_view(rng, n_classes=rng.randint(3, 7), savings=savings)
+        best = brute_force(v)
+        if best is None:
+            with pytest.raises(ExtractionError, match="root e-class"):
+                extractor(v)
+            continue
+        out.append((v, best))
+    assert len(out) > 0.8 * count
+    return out
+
+
+def back_edge_view() -> EGraphView:
+    """Class a's only cheap e-node reads b, whose cheap e-node reads a: using both is a cycle.
+    The optimum (5) is b = mid, a = cheap(b)."""
+    return EGraphView({
+        "x": [ENode("in", (), 0.0)],
+        "a": [ENode("cheap", ("b",), 0.0), ENode("dear", ("x",), 9.0)],
+        "b": [ENode("back", ("a",), 0.0), ENode("mid", ("x",), 4.0)],
+        "r": [ENode("out", ("a", "b"), 1.0)],
+    }, ["r"])
+
+
+def merge_view() -> EGraphView:
+    """Three outputs each computable alone (4 each) or as a slice of one merged e-node (6 in
+    all): a per-reader (tree) cost counts the merged node three times; the DAG optimum is 6."""
+    cls = {"x": [ENode("in", (), 0.0)], "m": [ENode("merged", ("x",), 6.0)]}
+    for q in "qkv":
+        cls[q] = [ENode("alone", ("x",), 4.0), ENode("slice", ("m",), 0.0)]
+    cls["r"] = [ENode("out", ("q", "k", "v"), 0.0)]
+    return EGraphView(cls, ["r"])

@@ -61,9 +61,10 @@ def load_with_report(path_or_model: "str | Path | onnx.ModelProto", *, check: bo
         target: "onnx.ModelProto | str" = _without_external(model)
     elif isinstance(path_or_model, (str, Path)):
         p = Path(path_or_model)
-        model = read_model(p)
+        # large inline weights stay in the file (mapped when read): the proto is the graph
+        model = read_model(p, map_initializers=True)
         root, source = p.resolve().parent, str(p)
-        target = str(p)  # the checker resolves external data next to the file
+        target = _without_external(model)  # external data is checked by check_external_files
     else:
         raise FrontendError(f"expected a path or onnx.ModelProto, got "
                             f"{type(path_or_model).__name__}")
@@ -77,8 +78,9 @@ def load_with_report(path_or_model: "str | Path | onnx.ModelProto", *, check: bo
 
 
 def _without_external(m: "onnx.ModelProto") -> "onnx.ModelProto":
-    """For checking an in-memory model: external initializers become typed graph inputs (the
-    checker would look for their files relative to the working directory)."""
+    """For checking a model in memory: external initializers become typed graph inputs (the
+    checker would look for their files relative to the working directory, and would read
+    them; ``check_external_files`` checks them)."""
     import onnx
     from onnx import helper
 

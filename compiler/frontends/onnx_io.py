@@ -2,9 +2,11 @@
 and atomic writes. Shared by the ONNX frontend (``onnx.py``) and exporter (``onnx_export.py``)."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -36,10 +38,15 @@ def subgraphs(a: "onnx.AttributeProto") -> list["onnx.GraphProto"]:
     return []
 
 
-def read_model(path: str | Path) -> "onnx.ModelProto":
-    """Parse an ONNX file without loading external data; errors name the file."""
+def read_model(path: str | Path, *, map_initializers: bool = False) -> "onnx.ModelProto":
+    """Parse an ONNX file without loading external data; errors name the file.
+    map_initializers: inline initializers of ``MAP_MIN_BYTES`` or more (numpy element types)
+    are not read but come back as external data located in the model file itself (the offset
+    and length of their ``raw_data`` there; ``onnx_mapped``), memory-mapped when read."""
     import onnx
     from google.protobuf.message import DecodeError
+
+    from .onnx_mapped import Unmappable, read_mapped
 
     p = Path(path)
     if not p.exists():
@@ -47,7 +54,13 @@ def read_model(path: str | Path) -> "onnx.ModelProto":
     if p.is_dir():
         raise FrontendError("is a directory, not an ONNX file", where=str(p))
     try:
-        m = onnx.load(str(p), load_external_data=False)
+        mapped = None
+        if map_initializers:
+            try:
+                mapped = read_mapped(p.resolve(), MAP_MIN_BYTES, _mappable_types())
+            except Unmappable:
+                mapped = None  # another layout: parsed whole below (protobuf names any fault)
+        m = mapped if mapped is not None else onnx.load(str(p), load_external_data=False)
     except DecodeError as e:
         raise FrontendError(f"not an ONNX model (protobuf does not parse: {e})",
                             where=str(p)) from None
@@ -139,6 +152,17 @@ def _non_utf8(msg: Any, path: str) -> str | None:
                 if where is not None:
                     return where
     return None
+
+
+# inline initializers of at least this many bytes are mapped from the model file when it is read
+# with ``read_model(path, map_initializers=True)``
+MAP_MIN_BYTES = 1 << 16
+
+
+def _mappable_types() -> frozenset[int]:
+    """ONNX element type codes whose raw data maps to a numpy array (not strings, not 4-bit)."""
+    return frozenset(d.to_onnx() for d in DType
+                     if _has_numpy(d) and d != DType.string and d not in INT4_RANGE)
 
 
 # ---- tensors -> ConstData ---------------------------------------------------------------------
@@ -259,7 +283,8 @@ def _external_const(t: "onnx.TensorProto", dt: DType, shape: tuple[int, ...],
     want = int(np.ceil(numel * dt.itemsize))
     offset = _byte_count(info, "offset", 0, t.name, where)
     length = _byte_count(info, "length", want, t.name, where)
-    size = path.stat().st_size
+    fh = shared_file(path)
+    size = os.fstat(fh.fileno()).st_size
     if offset + length > size:
         raise FrontendError(f"initializer {t.name!r}: external data {str(path)!r} has {size} "
                             f"bytes, needs {offset + length} (offset {offset}, length {length})",
@@ -270,10 +295,10 @@ def _external_const(t: "onnx.TensorProto", dt: DType, shape: tuple[int, ...],
                                 f"match {dt.value}{list(shape)} ({want} bytes)", where=where)
 
         def load_packed() -> np.ndarray:
-            return unpack_int4(b"".join(_read_chunks(str(path), offset, length)), dt, shape)
+            return unpack_int4(b"".join(_read_chunks(fh, offset, length)), dt, shape)
 
         return ConstData(dtype=dt, shape=shape, loader=load_packed,
-                         external=(str(path), offset, length))
+                         external=(str(path), offset, length), file=fh)
     if _has_numpy(dt) and dt != DType.string:
         if length != want:
             raise FrontendError(f"initializer {t.name!r}: external length {length} does not "
@@ -283,13 +308,31 @@ def _external_const(t: "onnx.TensorProto", dt: DType, shape: tuple[int, ...],
         def load() -> np.ndarray:
             if length == 0:
                 return np.zeros(shape, np_dt)
-            return np.memmap(path, dtype=np_dt, mode="r", offset=offset, shape=shape)
+            return np.memmap(fh, dtype=np_dt, mode="r", offset=offset, shape=shape)
 
         return ConstData(dtype=dt, shape=shape, loader=load,
-                         external=(str(path), offset, length))
+                         external=(str(path), offset, length), file=fh)
     # numpy-less dtype: the bytes stay in the file; the proto keeps dtype and dims
     return ConstData(dtype=dt, shape=shape, onnx_proto=t.SerializeToString(),
-                     external=(str(path), offset, length))
+                     external=(str(path), offset, length), file=fh)
+
+
+# the data files constants were found in, open while a constant reads from them, by path and
+# identity: a file replaced at its path is a new entry, the old one still read by its constants
+_open_files: "weakref.WeakValueDictionary[tuple[str, int, int, int, int], BinaryIO]" = \
+    weakref.WeakValueDictionary()
+
+
+def shared_file(path: Path) -> BinaryIO:
+    """``path`` opened for reading, one file object for all constants of the same file (as it
+    is now: its device, inode, size and modification time)."""
+    st = path.stat()
+    key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    fh = _open_files.get(key)
+    if fh is None:
+        fh = open(path, "rb")
+        _open_files[key] = fh
+    return fh
 
 
 def sparse_to_dense(sp: "onnx.SparseTensorProto", where: str) -> np.ndarray:
@@ -354,20 +397,25 @@ class DataSink:
         return start, n
 
 
-def _read_chunks(path: str, offset: int, length: int, chunk: int = 1 << 24) -> Any:
+def _read_chunks(src: "str | BinaryIO", offset: int, length: int, chunk: int = 1 << 24
+                 ) -> Any:
+    """``length`` bytes at ``offset`` of a file (a path, or an open file read at absolute
+    positions), in chunks."""
+    name = src if isinstance(src, str) else getattr(src, "name", "?")
     try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            left = length
+        with contextlib.ExitStack() as stack:
+            fd = (stack.enter_context(open(src, "rb")) if isinstance(src, str) else src).fileno()
+            pos, left = offset, length
             while left > 0:
-                b = f.read(min(chunk, left))
+                b = os.pread(fd, min(chunk, left), pos)
                 if not b:
-                    raise ExportError(f"external data {path!r} ends before offset "
+                    raise ExportError(f"external data {name!r} ends before offset "
                                       f"{offset + length}")
+                pos += len(b)
                 left -= len(b)
                 yield b
     except OSError as e:
-        raise ExportError(f"cannot read external data {path!r}: {e}") from None
+        raise ExportError(f"cannot read external data {name!r}: {e}") from None
 
 
 def const_to_tensor(data: ConstData, name: str, sink: DataSink | None) -> "onnx.TensorProto":
@@ -388,11 +436,12 @@ def const_to_tensor(data: ConstData, name: str, sink: DataSink | None) -> "onnx.
         t.data_type = data.dtype.to_onnx()
         del t.dims[:]
         t.dims.extend(data.shape)
+        src = data.file if data.file is not None else path
         if big:
             assert sink is not None
-            _to_sink(t, sink, _read_chunks(path, offset, length))
+            _to_sink(t, sink, _read_chunks(src, offset, length))
         else:
-            t.raw_data = b"".join(_read_chunks(path, offset, length))
+            t.raw_data = b"".join(_read_chunks(src, offset, length))
         return t
     if data.onnx_proto is not None:
         t = onnx.TensorProto()

@@ -71,19 +71,23 @@ class ConstData:
     """Handle to a constant's data. Hashes by identity, never by content.
 
     The data is either an in-memory numpy array, a lazily memory-mapped slice of an external file,
-    or (for element types numpy lacks) a serialized ``onnx.TensorProto``.
+    or (for element types numpy lacks) a serialized ``onnx.TensorProto``. An external slice may
+    come with ``file``, the binary file it was found in, held open: it is read from there, so a
+    file replaced at its path after loading (a model optimized in place) is still read as it was.
     """
 
-    __slots__ = ("_array", "_loader", "dtype", "shape", "onnx_proto", "external", "__weakref__")
+    __slots__ = ("_array", "_loader", "dtype", "shape", "onnx_proto", "external", "file",
+                 "__weakref__")
 
     def __init__(self, array: np.ndarray | None = None, *, dtype: DType | None = None,
                  shape: tuple[int, ...] | None = None, loader: Any = None,
                  onnx_proto: bytes | None = None,
-                 external: tuple[str, int, int] | None = None) -> None:
+                 external: tuple[str, int, int] | None = None, file: Any = None) -> None:
         self._array = array
         self._loader = loader
         self.onnx_proto = onnx_proto
         self.external = external  # (path, offset, length) when the data lives in a file
+        self.file = file  # the open file of ``external`` (None: opened by path when read)
         if array is not None:
             self.dtype = DType.from_numpy(array.dtype)
             self.shape = tuple(int(d) for d in array.shape)

@@ -1,0 +1,155 @@
+"""Reading an ONNX file without its large inline weights.
+
+A model file with its weights inline (``raw_data`` of the graph's initializers) is mostly those
+bytes. ``read_mapped`` parses everything else and turns each large inline initializer into an
+external-data reference to the model file itself (its ``raw_data``'s offset and length there),
+so the weights are memory-mapped when something reads them (``onnx_io.tensor_to_const``) and the
+model proto the frontend checks, shape-infers and walks is small.
+
+Protobuf's Python API does not say where a field's bytes lie, so the few fields on the way to
+``raw_data`` are found by reading the wire format (tag varint, then the field's payload):
+``ModelProto.graph`` (7) -> ``GraphProto.initializer`` (5) -> ``TensorProto.raw_data`` (9).
+Every other byte is parsed by protobuf itself.
+"""
+from __future__ import annotations
+
+import mmap
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, NamedTuple
+
+if TYPE_CHECKING:
+    import onnx
+
+_MODEL_GRAPH, _GRAPH_INITIALIZER = 7, 5
+_TENSOR_DATA_TYPE, _TENSOR_RAW_DATA, _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 2, 9, 13, 14
+_LEN = 2  # wire type of length-delimited fields
+_EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
+
+
+class Unmappable(Exception):
+    """The file's layout is not the one ``read_mapped`` reads (a field split in parts, a
+    deprecated group, a truncated field): the caller parses the file whole, which also gives
+    protobuf's own error for a corrupt file."""
+
+
+class Field(NamedTuple):
+    """One wire-format field of a message: its number and wire type, where its bytes start
+    (tag), where its payload starts and where it ends."""
+
+    number: int
+    wire: int
+    start: int
+    payload: int
+    end: int
+
+
+def _varint(buf: mmap.mmap, pos: int, end: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it."""
+    value, shift = 0, 0
+    while True:
+        if pos >= end or shift > 63:
+            raise Unmappable("a varint runs past its message")
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+
+
+def fields(buf: mmap.mmap, start: int, end: int) -> Iterator[Field]:
+    """The fields of the message whose bytes are ``buf[start:end]``, in order."""
+    pos = start
+    while pos < end:
+        tag, p = _varint(buf, pos, end)
+        number, wire = tag >> 3, tag & 7
+        payload = p
+        if wire == 0:
+            _, p = _varint(buf, p, end)
+        elif wire == 1:
+            p += 8
+        elif wire == 5:
+            p += 4
+        elif wire == _LEN:
+            n, payload = _varint(buf, p, end)
+            p = payload + n
+        else:
+            raise Unmappable(f"wire type {wire} (a group) in field {number}")
+        if p > end:
+            raise Unmappable(f"field {number} runs past its message")
+        yield Field(number, wire, pos, payload, p)
+        pos = p
+
+
+class Mapped(NamedTuple):
+    """An initializer whose raw data stays in the file: its index among the graph's
+    initializers and where the data lies."""
+
+    index: int
+    offset: int
+    length: int
+
+
+def _initializer(buf: mmap.mmap, f: Field, min_bytes: int, numpy_types: frozenset[int]
+                 ) -> tuple[bytes, tuple[int, int] | None]:
+    """The TensorProto bytes of one initializer field, without its raw data when that is
+    mapped, and the data's (offset, length) in the file (None: parsed whole)."""
+    raw: list[Field] = []
+    dtype, external = 0, False
+    for t in fields(buf, f.payload, f.end):
+        if t.number == _TENSOR_RAW_DATA and t.wire == _LEN:
+            raw.append(t)
+        elif t.number == _TENSOR_DATA_TYPE and t.wire == 0:
+            dtype = _varint(buf, t.payload, t.end)[0]
+        elif t.number in (_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION):
+            external = True
+    if external or len(raw) != 1 or raw[0].end - raw[0].payload < min_bytes or \
+            dtype not in numpy_types:
+        return buf[f.payload:f.end], None
+    r = raw[0]
+    return buf[f.payload:r.start] + buf[r.end:f.end], (r.payload, r.end - r.payload)
+
+
+def read_mapped(path: Path, min_bytes: int, numpy_types: frozenset[int]
+                ) -> "onnx.ModelProto | None":
+    """The model in ``path`` with each inline initializer of at least ``min_bytes`` of raw data
+    (of an element type in ``numpy_types``, ONNX codes) as external data located in the file
+    itself; None when no initializer is that large. Raises ``Unmappable`` for a layout it
+    does not read."""
+    import onnx
+
+    with open(path, "rb") as fh:
+        if fh.seek(0, 2) == 0:
+            raise Unmappable("empty file")
+        buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        top = list(fields(buf, 0, len(buf)))
+        graphs = [f for f in top if f.number == _MODEL_GRAPH]
+        if len(graphs) != 1 or graphs[0].wire != _LEN:
+            raise Unmappable("the graph field is not one message")
+        g = graphs[0]
+        rest: list[bytes] = []
+        inits: list[tuple[bytes, tuple[int, int] | None]] = []
+        for f in fields(buf, g.payload, g.end):
+            if f.number == _GRAPH_INITIALIZER and f.wire == _LEN:
+                inits.append(_initializer(buf, f, min_bytes, numpy_types))
+            else:
+                rest.append(buf[f.start:f.end])
+        if all(where is None for _, where in inits):
+            return None
+        model = onnx.ModelProto()
+        model.ParseFromString(b"".join(buf[f.start:f.end] for f in top if f is not g))
+        model.graph.ParseFromString(b"".join(rest))
+    finally:
+        buf.close()
+    location = path.name
+    for data, where in inits:
+        t = model.graph.initializer.add()
+        t.ParseFromString(data)
+        if where is not None:
+            t.data_location = _EXTERNAL
+            for k, v in (("location", location), ("offset", str(where[0])),
+                         ("length", str(where[1]))):
+                e = t.external_data.add()
+                e.key, e.value = k, v
+    return model

@@ -1,0 +1,190 @@
+"""Hand-written search rules: attention heads laid out by the projection that makes them.
+
+A transformer splits each projection ``y = x @ W (+ b)`` ([B, S, H*D]) into heads with
+``transpose(reshape(y, [B, S, H, D]), (0, 2, 1, 3))`` ([B, H, S, D]); after the fusion step's
+QKV merge the three projections are one matmul whose output is split, each piece reshaped and
+transposed. The transposes are a copy kernel of their own on every target. These rules let the
+search (``graphopt.search``) move the head split into the weights, where the cost model says it
+pays:
+
+* ``heads_through_split`` (two and three pieces): the pieces of ``split(y)`` along the last
+  axis, each split into heads of one size D, -> the heads of ``y`` split along the head axis
+  (``split(transpose(reshape(y)), axis=1)``: a view on every target whose splits are views);
+* ``heads_of_matmul`` (and ``_bias``, each also through one more reshape, as GPT-2's 2-D Gemm
+  is written): ``transpose(reshape(x @ W (+ b)))`` -> ``reshape(x, [B, 1, S, K]) @ W'``
+  (+ ``b'``), a batched matmul over a constant ``W'`` = ``transpose(reshape(W, [K, H, D]))``
+  ([H, K, D]) and ``b'`` = ``reshape(b, [H, 1, D])``, which writes the heads directly; the
+  weight reshapes fold after the search;
+* ``heads_of_split{2,3}_matmul...``: both at once (the split pieces of a projection -> the
+  batched matmul split along the head axis), so that the search reaches the cheaper graph in one
+  step rather than over a plateau of equal-cost graphs.
+
+Every rule is exact: each output element is the same dot product (or the same element moved).
+The rules belong to the search (``pass_name="search"``); ``SplitHeads`` applies them all once,
+wherever they match (no cost model), so that their text-IR statements
+(``rules/split_heads.rules``) replay through ``pass_by_name("split_heads")``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from graphopt.ir.node import Node, Value, op as build, op_multi
+from graphopt.ir.types import TensorType
+from graphopt.rewrite.match import Match, MatchFail
+from graphopt.rewrite.passes import RewritePass
+from graphopt.rewrite.pattern import attr, op
+from graphopt.rewrite.rule import Builder, Check, Rule, rule
+
+PASS = "search"
+HEADS_PERM = (0, 2, 1, 3)  # [B, S, H, D] -> [B, H, S, D]
+
+
+def _shape(v: Value) -> tuple[Any, ...] | None:
+    t = v.type
+    return t.shape if isinstance(t, TensorType) else None
+
+
+def _static(s: tuple[Any, ...] | None) -> bool:
+    return s is not None and all(isinstance(d, int) for d in s)
+
+
+def _heads_shape(m: Match, y: Value, shape: Any) -> "tuple[int, int, int, int] | MatchFail":
+    """[B, S, H, D] of a reshape of ``y`` into heads: static, H * D the last dim of ``y`` and
+    B * S the product of the others (the rows of ``y`` in order)."""
+    sy = _shape(y)
+    if not _static(sy) or not sy:
+        return m.fail("symbolic or unknown shape", y)
+    assert sy is not None
+    if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape):
+        return m.fail(f"reshape {list(shape)} is not a static [B, S, H, D]", y)
+    b, s, h, d = shape
+    if h * d != sy[-1] or b * s != math.prod(sy[:-1]):
+        return m.fail(f"reshape {list(shape)} does not split the last dim of {list(sy)} into "
+                      f"heads", y)
+    return b, s, h, d
+
+
+# ---- heads of a projection (or of its split pieces) --------------------------------------------
+
+def _heads(t: Any, i: int) -> Any:
+    return op.transpose(op.reshape(t, shape=attr(f"s{i}")), perm=HEADS_PERM)
+
+
+def _lhs(pieces: int, proj: str) -> Callable[..., Any]:
+    """The pattern: a value (``proj`` "") or a projection ``x @ w`` ("mm", "mm_bias": ``+ b``;
+    suffix "_r": reshaped once more), split into heads whole (``pieces`` 0) or as the pieces of
+    a split along its last axis."""
+    def roots(y: Any) -> Any:
+        if pieces == 0:
+            return _heads(y, 0)
+        s = op.split(y, axis=attr("a"), sizes=attr("sz"))
+        return tuple(_heads(s.out(i), i) for i in range(pieces))
+
+    def y_of(x: Any, w: Any, b: Any = None) -> Any:
+        y = op.matmul(x, w)
+        if b is not None:
+            y = op.add(y, b)
+        return op.reshape(y, shape=attr("r")) if proj.endswith("_r") else y
+
+    if not proj:
+        return lambda y: roots(y)
+    if "bias" in proj:
+        return lambda x, w, b: roots(y_of(x, w, b))
+    return lambda x, w: roots(y_of(x, w))
+
+
+def _split_heads_of(m: Match) -> tuple[Value, list[Value]]:
+    """The value split into heads and the value each root's heads reshape reads (read in the
+    graph the match was found in: checks only, a builder sees the match rebased)."""
+    inner = [r.node.inputs[0].node.inputs[0] for r in m.roots]
+    if "sz" not in m.attrs:
+        return inner[0], inner
+    return inner[0].node.inputs[0], inner
+
+
+def _check(m: Match) -> "MatchFail | None":
+    y, inner = _split_heads_of(m)
+    sy = _shape(y)
+    if not _static(sy) or not sy:
+        return m.fail("symbolic or unknown shape", y)
+    assert sy is not None
+    if "sz" in m.attrs:
+        if len(m.attrs["sz"]) != len(m.roots):
+            return m.fail(f"split into {len(m.attrs['sz'])} pieces, not {len(m.roots)}",
+                          y.node)
+        if m.attrs["a"] != len(sy) - 1:
+            return m.fail("split is not along the last axis", inner[0].node)
+    heads = []
+    for i, v in enumerate(inner):
+        h = _heads_shape(m, v, m.attrs[f"s{i}"])
+        if isinstance(h, MatchFail):
+            return h
+        heads.append(h)
+    if len({(h[0], h[1], h[3]) for h in heads}) != 1:
+        return m.fail("pieces differ in head size", inner[0].node)
+    if "x" not in m.values:
+        return None
+    x, w = m["x"], m["w"]
+    sx, sw = _shape(x), _shape(w)
+    if not _static(sx) or not _static(sw):
+        return m.fail("symbolic or unknown shapes", x)
+    assert sx is not None and sw is not None
+    if len(sw) != 2 or len(sx) < 2:
+        return m.fail("weight is not a matrix", w)
+    b, s = heads[0][:2]
+    if sw[1] != sy[-1] or math.prod(sx[:-1]) != b * s:
+        return m.fail("the heads are not the matmul's rows and columns", w)
+    if "b" in m.values and _shape(m["b"]) != (sw[1],):
+        return m.fail(f"bias {_shape(m['b'])} is not a vector over the output columns",
+                      m["b"])
+    return None
+
+
+def _rhs(m: Match) -> list[Value]:
+    heads = [m.attrs[f"s{i}"] for i in range(len(m.roots))]
+    b, s, _, d = heads[0]
+    hs = tuple(int(h[2]) for h in heads)
+    h = sum(hs)
+    if "x" in m.values:
+        w = m["w"]
+        k = int((_shape(w) or ())[0])
+        wh = build("transpose", build("reshape", w, shape=(k, h, d)), perm=(1, 0, 2))
+        y = build("matmul", build("reshape", m["x"], shape=(b, 1, s, k)), wh)
+        if "b" in m.values:
+            y = build("add", y, build("reshape", m["b"], shape=(h, 1, d)))
+    else:
+        y = build("transpose", build("reshape", m["y"], shape=(b, s, h, d)), perm=HEADS_PERM)
+    if "sz" not in m.attrs:
+        return [y]
+    return list(op_multi("split", y, axis=1, sizes=hs))
+
+
+def _search(name: str, lhs: Callable[..., Any], rhs: Builder, check: Check) -> Rule:
+    return rule(name, lhs, rhs, check, source=__name__, kind="search", pass_name=PASS)
+
+
+# projection spellings, the bare value last (a sweep gives a place to the first rule matching it)
+_PROJ = {"mm": "matmul", "mm_bias": "matmul_bias", "mm_r": "matmul_reshaped",
+         "mm_bias_r": "matmul_bias_reshaped", "": "value"}
+
+
+def _heads_rule(pieces: int, proj: str) -> Rule:
+    name = "heads_of_" + _PROJ[proj] if pieces == 0 else \
+        f"heads_through_split{pieces}" if not proj else f"heads_of_split{pieces}_{_PROJ[proj]}"
+    return _search(name, _lhs(pieces, proj), _rhs, _check)
+
+
+RULES: list[Rule] = [
+    *[_heads_rule(n, p) for n in (2, 3) for p in _PROJ],
+    *[_heads_rule(0, p) for p in _PROJ if p],
+]
+
+
+class SplitHeads(RewritePass):
+    """Every search rule of this module applied once wherever it matches, in one sweep (a place
+    taken by an earlier rule is left to it): the rules' replay pass. The search itself applies
+    them only where the cost model says the result is faster."""
+
+    name = "split_heads"
+    rules = tuple(RULES)

@@ -1,4 +1,4 @@
-"""`graphopt rules ...`: generate, verify, list and show rules.
+"""`graphopt rules ...`: generate, prune, verify, list and show rules.
 
 The rule directories are the generated library (``compiler/subst/rules``) and whatever the
 caller adds (the top-level CLI adds ``passes/rules``, the hand-written rules: the spellings each
@@ -36,7 +36,19 @@ def add_parser(subparsers: Any, rule_dirs: Sequence[Path | str] = (RULES_DIR,),
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--timeout-ms", type=int, default=5000, help="z3 timeout per rule")
     g.add_argument("--json", default=None, help="also write the report as JSON here")
+    _derive_args(g)
+    g.add_argument("--no-derive", action="store_true",
+                   help="skip the last stage, the derivability pruning")
     g.set_defaults(func=cmd_generate)
+
+    pr = sub.add_parser("prune", help="drop generated rules that smaller kept rules derive "
+                                      "(Ruler's derivability test)")
+    pr.add_argument("dir", nargs="?", default=str(RULES_DIR),
+                    help=f"generated rule file or directory (default {RULES_DIR})")
+    pr.add_argument("--out", default=None, help="output dir (default: the input dir)")
+    pr.add_argument("--json", default=None, help="also write the report as JSON here")
+    _derive_args(pr)
+    pr.set_defaults(func=cmd_prune)
 
     v = sub.add_parser("verify", help="prove every rule and replay the hand-written ones "
                                       "(exit 0 only if all pass)")
@@ -58,6 +70,23 @@ def add_parser(subparsers: Any, rule_dirs: Sequence[Path | str] = (RULES_DIR,),
     sh.set_defaults(func=cmd_show)
     return p
 
+
+def _derive_args(p: argparse.ArgumentParser) -> None:
+    from .derive import DEFAULT_DEPTH, DEFAULT_MAX_GRAPHS
+
+    p.add_argument("--depth", type=int, default=DEFAULT_DEPTH,
+                   help=f"rewrites from each side of a rule (default {DEFAULT_DEPTH})")
+    p.add_argument("--max-graphs", type=int, default=DEFAULT_MAX_GRAPHS,
+                   help=f"graphs reached from each side (default {DEFAULT_MAX_GRAPHS})")
+    p.add_argument("--keep-used", default=None, metavar="FILE",
+                   help="keep the rules this JSON names whatever (`python -m bench.rule_usage "
+                        "--out FILE`: the rules the benchmarks' searches apply)")
+
+
+def _keep(args: argparse.Namespace) -> set[str]:
+    from .derive import read_used
+
+    return read_used(args.keep_used) if args.keep_used else set()
 
 
 def _rules(args: argparse.Namespace, dirs: Sequence[str] | None = None) -> list[SubstRule]:
@@ -83,11 +112,49 @@ def cmd_generate(args: argparse.Namespace) -> int:
     progress = for_args(args, "graphopt rules generate")
     try:
         rep, _ = generate(args.max_ops, args.scenarios, args.ops, args.out, args.jobs,
-                          args.seed, args.timeout_ms, progress=progress.say)
+                          args.seed, args.timeout_ms, progress=progress.say,
+                          depth=None if args.no_derive else args.depth,
+                          max_graphs=args.max_graphs, keep=sorted(_keep(args)))
     finally:
         progress.close()
     print(rep.table())
     for f in rep.files:
+        print(f"wrote {f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep.as_dict(), indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from ..progress import for_args
+    from .derive import by_source, prune
+    from .rulefile import write_dir, write_manifest
+
+    if args.depth < 0 or args.max_graphs < 1:
+        raise SystemExit("--depth must be >= 0 and --max-graphs >= 1")
+    rules = load_dir(args.dir)
+    other = sorted({r.kind for r in rules if not r.generated})
+    if other:
+        raise SystemExit(f"{args.dir}: prune works on generated rules; found kind(s) {other}")
+    if not rules:
+        print(f"no rules under {args.dir}", file=sys.stderr)
+        return 1
+    keep = _keep(args)
+    progress = for_args(args, "graphopt rules prune")
+    progress("derive", None)
+    t0 = time.perf_counter()
+    try:
+        kept, rep = prune(rules, args.depth, args.max_graphs, keep, progress=progress.say)
+        progress("derive", time.perf_counter() - t0)
+    finally:
+        progress.close()
+    out = Path(args.out) if args.out else (Path(args.dir) if Path(args.dir).is_dir()
+                                           else Path(args.dir).parent)
+    groups = by_source(kept)
+    files = write_dir({k: groups.get(k, []) for k in rep.by_file}, out)
+    files.append(write_manifest(out, rep.manifest()))
+    print(rep.table())
+    for f in files:
         print(f"wrote {f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rep.as_dict(), indent=2, sort_keys=True) + "\n")

@@ -1,5 +1,6 @@
 """The generator pipeline: enumerate -> fingerprint buckets -> candidates -> prune -> float test
--> z3 proof -> rule files. Deterministic for a seed: same seed, byte-identical rule files."""
+-> z3 proof -> derivability pruning (``derive.py``) -> rule files. Deterministic for a seed: same
+seed, byte-identical rule files."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -10,10 +11,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .derive import DEFAULT_DEPTH, DEFAULT_MAX_GRAPHS, PruneReport, by_source, prune
 from .enumerate import Enumerator
 from .prune import (Pair, ac_equal, common_output, common_subgraph, congruent, minimal_costs,
                     noncanonical, orient, renaming_key)
-from .rulefile import SubstRule, make_rule, write_dir
+from .rulefile import SubstRule, make_rule, write_dir, write_manifest
 from .scenario import SCENARIOS, Scenario
 from .verify import Verdict, verify_text
 
@@ -52,6 +54,7 @@ class Report:
     rejected_z3: int = 0
     by_method: dict[str, int] = field(default_factory=dict)
     kept: int = 0
+    derive: PruneReport | None = None  # the derivability pruning of the proven rules
     wall: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
     cpu: dict[str, float] = field(default_factory=dict)  # stage -> summed worker seconds
     files: list[str] = field(default_factory=list)
@@ -97,6 +100,10 @@ class Report:
                      f"{self.rejected_numeric} rejected by the float test, {self.rejected_z3} "
                      f"not proven by z3, {self.verified} proven "
                      f"({', '.join(f'{k} {v}' for k, v in sorted(self.by_method.items()))})")
+        if self.derive is not None:
+            lines.append(f"derivability: {self.derive.before} proven -> {self.derive.kept} "
+                         f"kept ({self.derive.dropped} derivable from smaller ones at depth "
+                         f"{self.derive.depth}, {self.derive.kept_used} of those kept as used)")
         lines.append(f"kept: {self.kept} rules (max ops {self.max_ops}, seed {self.seed}, "
                      f"jobs {self.jobs})")
         lines.append("time (wall s): " + ", ".join(f"{k} {v:.1f}" for k, v in self.wall.items()))
@@ -110,6 +117,7 @@ class Report:
             "pruned": self.pruned(), "verified": self.verified,
             "rejected_numeric": self.rejected_numeric, "rejected_z3": self.rejected_z3,
             "by_method": self.by_method, "kept": self.kept, "wall_s": self.wall,
+            "derive": None if self.derive is None else self.derive.as_dict(),
             "cpu_s": self.cpu,
             "scenarios": [s.__dict__ for s in self.scenarios],
         }
@@ -205,8 +213,12 @@ def _cand_worker(args: tuple[str, tuple[str, ...] | None, int, int]
 def generate(max_ops: int = 4, scenarios: Sequence[str] | None = None,
              ops: Sequence[str] | None = None, out: Path | str | None = None, jobs: int = 1,
              seed: int = 0, timeout_ms: int = 5000,
-             progress: Progress | None = None) -> tuple[Report, dict[str, list[SubstRule]]]:
-    """Run the whole generator; writes rule files to ``out`` when given."""
+             progress: Progress | None = None, depth: int | None = DEFAULT_DEPTH,
+             max_graphs: int = DEFAULT_MAX_GRAPHS, keep: Sequence[str] = ()
+             ) -> tuple[Report, dict[str, list[SubstRule]]]:
+    """Run the whole generator; writes rule files (and the pruning manifest) to ``out`` when
+    given. ``depth``/``max_graphs``/``keep``: the derivability pruning (``derive.prune``; depth
+    None skips it)."""
     from .rulefile import loads
 
     say = progress or (lambda s: None)
@@ -285,10 +297,20 @@ def generate(max_ops: int = 4, scenarios: Sequence[str] | None = None,
             rep.rejected.append((v.name, v.stage, v.reason))
     for k in by_file:
         by_file[k].sort(key=lambda r: r.name)
+    # 5. drop the rules the smaller kept ones derive
+    if depth is not None:
+        t3 = time.perf_counter()
+        say(f"derivability pruning of {sum(len(v) for v in by_file.values())} rules")
+        kept, rep.derive = prune([r for k in sorted(by_file) for r in by_file[k]], depth,
+                                 max_graphs, keep, progress=say)
+        by_file = {k: by_source(kept).get(k, []) for k in by_file}
+        rep.wall["derive"] = time.perf_counter() - t3
     rep.kept = sum(len(v) for v in by_file.values())
     t2 = time.perf_counter()
     if out is not None:
         rep.files = [str(p) for p in write_dir(by_file, out)]
+        if rep.derive is not None:
+            rep.files.append(str(write_manifest(out, rep.derive.manifest())))
     rep.wall["write"] = time.perf_counter() - t2
     rep.wall["total"] = time.perf_counter() - t0
     return rep, by_file

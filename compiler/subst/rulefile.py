@@ -215,6 +215,28 @@ def load_dir(path: Path | str | None = None) -> list[SubstRule]:
     return out
 
 
+MANIFEST = "prune.json"  # beside the rule files: what the derivability pruning kept
+
+
+def write_manifest(out: Path | str, data: Mapping[str, object]) -> Path:
+    """Write the pruning manifest (``derive.PruneReport.as_dict``) into rule directory ``out``."""
+    import json
+
+    p = Path(out) / MANIFEST
+    p.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return p
+
+
+def read_manifest(directory: Path | str | None = None) -> dict:
+    """The pruning manifest of a rule directory (default: the shipped one)."""
+    import json
+
+    p = Path(directory if directory is not None else RULES_DIR) / MANIFEST
+    if not p.exists():
+        raise FileNotFoundError(f"no pruning manifest {p} (written by `graphopt rules prune`)")
+    return json.loads(p.read_text())
+
+
 def write_dir(rules_by_file: Mapping[str, list[SubstRule]], out: Path | str) -> list[Path]:
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)

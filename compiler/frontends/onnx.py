@@ -21,8 +21,8 @@ from ..ir.graph import Graph, GraphMeta
 from ..ir.node import ConstData, Node, Origin, input_node
 from .onnx_attrs import KeepOpaque, constant_data
 from .onnx_fold import bind_known, fold_onnx, track
-from .onnx_io import (check_external_files, check_model_shape, read_model, sparse_to_dense,
-                      tensor_to_const)
+from .onnx_io import (check_external_files, check_model_shape, externals_as_inputs,
+                      read_model, sparse_to_dense, tensor_to_const)
 from .onnx_lift import lift
 from .onnx_opaque import captured_names, keep_opaque
 from .onnx_state import ImportReport, ImportState
@@ -58,13 +58,13 @@ def load_with_report(path_or_model: "str | Path | onnx.ModelProto", *, check: bo
         model, source = path_or_model, "<ModelProto>"
         root = Path(base_dir).resolve() if base_dir is not None else None
         check_model_shape(model, source)
-        target: "onnx.ModelProto | str" = _without_external(model)
+        target: "onnx.ModelProto | str" = externals_as_inputs(model)
     elif isinstance(path_or_model, (str, Path)):
         p = Path(path_or_model)
         # large inline weights stay in the file (mapped when read): the proto is the graph
         model = read_model(p, map_initializers=True)
         root, source = p.resolve().parent, str(p)
-        target = _without_external(model)  # external data is checked by check_external_files
+        target = externals_as_inputs(model)  # external data is checked by check_external_files
     else:
         raise FrontendError(f"expected a path or onnx.ModelProto, got "
                             f"{type(path_or_model).__name__}")
@@ -75,27 +75,6 @@ def load_with_report(path_or_model: "str | Path | onnx.ModelProto", *, check: bo
     imp = _Importer(model, root, source, report)
     imp.fold_initializer_inputs = fold_initializer_inputs
     return imp.run(), report
-
-
-def _without_external(m: "onnx.ModelProto") -> "onnx.ModelProto":
-    """For checking a model in memory: external initializers become typed graph inputs (the
-    checker would look for their files relative to the working directory, and would read
-    them; ``check_external_files`` checks them)."""
-    import onnx
-    from onnx import helper
-
-    ext = [t for t in m.graph.initializer if t.data_location == 1]
-    if not ext:
-        return m
-    c = onnx.ModelProto()
-    c.CopyFrom(m)
-    keep = [t for t in c.graph.initializer if t.data_location != 1]
-    del c.graph.initializer[:]
-    c.graph.initializer.extend(keep)
-    declared = {i.name for i in c.graph.input}
-    c.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-                         for t in ext if t.name not in declared)
-    return c
 
 
 def _check(model: "onnx.ModelProto | str", source: str, report: ImportReport) -> None:

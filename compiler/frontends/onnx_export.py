@@ -19,7 +19,9 @@ from ..errors import ExportError, GraphOptError
 from ..ir.graph import Graph
 from ..ir.node import ConstData, Node, Value
 from ..ir.types import DType, OpaqueType, TensorType, ValueType
-from .onnx_io import AtomicFiles, DataSink, const_to_tensor, subgraphs
+from .onnx_io import (AtomicFiles, DataSink, MemorySink, const_to_tensor, externals_as_inputs,
+                      subgraphs)
+from .onnx_mapped import inline_parts
 
 if TYPE_CHECKING:
     import onnx
@@ -39,7 +41,7 @@ def _key(v: Value) -> Key:
 class ExportCtx:
     """What an op's ``to_onnx(ctx, node)`` uses to emit ONNX (interface shared with ops/*.py)."""
 
-    def __init__(self, g: Graph, opset: int, sink: DataSink | None) -> None:
+    def __init__(self, g: Graph, opset: int, sink: "DataSink | MemorySink | None") -> None:
         self.opset: int = opset
         self.graph = g
         self.sink = sink
@@ -538,7 +540,8 @@ def _upgrade_node(q: "onnx.NodeProto", in_types: list[Any], src: int, dst: int,
     return list(conv.graph.node)
 
 
-def _build(g: Graph, opset: int | None, sink: DataSink | None) -> "onnx.ModelProto":
+def _build(g: Graph, opset: int | None, sink: "DataSink | MemorySink | None"
+           ) -> "onnx.ModelProto":
     import onnx
     from onnx import helper
 
@@ -656,16 +659,28 @@ _last_export: "tuple[weakref.ref[Graph], int | None, bytes] | None" = None
 
 def to_bytes(g: Graph, opset: int | None = None) -> bytes:
     """The graph as serialized ONNX (weights inline), checked by onnx.checker; remembered for the
-    next ``save`` of the same graph."""
+    next ``save`` of the same graph. The bytes are those of ``to_model(g).SerializeToString()``;
+    the weights never enter the proto (``onnx_io.MemorySink``, ``onnx_mapped.inline_parts``), and
+    the checker sees the model with them as typed inputs (it reads no tensor data anyway)."""
     global _last_export
     hit = _last_export
     if hit is not None and hit[0]() is g and hit[1] == opset:
         return hit[2]
     _last_export = None
-    m = to_model(g, opset, check=False)
-    data = m.SerializeToString()
-    del m
-    _check(data, False)
+    if _const_bytes(g) > _PROTO_LIMIT:
+        raise ExportError(f"graph {g.name} holds {_const_bytes(g)} bytes of weights, too many "
+                          f"for one protobuf; use save(g, path) (external data)")
+    # the weights are set aside while the proto is built and serialized, then put in place:
+    # the bytes protobuf writes for the inline model, with each weight copied once
+    aside = MemorySink()
+    m = _build(g, opset, aside)
+    _check(externals_as_inputs(m), False)  # the structure; the weights are bytes it never reads
+    try:
+        data = inline_parts(m.SerializeToString(), aside.location, aside.parts)
+    except ValueError as e:
+        raise ExportError(f"cannot put the weights of graph {g.name} into its model: {e}",
+                          where=f"graph {g.name}") from None
+    del m, aside
     _last_export = (weakref.ref(g), opset, data)
     return data
 

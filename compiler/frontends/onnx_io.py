@@ -165,6 +165,28 @@ def _mappable_types() -> frozenset[int]:
                      if _has_numpy(d) and d != DType.string and d not in INT4_RANGE)
 
 
+def externals_as_inputs(m: "onnx.ModelProto") -> "onnx.ModelProto":
+    """For checking a model in memory: a copy whose external initializers are typed graph
+    inputs instead (the checker would look for their files relative to the working directory
+    and read them; the frontend checks them with ``check_external_files``, the exporter's
+    placeholders have none); ``m`` itself when it has none."""
+    import onnx
+    from onnx import helper
+
+    ext = [t for t in m.graph.initializer if t.data_location == _EXTERNAL]
+    if not ext:
+        return m
+    c = onnx.ModelProto()
+    c.CopyFrom(m)
+    keep = [t for t in c.graph.initializer if t.data_location != _EXTERNAL]
+    del c.graph.initializer[:]
+    c.graph.initializer.extend(keep)
+    declared = {i.name for i in c.graph.input}
+    c.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                         for t in ext if t.name not in declared)
+    return c
+
+
 # ---- tensors -> ConstData ---------------------------------------------------------------------
 
 def tensor_dtype(t: "onnx.TensorProto", where: str) -> DType:
@@ -397,6 +419,23 @@ class DataSink:
         return start, n
 
 
+class MemorySink:
+    """Sets large tensors' bytes aside while a model is built (``onnx_mapped.inline_parts`` puts
+    them into the serialized model as raw_data): the proto never holds the weights, so building
+    and serializing it copies none. A tensor set aside is a placeholder: external data at
+    ``location`` with its index in ``parts`` as offset."""
+
+    location = "<graphopt: bytes set aside>"
+
+    def __init__(self) -> None:
+        self.parts: list[list[bytes | memoryview]] = []
+
+    def write(self, chunks: Any) -> tuple[int, int]:
+        got = [c if isinstance(c, (bytes, memoryview)) else bytes(c) for c in chunks]
+        self.parts.append(got)
+        return len(self.parts) - 1, sum(len(c) for c in got)
+
+
 def _read_chunks(src: "str | BinaryIO", offset: int, length: int, chunk: int = 1 << 24
                  ) -> Any:
     """``length`` bytes at ``offset`` of a file (a path, or an open file read at absolute
@@ -418,7 +457,29 @@ def _read_chunks(src: "str | BinaryIO", offset: int, length: int, chunk: int = 1
         raise ExportError(f"cannot read external data {name!r}: {e}") from None
 
 
-def const_to_tensor(data: ConstData, name: str, sink: DataSink | None) -> "onnx.TensorProto":
+def _file_view(src: "str | BinaryIO", offset: int, length: int) -> memoryview:
+    """``length`` bytes at ``offset`` of a file as a read-only view of its memory map."""
+    import mmap
+
+    name = src if isinstance(src, str) else getattr(src, "name", "?")
+    if length == 0:
+        return memoryview(b"")
+    try:
+        with contextlib.ExitStack() as stack:
+            f = stack.enter_context(open(src, "rb")) if isinstance(src, str) else src
+            if os.fstat(f.fileno()).st_size < offset + length:
+                raise ExportError(f"external data {name!r} ends before offset "
+                                  f"{offset + length}")
+            start = offset - offset % mmap.ALLOCATIONGRANULARITY
+            mm = mmap.mmap(f.fileno(), offset + length - start, access=mmap.ACCESS_READ,
+                           offset=start)
+    except OSError as e:
+        raise ExportError(f"cannot read external data {name!r}: {e}") from None
+    return memoryview(mm)[offset - start:]
+
+
+def const_to_tensor(data: ConstData, name: str, sink: "DataSink | MemorySink | None"
+                    ) -> "onnx.TensorProto":
     """A TensorProto named ``name`` holding ``data``: inline, or in ``sink`` when it is given and
     the tensor is larger than INLINE_LIMIT bytes."""
     import onnx
@@ -437,7 +498,9 @@ def const_to_tensor(data: ConstData, name: str, sink: DataSink | None) -> "onnx.
         del t.dims[:]
         t.dims.extend(data.shape)
         src = data.file if data.file is not None else path
-        if big:
+        if isinstance(sink, MemorySink) and big:  # a view of the file: copied once, into place
+            _to_sink(t, sink, [_file_view(src, offset, length)])
+        elif big:
             assert sink is not None
             _to_sink(t, sink, _read_chunks(src, offset, length))
         else:
@@ -481,7 +544,7 @@ def const_to_tensor(data: ConstData, name: str, sink: DataSink | None) -> "onnx.
     return numpy_helper.from_array(arr, name)
 
 
-def _to_sink(t: "onnx.TensorProto", sink: DataSink, chunks: Any) -> None:
+def _to_sink(t: "onnx.TensorProto", sink: "DataSink | MemorySink", chunks: Any) -> None:
     off, n = sink.write(chunks)
     t.data_location = _EXTERNAL
     del t.external_data[:]

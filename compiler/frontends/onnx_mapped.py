@@ -43,7 +43,7 @@ class Field(NamedTuple):
     end: int
 
 
-def _varint(buf: mmap.mmap, pos: int, end: int) -> tuple[int, int]:
+def _varint(buf: "bytes | mmap.mmap", pos: int, end: int) -> tuple[int, int]:
     """The varint at ``pos`` and the position after it."""
     value, shift = 0, 0
     while True:
@@ -57,7 +57,7 @@ def _varint(buf: mmap.mmap, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
-def fields(buf: mmap.mmap, start: int, end: int) -> Iterator[Field]:
+def fields(buf: "bytes | mmap.mmap", start: int, end: int) -> Iterator[Field]:
     """The fields of the message whose bytes are ``buf[start:end]``, in order."""
     pos = start
     while pos < end:
@@ -153,3 +153,83 @@ def read_mapped(path: Path, min_bytes: int, numpy_types: frozenset[int]
                 e = t.external_data.add()
                 e.key, e.value = k, v
     return model
+
+
+# ---- writing: large tensors' bytes put into a serialized model ---------------------------------
+
+def _varint_bytes(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        if not n:
+            out.append(b)
+            return bytes(out)
+        out.append(b | 0x80)
+
+
+def _len_header(number: int, length: int) -> bytes:
+    """The tag and length of a length-delimited field."""
+    return _varint_bytes(number << 3 | _LEN) + _varint_bytes(length)
+
+
+def _inline_tensor(buf: bytes, f: Field, location: str, parts: "list[list[bytes | memoryview]]"
+                   ) -> "tuple[list[bytes | memoryview], int] | None":
+    """The pieces and byte count of one initializer with its placeholder external data
+    (location ``location``, offset = index into ``parts``) replaced by ``raw_data``; None
+    when the initializer is not a placeholder."""
+    import onnx
+
+    index = None
+    for t in fields(buf, f.payload, f.end):
+        if t.number == _TENSOR_EXTERNAL_DATA and t.wire == _LEN:
+            e = onnx.StringStringEntryProto.FromString(buf[t.payload:t.end])
+            if e.key == "location" and e.value != location:
+                return None
+            if e.key == "offset":
+                index = int(e.value)
+    if index is None:
+        return None
+    data = parts[index]
+    n = sum(len(c) for c in data)
+    before: list[bytes | memoryview] = []
+    after: list[bytes | memoryview] = []
+    for t in fields(buf, f.payload, f.end):
+        if t.number in (_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION):
+            continue
+        if t.number == _TENSOR_RAW_DATA:
+            raise ValueError("a placeholder tensor already has raw_data")
+        (before if t.number < _TENSOR_RAW_DATA else after).append(buf[t.start:t.end])
+    pieces = [*before, _len_header(_TENSOR_RAW_DATA, n), *data, *after]
+    return pieces, sum(len(p) for p in pieces)
+
+
+def inline_parts(skeleton: bytes, location: str, parts: "list[list[bytes | memoryview]]"
+                 ) -> bytes:
+    """The serialized model ``skeleton`` with each graph initializer whose external data is a
+    placeholder (location ``location``, offset: index into ``parts``) holding those bytes as
+    ``raw_data`` instead: the bytes protobuf writes for the model with the data inline (fields
+    in number order), without the data ever entering a proto. Raises ValueError when a
+    placeholder is missing or found twice."""
+    top = list(fields(skeleton, 0, len(skeleton)))
+    graphs = [f for f in top if f.number == _MODEL_GRAPH and f.wire == _LEN]
+    if len(graphs) != 1:
+        raise ValueError(f"the model has {len(graphs)} graph fields")
+    g = graphs[0]
+    pieces: list[bytes | memoryview] = []
+    size, used = 0, 0
+    for f in fields(skeleton, g.payload, g.end):
+        got = _inline_tensor(skeleton, f, location, parts) if (
+            f.number == _GRAPH_INITIALIZER and f.wire == _LEN) else None
+        if got is None:
+            pieces.append(skeleton[f.start:f.end])
+            size += f.end - f.start
+            continue
+        tensor, n = got
+        head = _len_header(_GRAPH_INITIALIZER, n)
+        pieces += [head, *tensor]
+        size += len(head) + n
+        used += 1
+    if used != len(parts):
+        raise ValueError(f"{len(parts)} tensors were set aside, {used} placeholders found")
+    return b"".join([skeleton[:g.start], _len_header(_MODEL_GRAPH, size), *pieces,
+                     skeleton[g.end:]])

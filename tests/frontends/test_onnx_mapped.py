@@ -115,3 +115,45 @@ def test_truncated_file_is_a_frontend_error(tmp_path: Path) -> None:
     p.write_bytes(data[:len(data) // 2])
     with pytest.raises(FrontendError):
         fe.load(p)
+
+
+def _mixed(tmp_path: Path) -> Path:
+    """Large and small weights of several element types, some mapped from the file."""
+    h = RNG.standard_normal((300, 300)).astype(np.float16)
+    mask = RNG.random(100_000) < 0.5
+    idx = RNG.integers(-5, 5, 20_000).astype(np.int64)
+    g = helper.make_graph(
+        [helper.make_node("Cast", ["h"], ["hf"], to=TensorProto.FLOAT),
+         helper.make_node("Not", ["m"], ["nm"]), helper.make_node("Neg", ["i"], ["ni"]),
+         helper.make_node("MatMul", ["x", "w"], ["y"]),
+         helper.make_node("Add", ["y", "b"], ["z"])],
+        "mixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 200])],
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in (
+            ("hf", TensorProto.FLOAT, [300, 300]), ("nm", TensorProto.BOOL, [100_000]),
+            ("ni", TensorProto.INT64, [20_000]), ("z", TensorProto.FLOAT, [4, 100]))],
+        [numpy_helper.from_array(a, n) for n, a in (("h", h), ("m", mask), ("i", idx),
+                                                    ("w", W), ("b", B))])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return _write(tmp_path / "mixed.onnx", m)
+
+
+@pytest.mark.parametrize("name", ["m.onnx", "mixed.onnx"])
+def test_to_bytes_is_the_serialized_model(tmp_path: Path, name: str) -> None:
+    p = _write(tmp_path / "m.onnx", _model()) if name == "m.onnx" else _mixed(tmp_path)
+    g = fe.load(p)
+    got = ex.to_bytes(g)
+    ex._last_export = None
+    assert got == ex.to_model(g).SerializeToString()
+    # and a graph whose weights are numpy arrays in memory (the parsed-whole path)
+    g2 = fe.load(onnx.load(str(p)))
+    ex._last_export = None
+    assert ex.to_bytes(g2) == ex.to_model(g2).SerializeToString()
+
+
+def test_inline_parts_refuses_a_missing_placeholder() -> None:
+    from graphopt.frontends.onnx_mapped import inline_parts
+
+    data = _model().SerializeToString()
+    with pytest.raises(ValueError, match="1 tensors were set aside, 0 placeholders"):
+        inline_parts(data, "<aside>", [[b"\0" * 8]])

@@ -107,7 +107,8 @@ def backtrack(g: Graph, rules: "Sequence[PatternRule] | Matcher", cost: Callable
         applied[name] = applied.get(name, 0) + 1
     return SearchResult(st.best, st.best_cost, st.c0, applied, budget.expanded, budget.explored,
                         time.perf_counter() - st.t0, st.stopped, rejected=st.rejected,
-                        failed_checks=dict(matcher.failures))
+                        failed_checks=dict(matcher.failures), tried=st.tried,
+                        refused=st.refused)
 
 
 class _State:
@@ -126,6 +127,8 @@ class _State:
         self.seen: dict[tuple, tuple[Node, ...]] = {g.key(): held(g)}
         self.tie = itertools.count()
         self.rejected: dict[str, int] = {}
+        self.tried: dict[str, int] = {}  # rewrites priced, per rule
+        self.refused: dict[tuple[str, str], int] = {}  # rewrites refused, per (rule, reason)
         self.stopped = "exhausted"
         self.since_better = 0  # expansions since the best graph last improved
 
@@ -199,7 +202,9 @@ class _State:
                 mp = rewrite_map(pricing.build(r, m), m, pos)
                 if isinstance(mp, str):
                     self.reject(mp)
+                    self.refused[(r.name, mp)] = self.refused.get((r.name, mp), 0) + 1
                     continue
+                self.tried[r.name] = self.tried.get(r.name, 0) + 1
                 npath = path + (r.name,)
                 priced = price(r, m, mp, npath)
                 if priced is None:

@@ -22,6 +22,10 @@ class SearchResult:
     rejected: dict[str, int] = field(default_factory=dict)  # why candidates were dropped
     # matches whose rule check failed, per (rule, reason) (``rewrite.index.Matcher.failures``)
     failed_checks: dict[tuple[str, str], int] = field(default_factory=dict)
+    # rewrites the search built and priced, per rule (on the best path or not)
+    tried: dict[str, int] = field(default_factory=dict)
+    # matches whose rewrite the search refused, per (rule, reason): "cycle", "no-op", "rhs: ..."
+    refused: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def speedup(self) -> float:

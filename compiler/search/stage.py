@@ -48,6 +48,7 @@ def search_step(g: Graph, target: str = "cpu", *, budget: "float | Budget | None
     with counts, estimated cost before/after, search time, graphs explored)."""
     from ..cost.measured import cost_model
     from .ruleset import default_rules, graph_ops
+    from .why import why_not
 
     model = cost_model(target, cost)
     rule_list = list(default_rules(ops=graph_ops(g)) if rules is None else rules) + \
@@ -77,6 +78,8 @@ def search_step(g: Graph, target: str = "cpu", *, budget: "float | Budget | None
         "kernels_before": before.launches,
         "kernels_after": after.launches,
         "folded_after_search": folded,
+        # the rules that did not pay, and why (search/why.py)
+        "why_not": why_not(res, rule_list, g),
     })
     return out, rep
 
@@ -90,14 +93,19 @@ def _fold(g: Graph) -> tuple[Graph, int]:
 
 
 def format_search(rep: dict[str, Any]) -> str:
-    """One paragraph for the text report."""
+    """One paragraph for the text report: the estimate, the search's work, the rules applied and
+    (short) the rules refused or not cheaper (``rep["why_not"]`` holds them all)."""
+    from .why import format_why_not
+
     rules = ", ".join(f"{k} x{v}" for k, v in rep.get("rules_applied", {}).items()) or "none"
-    return (f"search ({rep['cost_model']} cost, {rep['target']}): estimated "
+    text = (f"search ({rep['cost_model']} cost, {rep['target']}): estimated "
             f"{rep['cost_before_us']:.1f} -> {rep['cost_after_us']:.1f} us "
             f"({100 * rep['estimated_speedup']:.1f}% less), {rep['kernels_before']} -> "
             f"{rep['kernels_after']} kernels; {rep['graphs_expanded']} graphs expanded, "
             f"{rep['graphs_explored']} explored in {rep['seconds']:.2f} s "
             f"(stopped: {_stop_text(rep)}); rules applied: {rules}")
+    why = format_why_not(rep["why_not"]) if rep.get("why_not") else ""
+    return f"{text}; {why}" if why else text
 
 
 def _stop_text(rep: dict[str, Any]) -> str:

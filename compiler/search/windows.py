@@ -169,6 +169,8 @@ def search(g: Graph, rules: Sequence[PatternRule], cost: Callable[[Graph], float
         return r
     applied: dict[str, int] = {}
     rejected: dict[str, int] = {}
+    tried: dict[str, int] = {}
+    refused: dict[tuple[str, str], int] = {}
     n_windows = reused = 0
     stopped = "exhausted"
     cur = g
@@ -203,6 +205,10 @@ def search(g: Graph, rules: Sequence[PatternRule], cost: Callable[[Graph], float
                     n_windows += 1
                     for k, v in res.rejected.items():
                         rejected[k] = rejected.get(k, 0) + v
+                    for k, v in res.tried.items():
+                        tried[k] = tried.get(k, 0) + v
+                    for kr, v in res.refused.items():
+                        refused[kr] = refused.get(kr, 0) + v
                     for k, v in res.applied.items():
                         applied[k] = applied.get(k, 0) + v
                     if res.stopped != "exhausted":
@@ -229,7 +235,7 @@ def search(g: Graph, rules: Sequence[PatternRule], cost: Callable[[Graph], float
         rejected["whole-graph-worse"] = rejected.get("whole-graph-worse", 0) + 1
     return SearchResult(cur, final, c0, applied, budget.expanded, budget.explored,
                         time.perf_counter() - t0, stopped, n_windows, reused, rejected,
-                        dict(matcher.failures))
+                        dict(matcher.failures), tried, refused)
 
 
 def _used_outside(g: Graph, parts: list[list[Node]]) -> set[tuple[int, int]]:

@@ -10,7 +10,8 @@ Each rule is exact up to floating-point reassociation and is used by the cost-mo
   input and state projections).
 * ``merge_conv_shared_input`` (with and without bias): two convs of one input with the same
   kernel size and attrs -> one conv with the output channels of both, split (Inception,
-  SqueezeNet).
+  SqueezeNet); ``merge_conv[_bias]_shared_input_<act>`` the same for two convs each followed by
+  the activation ``act`` (relu, sigmoid, tanh): ``split(act(conv))`` in one step.
 * ``enlarge_conv_kernel`` (with and without bias): a 1x1 conv as a 3x3 conv with a zero ring
   (TASO's enlarge: worse alone, it lets a 1x1 and a 3x3 conv of one input merge; SqueezeNet).
 * ``merge_bias_after_split``: ``split(y)#0 + b0, split(y)#1 + b1 -> split(y + concat(b0, b1))``
@@ -152,15 +153,32 @@ def _conv_check(m: Match) -> "MatchFail | None":
     return None
 
 
-def _conv_rhs(m: Match) -> list[Value]:
+def _conv_rhs(m: Match, act: str | None = None) -> list[Value]:
     w = build("concat", m["w1"], m["w2"], axis=0)
     ins = [m["x"], w]
     if "b1" in m.values:
         ins.append(build("concat", m["b1"], m["b2"], axis=0))
     y = build("conv", *ins, strides=m.attrs["s"], pads=m.attrs["p"], dilations=m.attrs["d"],
               group=1)
+    if act is not None:
+        y = build(act, y)
     c1, c2 = (_shape(m["w1"]) or ())[0], (_shape(m["w2"]) or ())[0]
     return list(op_multi("split", y, axis=1, sizes=(c1, c2)))
+
+
+def _conv_pair_act(act: str, bias: bool) -> Rule:
+    """``merge_conv[_bias]_shared_input`` of two convs each followed by ``act`` (TASO's conv
+    with a fused activation): one step to ``split(act(conv))``, where merging first and then
+    moving the activations through the split is a detour through a slower graph."""
+    def lhs(x: Any, w1: Any, w2: Any) -> Any:
+        return op(act, op.conv(x, w1, **_CONV_ATTRS)), op(act, op.conv(x, w2, **_CONV_ATTRS))
+
+    def lhs_bias(x: Any, w1: Any, b1: Any, w2: Any, b2: Any) -> Any:
+        return (op(act, op.conv(x, w1, b1, **_CONV_ATTRS)),
+                op(act, op.conv(x, w2, b2, **_CONV_ATTRS)))
+
+    name = f"merge_conv{'_bias' if bias else ''}_shared_input_{act}"
+    return _search(name, lhs_bias if bias else lhs, lambda m: _conv_rhs(m, act), _conv_check)
 
 
 def _enlarge(x: Any, w: Any) -> Any:
@@ -262,6 +280,8 @@ def _search(name: str, lhs: Callable[..., Any], rhs: Builder, check: Check) -> R
 RULES: list[Rule] = [
     _search("merge_matmul_shared_lhs", _mm_shared_lhs, _mm_shared_lhs_rhs, _mm_shared_lhs_check),
     _search("merge_matmul_sum", _mm_sum, _mm_sum_rhs, _mm_sum_check),
+    # before the plain conv merges: the replay sweep gives a place to the first rule matching it
+    *[_conv_pair_act(a, bias) for a in ("relu", "sigmoid", "tanh") for bias in (False, True)],
     _search("merge_conv_shared_input", _conv_pair, _conv_rhs, _conv_check),
     _search("merge_conv_bias_shared_input", _conv_pair_bias, _conv_rhs, _conv_check),
     _search("enlarge_conv_kernel", _enlarge, _enlarge_rhs, _enlarge_check),

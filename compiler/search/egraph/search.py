@@ -1,0 +1,169 @@
+"""``--search egraph``: equality saturation of a graph (or of each window of a large one) under
+the search's rules, extraction by the cost model, and the cheapest of {input, greedy, ILP}
+costed as a whole graph."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+from ...errors import GraphOptError
+from ...ir.graph import Graph
+from ...ir.node import Node, Value
+from ..result import SearchResult
+from .saturate import DEFAULT_NODE_LIMIT, DEFAULT_TIME_LIMIT, Stats
+
+DEFAULT_MAX_RULES = 400  # generated rule directions per e-graph (egglog holds ~1.4 MB a rule)
+DEFAULT_ILP_LIMIT = 10.0  # seconds for the integer program of one e-graph
+EGRAPH_WINDOW = 160  # ops per e-graph for large graphs (as the backtracking search's windows)
+
+
+def require_egglog() -> None:
+    """Raise a clear error when egglog (the optional extra ``egraph``) is missing."""
+    try:
+        import egglog  # noqa: F401
+    except ImportError as ex:
+        raise GraphOptError("search mode 'egraph' needs egglog: pip install 'graphopt[egraph]'",
+                            where="search") from ex
+
+
+class _Model:
+    """The whole-graph model and the per-node price saturation reads."""
+
+    def __init__(self, cost: Callable[[Graph], float]) -> None:
+        self.cost = cost
+
+    def node(self, n: Node) -> float:
+        nodes_time = getattr(self.cost, "nodes_time", None)
+        if nodes_time is None:  # a plain callable: the node as a one-node graph
+            from ...ir.node import input_node
+
+            ins = [input_node(f"_p{i}", v.type) for i, v in enumerate(n.inputs)]
+            m = Node.build(n.op, [x.out for x in ins], n.attrs)
+            return self.cost(Graph(ins, list(m.outputs)))
+        return float(nodes_time([n], n.outputs))
+
+
+def _one(g: Graph, rules: Sequence[object], model: _Model, *, node_limit: int,
+         time_limit: float, extract: str, max_rules: int, ilp_limit: float,
+         progress: Callable[[str], None] | None) -> tuple[Graph, dict[str, int], Stats, str]:
+    """Saturate and extract one graph: (best graph, rules used, stats, which extraction won:
+    "input" | "greedy" | "ilp")."""
+    from .decode import decode, rules_used
+    from .encode import encode
+    from .rules import translate_rules
+    from .saturate import saturate
+
+    enc = encode(g)
+    tr = translate_rules(rules, enc.keys, max_rules)
+    sat = saturate(enc, tr, model.node, node_limit=node_limit, time_limit=time_limit,
+                   progress=progress)
+    best, best_cost, used, won = g, model.cost(g), {}, "input"
+    choices = []
+    from .extract import greedy
+
+    gch = greedy(sat.view)
+    if extract in ("greedy", "both"):
+        choices.append(("greedy", gch))
+    if extract in ("ilp", "both"):
+        from .ilp import ilp
+
+        ich = ilp(sat.view, time_limit=ilp_limit, warm=gch)
+        if ich is not None:
+            choices.append(("ilp", ich))
+    for how, ch in choices:
+        cand = decode(ch, sat, enc)
+        c = model.cost(cand)
+        if c < best_cost:
+            best, best_cost, used, won = cand, c, rules_used(ch, sat), how
+    return best, used, sat.stats, won
+
+
+def egraph_search(g: Graph, rules: Sequence[object], cost: Callable[[Graph], float], *,
+                  budget: float = 30.0, node_limit: int = DEFAULT_NODE_LIMIT,
+                  time_limit: float = DEFAULT_TIME_LIMIT, extract: str = "both",
+                  max_rules: int = DEFAULT_MAX_RULES, ilp_limit: float = DEFAULT_ILP_LIMIT,
+                  window: int = EGRAPH_WINDOW,
+                  progress: Callable[[str], None] | None = None) -> SearchResult:
+    """Equality saturation search of ``g`` under ``rules`` (the backtracking search's list).
+
+    ``cost(graph) -> seconds`` (a ``CostModel`` also prices single e-nodes by
+    ``nodes_time``). Graphs over ``window`` ops are cut as the backtracking search cuts them
+    (``windows.partition``) and each window is one e-graph, windows of equal structure reusing
+    the first one's result; ``budget`` seconds in all, each window's saturation under
+    ``time_limit`` and ``node_limit`` e-nodes. ``extract``: "greedy", "ilp" or "both". The
+    result's ``explored`` counts e-nodes (summed over windows), ``expanded`` saturation
+    iterations; ``stopped`` is the last window's saturation stop reason (or "time" when the
+    budget ran out before a window); ``rejected`` counts which extraction won per e-graph
+    ("won:input" / "won:greedy" / "won:ilp") and e-nodes left unpriced."""
+    from .. import windows as W
+
+    require_egglog()
+    if extract not in ("greedy", "ilp", "both"):
+        raise GraphOptError(f"extract must be greedy, ilp or both, got {extract!r}",
+                            where="egraph search")
+    model = _Model(cost)
+    t0 = time.perf_counter()
+    c0 = cost(g)
+    applied: dict[str, int] = {}
+    tally: dict[str, int] = {}
+    enodes = iterations = n_windows = reused = 0
+    stopped = "saturated"
+
+    def run(h: Graph, share: float) -> Graph:
+        nonlocal enodes, iterations, stopped, n_windows
+        out, used, st, won = _one(h, rules, model, node_limit=node_limit,
+                                  time_limit=min(time_limit, share), extract=extract,
+                                  max_rules=max_rules, ilp_limit=min(ilp_limit, share),
+                                  progress=progress)
+        n_windows += 1
+        enodes += st.enodes
+        iterations += st.iterations
+        stopped = st.stopped
+        tally["won:" + won] = tally.get("won:" + won, 0) + 1
+        if st.unpriced:
+            tally["unpriced-enodes"] = tally.get("unpriced-enodes", 0) + st.unpriced
+        for k, v in used.items():
+            applied[k] = applied.get(k, 0) + v
+        return out
+
+    ops = [n for n in g.nodes if n.op not in ("input", "constant")]
+    if len(ops) <= window:
+        cur = run(g, budget)
+    else:
+        parts = W.partition(g, window)
+        used_out = W._used_outside(g, parts)
+        env: dict[tuple[int, int], Value] = {}
+        memo: dict[tuple, tuple[W.Window, Graph, dict[str, int]]] = {}
+        for i, part in enumerate(parts):
+            w = W.extract(g, part, used_out)
+            sig = W._signature(w)
+            left = budget - (time.perf_counter() - t0)
+            if sig in memo and len(memo[sig][0].consts) == len(w.consts):
+                w0, res, used = memo[sig]
+                swap = {id(a): b for a, b in zip(w0.consts, w.consts)}
+                new_outs = W.splice(res, W._rebased(w0, w), env, swap)
+                reused += 1
+                for k, v in used.items():
+                    applied[k] = applied.get(k, 0) + v
+            elif left <= 0:
+                stopped = "time"
+                new_outs = W.splice(w.graph, w, env)
+            else:
+                before = dict(applied)
+                res = run(w.graph, left / (len(parts) - i))
+                new_outs = W.splice(res, w, env)
+                if W._reusable(w, res):
+                    memo[sig] = (w, res, {k: v - before.get(k, 0) for k, v in applied.items()
+                                          if v != before.get(k, 0)})
+            for v, nv in zip(w.outs, new_outs):
+                env[(id(v.node), v.index)] = nv
+            if progress:
+                progress(f"e-graph window {i + 1}/{len(parts)}")
+        cur = Graph(g.inputs, [env.get((id(v.node), v.index), v) for v in g.outputs],
+                    g.output_names, g.name, g.meta)
+    final = cost(cur)
+    if final > c0:  # windows are costed alone; never return a graph the model says is slower
+        cur, final, applied = g, c0, {}
+        tally["whole-graph-worse"] = tally.get("whole-graph-worse", 0) + 1
+    return SearchResult(cur, final, c0, applied, iterations, enodes, time.perf_counter() - t0,
+                        stopped, n_windows, reused, tally)

@@ -39,12 +39,14 @@ def search_step(g: Graph, target: str = "cpu", *, budget: "float | Budget | None
                 extra_rules: Sequence[PatternRule] = (),
                 cost: str = "analytic", alpha: float = DEFAULT_ALPHA,
                 window: int = DEFAULT_WINDOW,
-                progress: Callable[[str], None] | None = None) -> tuple[Graph, dict[str, Any]]:
+                progress: Callable[[str], None] | None = None,
+                mode: str = "backtrack") -> tuple[Graph, dict[str, Any]]:
     """Search ``g`` for the cheapest equivalent graph on ``target``.
 
     rules: the rule set (default: the generated rules both ways; the pipeline passes the
     search's full set, ``graphopt.pipeline.search_rules``); extra_rules are added to it.
-    cost: "analytic" or "measured". Returns the new graph and the report entry (rules applied
+    cost: "analytic" or "measured". mode: "backtrack" (TASO's search) or "egraph" (equality
+    saturation on egglog, ``search/egraph``; needs the extra ``egraph``). Returns the new graph and the report entry (rules applied
     with counts, estimated cost before/after, search time, graphs explored)."""
     from ..cost.measured import cost_model
     from .ruleset import default_rules, graph_ops
@@ -54,8 +56,18 @@ def search_step(g: Graph, target: str = "cpu", *, budget: "float | Budget | None
     rule_list = list(default_rules(ops=graph_ops(g)) if rules is None else rules) + \
         list(extra_rules)
     b = make_budget(budget)
-    res: SearchResult = search(g, rule_list, model, alpha=alpha, budget=b, window=window,
-                               progress=progress)
+    if mode == "egraph":
+        from .egraph.search import egraph_search
+
+        secs = b.seconds if isinstance(budget, Budget) else float(
+            DEFAULT_BUDGET_S if budget is None else budget)
+        res: SearchResult = egraph_search(g, rule_list, model, budget=secs, progress=progress)
+    elif mode == "backtrack":
+        res = search(g, rule_list, model, alpha=alpha, budget=b, window=window,
+                     progress=progress)
+    else:
+        raise GraphOptError(f"search mode must be 'backtrack' or 'egraph', got {mode!r}",
+                            where="search")
     out = res.graph
     folded = 0
     if res.applied:
@@ -80,7 +92,12 @@ def search_step(g: Graph, target: str = "cpu", *, budget: "float | Budget | None
         "folded_after_search": folded,
         # the rules that did not pay, and why (search/why.py)
         "why_not": why_not(res, rule_list, g),
+        "search_mode": mode,
     })
+    if mode == "egraph":  # explored / expanded count e-nodes / saturation iterations
+        rep["saturation"] = {"enodes": res.explored, "iterations": res.expanded,
+                             "stopped": res.stopped, "egraphs": res.windows,
+                             "reused": res.reused_windows}
     return out, rep
 
 

@@ -11,7 +11,9 @@ Each rule is exact up to floating-point reassociation and is used by the cost-mo
 * ``merge_conv_shared_input`` (with and without bias): two convs of one input with the same
   kernel size and attrs -> one conv with the output channels of both, split (Inception,
   SqueezeNet); ``merge_conv[_bias]_shared_input_<act>`` the same for two convs each followed by
-  the activation ``act`` (relu, sigmoid, tanh): ``split(act(conv))`` in one step.
+  the activation ``act`` (relu, sigmoid, tanh): ``split(act(conv))`` in one step;
+  ``merge_conv[_bias]_shared_input_partial_<act>`` when only the first has it:
+  ``split(where(mask, act(y), y))`` of the merged conv ``y``, a per-channel choice.
 * ``enlarge_conv_kernel`` (with and without bias): a 1x1 conv as a 3x3 conv with a zero ring
   (TASO's enlarge: worse alone, it lets a 1x1 and a 3x3 conv of one input merge; SqueezeNet).
 * ``merge_bias_after_split``: ``split(y)#0 + b0, split(y)#1 + b1 -> split(y + concat(b0, b1))``
@@ -181,6 +183,35 @@ def _conv_pair_act(act: str, bias: bool) -> Rule:
     return _search(name, lhs_bias if bias else lhs, lambda m: _conv_rhs(m, act), _conv_check)
 
 
+def _conv_partial_act(act: str, bias: bool) -> Rule:
+    """Two convs of one input, only the first followed by ``act``: one conv, its channels
+    chosen per channel between ``act`` of them and themselves (``where`` over a constant
+    per-channel mask, an epilogue of the conv), split. Inception's pool branch, whose 1x1 conv
+    moved before the pool (``conv_through_avg_pool``), merges so with the block's other 1x1
+    convs."""
+    def lhs(x: Any, w1: Any, w2: Any) -> Any:
+        return op(act, op.conv(x, w1, **_CONV_ATTRS)), op.conv(x, w2, **_CONV_ATTRS)
+
+    def lhs_bias(x: Any, w1: Any, b1: Any, w2: Any, b2: Any) -> Any:
+        return op(act, op.conv(x, w1, b1, **_CONV_ATTRS)), op.conv(x, w2, b2, **_CONV_ATTRS)
+
+    def check(m: Match) -> "MatchFail | None":
+        if m.roots[0].node.inputs[0] == m.roots[1]:
+            return m.fail("the plain conv is the activated one", m.roots[1])
+        return _conv_check(m)
+
+    def rhs(m: Match) -> list[Value]:
+        y = _conv_rhs(m)[0].node.inputs[0]  # the merged conv, before its split
+        c1, c2 = (_shape(m["w1"]) or ())[0], (_shape(m["w2"]) or ())[0]
+        rank = len(_shape(y) or ())
+        mask = np.array([True] * c1 + [False] * c2).reshape((c1 + c2,) + (1,) * (rank - 2))
+        z = build("where", constant(ConstData(mask)), build(act, y), y)
+        return list(op_multi("split", z, axis=1, sizes=(c1, c2)))
+
+    name = f"merge_conv{'_bias' if bias else ''}_shared_input_partial_{act}"
+    return _search(name, lhs_bias if bias else lhs, rhs, check)
+
+
 def _enlarge(x: Any, w: Any) -> Any:
     return op.conv(x, w, **_CONV_ATTRS)
 
@@ -282,6 +313,7 @@ RULES: list[Rule] = [
     _search("merge_matmul_sum", _mm_sum, _mm_sum_rhs, _mm_sum_check),
     # before the plain conv merges: the replay sweep gives a place to the first rule matching it
     *[_conv_pair_act(a, bias) for a in ("relu", "sigmoid", "tanh") for bias in (False, True)],
+    *[_conv_partial_act(a, bias) for a in ("relu", "sigmoid", "tanh") for bias in (False, True)],
     _search("merge_conv_shared_input", _conv_pair, _conv_rhs, _conv_check),
     _search("merge_conv_bias_shared_input", _conv_pair_bias, _conv_rhs, _conv_check),
     _search("enlarge_conv_kernel", _enlarge, _enlarge_rhs, _enlarge_check),

@@ -193,6 +193,25 @@ def test_merge_conv_shared_input_relu_is_one_step() -> None:
     assert ng.op_counts() == {"concat": 1, "conv": 1, "relu": 1, "split": 1}
 
 
+def test_merge_conv_shared_input_partial_relu() -> None:
+    x = _in("x", 1, 3, 6, 6)
+    plain = _conv(x.out, _c(2, 3, 1, 1))
+    g = Graph([x], [op("relu", _conv(x.out, _c(4, 3, 1, 1))), _pool(plain, False)])
+    r = BY_NAME["merge_conv_shared_input_partial_relu"]
+    ms = matches(g, r)
+    assert len(ms) == 1
+    ng = apply(g, r, ms[0])
+    assert isinstance(ng, Graph)
+    verify(ng)
+    _same_outputs(g, ng)
+    assert ng.op_counts()["conv"] == 1 and ng.op_counts()["where"] == 1
+    # the plain conv under the activation is the same conv: no merge with itself
+    c = _conv(x.out, _c(4, 3, 1, 1))
+    same = Graph([x], [op("relu", c), c])
+    assert "the plain conv is the activated one" in _refusal(
+        same, "merge_conv_shared_input_partial_relu")
+
+
 # ---- statements and the search ------------------------------------------------------------------
 
 def test_every_rule_is_stated_in_its_rule_file() -> None:
@@ -210,7 +229,7 @@ def test_search_rules_include_the_conv_family() -> None:
 
 @pytest.mark.parametrize("model,expect", [
     ("nasnet_a", {"merge_separable_sum"}),
-    ("inception_v3", {"conv_through_avg_pool"}),
+    ("inception_v3", {"conv_through_avg_pool", "merge_conv_shared_input_partial_relu"}),
 ])
 def test_search_uses_the_rules_on_tiny_models(model: str, expect: set[str]) -> None:
     g = TINY[model]()

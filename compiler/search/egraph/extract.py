@@ -231,6 +231,16 @@ def bottom_up(flat: Flat, alive: list[bool] | None = None) -> tuple[dict[int, in
     return chosen, order
 
 
+def by_level(flat: Flat, chosen: dict[int, int], order: list[int]) -> list[int]:
+    """``order`` (children before parents in ``chosen``) re-sorted by level, the longest chosen
+    path down to an input: still topological, and a class sits as low as it can, so a local
+    move rarely has to reorder a long stretch of the graph."""
+    level: dict[int, int] = {}
+    for c in order:
+        level[c] = 1 + max((level[k] for k in flat.kids[chosen[c]]), default=0)
+    return sorted(order, key=level.__getitem__)
+
+
 def _unresolved_error(flat: Flat, root: int, settled: dict[int, int]) -> ExtractionError:
     cid = flat.class_ids[root]
     why = []
@@ -362,6 +372,16 @@ class _Local:
         return (self.refs[c] > 0 and self.chosen[c] != n and c not in self.f.kids[n]
                 and all(k in self.chosen for k in self.f.kids[n]) and not self.creates_cycle(c, n))
 
+    def hopeless(self, c: int, n: int) -> bool:
+        """Whether moving class c to node n surely does not lower the cost, seen without trying:
+        n costs no less, neither has savings, and no class would be left unreached."""
+        f = self.f
+        old = self.chosen[c]
+        if f.pairs[n] or f.pairs[old] or f.cost[n] < f.cost[old]:
+            return False
+        kn = f.kids[n]
+        return all(self.refs[k] >= 2 or k in kn for k in f.kids[old])
+
     def single_moves(self) -> bool:
         """One sweep over the reached classes (children first), keeping every single-class move
         that lowers the DAG cost. Whether any was kept."""
@@ -370,7 +390,7 @@ class _Local:
             if len(self.f.members[c]) < 2:
                 continue
             for n in self.f.members[c]:
-                if not self.can_take(c, n):
+                if self.chosen[c] == n or self.hopeless(c, n) or not self.can_take(c, n):
                     continue
                 cur = self.chosen[c]
                 if self.move(c, n) < -self.tol:
@@ -431,7 +451,7 @@ def greedy(view: EGraphView, *, passes: int = 4) -> Choice:
     for r in flat.roots:
         if r not in chosen:
             raise _unresolved_error(flat, r, chosen)
-    local = _Local(flat, chosen, order)
+    local = _Local(flat, chosen, by_level(flat, chosen, order))
     local.improve(passes)
     return flat.to_choice(local.choice())
 

@@ -4,11 +4,17 @@ On the pruned e-graph (``extract.pruned``):
 
 * a binary ``x_n`` per e-node (chosen) and ``z_c`` per e-class (computed), ``z_c = sum x_n`` over
   its e-nodes (so at most one each), ``z_r = 1`` for a root;
-* a chosen e-node's child classes are computed: ``x_n <= z_k``;
-* acyclicity, only for the edges inside a strongly connected part of the class graph (networkx;
-  an edge between two such parts is on no cycle): an order ``t_c`` in ``[0, S-1]`` per class of
-  a part of ``S`` classes and ``t_c - t_k >= 1 - S (1 - x_n)`` for e-node ``n`` of ``c`` reading
-  ``k``;
+* a class c that takes an e-node reading class k has k computed by an e-node that does not
+  read c back: ``sum x_n`` (n of c reading k) ``<= sum x_m`` (m of k not reading c). Summed
+  per class, not per e-node, and without the 2-cycles, this is tighter than Tensat's
+  ``x_n <= z_k``: its relaxation lets a class computed by halves of two e-nodes need only half
+  of each child, so the bound fades with depth;
+* acyclicity, only inside the strongly connected parts of the class graph (networkx; an edge
+  between two parts is on no cycle). A part with at most ``max_cycles`` simple cycles gets one
+  row per cycle: of the e-nodes that realise its edges, fewer than its length are chosen (exact,
+  and much tighter than order variables: most parts are a class and its reshuffle, a 2-cycle).
+  A part with more gets Tensat's order variables: ``t_c`` in ``[0, S-1]`` per class of a part
+  of ``S`` classes and ``t_c - t_k >= 1 - S (1 - x_n)`` for e-node ``n`` of ``c`` reading ``k``;
 * fusion savings: ``y <= x_a``, ``y <= x_b`` per pair, ``-saving * y`` in the objective; with
   savings, a computed non-root class needs a chosen reader (``z_c <= sum x`` of its readers), so
   an unreached pair cannot buy its saving (the same when some e-node costs less than 0);
@@ -87,18 +93,39 @@ def cyclic_parts(flat: Flat) -> list[list[int]]:
     return [sorted(p) for p in nx.strongly_connected_components(g) if len(p) > 1]
 
 
+def part_cycles(flat: Flat, part: list[int], limit: int) -> list[list[int]] | None:
+    """The simple cycles (lists of classes) of one cyclic part's class graph, or None when it
+    has more than ``limit``."""
+    inside = set(part)
+    g = nx.DiGraph()
+    g.add_edges_from((c, k) for c in part for n in flat.members[c] for k in flat.kids[n] if k in inside)
+    found: list[list[int]] = []
+    for cyc in nx.simple_cycles(g):
+        if len(found) == limit:
+            return None
+        found.append(cyc)
+    return found
+
+
 def solve(view: EGraphView, *, time_limit: float = 10.0, warm: Choice | None = None,
-          rel_gap: float = 1e-6) -> IlpResult:
+          rel_gap: float = 1e-6, max_cycles: int = 64) -> IlpResult:
     """The least-cost acyclic choice by the integer program (see the module docstring), within
     ``time_limit`` seconds (the best one found when the limit is reached) and a relative gap of
-    ``rel_gap``. Raises ``ExtractionError`` when a root class has no computable e-node or
+    ``rel_gap``; ``max_cycles``: see the module docstring. Raises ``ExtractionError`` when a root class has no computable e-node or
     ``warm`` is not a valid choice."""
     t0 = time.perf_counter()
     warm_cost = dag_cost(view, warm) if warm is not None else None
     small, keep = pruned(view)
     f = flatten(small)
     n_x, n_c, n_y = f.n_nodes, len(f.members), len(f.savings)
-    parts = cyclic_parts(f)
+    cycles: list[list[int]] = []
+    parts: list[list[int]] = []  # those with too many cycles: order variables
+    for p in cyclic_parts(f):
+        found = part_cycles(f, p, max_cycles)
+        if found is None:
+            parts.append(p)
+        else:
+            cycles.extend(found)
     part_of = {c: i for i, p in enumerate(parts) for c in p}
     t_col: dict[int, int] = {}
     base = n_x + n_c + n_y
@@ -123,13 +150,21 @@ def solve(view: EGraphView, *, time_limit: float = 10.0, warm: Choice | None = N
     rows = _Rows()
     for c, ms in enumerate(f.members):  # z_c = sum of x over the class
         rows.add([(n_x + c, 1.0)] + [(n, -1.0) for n in ms], 0.0, 0.0)
-    for n in range(n_x):
-        c = f.node_class[n]
-        for k in f.kids[n]:
-            rows.add([(n, 1.0), (n_x + k, -1.0)], -np.inf, 0.0)
-            if c in part_of and part_of.get(k) == part_of[c]:
-                big = len(parts[part_of[c]])
-                rows.add([(t_col[c], 1.0), (t_col[k], -1.0), (n, -float(big))], 1.0 - big, np.inf)
+    for c, ms in enumerate(f.members):
+        via: dict[int, list[int]] = {}  # child class -> the e-nodes of c that read it
+        for n in ms:
+            for k in f.kids[n]:
+                via.setdefault(k, []).append(n)
+                if c in part_of and part_of.get(k) == part_of[c]:
+                    big = len(parts[part_of[c]])
+                    rows.add([(t_col[c], 1.0), (t_col[k], -1.0), (n, -float(big))], 1.0 - big, np.inf)
+        for k, ns in via.items():
+            rows.add([(n, 1.0) for n in ns] + [(m, -1.0) for m in f.members[k] if c not in f.kids[m]],
+                     -np.inf, 0.0)
+    for cyc in cycles:  # not every edge of a cycle: at most len - 1 of them chosen
+        if len(cyc) > 2:  # a 2-cycle is already excluded by the rows above
+            terms = [(n, 1.0) for c, k in zip(cyc, cyc[1:] + cyc[:1]) for n in f.members[c] if k in f.kids[n]]
+            rows.add(terms, -np.inf, len(cyc) - 1.0)
     for i, ((a, b), _) in enumerate(pair_list):
         rows.add([(n_x + n_c + i, 1.0), (a, -1.0)], -np.inf, 0.0)
         rows.add([(n_x + n_c + i, 1.0), (b, -1.0)], -np.inf, 0.0)
@@ -182,4 +217,4 @@ def ilp(view: EGraphView, *, time_limit: float = 10.0, warm: Choice | None = Non
     return res.choice
 
 
-__all__ = ["ExtractionError", "IlpResult", "cyclic_parts", "ilp", "solve"]
+__all__ = ["ExtractionError", "IlpResult", "cyclic_parts", "ilp", "part_cycles", "solve"]

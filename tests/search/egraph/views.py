@@ -94,3 +94,37 @@ def merge_view() -> EGraphView:
         cls[q] = [ENode("alone", ("x",), 4.0), ENode("slice", ("m",), 0.0)]
     cls["r"] = [ENode("out", ("q", "k", "v"), 0.0)]
     return EGraphView(cls, ["r"])
+
+
+NODES_PER_CLASS = 5  # op, alt, view and the two of v(l, i)
+
+
+def layered(n_nodes: int, width: int = 16, seed: int = 0) -> EGraphView:
+    """A synthetic e-graph of about ``n_nodes`` e-nodes: layers of ``width`` classes over one
+    input class. Class i of layer l has three e-nodes: ``op`` reads classes i and i+1 of layer
+    l-1; ``alt`` is cheaper but also reads the layer's ``merged`` class (one dear e-node, worth it
+    only when enough of the layer shares it: the merge case a per-reader cost gets wrong);
+    ``view`` reads a class ``v(l, i)`` whose cheap e-node reads class (l, i) back (a cycle, as
+    reshuffle rules make) and whose other e-node reads layer l-1. ``op`` pairs with the ``op``
+    below it for a fusion saving. The last layer is the roots; costs are drawn from ``seed``."""
+    rng = random.Random(seed)
+    layers = max(1, n_nodes // (NODES_PER_CLASS * width + 1))
+    classes: dict[str, list[ENode]] = {"in": [ENode("input", (), 0.0)]}
+    savings = {}
+    below = ["in"] * width
+    for layer in range(layers):
+        merged = f"m{layer}"
+        classes[merged] = [ENode("merged", (below[0],), rng.uniform(0.3, 0.9) * width)]
+        here = [f"c{layer}_{i}" for i in range(width)]
+        for i, cid in enumerate(here):
+            view = f"v{layer}_{i}"
+            classes[cid] = [
+                ENode("op", (below[i], below[(i + 1) % width]), rng.uniform(1.0, 3.0)),
+                ENode("alt", (below[i], merged), rng.uniform(0.1, 0.8)),
+                ENode("view", (view,), rng.uniform(0.0, 0.2)),
+            ]
+            classes[view] = [ENode("back", (cid,), 0.0), ENode("copy", (below[i],), rng.uniform(0.5, 3.5))]
+            if layer > 0:
+                savings[(cid, 0), (below[i], 0)] = rng.uniform(0.0, 0.5)
+        below = here
+    return EGraphView(classes, list(below), savings)

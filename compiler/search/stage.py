@@ -40,13 +40,15 @@ def search_step(g: Graph, target: str = "cpu", *, budget: "float | Budget | None
                 cost: str = "analytic", alpha: float = DEFAULT_ALPHA,
                 window: int = DEFAULT_WINDOW,
                 progress: Callable[[str], None] | None = None,
-                mode: str = "backtrack") -> tuple[Graph, dict[str, Any]]:
+                mode: str = "backtrack", egraph: dict[str, Any] | None = None
+                ) -> tuple[Graph, dict[str, Any]]:
     """Search ``g`` for the cheapest equivalent graph on ``target``.
 
     rules: the rule set (default: the generated rules both ways; the pipeline passes the
     search's full set, ``graphopt.pipeline.search_rules``); extra_rules are added to it.
     cost: "analytic" or "measured". mode: "backtrack" (TASO's search) or "egraph" (equality
-    saturation on egglog, ``search/egraph``; needs the extra ``egraph``). Returns the new graph and the report entry (rules applied
+    saturation on egglog, ``search/egraph``; needs the extra ``egraph``); egraph: keyword
+    settings of ``egraph_search`` (node_limit, time_limit, extract, max_rules, ilp_limit). Returns the new graph and the report entry (rules applied
     with counts, estimated cost before/after, search time, graphs explored)."""
     from ..cost.measured import cost_model
     from .ruleset import default_rules, graph_ops
@@ -61,7 +63,8 @@ def search_step(g: Graph, target: str = "cpu", *, budget: "float | Budget | None
 
         secs = b.seconds if isinstance(budget, Budget) else float(
             DEFAULT_BUDGET_S if budget is None else budget)
-        res: SearchResult = egraph_search(g, rule_list, model, budget=secs, progress=progress)
+        res: SearchResult = egraph_search(g, rule_list, model, budget=secs, progress=progress,
+                                          **(egraph or {}))
     elif mode == "backtrack":
         res = search(g, rule_list, model, alpha=alpha, budget=b, window=window,
                      progress=progress)

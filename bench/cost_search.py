@@ -2,6 +2,7 @@
 
     python -m bench.cost_search                       # TASO family + transformers, cpu and h100
     python -m bench.cost_search --models nasrnn,bert --targets cpu --budget 20
+    python -m bench.cost_search --models '' --targets h100,a100 --no-ort   # transformers only
     python -m bench.cost_search --acceptance /tmp/bert.onnx   # BERT-base CLI: <= 20 s, search <= 10 s
 
 Tables:
@@ -9,8 +10,10 @@ Tables:
    time before/after the search under our fusion-aware cost model for each target, the
    reduction next to Tensat's published speedup over the original graphs (T4 GPU, TASO's cost
    model), search time and graphs expanded/explored, and the rules applied.
-2. transformers GPT-2 / BERT / Llama (small configs, random weights) exported by torch.onnx and
-   optimized by ``graphopt.optimize`` end to end (frontend, cleanup, search, numeric check).
+2. transformers BERT / GPT-2 / Llama / ViT (4 layers, hidden 256, random weights with biases
+   off zero) exported by both torch.onnx exporters and optimized by ``graphopt.optimize`` end to
+   end (frontend, cleanup, fusion, search, numeric check): estimated saving, kernels, the rules
+   applied and why others did not fire (``--transformers`` / ``--exporters`` choose).
 3. Measured ONNX Runtime latency on this CPU of original vs optimized (target cpu) models:
    the two sessions run interleaved in one process, ``--reps`` rounds; the ratio is
    optimized / original (< 1 is faster), with an original/original ratio as the noise floor.
@@ -147,36 +150,64 @@ def ort_table(pairs: list[tuple[str, Any, Any]], reps: int) -> None:
     print("\nnoise: the original timed against a second session of itself in the same rounds.")
 
 
-def transformers_table(names: list[str], targets: list[str], budget: float,
-                       workdir: Path) -> list[tuple[str, Any, Any]]:
+# small but real transformer configs: 4 layers, hidden 256, head size 64 (Llama: GQA 4/2 heads)
+TRANSFORMER_CONFIGS: dict[str, dict[str, int]] = {
+    "bert": dict(seq=128, layers=4, hidden=256, heads=4),
+    "gpt2": dict(seq=128, layers=4, hidden=256, heads=4),
+    "llama": dict(seq=128, layers=4, hidden=256, heads=4),
+    "vit": dict(seq=65, layers=4, hidden=256, heads=4),
+}
+EXPORTERS = ("torchscript", "dynamo")
+
+
+def transformers_table(names: list[str], targets: list[str], budget: float, workdir: Path,
+                       exporters: list[str] = list(EXPORTERS)) -> list[tuple[str, Any, Any]]:
+    """``graphopt.optimize`` end to end on transformers exports (random weights, biases and
+    norm weights off their init as in a trained checkpoint), per exporter and target: the
+    estimated saving, the rules applied and (short) why others did not fire."""
+    import warnings
+
     import graphopt
     from bench.export_transformers import export
+    from graphopt.search.why import format_why_not
 
     print(f"\n## transformers models exported by torch.onnx, graphopt.optimize end to end "
-          f"(budget {budget:.0f} s)\n")
-    head = (f"{'model':10s} {'target':6s} {'ops':>5s} {'before us':>11s} {'after us':>11s} "
-            f"{'saved':>7s} {'search s':>8s} {'total s':>8s} {'check':>9s}  rules")
+          f"(budget {budget:.0f} s; {', '.join(f'{k} {v}' for k, v in TRANSFORMER_CONFIGS.items())})"
+          f"\n")
+    head = (f"{'model':6s} {'exporter':11s} {'target':6s} {'ops':>5s} {'before us':>10s} "
+            f"{'after us':>10s} {'saved':>6s} {'kernels':>9s} {'search s':>8s} {'total s':>7s} "
+            f"{'check':>8s}  rules applied")
     print(head)
     print("-" * len(head))
-    configs = {"gpt2": dict(seq=64, layers=4), "bert": dict(seq=128, layers=4),
-               "llama": dict(seq=64, layers=4)}
     pairs = []
+    whys = []
     for name in names:
-        src = workdir / f"{name}.onnx"
-        kind = {"bert": "bert-base"}.get(name, name)
-        export(kind, str(src), **configs[name])
-        for t in targets:
-            t0 = time.perf_counter()
-            om = graphopt.optimize(str(src), target=t, budget=budget)
-            wall = time.perf_counter() - t0
-            s = om.report["search"]
-            print(f"{name:10s} {t:6s} {om.report['after']['nodes']:5d} "
-                  f"{s['cost_before_us']:11.1f} {s['cost_after_us']:11.1f} "
-                  f"{100 * s['estimated_speedup']:6.1f}% {s['seconds']:8.2f} {wall:8.2f} "
-                  f"{om.report['check']['max_abs']:9.1e}  {_top_rules(s['rules_applied'])}")
-            sys.stdout.flush()
-            if t == "cpu":
-                pairs.append((name, str(src), om.onnx_model().SerializeToString()))
+        for exp in exporters:
+            src = workdir / f"{name}_{exp}.onnx"
+            kind = {"bert": "bert-base"}.get(name, name)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                export(kind, str(src), dynamo=exp == "dynamo", trained_like=True,
+                       **TRANSFORMER_CONFIGS[name])
+            for t in targets:
+                t0 = time.perf_counter()
+                om = graphopt.optimize(str(src), target=t, budget=budget)
+                wall = time.perf_counter() - t0
+                s = om.report["search"]
+                print(f"{name:6s} {exp:11s} {t:6s} {om.report['after']['nodes']:5d} "
+                      f"{s['cost_before_us']:10.1f} {s['cost_after_us']:10.1f} "
+                      f"{100 * s['estimated_speedup']:5.1f}% "
+                      f"{s['kernels_before']:>4d}>{s['kernels_after']:<4d} {s['seconds']:8.2f} "
+                      f"{wall:7.2f} {om.report['check']['max_abs']:8.1e}  "
+                      f"{_top_rules(s['rules_applied']) or 'none'}")
+                sys.stdout.flush()
+                whys.append((f"{name} {exp} {t}", format_why_not(s["why_not"])))
+                if t == "cpu":
+                    pairs.append((f"{name}-{exp}", str(src),
+                                  om.onnx_model().SerializeToString()))
+    print("\nwhy other rules did not fire (the search report's why_not, short):")
+    for label, why in whys:
+        print(f"  {label}: {why or '-'}")
     return pairs
 
 
@@ -210,8 +241,10 @@ def main() -> int:
     p.add_argument("--budget", type=float, default=30.0, help="search seconds per model")
     p.add_argument("--patience", type=int, default=20)
     p.add_argument("--reps", type=int, default=10)
-    p.add_argument("--transformers", default="gpt2,bert,llama",
+    p.add_argument("--transformers", default="bert,gpt2,llama,vit",
                    help="transformers models ('' to skip)")
+    p.add_argument("--exporters", default=",".join(EXPORTERS),
+                   help="torch.onnx exporters of the transformers table")
     p.add_argument("--no-ort", action="store_true", help="skip the latency table")
     p.add_argument("--acceptance", metavar="BERT_ONNX", help="run only the BERT-base CLI check")
     a = p.parse_args()
@@ -223,7 +256,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         tf = [m for m in a.transformers.split(",") if m]
         if tf:
-            pairs += transformers_table(tf, targets, min(a.budget, 10.0), Path(d))
+            pairs += transformers_table(tf, targets, min(a.budget, 10.0), Path(d),
+                                        [e for e in a.exporters.split(",") if e])
         if not a.no_ort and pairs:
             ort_table(pairs, a.reps)
     return 0

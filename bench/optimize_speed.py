@@ -4,7 +4,8 @@
 
 ``--baseline DIR`` is a folder holding a ``graphopt`` package of another version (a symlink to an
 older checkout's ``compiler/`` with its ``passes`` / ``codegen`` linked in); it is put first on
-``PYTHONPATH`` for the baseline's runs. The two versions run alternately (baseline, current,
+``PYTHONPATH`` for the baseline's runs (``--current DIR`` likewise for the version timed against
+it; default: the installed one). The two versions run alternately (baseline, current,
 baseline, ...) as separate CLI processes, so both see the same machine load; the table gives each
 step's median seconds (and min-max) from the report, the wall time of the whole command, and the
 ratio current / baseline of the medians. The written models of the two versions are compared byte
@@ -63,6 +64,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")
     p.add_argument("--baseline", required=True, help="folder with the baseline's graphopt")
+    p.add_argument("--current", default=None,
+                   help="folder with the graphopt to time against it (default: the installed one)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--out", default=None, help="folder for the written models (default: temp)")
     p.add_argument("extra", nargs="*", help="more optimize options (after --)")
@@ -72,7 +75,7 @@ def main() -> int:
         d.mkdir(parents=True, exist_ok=True)
         res: dict[str, list[dict[str, float]]] = {"baseline": [], "current": []}
         for i in range(a.runs):
-            for label, pp in (("baseline", a.baseline), ("current", None)):
+            for label, pp in (("baseline", a.baseline), ("current", a.current)):
                 res[label].append(run_once(a.model, d / f"{label}.onnx", pp, a.extra))
                 print(f"run {i + 1} {label}: wall {res[label][-1]['wall']:.2f} s", flush=True)
         steps = [k for k in res["current"][0] if k != "wall"] + ["wall"]

@@ -280,20 +280,43 @@ class Node:
         if found is not None:
             return found
         out_types = opdef.checked_infer(tuple(v.type for v in ins), a, origin)
+        return Node._make(op, ins, a, tuple(out_types), origin, key)
+
+    def with_inputs(self, inputs: "tuple[Value, ...] | list[Value]") -> "Node":
+        """The same op and attrs over new inputs (the node itself when nothing changed).
+        Inputs of the same types as the old ones give the same normalized attrs and output
+        types (an op's ``normalize_attrs`` and ``infer`` read only the input types and the
+        attrs), so the node is found or made without inferring again."""
+        inputs = tuple(inputs)
+        if inputs == self.inputs and all(a.node is b.node for a, b in zip(inputs, self.inputs)):
+            return self
+        ins = tuple(v if isinstance(v, Value) else Value(*v) for v in inputs)
+        if len(ins) != len(self.inputs) or not all(
+                isinstance(v.node, Node) and v.node.out_types[v.index] == w.type
+                for v, w in zip(ins, self.inputs)):
+            # an impure node is never shared: rebuilding it makes a new one with the same origin
+            return Node.build(self.op, ins, self.attrs, self.origin)
+        from ..ops.registry import get_op
+
+        key: tuple = (self.op, self.attrs, tuple((id(v.node), v.index) for v in ins))
+        if not get_op(self.op).pure:  # never shared: a fresh key
+            key = key + (next(_counter),)
+        else:
+            found = _intern.get(key)
+            if found is not None:
+                return found
+        return Node._make(self.op, ins, self.attrs, self.out_types, self.origin, key)
+
+    @staticmethod
+    def _make(op: str, ins: "tuple[Value, ...]", attrs: Attrs,
+              out_types: "tuple[ValueType, ...]", origin: Origin | None, key: tuple) -> "Node":
+        """A new node (its types already inferred), interned under ``key``."""
         n = object.__new__(Node)
-        n.op, n.inputs, n.attrs, n.out_types, n.origin = op, ins, a, tuple(out_types), origin
+        n.op, n.inputs, n.attrs, n.out_types, n.origin = op, ins, attrs, out_types, origin
         n.uid = next(_counter)
         n._key = key
         _intern[key] = n
         return n
-
-    def with_inputs(self, inputs: "tuple[Value, ...] | list[Value]") -> "Node":
-        """The same op and attrs over new inputs (the node itself when nothing changed)."""
-        inputs = tuple(inputs)
-        if inputs == self.inputs and all(a.node is b.node for a, b in zip(inputs, self.inputs)):
-            return self
-        # an impure node is never shared, so rebuilding it makes a new one with the same origin
-        return Node.build(self.op, inputs, self.attrs, self.origin)
 
     @property
     def outputs(self) -> tuple[Value, ...]:

@@ -159,8 +159,8 @@ class Encoded:
     values: dict[str, Value]
     ctors: set[tuple[str, int, bool]]
     n_outputs: int
-    # (constructor, attrs literal) of every encoded node (rule selection)
-    keys: set[tuple[str, str]] = field(default_factory=set)
+    # ``select.node_key`` of every encoded node (rule selection)
+    keys: set[str] = field(default_factory=set)
     # the input graph's e-nodes: (global, constructor, globals of its children)
     originals: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
 
@@ -196,6 +196,8 @@ FLOAT_DTYPES = ("f16", "bf16", "f32", "f64")
 
 def encode(g: Graph, symbols: Symbols | None = None) -> Encoded:
     """The egglog program text of ``g`` (see the module docstring)."""
+    from .select import node_key
+
     sym = symbols if symbols is not None else Symbols()
     lines: list[str] = [f'(is_float "{d}")' for d in FLOAT_DTYPES]
     leaves: list[Value] = []
@@ -204,7 +206,7 @@ def encode(g: Graph, symbols: Symbols | None = None) -> Encoded:
     values: dict[str, Value] = {}
     ctors: set[tuple[str, int, bool]] = set()
     originals: list[tuple[str, str, tuple[str, ...]]] = []
-    keys: set[tuple[str, str]] = set()
+    keys: set[str] = set()
     pos = 0
 
     def typed(name: str, v: Value) -> None:
@@ -242,7 +244,7 @@ def encode(g: Graph, symbols: Symbols | None = None) -> Encoded:
         is_multi = multi(n)
         ctors.add((n.op, len(ins), is_multi))
         dims = [ivec(sym.encode(d) for d in n.attrs[a]) for a in get_op(n.op).dim_attrs]
-        keys.add((ctor(n.op, len(ins), is_multi), attr_literal(n.op, n.attrs)))
+        keys.add(node_key(n))
         term = f"({ctor(n.op, len(ins), is_multi)} {attr_literal(n.op, n.attrs)} " \
                f"{' '.join(dims + ins)})"
         if is_multi:

@@ -23,6 +23,7 @@ from ...ir.graph import Graph
 from ...ir.node import Attrs, Node, Value
 from ...ir.types import TensorType
 from ...rewrite.dims import DimExpr
+from ..ruleset import Entry
 from .encode import attr_literal, ctor, multi
 
 CHEAP, EXPAND, MERGE, ANALYSIS = "cheap", "expand", "merge", "analysis"
@@ -30,14 +31,11 @@ CHEAP, EXPAND, MERGE, ANALYSIS = "cheap", "expand", "merge", "analysis"
 
 @dataclass(frozen=True)
 class EggRule:
-    """One rewrite in egglog text. ``lhs_keys``/``rhs_keys``: (constructor, attrs literal) of
-    the nodes each side reads / makes (rule selection); ``ctors``: (op, arity, multi) used."""
+    """One rewrite in egglog text; ``ctors``: the (op, arity, multi) constructors it uses."""
 
     name: str
     text: str
     ruleset: str
-    lhs_keys: frozenset[tuple[str, str]]
-    rhs_keys: frozenset[tuple[str, str]]
     ctors: frozenset[tuple[str, int, bool]]
 
 
@@ -155,7 +153,6 @@ def translate(src: Graph, dst: Graph, name: str, float_only: bool = False) -> Eg
         raise Untranslatable("rhs reads an input the lhs does not bind")
     dims = _Dims()
     invar = {id(n): f"?i{k}" for k, n in enumerate(src.inputs)}
-    lhs_keys: set[tuple[str, str]] = set()
     ctors: set[tuple[str, int, bool]] = set()
     dim_attr_items: list[tuple[str, DimExpr]] = []
     memo: dict[int, str] = {}
@@ -174,7 +171,6 @@ def translate(src: Graph, dst: Graph, name: str, float_only: bool = False) -> Eg
                 dims.query.append(f"(= {len(stored)} (vec-length {x}))")
                 dim_attr_items.extend((f"(vec-get {x} {j})", e) for j, e in enumerate(stored))
             memo[id(n)] = _term(n, ins, dvars)
-            lhs_keys.add((ctor(n.op, len(ins), multi(n)), attr_literal(n.op, n.attrs)))
             ctors.add((n.op, len(ins), multi(n)))
         t = memo[id(n)]
         return f"(Out {t} {v.index})" if multi(n) else t
@@ -197,7 +193,6 @@ def translate(src: Graph, dst: Graph, name: str, float_only: bool = False) -> Eg
 
     # right side: every node let-bound with its types set; sizes computed in the query
     acts: list[str] = []
-    rhs_keys: set[tuple[str, str]] = set()
     local: dict[int, str] = {id(n): f"?i{names[nm]}" for n, nm in zip(dst.inputs,
                                                                      dst.input_names)}
     for k, n in enumerate(dst.nodes):
@@ -209,7 +204,6 @@ def translate(src: Graph, dst: Graph, name: str, float_only: bool = False) -> Eg
         dvecs = [f"(vec-of {' '.join(dims.computed(e) for e in _stored_dims(n.attrs[a]))})"
                  for a in get_op(n.op).dim_attrs]
         acts.append(f"(let ?n{k} {_term(n, ins, dvecs)})")
-        rhs_keys.add((ctor(n.op, len(ins), multi(n)), attr_literal(n.op, n.attrs)))
         ctors.add((n.op, len(ins), multi(n)))
         local[id(n)] = f"?n{k}"
         for i, t in enumerate(n.out_types):
@@ -228,8 +222,7 @@ def translate(src: Graph, dst: Graph, name: str, float_only: bool = False) -> Eg
         sum(1 for n in src.nodes if n.op != "input")
     text = (f"(rule ({' '.join(roots + pre + dims.query)})\n  ({' '.join(acts)})\n"
             f"  :ruleset {EXPAND if grows else CHEAP} :name \"{name}\")")
-    return EggRule(name, text, EXPAND if grows else CHEAP, frozenset(lhs_keys),
-                   frozenset(rhs_keys), frozenset(ctors))
+    return EggRule(name, text, EXPAND if grows else CHEAP, frozenset(ctors))
 
 
 def _value(local: dict[int, str], v: Value) -> str:
@@ -433,32 +426,22 @@ def analysis_rules(ctors: Iterable[tuple[str, int, bool]]) -> str:
 
 # ---- the search's rule list ----------------------------------------------------------------------
 
-_CACHE: dict[str, "EggRule | str"] = {}
+_CACHE: dict[tuple[str, bool], "EggRule | str"] = {}
 
 
-def _generated(name: str, source: str) -> "EggRule | str":
-    """The egglog form of a generated rule direction (``name`` ends in ``~`` when reversed),
-    or why it has none."""
-    if name in _CACHE:
-        return _CACHE[name]
-    from ...subst.rulefile import loads
-    from ..ruleset import scan
+def _generated(name: str, e: Entry, reverse: bool) -> "EggRule | str":
+    """The egglog form of a generated rule direction, or why it has none."""
+    key = (e.text, reverse)
+    if key not in _CACHE:
+        from ...subst.rulefile import loads
 
-    base, rev = (name[:-1], True) if name.endswith("~") else (name, False)
-    entries = {e.name: e for e in scan()}
-    e = entries.get(base)
-    out: EggRule | str
-    if e is None:
-        out = f"no generated rule {base} in the rule files"
-    else:
         (r,) = loads(e.text, e.source)
-        src, dst = (r.rhs, r.lhs) if rev else (r.lhs, r.rhs)
+        src, dst = (r.rhs, r.lhs) if reverse else (r.lhs, r.rhs)
         try:
-            out = translate(src, dst, name, r.float_only)
+            _CACHE[key] = translate(src, dst, name, r.float_only)
         except Untranslatable as ex:
-            out = str(ex)
-    _CACHE[name] = out
-    return out
+            _CACHE[key] = str(ex)
+    return _CACHE[key]
 
 
 def _handwritten(name: str) -> "EggRule | str":
@@ -466,51 +449,63 @@ def _handwritten(name: str) -> "EggRule | str":
         return "hand-written rule without an egglog form"
     text, ctors = HANDWRITTEN[name]()
     rs = EXPAND if f":ruleset {EXPAND}" in text else MERGE
-    return EggRule(name, text, rs, frozenset(), frozenset(), frozenset(ctors))
+    return EggRule(name, text, rs, frozenset(ctors))
 
 
-def translate_rules(rules: Sequence[object], graph_keys: set[tuple[str, str]],
+_ENTRIES: dict[int, dict[str, Entry]] = {}
+
+
+def _entries() -> dict[str, Entry]:
+    """The generated rules by name (scanned once)."""
+    from ..ruleset import scan
+
+    es = scan()
+    if id(es) not in _ENTRIES:
+        _ENTRIES.clear()
+        _ENTRIES[id(es)] = {e.name: e for e in es}
+    return _ENTRIES[id(es)]
+
+
+def translate_rules(rules: Sequence[object], graph_keys: set[str],
                     max_rules: int | None = None) -> Translation:
     """The egglog forms of a search's rule list (PatternRules: generated directions by name,
-    hand-written rules by their egglog forms here), keeping the generated ones that can ever
-    match: their lhs nodes (constructor, attrs) are among ``graph_keys`` or made by another
-    kept rule (a fixpoint). ``max_rules``: at most this many generated rules (fewest right-side
-    nodes first); the rest are listed as skipped."""
+    ``name~`` reversed; hand-written rules by their egglog forms here). Generated directions
+    are kept only when they can ever match (``select.live`` over the graph's node keys
+    ``graph_keys``); ``max_rules``: at most this many of those (fewest right-side nodes
+    first), the rest listed as skipped. Only kept directions are parsed and translated."""
+    from .select import entry_keys, live
+
     out = Translation()
-    gen: list[EggRule] = []
+    entries = _entries()
+    cands: list[tuple[str, Entry, bool]] = []
+    wild: set[str] = set()
     for r in rules:
         name = getattr(r, "name", str(r))
-        kind = getattr(r, "kind", "")
-        t = _generated(name, getattr(r, "source", "")) if kind == "generated" else \
-            _handwritten(name)
+        if getattr(r, "kind", "") != "generated":
+            t = _handwritten(name)
+            if isinstance(t, str):
+                out.skipped[name] = t
+            else:
+                out.rules.append(t)
+                wild.update(op for op, _, _ in t.ctors)
+            continue
+        base, rev = (name[:-1], True) if name.endswith("~") else (name, False)
+        if base not in entries:
+            out.skipped[name] = f"no generated rule {base} in the rule files"
+            continue
+        cands.append((name, entries[base], rev))
+    kept, dead = live(cands, graph_keys, wild)
+    for name in dead:
+        out.skipped[name] = "never matches: an lhs node (op, attrs) the graph cannot have"
+    if max_rules is not None and len(kept) > max_rules:
+        kept.sort(key=lambda c: (entry_keys(c[1], c[2])[2], c[0]))
+        for c in kept[max_rules:]:
+            out.skipped[c[0]] = f"over the rule cap ({max_rules})"
+        kept = kept[:max_rules]
+    for name, e, rev in kept:
+        t = _generated(name, e, rev)
         if isinstance(t, str):
             out.skipped[name] = t
-        elif kind == "generated":
-            gen.append(t)
         else:
             out.rules.append(t)
-    keys = set(graph_keys)
-    for t in out.rules:  # hand-written rules make concat / split nodes
-        keys.update(t.rhs_keys)
-    live: list[EggRule] = []
-    pending = gen
-    while True:
-        nxt = []
-        for t in pending:
-            if t.lhs_keys <= keys:
-                live.append(t)
-                keys.update(t.rhs_keys)
-            else:
-                nxt.append(t)
-        if len(nxt) == len(pending):
-            break
-        pending = nxt
-    for t in pending:
-        out.skipped[t.name] = "never matches: an lhs node (op, attrs) the graph cannot have"
-    if max_rules is not None and len(live) > max_rules:
-        live.sort(key=lambda t: (len(t.rhs_keys), t.name))
-        for t in live[max_rules:]:
-            out.skipped[t.name] = f"over the rule cap ({max_rules})"
-        live = live[:max_rules]
-    out.rules.extend(live)
     return out

@@ -26,11 +26,10 @@ wherever they match (no cost model), so that their text-IR statements
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 from graphopt.ir.node import Node, Value, op as build, op_multi
-from graphopt.ir.types import TensorType
+from graphopt.ir.types import TensorType, dim_product
 from graphopt.rewrite.match import Match, MatchFail
 from graphopt.rewrite.passes import RewritePass
 from graphopt.rewrite.pattern import attr, op
@@ -49,17 +48,17 @@ def _static(s: tuple[Any, ...] | None) -> bool:
     return s is not None and all(isinstance(d, int) for d in s)
 
 
-def _heads_shape(m: Match, y: Value, shape: Any) -> "tuple[int, int, int, int] | MatchFail":
-    """[B, S, H, D] of a reshape of ``y`` into heads: static, H * D the last dim of ``y`` and
-    B * S the product of the others (the rows of ``y`` in order)."""
+def _heads_shape(m: Match, y: Value, shape: Any) -> "tuple[Any, Any, int, int] | MatchFail":
+    """[B, S, H, D] of a reshape of ``y`` into heads: H and D static, H * D the last dim of
+    ``y`` and B * S the product of the others (the rows of ``y`` in order; B and S may be
+    symbolic)."""
     sy = _shape(y)
-    if not _static(sy) or not sy:
-        return m.fail("symbolic or unknown shape", y)
-    assert sy is not None
-    if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape):
-        return m.fail(f"reshape {list(shape)} is not a static [B, S, H, D]", y)
+    if not sy or not isinstance(sy[-1], int):
+        return m.fail("unknown shape or symbolic last dim", y)
+    if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[2:]):
+        return m.fail(f"reshape {list(shape)} is not [B, S, H, D] with static H, D", y)
     b, s, h, d = shape
-    if h * d != sy[-1] or b * s != math.prod(sy[:-1]):
+    if h * d != sy[-1] or dim_product([b, s]) != dim_product(list(sy[:-1])):
         return m.fail(f"reshape {list(shape)} does not split the last dim of {list(sy)} into "
                       f"heads", y)
     return b, s, h, d
@@ -106,9 +105,8 @@ def _split_heads_of(m: Match) -> tuple[Value, list[Value]]:
 def _check(m: Match) -> "MatchFail | None":
     y, inner = _split_heads_of(m)
     sy = _shape(y)
-    if not _static(sy) or not sy:
-        return m.fail("symbolic or unknown shape", y)
-    assert sy is not None
+    if not sy or not isinstance(sy[-1], int):
+        return m.fail("unknown shape or symbolic last dim", y)
     if "sz" in m.attrs:
         if len(m.attrs["sz"]) != len(m.roots):
             return m.fail(f"split into {len(m.attrs['sz'])} pieces, not {len(m.roots)}",
@@ -127,13 +125,13 @@ def _check(m: Match) -> "MatchFail | None":
         return None
     x, w = m["x"], m["w"]
     sx, sw = _shape(x), _shape(w)
-    if not _static(sx) or not _static(sw):
-        return m.fail("symbolic or unknown shapes", x)
-    assert sx is not None and sw is not None
+    if not sx or not _static(sw):
+        return m.fail("unknown input shape or symbolic weight shape", w)
+    assert sw is not None
     if len(sw) != 2 or len(sx) < 2:
         return m.fail("weight is not a matrix", w)
     b, s = heads[0][:2]
-    if sw[1] != sy[-1] or math.prod(sx[:-1]) != b * s:
+    if sw[1] != sy[-1] or dim_product(list(sx[:-1])) != dim_product([b, s]):
         return m.fail("the heads are not the matmul's rows and columns", w)
     if "b" in m.values and _shape(m["b"]) != (sw[1],):
         return m.fail(f"bias {_shape(m['b'])} is not a vector over the output columns",

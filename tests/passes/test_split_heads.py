@@ -117,3 +117,17 @@ def test_search_lays_out_heads_where_it_pays(target: str) -> None:
     assert rep["cost_after_us"] < rep["cost_before_us"]
     assert rep["kernels_after"] < rep["kernels_before"]
     check_graphs(g, out)
+
+
+def test_symbolic_batch_and_sequence() -> None:
+    x = input_node("x", TensorType(("b", "s", 16), DType.f32))
+    y = op("reshape", op("matmul", op("reshape", x.out, shape=("b*s", 16)), _c(16, 16)),
+           shape=("b", "s", 16))
+    g = Graph([x], [_heads(y, "b", "s", 2, 8)])  # type: ignore[arg-type]
+    (m,) = matches(g, BY_NAME["heads_of_matmul_reshaped"])
+    ng = apply(g, BY_NAME["heads_of_matmul_reshaped"], m)
+    assert isinstance(ng, Graph)
+    verify(ng)
+    assert ng.outputs[0].type.shape == ("b", 2, "s", 8)
+    xs = rng.standard_normal((3, 5, 16)).astype(np.float32)
+    np.testing.assert_allclose(run(g, x=xs)[0], run(ng, x=xs)[0], rtol=1e-4, atol=1e-5)

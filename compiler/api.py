@@ -243,6 +243,9 @@ def _is_torch(x: Any) -> bool:
     return type(x).__module__.startswith("torch") and hasattr(x, "detach")
 
 
+SEARCH_MODES = ("backtrack", "egraph")
+
+
 def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
              passes: Sequence[Any] | None = None, check: bool = True, inputs: Any = None,
              progress: Progress | None = None, budget: Any = None,
@@ -254,7 +257,8 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
              mixed_precision: bool | None = None, kv_cache: Any = False,
              cache: str | None = None, max_length: int | None = None,
              task: str | None = None, batch: int | None = None, seq: int | None = None,
-             static: bool = False, fold_initializer_inputs: bool = False) -> OptimizedModel:
+             static: bool = False, fold_initializer_inputs: bool = False,
+             search: str = "backtrack") -> OptimizedModel:
     """Optimize a model for ``target`` and check the result against the original.
 
     model: an ``nn.Module`` (with ``example_inputs``), an ``.onnx`` path, an ``onnx.ModelProto``
@@ -267,7 +271,10 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
     wall clock is only a safety stop at 3x + 2 s, reported), or a
     ``graphopt.search.budget.Budget``. rules: extra rewrite Rules for the search (added to the
     generated and hand-written ones). cost: "analytic" (roofline, fusion-aware) or "measured"
-    (ops profiled on this machine, cached on disk). allow_contrib_ops: on target "cpu", lower
+    (ops profiled on this machine, cached on disk). search: "backtrack" (TASO's cost-ordered
+    backtracking, the default) or "egraph" (equality saturation on egglog, extracted by the
+    cost model; needs ``pip install 'graphopt[egraph]'``), see docs/cost_search.md.
+    allow_contrib_ops: on target "cpu", lower
     attention to ONNX Runtime's com.microsoft ops where they are faster (the output then runs in
     ONNX Runtime only); default: portable ONNX. fold_initializer_inputs: an ONNX model's
     initializers that are also graph inputs (IR >= 4: values a caller may override) become
@@ -302,6 +309,9 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
     """
     from .kv.stage import make_options
 
+    if search not in SEARCH_MODES:
+        raise GraphOptError(f"search must be one of {', '.join(SEARCH_MODES)}, got {search!r}",
+                            where="search")
     kv_opts = make_options(kv_cache, cache, max_length)
     qcfg = None
     if quantize is not None:
@@ -325,7 +335,7 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
     out = run(src, target, passes, check, inputs, progress, budget=budget, rules=rules,
               cost=cost, allow_contrib_ops=allow_contrib_ops, quantize=qcfg,
               calibration=calibration, kv_cache=kv_opts,
-              fold_initializer_inputs=fold_initializer_inputs)
+              fold_initializer_inputs=fold_initializer_inputs, search=search)
     om = OptimizedModel(out.graph, out.report, out.source, out.original, out.kv)
     if check:
         om._check_args = (inputs, qcfg.min_sqnr_db if qcfg is not None else None)

@@ -87,7 +87,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         om = optimize(args.input, target=target, passes=args.passes, check=not args.no_check,
                       inputs=args.inputs, progress=progress, budget=args.budget,
                       cost=args.cost, allow_contrib_ops=args.allow_contrib_ops,
-                      fold_initializer_inputs=args.fold_initializer_inputs,
+                      fold_initializer_inputs=args.fold_initializer_inputs, search=args.search,
                       **_quant_args(args), **kv, **folder_args)
         progress("write", None)
         t0 = time.perf_counter()
@@ -363,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(reported) (docs/determinism.md)")
     o.add_argument("--cost", choices=("analytic", "measured"), default="analytic",
                    help="cost model: roofline estimate, or ops profiled on this machine")
+    o.add_argument("--search", choices=("backtrack", "egraph"), default="backtrack",
+                   help="search mode: TASO's cost-ordered backtracking (default), or equality "
+                        "saturation on egglog extracted by the cost model (needs "
+                        "pip install 'graphopt[egraph]')")
     o.add_argument("--allow-contrib-ops", action="store_true",
                    help="cpu: lower attention to ONNX Runtime's com.microsoft ops where faster "
                         "(the output then runs in ONNX Runtime only)")

@@ -345,7 +345,7 @@ def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
         budget: Any = None, rules: Sequence[Any] | None = None, cost: str = "analytic",
         allow_contrib_ops: bool = False, quantize: Any = None,
         calibration: Any = None, kv_cache: Any = None,
-        fold_initializer_inputs: bool = False) -> PipelineOutput:
+        fold_initializer_inputs: bool = False, search: str = "backtrack") -> PipelineOutput:
     from .ir.verify import verify
     from .report import build_report
 
@@ -372,7 +372,7 @@ def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
 
         g, search_rep = steps.run("search", lambda: search_step(
             g, target, budget=budget, rules=search_rules(g), extra_rules=rules or (),
-            cost=cost, progress=(lambda msg: progress(f"search: {msg}", None))
+            cost=cost, mode=search, progress=(lambda msg: progress(f"search: {msg}", None))
             if progress else None))
     quant_rep = None
     if quantize is not None:

@@ -86,6 +86,16 @@ def test_optimize_proto_and_graph_and_passes_argument() -> None:
         graphopt.optimize(m, passes=[42])
 
 
+def test_search_mode_is_checked_and_reported() -> None:
+    with pytest.raises(GraphOptError, match="search must be one of backtrack, egraph, got 'bfs'"):
+        graphopt.optimize(_model(), search="bfs", budget=0)
+    pytest.importorskip("egglog")
+    om = graphopt.optimize(_model(), target="h100", search="egraph")
+    assert om.report["search"]["search_mode"] == "egraph"
+    assert graphopt.optimize(_model(), target="h100").report["search"]["search_mode"] == \
+        "backtrack"
+
+
 def test_unknown_target_lists_valid_ones() -> None:
     with pytest.raises(GraphOptError, match="unknown target 'tpu'; valid targets: cpu, a100, "
                                             "h100, h200"):

@@ -271,8 +271,12 @@ def run_session(sess: Any, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
 
 def run_onnx(model: Any, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     """Run an ONNX model (path, serialized bytes or ModelProto) in ONNX Runtime (CPU, default
-    session options)."""
-    return run_session(onnx_session(model), feeds)
+    session options). A model file's outputs on the same inputs are remembered
+    (``check_cache``: the same file as it is now, the same input bytes): the original of a
+    check runs once."""
+    from .check_cache import cached_run
+
+    return cached_run(model, feeds, lambda: run_session(onnx_session(model), feeds))
 
 
 def run_graph(g: Graph, feeds: Mapping[str, np.ndarray], backend: str = "numpy"

@@ -79,7 +79,8 @@ def decode(choice: Choice, sat: Saturated, enc: Encoded) -> Graph:
 def rules_used(choice: Choice, sat: Saturated) -> dict[str, int]:
     """Rules behind the chosen e-nodes, with counts: a chosen e-node in a class a rule unioned
     a node of that constructor into (``made``), when it is not an e-node of the input graph.
-    (A class two rules fed with the same constructor is credited to the first by name.)"""
+    (A class several rules fed with the same constructor is credited to one of them: a
+    hand-written rule first, else the first by name; the counts are approximate.)"""
     used: Counter[str] = Counter()
     for cls, i in choice.items():
         by = sat.made.get(cls)
@@ -88,7 +89,9 @@ def rules_used(choice: Choice, sat: Saturated) -> dict[str, int]:
         label = sat.view.classes[cls][i].op
         if (cls, i) in sat.original:
             continue
-        names = sorted(r for r, c in by if c == label)
+        # a hand-written rule's name has no '-' (generated ones are '<family>-<hash>'):
+        # credited first, since generated reshuffles re-derive what merges made
+        names = sorted((r for r, c in by if c == label), key=lambda r: ("-" in r, r))
         if names:
             used[names[0]] += 1
     return dict(used)

@@ -28,6 +28,7 @@ DEFAULT_NODE_LIMIT = 100_000
 DEFAULT_TIME_LIMIT = 10.0
 DEFAULT_EXPAND_ITERATIONS = 2
 DEFAULT_MAX_ITERATIONS = 30
+DEFAULT_MAX_PAIRS = 200_000  # (consumer, producer) pairs priced for fusion savings
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,11 @@ def saturate(enc: Encoded, tr: Translation, cost: Callable[[Node], float], *,
              node_limit: int = DEFAULT_NODE_LIMIT, time_limit: float = DEFAULT_TIME_LIMIT,
              expand_iterations: int = DEFAULT_EXPAND_ITERATIONS,
              max_iterations: int = DEFAULT_MAX_ITERATIONS,
+             pair_cost: Callable[[Node, Node], float] | None = None,
+             max_pairs: int = DEFAULT_MAX_PAIRS,
              progress: Callable[[str], None] | None = None) -> Saturated:
     """Run ``tr``'s rules over ``enc`` under the budget; ``cost(node)`` prices one graphopt
-    node alone (seconds)."""
+    node alone (seconds); ``pair_cost`` (optional) prices fused pairs (``read``)."""
     from egglog import bindings
 
     t0 = time.perf_counter()
@@ -163,7 +166,7 @@ def saturate(enc: Encoded, tr: Translation, cost: Callable[[Node], float], *,
     stats.enodes = size
     stats.stopped = stopped
     ser = json.loads(eg.serialize([]).to_json())
-    sat = read(ser, enc, cost, names)
+    sat = read(ser, enc, cost, names, pair_cost, max_pairs)
     stats.seconds = time.perf_counter() - t0
     stats.unpriced = sat.stats.unpriced
     sat.stats = stats
@@ -180,10 +183,14 @@ def _vec(nodes: dict[str, Any], nid: str) -> tuple[int, ...]:
 
 
 def read(ser: dict[str, Any], enc: Encoded, cost: Callable[[Node], float],
-         ctor_names: set[str]) -> Saturated:
+         ctor_names: set[str], pair_cost: Callable[[Node, Node], float] | None = None,
+         max_pairs: int = 0) -> Saturated:
     """The serialized e-graph as a view: term e-nodes by class, types, ``made`` and
     ``is_const`` rows; each e-node costed alone by ``cost`` over placeholder inputs of its
-    children's types (0 for leaves, outputs, the root, and concat / pad of constants)."""
+    children's types (0 for leaves, outputs, the root, and concat / pad of constants).
+    ``pair_cost(producer, consumer)``: the time of the two as one piece (the producer read
+    only by the consumer); with it the view's ``savings`` hold what fusing each
+    (consumer, producer) pair of op e-nodes saves, for at most ``max_pairs`` pairs."""
     nodes: dict[str, Any] = ser["nodes"]
     types_shape: dict[str, tuple[int, ...]] = {}
     types_dtype: dict[str, str] = {}
@@ -247,6 +254,8 @@ def read(ser: dict[str, Any], enc: Encoded, cost: Callable[[Node], float],
             lst.append(ENode(label, kids, c))
         classes[cls] = lst
     view = EGraphView(classes, [root_class])
+    if pair_cost is not None:
+        view.savings = _savings(classes, terms, types, enc, cost, pair_cost, max_pairs)
     return Saturated(view, terms, types, made, Stats(unpriced=unpriced),
                      _originals(ser, enc, classes))
 
@@ -304,3 +313,62 @@ def build(t: Term, inputs: list[Value], enc: Encoded) -> Node:
     if dims:
         attrs = attrs.replace(**dims)
     return Node.build(t.op, inputs, attrs)
+
+
+def _savings(classes: dict[str, list[ENode]], terms: dict[NodeRef, Term],
+             types: dict[str, tuple[tuple[int, ...], str]], enc: Encoded,
+             cost: Callable[[Node], float], pair_cost: Callable[[Node, Node], float],
+             max_pairs: int) -> dict[tuple[NodeRef, NodeRef], float]:
+    """(consumer, producer) -> seconds saved when both are chosen: cost of each alone less
+    the pair's (``pair_cost``), where positive; pairs priced by (ops, attrs, types) once."""
+    out: dict[tuple[NodeRef, NodeRef], float] = {}
+    memo: dict[tuple, float] = {}
+    pairs = 0
+    for cc, nodes in classes.items():
+        for ci, cn in enumerate(nodes):
+            tc = terms[(cc, ci)]
+            if tc.kind != "op" or cn.cost <= 0:
+                continue
+            for pos, pc in enumerate(cn.children):
+                for pi, pn in enumerate(classes.get(pc, [])):
+                    tp = terms[(pc, pi)]
+                    if tp.kind != "op" or pn.cost <= 0:
+                        continue
+                    pairs += 1
+                    if pairs > max_pairs:
+                        return out
+                    key = (tc.op, tc.literal, tc.dims, tp.op, tp.literal, tp.dims, pos,
+                           tuple(types.get(k) for k in cn.children),
+                           tuple(types.get(k) for k in pn.children))
+                    if key not in memo:
+                        memo[key] = _pair_saving(tc, cn, tp, pn, pos, types, enc, pair_cost)
+                    if memo[key] > 0:
+                        out[((cc, ci), (pc, pi))] = memo[key]
+    return out
+
+
+def _pair_saving(tc: Term, cn: ENode, tp: Term, pn: ENode, pos: int,
+                 types: dict[str, tuple[tuple[int, ...], str]], enc: Encoded,
+                 pair_cost: Callable[[Node, Node], float]) -> float:
+    def placeholders(kids: tuple[str, ...], tag: str) -> list[Value] | None:
+        out = []
+        for j, k in enumerate(kids):
+            if k not in types or not types[k][1]:
+                return None
+            shape, dt = types[k]
+            out.append(input_node(f"_{tag}{j}", TensorType(enc.symbols.shape(shape),
+                                                          DType(dt))).out)
+        return out
+
+    pins, cins = placeholders(pn.children, "p"), placeholders(cn.children, "c")
+    if pins is None or cins is None:
+        return 0.0
+    try:
+        p = build(tp, pins, enc)
+        if len(p.out_types) != 1:
+            return 0.0
+        cins = [p.out if j == pos else v for j, v in enumerate(cins)]
+        c = build(tc, cins, enc)
+        return cn.cost + pn.cost - pair_cost(p, c)
+    except GraphOptError:
+        return 0.0

@@ -1,6 +1,6 @@
 """``--search egraph``: equality saturation of a graph (or of each window of a large one) under
-the search's rules, extraction by the cost model, and the cheapest of {input, greedy, ILP}
-costed as a whole graph."""
+the search's rules, extraction by the cost model, and the cheapest of {input, greedy, ILP,
+every rule where it fired} costed as a whole graph."""
 from __future__ import annotations
 
 import time
@@ -10,7 +10,8 @@ from ...errors import GraphOptError
 from ...ir.graph import Graph
 from ...ir.node import Node, Value
 from ..result import SearchResult
-from .saturate import DEFAULT_NODE_LIMIT, DEFAULT_TIME_LIMIT, Stats
+from .saturate import DEFAULT_NODE_LIMIT, DEFAULT_TIME_LIMIT, Saturated, Stats
+from .view import Choice
 
 DEFAULT_MAX_RULES = 400  # generated rule directions per e-graph (egglog holds ~1.4 MB a rule)
 DEFAULT_ILP_LIMIT = 10.0  # seconds for the integer program of one e-graph
@@ -42,12 +43,20 @@ class _Model:
             return self.cost(Graph(ins, list(m.outputs)))
         return float(nodes_time([n], n.outputs))
 
+    def pair(self, p: Node, c: Node) -> float:
+        """Time of producer ``p`` and consumer ``c`` as one piece (``p`` read only by ``c``);
+        a model without ``nodes_time`` prices no pair below its parts."""
+        nodes_time = getattr(self.cost, "nodes_time", None)
+        if nodes_time is None:
+            return self.node(p) + self.node(c)
+        return float(nodes_time([p, c], c.outputs))
+
 
 def _one(g: Graph, rules: Sequence[object], model: _Model, *, node_limit: int,
-         time_limit: float, extract: str, max_rules: int, ilp_limit: float,
+         time_limit: float, extract: str, max_rules: int, ilp_limit: float, savings: bool,
          progress: Callable[[str], None] | None) -> tuple[Graph, dict[str, int], Stats, str]:
     """Saturate and extract one graph: (best graph, rules used, stats, which extraction won:
-    "input" | "greedy" | "ilp")."""
+    "input" | "greedy" | "ilp" | "rewritten")."""
     from .decode import decode, rules_used
     from .encode import encode
     from .rules import translate_rules
@@ -56,7 +65,7 @@ def _one(g: Graph, rules: Sequence[object], model: _Model, *, node_limit: int,
     enc = encode(g)
     tr = translate_rules(rules, enc.keys, max_rules)
     sat = saturate(enc, tr, model.node, node_limit=node_limit, time_limit=time_limit,
-                   progress=progress)
+                   pair_cost=model.pair if savings else None, progress=progress)
     best, best_cost, used, won = g, model.cost(g), {}, "input"
     choices = []
     from .extract import greedy
@@ -70,19 +79,43 @@ def _one(g: Graph, rules: Sequence[object], model: _Model, *, node_limit: int,
         ich = ilp(sat.view, time_limit=ilp_limit, warm=gch)
         if ich is not None:
             choices.append(("ilp", ich))
+    from .rules import HANDWRITTEN
+
+    choices.append(("rewritten", _rewritten(sat, gch, set(HANDWRITTEN))))
     for how, ch in choices:
-        cand = decode(ch, sat, enc)
+        try:
+            cand = decode(ch, sat, enc)
+        except GraphOptError:  # the rewritten choice can close a cycle: not a graph
+            continue
         c = model.cost(cand)
         if c < best_cost:
             best, best_cost, used, won = cand, c, rules_used(ch, sat), how
     return best, used, sat.stats, won
 
 
+def _rewritten(sat: "Saturated", base: Choice, rules: set[str]) -> Choice:
+    """``base`` with every class one of ``rules`` (the hand-written merges) made a node in
+    taking that node (the rules applied wherever they fired, as a rewrite pass would): a
+    third candidate, costed by the whole-graph model like the others, for what per-node costs
+    miss (fusion through views and splits)."""
+    ch = dict(base)
+    for cls, made in sat.made.items():
+        labels = {c for r, c in made if r in rules}
+        nodes = sat.view.classes.get(cls, [])
+        pick = [i for i, n in enumerate(nodes) if n.op in labels and (cls, i) not in sat.original]
+        if pick:
+            ch[cls] = pick[0]
+    for cls, nodes in sat.view.classes.items():
+        if nodes:
+            ch.setdefault(cls, 0)
+    return ch
+
+
 def egraph_search(g: Graph, rules: Sequence[object], cost: Callable[[Graph], float], *,
                   budget: float = 30.0, node_limit: int = DEFAULT_NODE_LIMIT,
                   time_limit: float = DEFAULT_TIME_LIMIT, extract: str = "both",
                   max_rules: int = DEFAULT_MAX_RULES, ilp_limit: float = DEFAULT_ILP_LIMIT,
-                  window: int = EGRAPH_WINDOW,
+                  window: int = EGRAPH_WINDOW, savings: bool = True,
                   progress: Callable[[str], None] | None = None) -> SearchResult:
     """Equality saturation search of ``g`` under ``rules`` (the backtracking search's list).
 
@@ -90,7 +123,9 @@ def egraph_search(g: Graph, rules: Sequence[object], cost: Callable[[Graph], flo
     ``nodes_time``). Graphs over ``window`` ops are cut as the backtracking search cuts them
     (``windows.partition``) and each window is one e-graph, windows of equal structure reusing
     the first one's result; ``budget`` seconds in all, each window's saturation under
-    ``time_limit`` and ``node_limit`` e-nodes. ``extract``: "greedy", "ilp" or "both". The
+    ``time_limit`` and ``node_limit`` e-nodes. ``extract``: "greedy", "ilp" or "both".
+    ``savings``: price fused (producer, consumer) pairs for the extraction (the model's
+    fusion, which per-node costs cannot see). The
     result's ``explored`` counts e-nodes (summed over windows), ``expanded`` saturation
     iterations; ``stopped`` is the last window's saturation stop reason (or "time" when the
     budget ran out before a window); ``rejected`` counts which extraction won per e-graph
@@ -114,7 +149,7 @@ def egraph_search(g: Graph, rules: Sequence[object], cost: Callable[[Graph], flo
         out, used, st, won = _one(h, rules, model, node_limit=node_limit,
                                   time_limit=min(time_limit, share), extract=extract,
                                   max_rules=max_rules, ilp_limit=min(ilp_limit, share),
-                                  progress=progress)
+                                  savings=savings, progress=progress)
         n_windows += 1
         enodes += st.enodes
         iterations += st.iterations

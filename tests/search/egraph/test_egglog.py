@@ -168,3 +168,18 @@ def test_missing_egglog_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
     g, _ = _three_matmuls()
     with pytest.raises(GraphOptError, match=r"pip install 'graphopt\[egraph\]'"):
         search_step(g, "h100", mode="egraph")
+
+
+def test_fusion_savings_of_an_epilogue() -> None:
+    x = input_node("x", TensorType((64, 64), DType.f32))
+    w = constant(np.ones((64, 64), np.float32))
+    g = Graph([x], [op("relu", op("matmul", x.out, w))], ["y"])
+    enc = encode(g)
+    sat = saturate(enc, Translation(), _price,
+                   pair_cost=lambda p, c: MODEL.nodes_time([p, c], c.outputs))
+    pairs = {(sat.view.classes[a[0]][a[1]].op, sat.view.classes[b[0]][b[1]].op): s
+             for (a, b), s in sat.view.savings.items()}
+    assert set(pairs) == {("relu_1", "matmul_2")}
+    # the pair costs what the model says the fused graph costs
+    total = sum(n.cost for ns in sat.view.classes.values() for n in ns)
+    assert total - pairs[("relu_1", "matmul_2")] == pytest.approx(MODEL(g))

@@ -20,7 +20,7 @@ import heapq
 from dataclasses import dataclass
 
 from ...errors import GraphOptError
-from .view import Choice, EGraphView, ENode, NodeRef
+from .view import Choice, EGraphView, NodeRef
 
 
 class ExtractionError(GraphOptError):
@@ -93,11 +93,6 @@ def flatten(view: EGraphView) -> Flat:
             raise ExtractionError(f"root e-class {r!r} is not in the view", where="e-graph roots")
         if index[r] not in roots:
             roots.append(index[r])
-    readers: list[list[int]] = [[] for _ in class_ids]
-    for n, ks in enumerate(kids):
-        for k in ks:
-            readers[k].append(n)
-    pairs: list[list[tuple[int, float]]] = [[] for _ in node_class]
     savings: dict[tuple[int, int], float] = {}
     for (a, b), s in view.savings.items():
         na, nb = _node_of(view, index, members, a), _node_of(view, index, members, b)
@@ -107,10 +102,22 @@ def flatten(view: EGraphView) -> Flat:
         if s == 0:
             continue
         savings[na, nb] = savings.get((na, nb), 0.0) + float(s)
+    pairs, readers = _links(len(node_class), len(class_ids), kids, savings)
+    return Flat(class_ids, node_class, node_pos, cost, kids, members, roots, pairs, savings, readers)
+
+
+def _links(n_nodes: int, n_classes: int, kids: list[tuple[int, ...]], savings: dict[tuple[int, int], float]
+           ) -> tuple[list[list[tuple[int, float]]], list[list[int]]]:
+    """``Flat.pairs`` and ``Flat.readers`` from the children and the savings."""
+    readers: list[list[int]] = [[] for _ in range(n_classes)]
+    for n, ks in enumerate(kids):
+        for k in ks:
+            readers[k].append(n)
+    pairs: list[list[tuple[int, float]]] = [[] for _ in range(n_nodes)]
     for (na, nb), s in savings.items():
         pairs[na].append((nb, s))
         pairs[nb].append((na, s))
-    return Flat(class_ids, node_class, node_pos, cost, kids, members, roots, pairs, savings, readers)
+    return pairs, readers
 
 
 def _node_of(view: EGraphView, index: dict[str, int], members: list[list[int]], ref: NodeRef) -> int:
@@ -166,7 +173,7 @@ def flat_cost(flat: Flat, chosen: dict[int, int], classes: list[int]) -> float:
     return total
 
 
-def _flat_choice(flat: Flat, choice: Choice) -> dict[int, int]:
+def flat_choice(flat: Flat, choice: Choice) -> dict[int, int]:
     index = {c: i for i, c in enumerate(flat.class_ids)}
     chosen = {}
     for cid, pos in choice.items():
@@ -186,7 +193,7 @@ def dag_cost(view: EGraphView, choice: Choice) -> float:
     roots counted once, less the savings of chosen (consumer, producer) pairs. Raises
     ``ExtractionError`` when a reached class is unchosen or the choice forms a cycle."""
     flat = flatten(view)
-    chosen = _flat_choice(flat, choice)
+    chosen = flat_choice(flat, choice)
     return flat_cost(flat, chosen, reached(flat, chosen))
 
 
@@ -456,9 +463,9 @@ def greedy(view: EGraphView, *, passes: int = 4) -> Choice:
     return flat.to_choice(local.choice())
 
 
-def pruned(view: EGraphView) -> tuple[EGraphView, dict[str, list[int]]]:
-    """``prune``'s view and, per kept class, the input's index of each kept e-node."""
-    flat = flatten(view)
+def prune_flat(flat: Flat) -> tuple[Flat, list[int]]:
+    """``prune`` on the integer form: the smaller ``Flat`` and, per e-node of it, the e-node of
+    ``flat`` it is."""
     alive = [flat.node_class[n] not in flat.kids[n] for n in range(flat.n_nodes)]
     settled, _ = bottom_up(flat, alive)
     for r in flat.roots:
@@ -479,21 +486,38 @@ def pruned(view: EGraphView) -> tuple[EGraphView, dict[str, list[int]]]:
                     if k not in seen:
                         seen.add(k)
                         stack.append(k)
-    keep: dict[str, list[int]] = {}
-    classes: dict[str, list[ENode]] = {}
-    new_pos: dict[int, int] = {}
-    for c, cid in enumerate(flat.class_ids):
-        if c not in seen:
-            continue
-        kept = [n for n in flat.members[c] if alive[n]]
-        keep[cid] = [flat.node_pos[n] for n in kept]
-        classes[cid] = [view.classes[cid][flat.node_pos[n]] for n in kept]
-        new_pos.update((n, i) for i, n in enumerate(kept))
-    savings: dict[tuple[NodeRef, NodeRef], float] = {}
-    for (a, b), s in flat.savings.items():
-        if a in new_pos and b in new_pos:
-            savings[(flat.class_ids[flat.node_class[a]], new_pos[a]),
-                    (flat.class_ids[flat.node_class[b]], new_pos[b])] = s
+    classes = [c for c in range(len(flat.members)) if c in seen]
+    new_c = {c: i for i, c in enumerate(classes)}
+    origin: list[int] = []
+    new_n: dict[int, int] = {}
+    node_class: list[int] = []
+    node_pos: list[int] = []
+    members: list[list[int]] = []
+    for c in classes:
+        ms = []
+        for n in flat.members[c]:
+            if alive[n]:
+                new_n[n] = len(origin)
+                node_class.append(new_c[c])
+                node_pos.append(len(ms))
+                ms.append(len(origin))
+                origin.append(n)
+        members.append(ms)
+    kids = [tuple(new_c[k] for k in flat.kids[n]) for n in origin]
+    savings = {(new_n[a], new_n[b]): s for (a, b), s in flat.savings.items() if a in new_n and b in new_n}
+    pairs, readers = _links(len(origin), len(classes), kids, savings)
+    sub = Flat([flat.class_ids[c] for c in classes], node_class, node_pos, [flat.cost[n] for n in origin],
+               kids, members, [new_c[r] for r in flat.roots], pairs, savings, readers)
+    return sub, origin
+
+
+def pruned(view: EGraphView) -> tuple[EGraphView, dict[str, list[int]]]:
+    """``prune``'s view and, per kept class, the input's index of each kept e-node."""
+    flat = flatten(view)
+    sub, origin = prune_flat(flat)
+    keep = {cid: [flat.node_pos[origin[n]] for n in sub.members[c]] for c, cid in enumerate(sub.class_ids)}
+    classes = {cid: [view.classes[cid][p] for p in ps] for cid, ps in keep.items()}
+    savings = {(sub.ref(a), sub.ref(b)): s for (a, b), s in sub.savings.items()}
     return EGraphView(classes, list(view.roots), savings), keep
 
 

@@ -9,6 +9,7 @@ On the pruned e-graph (``extract.pruned``):
   per class, not per e-node, and without the 2-cycles, this is tighter than Tensat's
   ``x_n <= z_k``: its relaxation lets a class computed by halves of two e-nodes need only half
   of each child, so the bound fades with depth;
+* ``z_c <= z_k`` where computing c always computes k (``implied``);
 * acyclicity, only inside the strongly connected parts of the class graph (networkx; an edge
   between two parts is on no cycle). A part with at most ``max_cycles`` simple cycles gets one
   row per cycle: of the e-nodes that realise its edges, fewer than its length are chosen (exact,
@@ -35,7 +36,7 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix
 
-from .extract import ExtractionError, Flat, dag_cost, flat_cost, flatten, pruned, reached
+from .extract import ExtractionError, Flat, flat_choice, flat_cost, flatten, prune_flat, reached
 from .view import Choice, EGraphView
 
 log = logging.getLogger("graphopt.search")
@@ -93,9 +94,34 @@ def cyclic_parts(flat: Flat) -> list[list[int]]:
     return [sorted(p) for p in nx.strongly_connected_components(g) if len(p) > 1]
 
 
+def implied(flat: Flat) -> list[tuple[int, int]]:
+    """Pairs (c, k): every acyclic way of computing class c computes class k, seen two levels
+    down (k is read by the e-node, or by every e-node of one of its child classes that does not
+    read c back), where not every e-node of c reads k itself. ``z_c <= z_k`` holds for them; the
+    relaxation otherwise lets two halves of c's e-nodes each need k only by half."""
+    out = []
+    for c, ms in enumerate(flat.members):
+        need: set[int] | None = None
+        direct: set[int] | None = None
+        for n in ms:
+            got: set[int] = set()
+            for k in flat.kids[n]:
+                got.add(k)
+                below = [set(flat.kids[m]) for m in flat.members[k] if c not in flat.kids[m]]
+                if below:
+                    got |= set.intersection(*below)
+            need = got if need is None else need & got
+            direct = set(flat.kids[n]) if direct is None else direct & set(flat.kids[n])
+        if need:
+            out.extend((c, k) for k in sorted(need - direct - {c}))
+    return out
+
+
 def part_cycles(flat: Flat, part: list[int], limit: int) -> list[list[int]] | None:
     """The simple cycles (lists of classes) of one cyclic part's class graph, or None when it
-    has more than ``limit``."""
+    has more than ``limit``. A part of two classes is one 2-cycle."""
+    if len(part) == 2:
+        return [list(part)] if limit >= 1 else None
     inside = set(part)
     g = nx.DiGraph()
     g.add_edges_from((c, k) for c in part for n in flat.members[c] for k in flat.kids[n] if k in inside)
@@ -114,9 +140,12 @@ def solve(view: EGraphView, *, time_limit: float = 10.0, warm: Choice | None = N
     ``rel_gap``; ``max_cycles``: see the module docstring. Raises ``ExtractionError`` when a root class has no computable e-node or
     ``warm`` is not a valid choice."""
     t0 = time.perf_counter()
-    warm_cost = dag_cost(view, warm) if warm is not None else None
-    small, keep = pruned(view)
-    f = flatten(small)
+    full = flatten(view)
+    warm_cost = None
+    if warm is not None:
+        warm_flat = flat_choice(full, warm)
+        warm_cost = flat_cost(full, warm_flat, reached(full, warm_flat))
+    f, origin = prune_flat(full)
     n_x, n_c, n_y = f.n_nodes, len(f.members), len(f.savings)
     cycles: list[list[int]] = []
     parts: list[list[int]] = []  # those with too many cycles: order variables
@@ -161,6 +190,8 @@ def solve(view: EGraphView, *, time_limit: float = 10.0, warm: Choice | None = N
         for k, ns in via.items():
             rows.add([(n, 1.0) for n in ns] + [(m, -1.0) for m in f.members[k] if c not in f.kids[m]],
                      -np.inf, 0.0)
+    for c, k in implied(f):
+        rows.add([(n_x + c, 1.0), (n_x + k, -1.0)], -np.inf, 0.0)
     for cyc in cycles:  # not every edge of a cycle: at most len - 1 of them chosen
         if len(cyc) > 2:  # a 2-cycle is already excluded by the rows above
             terms = [(n, 1.0) for c, k in zip(cyc, cyc[1:] + cyc[:1]) for n in f.members[c] if k in f.kids[n]]
@@ -200,21 +231,22 @@ def solve(view: EGraphView, *, time_limit: float = 10.0, warm: Choice | None = N
     order = reached(f, chosen)  # raises on a cycle: the program forbids one
     chosen = {c: chosen[c] for c in order}
     cost = flat_cost(f, chosen, order)
-    choice = {cid: keep[cid][pos] for cid, pos in f.to_choice(chosen).items()}
+    choice = {f.class_ids[c]: full.node_pos[origin[n]] for c, n in chosen.items()}
     return IlpResult(choice, cost, res.status == 0, bound, "ilp", res.message, seconds, **size)
 
 
 def ilp(view: EGraphView, *, time_limit: float = 10.0, warm: Choice | None = None,
         rel_gap: float = 1e-6) -> Choice | None:
-    """The integer program's choice (``solve``): optimal when proved within ``time_limit``,
-    else the best found, else ``warm`` (when given), else None, with the reason logged at
-    INFO on the ``graphopt.search`` logger. Raises ``ExtractionError`` when a root class has no
-    computable e-node."""
+    """The integer program's own choice (``solve``): optimal when proved within ``time_limit``,
+    else the best found (with ``warm``: the best found no dearer than it); None when it found
+    none, with the reason logged at INFO on the ``graphopt.search`` logger (the caller still
+    has its warm start; ``solve`` returns it marked ``source="warm"``). Raises
+    ``ExtractionError`` when a root class has no computable e-node."""
     res = solve(view, time_limit=time_limit, warm=warm, rel_gap=rel_gap)
-    log.info("ilp extraction: %s, %d variables, %d rows, %.2f s: %s%s", res.source or "no choice",
-             res.n_vars, res.n_rows, res.seconds, res.status,
-             f" ({res.reason})" if res.reason else "")
-    return res.choice
+    got = "optimal" if res.optimal else "best found" if res.source == "ilp" else "no choice"
+    log.info("ilp extraction: %s (%d variables, %d rows, %.2f s; %s)%s", got, res.n_vars,
+             res.n_rows, res.seconds, res.status, f": {res.reason}" if res.reason else "")
+    return res.choice if res.source == "ilp" else None
 
 
-__all__ = ["ExtractionError", "IlpResult", "cyclic_parts", "ilp", "part_cycles", "solve"]
+__all__ = ["ExtractionError", "IlpResult", "cyclic_parts", "ilp", "implied", "part_cycles", "solve"]

@@ -91,7 +91,9 @@ def test_no_solution_returns_warm_or_none_with_reason(monkeypatch: pytest.Monkey
     assert res.source == "warm" and res.choice == warm and res.cost == dag_cost(v, warm)
     with caplog.at_level(logging.INFO, logger="graphopt.search"):
         assert ilp(v) is None
-    assert "no feasible choice found (Time limit reached" in caplog.text
+        assert ilp(v, warm=warm) is None
+    assert "no choice (" in caplog.text and ": no feasible choice found (Time limit" in caplog.text
+    assert ": the solver found no choice below the warm start's cost" in caplog.text
 
 
 def test_warm_start_is_a_cutoff_not_a_limit() -> None:

@@ -54,9 +54,11 @@ class _Model:
 
 def _one(g: Graph, rules: Sequence[object], model: _Model, *, node_limit: int,
          time_limit: float, extract: str, max_rules: int, ilp_limit: float, savings: bool,
+         deadline: float,
          progress: Callable[[str], None] | None) -> tuple[Graph, dict[str, int], Stats, str]:
     """Saturate and extract one graph: (best graph, rules used, stats, which extraction won:
-    "input" | "greedy" | "ilp" | "rewritten")."""
+    "input" | "greedy" | "ilp" | "rewritten"). The ILP gets what is left before ``deadline``
+    (at most ``ilp_limit``), none when that is under 0.1 s."""
     from .decode import decode, rules_used
     from .encode import encode
     from .rules import translate_rules
@@ -76,7 +78,8 @@ def _one(g: Graph, rules: Sequence[object], model: _Model, *, node_limit: int,
     if extract in ("ilp", "both"):
         from .ilp import ilp
 
-        ich = ilp(sat.view, time_limit=ilp_limit, warm=gch)
+        left = min(ilp_limit, deadline - time.perf_counter())
+        ich = ilp(sat.view, time_limit=left, warm=gch) if left > 0.1 else None
         if ich is not None:
             choices.append(("ilp", ich))
     from .rules import HANDWRITTEN
@@ -122,8 +125,9 @@ def egraph_search(g: Graph, rules: Sequence[object], cost: Callable[[Graph], flo
     ``cost(graph) -> seconds`` (a ``CostModel`` also prices single e-nodes by
     ``nodes_time``). Graphs over ``window`` ops are cut as the backtracking search cuts them
     (``windows.partition``) and each window is one e-graph, windows of equal structure reusing
-    the first one's result; ``budget`` seconds in all, each window's saturation under
-    ``time_limit`` and ``node_limit`` e-nodes. ``extract``: "greedy", "ilp" or "both".
+    the first one's result; ``budget`` seconds in all, shared among the windows left; each
+    e-graph's saturation gets at most half its share and ``time_limit``, and ``node_limit``
+    e-nodes, the ILP what is left of its share. ``extract``: "greedy", "ilp" or "both".
     ``savings``: price fused (producer, consumer) pairs for the extraction (the model's
     fusion, which per-node costs cannot see). The
     result's ``explored`` counts e-nodes (summed over windows), ``expanded`` saturation
@@ -147,8 +151,9 @@ def egraph_search(g: Graph, rules: Sequence[object], cost: Callable[[Graph], flo
     def run(h: Graph, share: float) -> Graph:
         nonlocal enodes, iterations, stopped, n_windows
         out, used, st, won = _one(h, rules, model, node_limit=node_limit,
-                                  time_limit=min(time_limit, share), extract=extract,
-                                  max_rules=max_rules, ilp_limit=min(ilp_limit, share),
+                                  time_limit=min(time_limit, share / 2), extract=extract,
+                                  max_rules=max_rules, ilp_limit=ilp_limit,
+                                  deadline=time.perf_counter() + share,
                                   savings=savings, progress=progress)
         n_windows += 1
         enodes += st.enodes

@@ -107,6 +107,7 @@ def pass_by_name(name: str) -> list[Pass]:
         "merge_conv_sum": lambda: [_fusion("merge_conv_sum", "MergeConvSum")],
         "merge_separable_sum": lambda: [_fusion("merge_separable_sum", "MergeSeparableSum")],
         "conv_through_pool": lambda: [_fusion("conv_through_pool", "ConvThroughPool")],
+        "merge_gates": lambda: [_fusion("merge_gates", "MergeGates")],
         "split_heads": lambda: [_fusion("split_heads", "SplitHeads")],
         "attention_chunking": _attention_chunking,
         # the query chunks passes/rules/attention_chunking.rules states (2 rows, no cost model)
@@ -328,16 +329,16 @@ def worst_layers(quant_rep: dict[str, Any], k: int = 3) -> str:
 def search_rules(g: Graph | None = None) -> list[PatternRule]:
     """The search's rule set: the generated rules both ways (for ``g``, the directions whose
     left side uses only ops ``g`` has; None: all), then the hand-written search rules of the
-    pass modules (``passes/merge_parallel.py``, ``passes/conv_family.py``,
+    pass modules (``passes/merge_parallel.py``, ``passes/taso_family.py``,
     ``passes/split_heads.py``)."""
-    from graphopt.passes.conv_family import RULES as CONV
+    from graphopt.passes.taso_family import RULES as TASO
     from graphopt.passes.merge_parallel import RULES
     from graphopt.passes.split_heads import RULES as HEADS
 
     from .search.ruleset import default_rules, graph_ops
 
     return (default_rules(ops=None if g is None else graph_ops(g)) + list(RULES) + list(HEADS)
-            + list(CONV))
+            + list(TASO))
 
 
 def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,

@@ -1,17 +1,20 @@
-"""The conv family's hand-written search rules in one list (TASO's conv substitutions beyond
-``merge_parallel``): ``pipeline.search_rules`` adds them to the search's rule set.
+"""The TASO family's hand-written search rules beyond ``merge_parallel``, in one list:
+``pipeline.search_rules`` adds them to the search's rule set.
 
 * ``merge_grouped_conv``: ``concat(conv(a), conv(b))`` -> one grouped conv of ``concat(a, b)``
   (or one conv of ``a`` when ``a`` is ``b``), kernels of different sizes aligned;
 * ``merge_conv_sum``: ``conv(a) + conv(b)`` -> one conv of ``concat(a, b)``;
 * ``merge_separable_sum``: the sum of two grouped-then-dense conv chains of one input -> one chain;
-* ``conv_through_pool``: a 1x1 conv of an average pool -> the pool of the conv.
+* ``conv_through_pool``: a 1x1 conv of an average pool -> the pool of the conv;
+* ``merge_gates``: RNN gate projections with the same activation -> one matmul of
+  ``concat(x, h)``.
 """
 from __future__ import annotations
 
-from graphopt.passes import conv_through_pool, merge_conv_sum, merge_grouped_conv
+from graphopt.passes import conv_through_pool, merge_conv_sum, merge_gates, merge_grouped_conv
 from graphopt.passes import merge_separable_sum
 from graphopt.rewrite.rule import PatternRule
 
 RULES: list[PatternRule] = [*merge_grouped_conv.RULES, *merge_conv_sum.RULES,
-                            *merge_separable_sum.RULES, *conv_through_pool.RULES]
+                            *merge_separable_sum.RULES, *conv_through_pool.RULES,
+                            *merge_gates.RULES]

@@ -1,4 +1,4 @@
-"""The conv family's search rules (passes/conv_family.py): each fires where it should, gives
+"""The conv family's search rules (passes/taso_family.py): each fires where it should, gives
 numerically the same outputs, is refused with its reason where it must not fire, and is stated
 in its rule file; the search uses them on the tiny TASO models and keeps their outputs."""
 from __future__ import annotations
@@ -14,7 +14,8 @@ from graphopt.ir.interp import run
 from graphopt.ir.node import Value, constant, input_node, op
 from graphopt.ir.types import DType, TensorType
 from graphopt.ir.verify import verify
-from graphopt.passes import RULES_DIR, conv_family, merge_parallel
+from graphopt.cost.model import CostModel
+from graphopt.passes import RULES_DIR, merge_parallel, taso_family
 from graphopt.pipeline import search_rules
 from graphopt.rewrite.driver import apply, matches
 from graphopt.rewrite.match import MatchFail, match_roots
@@ -23,7 +24,7 @@ from graphopt.search.budget import Budget
 from graphopt.search.stage import search_step
 from graphopt.subst.rulefile import load_file
 
-BY_NAME = {r.name: r for r in conv_family.RULES + merge_parallel.RULES}
+BY_NAME = {r.name: r for r in taso_family.RULES + merge_parallel.RULES}
 rng = np.random.default_rng(0)
 D1 = dict(dilations=(1, 1))
 
@@ -212,19 +213,72 @@ def test_merge_conv_shared_input_partial_relu() -> None:
         same, "merge_conv_shared_input_partial_relu")
 
 
+# ---- merge_gates ---------------------------------------------------------------------------------
+
+def _gate(act: str, x: Value, h: Value, nx: int, nh: int, width: int) -> Any:
+    return op(act, op("add", op("matmul", x, _c(nx, width)), op("matmul", h, _c(nh, width))))
+
+
+def test_merge_gates_then_more() -> None:
+    x, h = _in("x", 1, 6), _in("h", 1, 5)
+    gates = [_gate("sigmoid", x.out, h.out, 6, 5, w) for w in (4, 3, 2)]
+    g = Graph([x, h], gates)
+    r = BY_NAME["merge_gates_sigmoid"]
+    ms = matches(g, r)
+    assert len(ms) == 6  # each ordered pair of gates
+    g2 = apply(g, r, ms[0])
+    assert isinstance(g2, Graph)
+    _same_outputs(g, g2)
+    g3 = _rewrite_once(g2, "merge_gates_more_sigmoid")
+    _same_outputs(g, g3)
+    assert g3.op_counts()["matmul"] == 1 and g3.op_counts()["sigmoid"] == 1
+
+
+def test_merge_gates_refusals() -> None:
+    x, h = _in("x", 1, 6), _in("h", 1, 5)
+    other = Graph([x, h], [_gate("tanh", x.out, h.out, 6, 5, 4),
+                           _gate("relu", x.out, h.out, 6, 5, 4)])
+    assert not any(matches(other, BY_NAME[f"merge_gates_{a}"]) for a in ("tanh", "relu"))
+    hb = _in("hb", 2, 5)  # the state has two rows: the add broadcasts x's one
+    bc = Graph([x, hb], [_gate("tanh", x.out, hb.out, 6, 5, 4),
+                         _gate("tanh", x.out, hb.out, 6, 5, 2)])
+    assert "differ outside the last dim" in _refusal(bc, "merge_gates_tanh")
+
+
+def test_gate_merges_lower_the_tiny_nasrnn_cost() -> None:
+    """Gate merges applied greedily (each step the cheapest) on the tiny NasRNN: cheaper on h100,
+    same outputs (the backtracking search rarely takes them: see docs/taso_family.md)."""
+    g = TINY["nasrnn"]()
+    model = CostModel("h100")
+    rules = [r for r in taso_family.RULES if r.source.endswith("merge_gates")]
+    cur, cost = g, model(g)
+    for _ in range(12):
+        best = None
+        for r in rules:
+            for m in matches(cur, r):
+                ng = apply(cur, r, m)
+                if isinstance(ng, Graph) and (best is None or model(ng) < best[0]):
+                    best = (model(ng), ng)
+        if best is None or best[0] >= cost:
+            break
+        cost, cur = best
+    assert cost < 0.8 * model(g)
+    _same_outputs(g, cur)
+
+
 # ---- statements and the search ------------------------------------------------------------------
 
 def test_every_rule_is_stated_in_its_rule_file() -> None:
-    for r in conv_family.RULES + merge_parallel.RULES:
+    for r in taso_family.RULES + merge_parallel.RULES:
         assert r.kind == "search" and r.pass_name == "search", r.name
         module = r.source.rsplit(".", 1)[-1]
         stated = {s.name for s in load_file(RULES_DIR / f"{module}.rules")}
         assert f"{module}.{r.name}" in stated, f"rule {r.name} has no text-IR statement"
 
 
-def test_search_rules_include_the_conv_family() -> None:
+def test_search_rules_include_the_taso_family() -> None:
     names = {r.name for r in search_rules(TINY["nasnet_a"]())}
-    assert {r.name for r in conv_family.RULES} <= names
+    assert {r.name for r in taso_family.RULES} <= names
 
 
 @pytest.mark.parametrize("model,expect", [

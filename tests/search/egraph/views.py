@@ -33,7 +33,7 @@ def random_view(rng: random.Random, n_classes: int = 6, max_nodes: int = 3,
     if savings:
         for cid, nodes in classes.items():
             for j, node in enumerate(nodes):
-                for k in set(node.children):
+                for k in dict.fromkeys(node.children):
                     for m, prod in enumerate(classes[k]):
                         if rng.random() < 0.3:
                             view.savings[(cid, j), (k, m)] = float(rng.randint(0, int(min(node.cost, prod.cost))))

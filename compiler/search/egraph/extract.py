@@ -17,6 +17,7 @@ The integer form ``Flat`` is shared with the integer program (``ilp.py``).
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass
 
 from ...errors import GraphOptError
@@ -64,8 +65,8 @@ class Flat:
 
 def flatten(view: EGraphView) -> Flat:
     """The integer form of ``view``. Raises ``ExtractionError`` for a child, root or savings
-    entry that names no e-class / e-node of the view, or a saving whose producer is not in a
-    class its consumer reads."""
+    entry that names no e-class / e-node of the view, a saving whose producer is not in a class
+    its consumer reads, a cost that is not finite, or a saving that is not finite and >= 0."""
     class_ids = list(view.classes)
     index = {c: i for i, c in enumerate(class_ids)}
     node_class: list[int] = []
@@ -81,6 +82,9 @@ def flatten(view: EGraphView) -> Flat:
             except KeyError as e:
                 raise ExtractionError(f"{node.op} reads e-class {e.args[0]!r}, which the view does "
                                       f"not have", where=f"e-node {pos} of e-class {cid}") from None
+            if not math.isfinite(node.cost):
+                raise ExtractionError(f"{node.op} has cost {node.cost}; leave e-nodes that cannot be "
+                                      f"priced out of the view", where=f"e-node {pos} of e-class {cid}")
             mine.append(len(node_class))
             node_class.append(ci)
             node_pos.append(pos)
@@ -99,6 +103,9 @@ def flatten(view: EGraphView) -> Flat:
         if node_class[nb] not in kids[na]:
             raise ExtractionError(f"saving {s} pairs it with e-node {b[1]} of e-class {b[0]}, "
                                   f"which it does not read", where=f"e-node {a[1]} of e-class {a[0]}")
+        if not (math.isfinite(s) and s >= 0):
+            raise ExtractionError(f"saving {s} with e-node {b[1]} of e-class {b[0]}: a saving is a "
+                                  f"finite number of seconds >= 0", where=f"e-node {a[1]} of e-class {a[0]}")
         if s == 0:
             continue
         savings[na, nb] = savings.get((na, nb), 0.0) + float(s)

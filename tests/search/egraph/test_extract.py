@@ -7,7 +7,7 @@ import pytest
 from graphopt.search.egraph.extract import ExtractionError, dag_cost, greedy, prune, pruned
 from graphopt.search.egraph.view import EGraphView, ENode
 
-from .views import back_edge_view, brute_force, merge_view, random_cases
+from .views import back_edge_view, brute_force, merge_view, random_cases, shared_roots_view
 
 
 def diamond() -> EGraphView:
@@ -64,6 +64,22 @@ def test_bad_choice_and_view_entries_name_the_class() -> None:
     v.classes["a"].append(ENode("bad", ("nope",), 1.0))
     with pytest.raises(ExtractionError, match="'nope'"):
         greedy(v)
+
+
+def test_unpriced_node_and_negative_saving_are_errors() -> None:
+    v = diamond()
+    v.classes["a"].append(ENode("unpriced", ("x",), float("inf")))
+    with pytest.raises(ExtractionError, match="e-node 1 of e-class a: unpriced has cost inf"):
+        greedy(v)
+    v = diamond()
+    v.savings[("a", 0), ("s", 0)] = -1.0
+    with pytest.raises(ExtractionError, match="saving -1.0"):
+        dag_cost(v, {"x": 0, "s": 0, "a": 0, "b": 0, "r": 0})
+
+
+def test_repeated_child_and_shared_roots_count_once() -> None:
+    v = shared_roots_view()
+    assert dag_cost(v, greedy(v)) == 13.0
 
 
 def test_cycle_with_cheap_back_edge_is_never_chosen() -> None:

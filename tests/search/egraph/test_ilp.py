@@ -14,7 +14,7 @@ from graphopt.search.egraph.extract import ExtractionError, dag_cost, flatten, g
 from graphopt.search.egraph.ilp import cyclic_parts, ilp, solve
 from graphopt.search.egraph.view import EGraphView, ENode
 
-from .views import back_edge_view, merge_view, random_cases, random_view
+from .views import back_edge_view, merge_view, random_cases, random_view, shared_roots_view
 
 
 @pytest.mark.parametrize("savings", [False, True])
@@ -41,6 +41,11 @@ def test_no_order_variables_without_cycles() -> None:
     res = solve(v)
     assert res.n_vars == v.n_nodes + len(v.classes)  # x per e-node, z per class, no t
     assert res.cost == 6.0
+
+
+def test_repeated_child_and_shared_roots_count_once() -> None:
+    res = solve(shared_roots_view())
+    assert res.cost == 13.0 and res.choice == {"x": 0, "s": 0, "r1": 0, "r2": 0}
 
 
 def test_savings_change_the_answer() -> None:

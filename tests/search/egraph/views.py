@@ -86,6 +86,16 @@ def back_edge_view() -> EGraphView:
     }, ["r"])
 
 
+def shared_roots_view() -> EGraphView:
+    """r1 = mul(s, s), r2 = neg(r1), both roots (r1 named twice): s and r1 count once: 13."""
+    return EGraphView({
+        "x": [ENode("in", (), 0.0)],
+        "s": [ENode("h", ("x",), 10.0)],
+        "r1": [ENode("mul", ("s", "s"), 1.0)],
+        "r2": [ENode("neg", ("r1",), 2.0)],
+    }, ["r1", "r2", "r1"])
+
+
 def merge_view() -> EGraphView:
     """Three outputs each computable alone (4 each) or as a slice of one merged e-node (6 in
     all): a per-reader (tree) cost counts the merged node three times; the DAG optimum is 6."""

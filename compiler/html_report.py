@@ -374,11 +374,12 @@ def fired_rules(report: Mapping[str, Any], ops: Iterable[str] = ()) -> dict[str,
 def _search_rules(names: set[str], ops: Iterable[str]) -> dict[str, Any]:
     """The search rules named: the hand-written ones, else the generated ones over ``ops`` (the
     graphs' ops; building all 25k directions takes half a minute)."""
-    from graphopt.passes.merge_parallel import RULES
-
+    from .pipeline import search_rules
     from .search.ruleset import default_rules
 
-    found = {r.name: r for r in RULES if r.name in names}
+    # the search's set for a graph without ops: its hand-written rules alone (every generated
+    # rule's left side has an op)
+    found = {r.name: r for r in search_rules(Graph([], [])) if r.name in names}
     if names - set(found):
         found.update({r.name: r for r in default_rules(ops=frozenset(ops)) if r.name in names})
     return found

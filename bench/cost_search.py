@@ -3,7 +3,7 @@
     python -m bench.cost_search                       # TASO family + transformers, cpu and h100
     python -m bench.cost_search --models nasrnn,bert --targets cpu --budget 20
     python -m bench.cost_search --models '' --targets h100,a100 --no-ort   # transformers only
-    python -m bench.cost_search --acceptance /tmp/bert.onnx   # BERT-base CLI: <= 20 s, search <= 10 s
+    python -m bench.cost_search --acceptance /tmp/bert.onnx   # BERT-base CLI: <= 8 s, search <= 2 s
 
 Tables:
 1. TASO's model family built in graphopt IR (bench/taso_models.py, TASO's shapes): estimated
@@ -227,9 +227,9 @@ def acceptance(path: str) -> int:
             return 1
         r = json.loads(rep.read_text())
     s = r["search"]
-    ok = wall <= 20 and s["seconds"] <= 10
-    print(f"\nBERT-base acceptance: wall {wall:.1f} s (<= 20), search {s['seconds']:.2f} s "
-          f"(<= 10), steps {r['steps']}, check max abs {r['check']['max_abs']}: "
+    ok = wall <= 8 and s["seconds"] <= 2
+    print(f"\nBERT-base acceptance: wall {wall:.1f} s (<= 8), search {s['seconds']:.2f} s "
+          f"(<= 2), steps {r['steps']}, check max abs {r['check']['max_abs']}: "
           f"{'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
 

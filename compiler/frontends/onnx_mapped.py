@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 _MODEL_GRAPH, _GRAPH_INITIALIZER = 7, 5
 _TENSOR_DATA_TYPE, _TENSOR_RAW_DATA, _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 2, 9, 13, 14
+# float_data, int32_data, string_data, int64_data, double_data, uint64_data: a tensor with one of
+# these beside raw_data is invalid; it is parsed whole, for the checker to say so
+_TENSOR_TYPED_DATA = frozenset((4, 5, 6, 7, 10, 11))
 _LEN = 2  # wire type of length-delimited fields
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 
@@ -95,15 +98,16 @@ def _initializer(buf: mmap.mmap, f: Field, min_bytes: int, numpy_types: frozense
     """The TensorProto bytes of one initializer field, without its raw data when that is
     mapped, and the data's (offset, length) in the file (None: parsed whole)."""
     raw: list[Field] = []
-    dtype, external = 0, False
+    dtype, whole = 0, False
     for t in fields(buf, f.payload, f.end):
         if t.number == _TENSOR_RAW_DATA and t.wire == _LEN:
             raw.append(t)
         elif t.number == _TENSOR_DATA_TYPE and t.wire == 0:
             dtype = _varint(buf, t.payload, t.end)[0]
-        elif t.number in (_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION):
-            external = True
-    if external or len(raw) != 1 or raw[0].end - raw[0].payload < min_bytes or \
+        elif t.number in (_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION) or \
+                t.number in _TENSOR_TYPED_DATA:
+            whole = True  # external already, or typed data beside the raw data
+    if whole or len(raw) != 1 or raw[0].end - raw[0].payload < min_bytes or \
             dtype not in numpy_types:
         return buf[f.payload:f.end], None
     r = raw[0]

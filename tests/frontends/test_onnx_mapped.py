@@ -157,3 +157,12 @@ def test_inline_parts_refuses_a_missing_placeholder() -> None:
     data = _model().SerializeToString()
     with pytest.raises(ValueError, match="1 tensors were set aside, 0 placeholders"):
         inline_parts(data, "<aside>", [[b"\0" * 8]])
+
+
+def test_typed_data_beside_raw_data_is_still_refused(tmp_path: Path) -> None:
+    m = _model()
+    m.graph.initializer[0].float_data.append(1.0)  # invalid: two value fields
+    p = _write(tmp_path / "bad.onnx", m)
+    assert read_model(p, map_initializers=True).graph.initializer[0].HasField("raw_data")
+    with pytest.raises(FrontendError, match="invalid ONNX model"):
+        fe.load(p)

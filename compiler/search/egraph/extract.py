@@ -204,16 +204,20 @@ def dag_cost(view: EGraphView, choice: Choice) -> float:
     return flat_cost(flat, chosen, reached(flat, chosen))
 
 
-def bottom_up(flat: Flat, alive: list[bool] | None = None) -> tuple[dict[int, int], list[int]]:
+def bottom_up(flat: Flat, alive: list[bool] | None = None, shared: bool = True
+              ) -> tuple[dict[int, int], list[int]]:
     """The first pass of ``greedy``: e-classes are settled cheapest first, each with an e-node
     whose child classes are all settled. An e-node's score is its cost, less its savings with
-    the nodes settled for its children, plus each child class's score divided by the number of
-    classes that read it (a shared input is paid once, not once per reader). Returns the chosen
-    node per settled class and the settling order (children before parents); classes never
-    settled have no computable node (every e-node reads, possibly through others, an
-    unsettled class). ``alive``: nodes to consider (all when None)."""
+    the nodes settled for its children, plus each child class's score, divided (``shared``) by
+    the number of classes that read it (a shared input paid once, not once per reader) or not
+    (the tree cost). Returns the chosen node per settled class and the settling order (children
+    before parents); classes never settled have no computable node (every e-node reads,
+    possibly through others, an unsettled class). ``alive``: nodes to consider (all when None)."""
     n_cls = len(flat.members)
-    fan = [max(1, len({flat.node_class[n] for n in flat.readers[c]})) for c in range(n_cls)]
+    if shared:
+        fan = [max(1, len({flat.node_class[n] for n in flat.readers[c]})) for c in range(n_cls)]
+    else:
+        fan = [1] * n_cls
     pending = [len(k) for k in flat.kids]
     score = [0.0] * n_cls
     chosen: dict[int, int] = {}
@@ -457,14 +461,17 @@ class _Local:
 
 
 def greedy(view: EGraphView, *, passes: int = 4) -> Choice:
-    """A cheap acyclic choice for every class the roots reach: ``bottom_up``, then up to
-    ``passes`` sweeps of single-class moves that lower the DAG cost (see ``_Local``). Raises
-    ``ExtractionError`` when a root class has no computable e-node."""
+    """A cheap acyclic choice for every class the roots reach: ``bottom_up`` (the cheaper of its
+    shared and tree scores, by DAG cost), then up to ``passes`` rounds of local moves that lower
+    the DAG cost (``_Local.improve``). Raises ``ExtractionError`` when a root class has no
+    computable e-node."""
     flat = flatten(view)
-    chosen, order = bottom_up(flat)
+    starts = [bottom_up(flat, shared=True), bottom_up(flat, shared=False)]
+    chosen, order = starts[0]
     for r in flat.roots:
         if r not in chosen:
             raise _unresolved_error(flat, r, chosen)
+    chosen, order = min(starts, key=lambda s: flat_cost(flat, s[0], reached(flat, s[0])))
     local = _Local(flat, chosen, by_level(flat, chosen, order))
     local.improve(passes)
     return flat.to_choice(local.choice())

@@ -7,6 +7,7 @@ import logging
 import random
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from graphopt.search.egraph import ilp as ilp_mod
@@ -98,15 +99,29 @@ def test_no_solution_returns_warm_or_none_with_reason(monkeypatch: pytest.Monkey
         assert ilp(v) is None
         assert ilp(v, warm=warm) is None
     assert "no choice (" in caplog.text and ": no feasible choice found (Time limit" in caplog.text
-    assert ": the solver found no choice below the warm start's cost" in caplog.text
+    assert "; kept the warm start" in caplog.text
 
 
-def test_warm_start_is_a_cutoff_not_a_limit() -> None:
+def test_warm_start_does_not_change_the_optimum() -> None:
     for v, best in random_cases(5, 30, True, solve):
-        warm = greedy(v)
-        res = solve(v, warm=warm)
-        assert res.source == "ilp" and res.cost <= dag_cost(v, warm) + 1e-9
-        assert res.cost == pytest.approx(best, abs=1e-9)
+        res = solve(v, warm=greedy(v))
+        assert res.source == "ilp" and res.cost == pytest.approx(best, abs=1e-9)
+
+
+def test_dearer_answer_than_the_warm_start_keeps_the_warm_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A solver stopped early with a poor incumbent (here: one maximising the cost)."""
+    real = ilp_mod.milp
+
+    def worst(c: np.ndarray, **kwargs: object) -> object:
+        return real(-c, **kwargs)
+
+    v = merge_view()
+    warm = {"x": 0, "m": 0, "q": 1, "k": 1, "v": 1, "r": 0}
+    monkeypatch.setattr(ilp_mod, "milp", worst)
+    res = solve(v, warm=warm)
+    assert res.source == "warm" and res.choice == warm and res.cost == 6.0 and not res.optimal
+    assert "dearer than the warm start" in res.reason
+    assert ilp(v, warm=warm) is None
 
 
 def test_bad_warm_choice_is_an_error() -> None:

@@ -36,7 +36,8 @@ def random_view(rng: random.Random, n_classes: int = 6, max_nodes: int = 3,
                 for k in dict.fromkeys(node.children):
                     for m, prod in enumerate(classes[k]):
                         if rng.random() < 0.3:
-                            view.savings[(cid, j), (k, m)] = float(rng.randint(0, int(min(node.cost, prod.cost))))
+                            most = int(min(node.cost, prod.cost))
+                            view.savings[(cid, j), (k, m)] = float(rng.randint(0, most))
     return view
 
 

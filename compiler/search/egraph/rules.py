@@ -5,6 +5,10 @@
   rank, dim and dtype conditions (a rule stores its sizes as dim variables, ``rewrite/dims.py``),
   so an ill-typed right side is never unioned; every size the right side needs is computed in
   the query (an i64 overflow there is a non-match, in an action it would abort the run).
+* A generated rule with several roots (a merge of parallel ops, or its inverse) matches only
+  roots that are values of the input graph (they have an ``ord``) and distinct: unrestricted,
+  it pairs every new node with every other and the e-graph explodes (Tensat limits its
+  multi-pattern rules the same way).
 * The hand-written merge rules of ``passes/merge_parallel.py`` have egglog forms here
   (``HANDWRITTEN``), with an order condition so a pair merges once and three-way merges form from the
   merged concat: each value has an interval of input-graph positions (``ord``..``ord_hi``; a
@@ -176,6 +180,10 @@ def translate(src: Graph, dst: Graph, name: str, float_only: bool = False) -> Eg
         return f"(Out {t} {v.index})" if multi(n) else t
 
     roots = [f"(= ?r{j} {pat(v)})" for j, v in enumerate(src.outputs)]
+    if len(roots) > 1:  # several roots: input-graph values only, distinct (see module doc)
+        roots += [f"(= ?or{j} (ord ?r{j}))" for j in range(len(roots))]
+        roots += [f"(!= ?r{j} ?r{k})" for j in range(len(src.outputs))
+                  for k in range(j + 1, len(src.outputs))]
     in_dtypes = {t.dtype for t in src.input_types if isinstance(t, TensorType)}
     if len(in_dtypes) != 1:
         raise Untranslatable("inputs of different dtypes")

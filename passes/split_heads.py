@@ -17,7 +17,12 @@ pays:
   weight reshapes fold after the search;
 * ``heads_of_split{2,3}_matmul...``: both at once (the split pieces of a projection -> the
   batched matmul split along the head axis), so that the search reaches the cheaper graph in one
-  step rather than over a plateau of equal-cost graphs.
+  step rather than over a plateau of equal-cost graphs;
+* ``mean_before_repeat`` (and ``_unreshaped``): ``expand(reshape(reduce_mean(x)))`` where the
+  reshape only inserts unit dims and the expand repeats none of the reduced axes ->
+  ``reduce_mean(expand(reshape(x)))``: the mean taken after the repeat (GQA's kv heads repeated
+  for the query heads of a group, as the attention fusion's fully-masked-row fallback writes it),
+  so the repeat joins the kernel that makes x instead of being a kernel of its own.
 
 Every rule is exact: each output element is the same dot product (or the same element moved).
 The rules belong to the search (``pass_name="search"``); ``SplitHeads`` applies them all once,
@@ -158,6 +163,73 @@ def _rhs(m: Match) -> list[Value]:
     return list(op_multi("split", y, axis=1, sizes=hs))
 
 
+# ---- the mean of repeated kv heads ---------------------------------------------------------------
+
+def _mean_lhs(reshaped: bool) -> Callable[..., Any]:
+    def lhs(x: Any) -> Any:
+        y = op.reduce_mean(x, axes=attr("ax"), keepdims=True)
+        if reshaped:
+            y = op.reshape(y, shape=attr("r"))
+        return op.expand(y, shape=attr("e"))
+
+    return lhs
+
+
+def _unit_embedding(src: tuple[int, ...], dst: tuple[int, ...], unit: frozenset[int],
+                    ok: Callable[[int], bool]) -> list[int] | None:
+    """Positions in ``dst`` of ``src``'s dims when ``dst`` is ``src`` with unit dims inserted,
+    the dims of ``unit`` placed where ``ok`` holds (None: no such placement)."""
+    def place(i: int, j: int) -> list[int] | None:
+        if i == len(src):
+            return [] if all(d == 1 for d in dst[j:]) else None
+        for k in range(j, len(dst)):
+            if dst[k] == src[i] and (i not in unit or ok(k)):
+                rest = place(i + 1, k + 1)
+                if rest is not None:
+                    return [k, *rest]
+            if dst[k] != 1:
+                return None
+        return None
+
+    return place(0, 0)
+
+
+def _mean_plan(m: Match) -> "tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | MatchFail":
+    """(x reshaped, expanded, axes to reduce) of the mean taken after the repeat."""
+    x = m["x"]
+    sx = _shape(x)
+    mean = m.roots[0].node.inputs[0]
+    if "r" in m.attrs:
+        mean = mean.node.inputs[0]
+    sm, e = _shape(mean), tuple(m.attrs["e"])
+    if not _static(sx) or not _static(sm) or not _static(e):
+        return m.fail("symbolic or unknown shapes", x)
+    assert sx is not None and sm is not None
+    ax = {a % len(sx) for a in m.attrs["ax"]}
+    r = tuple(m.attrs["r"]) if "r" in m.attrs else sm
+    pos = _unit_embedding(sm, r, frozenset(ax), lambda k: e[k] == 1)
+    if pos is None or len(e) != len(r):
+        return m.fail("the repeat broadcasts a reduced axis or the reshape does more than "
+                      "insert unit dims", mean.node)
+    xr, xe = list(r), list(e)
+    for a in ax:
+        xr[pos[a]] = xe[pos[a]] = sx[a]
+    return tuple(xr), tuple(xe), tuple(sorted(pos[a] for a in ax))
+
+
+def _mean_check(m: Match) -> "MatchFail | None":
+    got = _mean_plan(m)
+    return got if isinstance(got, MatchFail) else None
+
+
+def _mean_rhs(m: Match) -> Value:
+    plan = _mean_plan(m)
+    assert not isinstance(plan, MatchFail)
+    xr, xe, axes = plan
+    return build("reduce_mean", build("expand", build("reshape", m["x"], shape=xr), shape=xe),
+                 axes=axes, keepdims=True)
+
+
 def _search(name: str, lhs: Callable[..., Any], rhs: Builder, check: Check) -> Rule:
     return rule(name, lhs, rhs, check, source=__name__, kind="search", pass_name=PASS)
 
@@ -176,6 +248,8 @@ def _heads_rule(pieces: int, proj: str) -> Rule:
 RULES: list[Rule] = [
     *[_heads_rule(n, p) for n in (2, 3) for p in _PROJ],
     *[_heads_rule(0, p) for p in _PROJ if p],
+    _search("mean_before_repeat", _mean_lhs(True), _mean_rhs, _mean_check),
+    _search("mean_before_repeat_unreshaped", _mean_lhs(False), _mean_rhs, _mean_check),
 ]
 
 

@@ -131,3 +131,23 @@ def test_symbolic_batch_and_sequence() -> None:
     assert ng.outputs[0].type.shape == ("b", 2, "s", 8)
     xs = rng.standard_normal((3, 5, 16)).astype(np.float32)
     np.testing.assert_allclose(run(g, x=xs)[0], run(ng, x=xs)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_mean_taken_before_the_kv_heads_are_repeated() -> None:
+    x = input_node("x", TensorType((1, 2, 8, 4), DType.f32))
+    mean = op("reduce_mean", x.out, axes=(2,), keepdims=True)
+    rep = op("expand", op("reshape", mean, shape=(1, 2, 1, 1, 4)), shape=(1, 2, 3, 1, 4))
+    g = Graph([x], [op("reshape", rep, shape=(1, 6, 1, 4))])
+    ms = matches(g, BY_NAME["mean_before_repeat"])
+    assert len(ms) == 1 and isinstance(ms[0], Match)
+    ng = apply(g, BY_NAME["mean_before_repeat"], ms[0])
+    assert isinstance(ng, Graph)
+    verify(ng)
+    red = next(n for n in ng.nodes if n.op == "reduce_mean")
+    assert red.inputs[0].node.op == "expand" and red.attrs["axes"] == (3,)
+    xs = rng.standard_normal((1, 2, 8, 4)).astype(np.float32)
+    np.testing.assert_array_equal(run(g, x=xs)[0], run(ng, x=xs)[0])
+    # a repeat of the reduced axis itself is no such place
+    bad = Graph([x], [op("expand", mean, shape=(1, 2, 5, 4))])
+    assert _refused(bad, "mean_before_repeat_unreshaped") == [
+        "the repeat broadcasts a reduced axis or the reshape does more than insert unit dims"]

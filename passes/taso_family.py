@@ -18,3 +18,12 @@ from graphopt.rewrite.rule import PatternRule
 RULES: list[PatternRule] = [*merge_grouped_conv.RULES, *merge_conv_sum.RULES,
                             *merge_separable_sum.RULES, *conv_through_pool.RULES,
                             *merge_gates.RULES]
+
+# hand-written rules the backtracking search leaves out (``pipeline.search_rules(g,
+# "backtrack")``): merge_matmul_sum's first merge in an RNN cell is priced by the search's
+# neighbourhood estimate at -1 launch where the built graph gains nothing (the new concat(x, h)
+# is a kernel), ties with the gate merges (estimated -1 launch, built -2) and, queued first, walks
+# the search into one matmul per gate: NasRNN 37.7% with it, 52.5% without (docs/taso_family.md).
+# The gate rules cover its uses there; the e-graph mode, where the gate rules have no egglog
+# form, keeps it.
+NOT_IN_BACKTRACKING = frozenset({"merge_matmul_sum"})

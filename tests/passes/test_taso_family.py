@@ -277,18 +277,22 @@ def test_every_rule_is_stated_in_its_rule_file() -> None:
 
 
 def test_search_rules_include_the_taso_family() -> None:
-    names = {r.name for r in search_rules(TINY["nasnet_a"]())}
+    g = TINY["nasrnn"]()
+    names = {r.name for r in search_rules(g)}
     assert {r.name for r in taso_family.RULES} <= names
+    backtrack = {r.name for r in search_rules(g, "backtrack")}
+    assert names - backtrack == set(taso_family.NOT_IN_BACKTRACKING) == {"merge_matmul_sum"}
 
 
 @pytest.mark.parametrize("model,expect", [
     ("nasnet_a", {"merge_separable_sum"}),
     ("inception_v3", {"conv_through_avg_pool", "merge_conv_shared_input_partial_relu"}),
+    ("nasrnn", {"merge_gates_sigmoid"}),
 ])
 def test_search_uses_the_rules_on_tiny_models(model: str, expect: set[str]) -> None:
     g = TINY[model]()
     out, rep = search_step(g, "h100", budget=Budget(seconds=None, max_graphs=100, patience=20),
-                           rules=search_rules(g))
+                           rules=search_rules(g, "backtrack"))
     assert expect <= set(rep["rules_applied"]), rep["rules_applied"]
     assert rep["cost_after_us"] < rep["cost_before_us"]
     _same_outputs(g, out)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from ...errors import GraphOptError
 from ...ir.graph import Graph
@@ -163,6 +163,7 @@ class Encoded:
     keys: set[str] = field(default_factory=set)
     # the input graph's e-nodes: (global, constructor, globals of its children)
     originals: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)  # globals of ``encode``'s extra values
 
 
 def declarations(ctors: Iterable[tuple[str, int, bool]], root_arities: Iterable[int]) -> str:
@@ -194,8 +195,10 @@ def declarations(ctors: Iterable[tuple[str, int, bool]], root_arities: Iterable[
 FLOAT_DTYPES = ("f16", "bf16", "f32", "f64")
 
 
-def encode(g: Graph, symbols: Symbols | None = None) -> Encoded:
-    """The egglog program text of ``g`` (see the module docstring)."""
+def encode(g: Graph, symbols: Symbols | None = None, extra: Sequence[Value] = ()) -> Encoded:
+    """The egglog program text of ``g`` (see the module docstring). ``extra``: more values
+    over ``g``'s (rewrites found outside egglog) encoded too, their globals in
+    ``Encoded.extra``."""
     from .select import node_key
 
     sym = symbols if symbols is not None else Symbols()
@@ -208,6 +211,7 @@ def encode(g: Graph, symbols: Symbols | None = None) -> Encoded:
     originals: list[tuple[str, str, tuple[str, ...]]] = []
     keys: set[str] = set()
     pos = 0
+    in_g = {id(n) for n in g.nodes}  # extra values are neither original nor ordered
 
     def typed(name: str, v: Value) -> None:
         nonlocal pos
@@ -215,16 +219,18 @@ def encode(g: Graph, symbols: Symbols | None = None) -> Encoded:
         assert isinstance(t, TensorType) and t.shape is not None
         lines.append(f"(set (shape {name}) {ivec(sym.encode(d) for d in t.shape)})")
         lines.append(f'(set (dtype {name}) "{t.dtype.value}")')
-        lines.append(f"(set (ord {name}) {pos})")
-        lines.append(f"(set (ord_hi {name}) {pos})")
-        pos += 1
+        if id(v.node) in in_g:
+            lines.append(f"(set (ord {name}) {pos})")
+            lines.append(f"(set (ord_hi {name}) {pos})")
+            pos += 1
         values[name] = v
 
     def leaf(v: Value) -> str:
         name = f"$v{len(names)}"
         names[(id(v.node), v.index)] = name
         lines.append(f"(let {name} (Leaf {len(leaves)}))")
-        originals.append((name, "Leaf", ()))
+        if id(v.node) in in_g:
+            originals.append((name, "Leaf", ()))
         leaves.append(v)
         t = v.type
         if isinstance(t, TensorType) and t.shape is not None:
@@ -237,7 +243,8 @@ def encode(g: Graph, symbols: Symbols | None = None) -> Encoded:
         k = (id(v.node), v.index)
         return names[k] if k in names else leaf(v)
 
-    for n in g.nodes:
+    every = Graph(g.inputs, list(g.outputs) + list(extra)) if extra else g
+    for n in every.nodes:
         if encodable(n) is not None:
             continue
         ins = [ref(v) for v in n.inputs]
@@ -251,22 +258,26 @@ def encode(g: Graph, symbols: Symbols | None = None) -> Encoded:
             nn = f"$n{len(nodes_n)}"
             nodes_n[id(n)] = nn
             lines.append(f"(let {nn} {term})")
-            originals.append((nn, ctor(n.op, len(ins), True), tuple(ins)))
+            if id(n) in in_g:
+                originals.append((nn, ctor(n.op, len(ins), True), tuple(ins)))
             for i in range(len(n.out_types)):
                 name = f"$v{len(names)}"
                 names[(id(n), i)] = name
                 lines.append(f"(let {name} (Out {nn} {i}))")
-                originals.append((name, "Out", (nn,)))
+                if id(n) in in_g:
+                    originals.append((name, "Out", (nn,)))
                 typed(name, Value(n, i))
         else:
             name = f"$v{len(names)}"
             names[(id(n), 0)] = name
             lines.append(f"(let {name} {term})")
-            originals.append((name, ctor(n.op, len(ins), False), tuple(ins)))
+            if id(n) in in_g:
+                originals.append((name, ctor(n.op, len(ins), False), tuple(ins)))
             typed(name, Value(n, 0))
     outs = [ref(v) for v in g.outputs]
+    extra_names = [ref(v) for v in extra]
     lines.append(f"(let $root (Root{len(outs)} {' '.join(outs)}))")
     if not outs:
         raise GraphOptError("graph has no outputs", where="egraph encode")
     return Encoded(g, "\n".join(lines) + "\n", leaves, "$root", sym, values, ctors, len(outs),
-                   keys, originals)
+                   keys, originals, extra_names)

@@ -452,9 +452,12 @@ def _generated(name: str, e: Entry, reverse: bool) -> "EggRule | str":
     return _CACHE[key]
 
 
+NO_FORM = "hand-written rule without an egglog form"
+
+
 def _handwritten(name: str) -> "EggRule | str":
     if name not in HANDWRITTEN:
-        return "hand-written rule without an egglog form"
+        return NO_FORM
     text, ctors = HANDWRITTEN[name]()
     rs = EXPAND if f":ruleset {EXPAND}" in text else MERGE
     return EggRule(name, text, rs, frozenset(ctors))

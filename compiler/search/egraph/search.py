@@ -11,6 +11,8 @@ from ...ir.graph import Graph
 from ...ir.node import Node, Value
 from ..result import SearchResult
 from .saturate import DEFAULT_NODE_LIMIT, DEFAULT_TIME_LIMIT, Saturated, Stats
+from .encode import ctor, multi
+from .rules import NO_FORM
 from .view import Choice, EGraphView
 
 DEFAULT_MAX_RULES = 400  # generated rule directions per e-graph (egglog holds ~1.4 MB a rule)
@@ -69,6 +71,19 @@ def _one(g: Graph, rules: Sequence[object], model: _Model, *, node_limit: int,
 
     enc = encode(g)
     tr = translate_rules(rules, enc.keys, max_rules)
+    python = [r for r in rules if tr.skipped.get(getattr(r, "name", "")) == NO_FORM]
+    seeds = _seeds(g, python)
+    if seeds:
+        enc = encode(g, extra=[v for _, _, v in seeds])
+        glob = {(id(v.node), v.index): k for k, v in enc.values.items()}
+        lines = []
+        for (name, root, new), x in zip(seeds, enc.extra):
+            r = glob.get((id(root.node), root.index))
+            if r is None:  # a root the e-graph does not model (a leaf without a type)
+                continue
+            made = "Out" if multi(new.node) else ctor(new.node.op, len(new.node.inputs), False)
+            lines.append(f'(union {r} {x}) (made {r} "{name}|{made}")')
+        enc.term += "\n".join(lines) + "\n"
     sat = saturate(enc, tr, model.node, node_limit=node_limit, time_limit=time_limit,
                    pair_cost=model.pair if savings else None, progress=progress)
     best, best_cost, used, won = g, model.cost(g), {}, "input"
@@ -91,7 +106,7 @@ def _one(g: Graph, rules: Sequence[object], model: _Model, *, node_limit: int,
             choices.append(("ilp", ich))
     from .rules import MERGE
 
-    merges = {r.name for r in tr.rules if r.ruleset == MERGE}
+    merges = {r.name for r in tr.rules if r.ruleset == MERGE} | {n for n, _, _ in seeds}
     choices.append(("rewritten", _rewritten(sat, gch, merges)))
     for how, ch in choices:
         try:
@@ -102,6 +117,29 @@ def _one(g: Graph, rules: Sequence[object], model: _Model, *, node_limit: int,
         if c < best_cost:
             best, best_cost, used, won = cand, c, rules_used(ch, sat), how
     return best, used, sat.stats, won
+
+
+def _seeds(g: Graph, rules: Sequence[object]) -> list[tuple[str, Value, Value]]:
+    """(rule, root, replacement) of every match in ``g`` of ``rules`` (hand-written rules
+    with Python checks and no egglog form): their rewrites of the input graph, unioned into the
+    e-graph before saturation (one step: they do not apply to what egglog rules make)."""
+    from ...rewrite.index import Matcher
+    from ...rewrite.match import MatchFail
+    from ...rewrite.rule import PatternRule
+
+    prs = [r for r in rules if isinstance(r, PatternRule)]
+    if not prs:
+        return []
+    matcher = Matcher(prs)
+    out: list[tuple[str, Value, Value]] = []
+    for r, m in matcher.matches(g):
+        vals = matcher.build(r, m)
+        if isinstance(vals, MatchFail):
+            continue
+        for old, new in zip(m.roots, vals):
+            if not (old.node is new.node and old.index == new.index):
+                out.append((r.name, old, new))
+    return out
 
 
 def _rewritten(sat: "Saturated", base: Choice, rules: set[str]) -> Choice:

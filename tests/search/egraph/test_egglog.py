@@ -183,3 +183,22 @@ def test_fusion_savings_of_an_epilogue() -> None:
     # the pair costs what the model says the fused graph costs
     total = sum(n.cost for ns in sat.view.classes.values() for n in ns)
     assert total - pairs[("relu_1", "matmul_2")] == pytest.approx(MODEL(g))
+
+
+def test_python_only_rule_is_seeded() -> None:
+    """A hand-written rule without an egglog form is applied to the input graph in Python and
+    its rewrites unioned into the e-graph."""
+    from graphopt.rewrite.pattern import op as pat
+    from graphopt.rewrite.rule import rule
+    from graphopt.search.egraph.search import egraph_search
+
+    r = rule("distribute", lambda x, a, b: pat.add(pat.matmul(x, a), pat.matmul(x, b)),
+             lambda m: op("matmul", m["x"], op("add", m["a"], m["b"])), None, source="t",
+             kind="search", pass_name="search")
+    x = input_node("x", TensorType((64, 64), DType.f32))
+    a, b = (input_node(k, TensorType((64, 64), DType.f32)) for k in "ab")
+    g = Graph([x, a, b], [op("add", op("matmul", x.out, a.out), op("matmul", x.out, b.out))],
+              ["y"])
+    res = egraph_search(g, [r], MODEL, budget=5)
+    assert res.applied == {"distribute": 1}
+    assert res.graph.op_counts()["matmul"] == 1

@@ -10,9 +10,11 @@
   it pairs every new node with every other and the e-graph explodes (Tensat limits its
   multi-pattern rules the same way).
 * The hand-written merge rules of ``passes/merge_parallel.py`` have egglog forms here
-  (``HANDWRITTEN``), with an order condition so a pair merges once and three-way merges form from the
-  merged concat: each value has an interval of input-graph positions (``ord``..``ord_hi``; a
-  concat of weights spans both), and only disjoint intervals in order merge.
+  (``HANDWRITTEN``), with an order condition so a pair merges once and three-way merges form
+  from the merged concat: each value has an interval of input-graph positions
+  (``ord``..``ord_hi``; a concat of weights spans both), and only disjoint intervals in order
+  merge. Other hand-written rules (Python checks, no egglog form: ``NO_FORM``) are applied to
+  the input graph in Python by the search (``search._seeds``).
 * ``is_const``: leaves that are constants, and concat / pad of constants (folded after search).
 
 Every rule records what it made: ``(made class "rule|constructor")`` on its first root. A rule
@@ -337,6 +339,7 @@ def _merge_conv(name: str, bias: bool) -> tuple[str, list[tuple[str, int, bool]]
     b1, b2 = (" ?b1", " ?b2") if bias else ("", "")
     axis0 = _lit("concat", 1, axis=0)
     axis1 = _lit("split", 4, axis=1, sizes=(1, 1))
+    db = " (= ?db (dtype ?b1))" if bias else ""
     cb = (f"(let ?cb ({_CAT2} {axis0} ?b1 ?b2)) (set (shape ?cb) (vec-of ?n)) "
           "(set (dtype ?cb) ?db)") if bias else ""
     return f"""(rule ((= ?c1 ({cv} ?a ?x ?w1{b1})) (= ?c2 ({cv} ?a ?x ?w2{b2})) (group1 ?a)
@@ -344,7 +347,7 @@ def _merge_conv(name: str, bias: bool) -> tuple[str, list[tuple[str, int, bool]]
    (= ?s1 (shape ?w1)) (= ?s2 (shape ?w2)) (= 4 (vec-length ?s1)) (= 4 (vec-length ?s2))
    (= ?n1 (vec-get ?s1 0)) (= ?n2 (vec-get ?s2 0)) (< ?n1 {_SYM}) (< ?n2 {_SYM})
    (= ?p (vec-set ?s1 0 0)) (= ?p (vec-set ?s2 0 0)) (= ?n (+ ?n1 ?n2))
-   (= ?sy (shape ?c1)) (= ?dt (dtype ?c1)) (= ?dw (dtype ?w1)) (= ?dw (dtype ?w2)){" (= ?db (dtype ?b1))" if bias else ""})
+   (= ?sy (shape ?c1)) (= ?dt (dtype ?c1)) (= ?dw (dtype ?w1)) (= ?dw (dtype ?w2)){db})
   ((let ?cw ({_CAT2} {_lit("concat", 4, axis=0)} ?w1 ?w2)) (set (shape ?cw) (vec-set ?s1 0 ?n))
    (set (dtype ?cw) ?dw) (set (ord ?cw) ?o1) (set (ord_hi ?cw) ?h2) {cb}
    (let ?y ({cv} ?a ?x ?cw{" ?cb" if bias else ""})) (set (shape ?y) (vec-set ?sy 1 ?n))

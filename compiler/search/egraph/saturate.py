@@ -62,7 +62,8 @@ class Stats:
         return {"iterations": self.iterations, "enodes": self.enodes,
                 "seconds": round(self.seconds, 4), "stopped": self.stopped,
                 "egglog_rules": self.rules, "untranslated": dict(sorted(
-                    self.untranslated.items())), "sizes": list(self.sizes), "unpriced": self.unpriced}
+                    self.untranslated.items())), "sizes": list(self.sizes),
+                "unpriced": self.unpriced}
 
 
 @dataclass

@@ -1,6 +1,10 @@
 """``--search egraph``: equality saturation of a graph (or of each window of a large one) under
 the search's rules, extraction by the cost model, and the cheapest of {input, greedy, ILP,
-every rule where it fired} costed as a whole graph."""
+every merge where it fired} costed as a whole graph.
+
+Rules with an egglog form (``rules.py``) run in egglog; hand-written rules without one (Python
+checks) are matched on the input graph here and their rewrites unioned into the e-graph before
+saturation (``_seeds``): one step, so they do not apply to what egglog makes."""
 from __future__ import annotations
 
 import time
@@ -62,8 +66,9 @@ def _one(g: Graph, rules: Sequence[object], model: _Model, *, node_limit: int,
     "input" | "greedy" | "greedy+savings" | "ilp" | "rewritten"). Greedy runs on per-node
     costs, and again with the fusion savings when there are any (the savings credit a fused
     pair only when producer and consumer are adjacent e-nodes, which can favour the unmerged
-    form: squeezenet tiny h100 saved 42% by plain greedy, 11% by greedy with savings). The ILP gets what is left before ``deadline``
-    (at most ``ilp_limit``), none when that is under 0.1 s."""
+    form: squeezenet tiny h100 saved 42% by plain greedy, 11% by greedy with savings). The ILP
+    gets what is left before ``deadline`` (at most ``ilp_limit``), none when that is under
+    0.1 s."""
     from .decode import decode, rules_used
     from .encode import encode
     from .rules import translate_rules

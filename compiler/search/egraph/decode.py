@@ -16,6 +16,11 @@ from .view import Choice
 def decode(choice: Choice, sat: Saturated, enc: Encoded) -> Graph:
     """The graph ``choice`` picks from ``sat`` (same inputs, output names and meta as the
     encoded graph). Raises GraphOptError when the choice misses a class or is cyclic."""
+    return decode_reached(choice, sat, enc)[0]
+
+
+def decode_reached(choice: Choice, sat: Saturated, enc: Encoded) -> tuple[Graph, Choice]:
+    """``decode``, and the part of ``choice`` the graph reached (the root included)."""
     built: dict[str, "Value | Node"] = {}
     on_path: set[str] = set()
 
@@ -73,7 +78,9 @@ def decode(choice: Choice, sat: Saturated, enc: Encoded) -> Graph:
     if not all(isinstance(v, Value) for v in outs):
         raise GraphOptError("a graph output decodes to a multi-output node", where="egraph decode")
     g = enc.graph
-    return Graph(g.inputs, outs, g.output_names, g.name, g.meta)  # type: ignore[arg-type]
+    reached = {c: choice[c] for c in built}
+    reached[root] = choice[root]
+    return Graph(g.inputs, outs, g.output_names, g.name, g.meta), reached  # type: ignore
 
 
 def rules_used(choice: Choice, sat: Saturated) -> dict[str, int]:

@@ -72,12 +72,15 @@ def add_parser(subparsers: Any, rule_dirs: Sequence[Path | str] = (RULES_DIR,),
 
 
 def _derive_args(p: argparse.ArgumentParser) -> None:
-    from .derive import DEFAULT_DEPTH, DEFAULT_MAX_GRAPHS
+    from .derive import DEFAULT_DEPTH, DEFAULT_MAX_GRAPHS, DEFAULT_MAX_GROWTH
 
     p.add_argument("--depth", type=int, default=DEFAULT_DEPTH,
                    help=f"rewrites from each side of a rule (default {DEFAULT_DEPTH})")
     p.add_argument("--max-graphs", type=int, default=DEFAULT_MAX_GRAPHS,
                    help=f"graphs reached from each side (default {DEFAULT_MAX_GRAPHS})")
+    p.add_argument("--max-growth", type=int, default=DEFAULT_MAX_GROWTH,
+                   help="a derivation passes only through graphs at most this many ops larger "
+                        f"than the rule's larger side; -1: any size (default {DEFAULT_MAX_GROWTH})")
     p.add_argument("--keep-used", default=None, metavar="FILE",
                    help="keep the rules this JSON names whatever (`python -m bench.rule_usage "
                         "--out FILE`: the rules the benchmarks' searches apply)")
@@ -87,6 +90,10 @@ def _keep(args: argparse.Namespace) -> set[str]:
     from .derive import read_used
 
     return read_used(args.keep_used) if args.keep_used else set()
+
+
+def _growth(args: argparse.Namespace) -> int | None:
+    return None if args.max_growth is None or args.max_growth < 0 else args.max_growth
 
 
 def _rules(args: argparse.Namespace, dirs: Sequence[str] | None = None) -> list[SubstRule]:
@@ -114,7 +121,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         rep, _ = generate(args.max_ops, args.scenarios, args.ops, args.out, args.jobs,
                           args.seed, args.timeout_ms, progress=progress.say,
                           depth=None if args.no_derive else args.depth,
-                          max_graphs=args.max_graphs, keep=sorted(_keep(args)))
+                          max_graphs=args.max_graphs, keep=sorted(_keep(args)),
+                          max_growth=_growth(args))
     finally:
         progress.close()
     print(rep.table())
@@ -144,7 +152,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     progress("derive", None)
     t0 = time.perf_counter()
     try:
-        kept, rep = prune(rules, args.depth, args.max_graphs, keep, progress=progress.say)
+        kept, rep = prune(rules, args.depth, args.max_graphs, keep, _growth(args),
+                          progress=progress.say)
         progress("derive", time.perf_counter() - t0)
     finally:
         progress.close()

@@ -39,6 +39,10 @@ from .rulefile import SubstRule
 
 DEFAULT_DEPTH = 3
 DEFAULT_MAX_GRAPHS = 300
+# a derivation passes only through graphs at most this many ops larger than the rule's larger
+# side: the search prices a rewrite by its cost and drops a candidate costing more than alpha
+# times the best (``search/backtrack.py``), so it rarely walks through a bigger graph
+DEFAULT_MAX_GROWTH: int | None = 0
 # kept rules are matched by one Matcher over most of them plus one over the latest few: the
 # big one is rebuilt (and its memo of matches per node dropped) when the latest reach this many
 REBUILD_EVERY = 64
@@ -49,6 +53,10 @@ Progress = Callable[[str], None]
 def order_key(r: SubstRule) -> tuple[int, int, str]:
     """Smallest first: ops of both sides, then the larger side, then name."""
     return (r.lhs_ops + r.rhs_ops, max(r.lhs_ops, r.rhs_ops), r.name)
+
+
+def _ops(g: Graph) -> int:
+    return sum(1 for n in g.nodes if n.op != "input")
 
 
 def ops_of(g: Graph) -> frozenset[str]:
@@ -149,21 +157,24 @@ class Canon:
         return tuple((self.node(v.node), v.index) for v in g.outputs)
 
 
+Trail = tuple[str, ...]  # names of the rule directions applied, in order
+
+
 @dataclass
 class Side:
     """Graphs reached from one side of a rule: key -> (graph, reached through invertible
-    rewrites only)."""
+    rewrites only, the rewrites)."""
 
-    graphs: dict[tuple, tuple[Graph, bool]] = field(default_factory=dict)
-    frontier: list[tuple[Graph, bool]] = field(default_factory=list)
+    graphs: dict[tuple, tuple[Graph, bool, Trail]] = field(default_factory=dict)
+    frontier: list[tuple[Graph, bool, Trail]] = field(default_factory=list)
 
-    def add(self, key: tuple, g: Graph, inv: bool) -> bool:
+    def add(self, key: tuple, g: Graph, inv: bool, path: Trail) -> bool:
         """Record ``g``; whether it is new (or now known reachable invertibly)."""
         old = self.graphs.get(key)
         if old is not None and (old[1] or not inv):
             return False
-        self.graphs[key] = (g, inv)
-        self.frontier.append((g, inv))
+        self.graphs[key] = (g, inv, path)
+        self.frontier.append((g, inv, path))
         return True
 
 
@@ -174,52 +185,62 @@ class Check:
     derivable: bool
     graphs: int  # graphs reached from both sides
     depth: int  # rewrites from each side when the sides met (or the depth searched)
+    # forward: the rewrites from the lhs and from the rhs (invertible) to the graph they meet at
+    paths: tuple[Trail, Trail] = ((), ())
 
 
 def derivable(r: SubstRule, base: Base, depth: int = DEFAULT_DEPTH,
-              max_graphs: int = DEFAULT_MAX_GRAPHS) -> Check:
+              max_graphs: int = DEFAULT_MAX_GRAPHS,
+              max_growth: int | None = DEFAULT_MAX_GROWTH) -> Check:
     """Whether the rewrites of ``r`` (both ways when the search uses it both ways) follow from
-    the rules of ``base`` within ``depth`` rewrites and ``max_graphs`` graphs per side."""
+    the rules of ``base`` within ``depth`` rewrites and ``max_graphs`` graphs per side, through
+    graphs of at most ``max_growth`` ops more than the larger side (None: any size)."""
     canon = Canon()
+    limit = None if max_growth is None else max(r.lhs_ops, r.rhs_ops) + max_growth
     allowed = ops_of(r.lhs) | ops_of(r.rhs)
     dirs = base.steps_for(r)
     need_fwd = any(not s.rule.name.endswith("~") for s in dirs)
     need_back = any(s.rule.name.endswith("~") for s in dirs)
     lhs, rhs = Side(), Side()
-    lhs.add(canon.key(r.lhs), r.lhs, True)
-    rhs.add(canon.key(r.rhs), r.rhs, True)
+    lhs.add(canon.key(r.lhs), r.lhs, True, ())
+    rhs.add(canon.key(r.rhs), r.rhs, True, ())
+    paths: list[tuple[Trail, Trail]] = []
 
     def met() -> bool:
         # forward: lhs ->* M and rhs ->* M through invertible rewrites (so M ->* rhs);
         # backward: the mirror image (possibly at another M)
         fwd, back = not need_fwd, not need_back
-        for k, (_, inv_r) in rhs.graphs.items():
+        for k, (_, inv_r, path_r) in rhs.graphs.items():
             got = lhs.graphs.get(k)
             if got is not None:
+                if inv_r and not paths:
+                    paths.append((got[2], path_r))
                 fwd, back = fwd or inv_r, back or got[1]
                 if fwd and back:
                     return True
         return False
 
     if met():
-        return Check(True, 2, 0)
+        return Check(True, 2, 0, paths[0] if paths else ((), ()))
     for level in range(1, depth + 1):
         grew = False
         for side in (lhs, rhs):
             todo, side.frontier = side.frontier, []
-            for g, inv in todo:
+            for g, inv, path in todo:
                 if len(side.graphs) >= max_graphs:
                     break
                 pos = {id(n): i for i, n in enumerate(g.nodes)}
                 for s, m in base.matches(g, allowed):
                     ng = rewrite_once(g, s.rule, m, pos)
-                    if isinstance(ng, str):
+                    if isinstance(ng, str) or (limit is not None and _ops(ng) > limit):
                         continue
-                    grew |= side.add(canon.key(ng), ng, inv and s.invertible)
+                    grew |= side.add(canon.key(ng), ng, inv and s.invertible,
+                                     path + (s.rule.name,))
                     if len(side.graphs) >= max_graphs:
                         break
             if met():
-                return Check(True, len(lhs.graphs) + len(rhs.graphs), level)
+                return Check(True, len(lhs.graphs) + len(rhs.graphs), level,
+                             paths[0] if paths else ((), ()))
         if not grew:
             break
     return Check(False, len(lhs.graphs) + len(rhs.graphs), depth)
@@ -231,6 +252,7 @@ class PruneReport:
 
     depth: int
     max_graphs: int
+    max_growth: int | None
     before: int = 0
     kept: int = 0
     dropped: int = 0
@@ -247,14 +269,17 @@ class PruneReport:
         for k, (b, a) in sorted(self.by_file.items()):
             lines.append(f"{k:{w}s}  {b:7d}  {a:7d}")
         lines.append(f"{'total':{w}s}  {self.before:7d}  {self.kept:7d}")
+        growth = "any size" if self.max_growth is None else f"growth <= {self.max_growth} ops"
         lines.append(f"pruned {self.dropped} derivable rules (depth {self.depth}, at most "
-                     f"{self.max_graphs} graphs a side; {self.graphs} graphs in all), kept "
+                     f"{self.max_graphs} graphs a side, {growth}; {self.graphs} graphs in all), "
+                     f"kept "
                      f"{self.kept_used} derivable rules the benchmarks' searches apply, in "
                      f"{self.seconds:.1f}s")
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
-        return {"depth": self.depth, "max_graphs": self.max_graphs, "before": self.before,
+        return {"depth": self.depth, "max_graphs": self.max_graphs,
+                "max_growth": self.max_growth, "before": self.before,
                 "kept": self.kept, "dropped": self.dropped, "kept_used": self.kept_used,
                 "graphs": self.graphs, "seconds": round(self.seconds, 1),
                 "keep": self.pinned,
@@ -268,6 +293,7 @@ class PruneReport:
 
 def prune(rules: Iterable[SubstRule], depth: int = DEFAULT_DEPTH,
           max_graphs: int = DEFAULT_MAX_GRAPHS, keep: Iterable[str] = (),
+          max_growth: int | None = DEFAULT_MAX_GROWTH,
           progress: Progress | None = None) -> tuple[list[SubstRule], PruneReport]:
     """The rules not derivable from smaller kept ones (plus those named in ``keep``), in the
     order given by ``order_key``; and the report. Deterministic: the result depends on the set
@@ -279,13 +305,13 @@ def prune(rules: Iterable[SubstRule], depth: int = DEFAULT_DEPTH,
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})[:5]
         raise ValueError(f"duplicate rule names: {', '.join(dup)}")
-    rep = PruneReport(depth, max_graphs, before=len(todo),
+    rep = PruneReport(depth, max_graphs, max_growth, before=len(todo),
                       pinned=sorted(pinned & set(names)))
     base = Base()
     kept: list[SubstRule] = []
     t0 = time.perf_counter()
     for i, r in enumerate(todo):
-        c = derivable(r, base, depth, max_graphs)
+        c = derivable(r, base, depth, max_graphs, max_growth)
         rep.graphs += c.graphs
         if c.derivable and r.name not in pinned:
             rep.dropped += 1

@@ -11,7 +11,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .derive import DEFAULT_DEPTH, DEFAULT_MAX_GRAPHS, PruneReport, by_source, prune
+from .derive import (DEFAULT_DEPTH, DEFAULT_MAX_GRAPHS, DEFAULT_MAX_GROWTH, PruneReport,
+                     by_source, prune)
 from .enumerate import Enumerator
 from .prune import (Pair, ac_equal, common_output, common_subgraph, congruent, minimal_costs,
                     noncanonical, orient, renaming_key)
@@ -214,11 +215,12 @@ def generate(max_ops: int = 4, scenarios: Sequence[str] | None = None,
              ops: Sequence[str] | None = None, out: Path | str | None = None, jobs: int = 1,
              seed: int = 0, timeout_ms: int = 5000,
              progress: Progress | None = None, depth: int | None = DEFAULT_DEPTH,
-             max_graphs: int = DEFAULT_MAX_GRAPHS, keep: Sequence[str] = ()
+             max_graphs: int = DEFAULT_MAX_GRAPHS, keep: Sequence[str] = (),
+             max_growth: int | None = DEFAULT_MAX_GROWTH
              ) -> tuple[Report, dict[str, list[SubstRule]]]:
     """Run the whole generator; writes rule files (and the pruning manifest) to ``out`` when
-    given. ``depth``/``max_graphs``/``keep``: the derivability pruning (``derive.prune``; depth
-    None skips it)."""
+    given. ``depth``/``max_graphs``/``keep``/``max_growth``: the derivability pruning
+    (``derive.prune``; depth None skips it)."""
     from .rulefile import loads
 
     say = progress or (lambda s: None)
@@ -302,7 +304,7 @@ def generate(max_ops: int = 4, scenarios: Sequence[str] | None = None,
         t3 = time.perf_counter()
         say(f"derivability pruning of {sum(len(v) for v in by_file.values())} rules")
         kept, rep.derive = prune([r for k in sorted(by_file) for r in by_file[k]], depth,
-                                 max_graphs, keep, progress=say)
+                                 max_graphs, keep, max_growth, progress=say)
         by_file = {k: by_source(kept).get(k, []) for k in by_file}
         rep.wall["derive"] = time.perf_counter() - t3
     rep.kept = sum(len(v) for v in by_file.values())

@@ -49,6 +49,31 @@ ONE_WAY = _rule("t-one-way", ["%0: f32[7,5] = transpose(%x) {perm=(1, 0)}",
                               "%4: f32[5,7] = sub(%y, %y)", "%5: f32[5,7] = add(%3, %4)"], "%5",
                 ["%0: f32[5,7] = relu(%x)"], "%0", XY, "%x: f32[5,7]")
 
+# exp-reduce-transpose: T(sum0(exp x)) = sum1(exp(T x)) follows from sum0(y) = T'(sum1(T y)),
+# T(T'(sum1(T y))) = sum1(T y) and exp(T x) = T(exp x), through a graph of five ops (more than
+# either side)
+X3 = "%x: f32[5,7,11]"
+T = "{perm=(2, 0, 1)}"
+SUM_T = _rule("t-sum-t", [f"%0: f32[11,5,7] = transpose(%x) {T}",
+                          "%1: f32[11,1,7] = reduce_sum(%0) {axes=(1,), keepdims=true}",
+                          "%2: f32[1,7,11] = transpose(%1) {perm=(1, 2, 0)}"], "%2",
+              ["%0: f32[1,7,11] = reduce_sum(%x) {axes=(0,), keepdims=true}"], "%0", X3)
+# T(T'(sum1(T y))) = sum1(T y), used both ways
+T_T = _rule("t-t-t", ["%0: f32[11,5,7] = transpose(%x) {perm=(2, 0, 1)}",
+                      "%1: f32[11,1,7] = reduce_sum(%0) {axes=(1,), keepdims=true}",
+                      "%2: f32[1,7,11] = transpose(%1) {perm=(1, 2, 0)}",
+                      f"%3: f32[11,1,7] = transpose(%2) {T}"], "%3",
+            ["%0: f32[11,5,7] = transpose(%x) {perm=(2, 0, 1)}",
+             "%1: f32[11,1,7] = reduce_sum(%0) {axes=(1,), keepdims=true}"], "%1", X3)
+EXP_T = _rule("t-exp-t", ["%0: f32[5,7,11] = exp(%x)", f"%1: f32[11,5,7] = transpose(%0) {T}"],
+              "%1", [f"%0: f32[11,5,7] = transpose(%x) {T}", "%1: f32[11,5,7] = exp(%0)"], "%1",
+              X3)
+EXP_SUM_T = _rule("t-exp-sum-t", ["%0: f32[5,7,11] = exp(%x)",
+                                  "%1: f32[1,7,11] = reduce_sum(%0) {axes=(0,), keepdims=true}",
+                                  f"%2: f32[11,1,7] = transpose(%1) {T}"], "%2",
+                  [f"%0: f32[11,5,7] = transpose(%x) {T}", "%1: f32[11,5,7] = exp(%0)",
+                   "%2: f32[11,1,7] = reduce_sum(%1) {axes=(1,), keepdims=true}"], "%2", X3)
+
 
 def _rules(*texts: str) -> list[SubstRule]:
     return [r for t in texts for r in loads(t, "t")]
@@ -90,6 +115,18 @@ def test_depth_bounds_the_search() -> None:
     # one rewrite from each side is needed: depth 0 finds nothing (the sides differ)
     kept, rep = prune(_rules(RELU_T2, RELU_T, RELU2), depth=0)
     assert len(kept) == 3 and rep.dropped == 0
+
+
+def test_growth_bounds_the_graphs_passed_through() -> None:
+    base = Base()
+    for r in _rules(T_T, EXP_T, SUM_T):
+        base.add(r)
+    (rule,) = _rules(EXP_SUM_T)
+    assert not derivable(rule, base).derivable  # default: no graph larger than either side
+    c = derivable(rule, base, max_growth=None)
+    assert c.derivable and c.paths == (("t-sum-t~", "t-t-t"), ("t-exp-t~",))
+    assert not derivable(rule, base, max_growth=1).derivable
+    assert derivable(rule, base, max_growth=2).derivable
 
 
 def test_keep_pins_a_derivable_rule() -> None:

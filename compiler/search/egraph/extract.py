@@ -54,10 +54,6 @@ class Flat:
     def ref(self, n: int) -> NodeRef:
         return self.class_ids[self.node_class[n]], self.node_pos[n]
 
-    def label(self, n: int) -> str:
-        cid, i = self.ref(n)
-        return f"e-node {i} of e-class {cid}"
-
     def to_choice(self, chosen: dict[int, int]) -> Choice:
         """Class -> chosen node (integers) as a ``Choice`` of the view."""
         return {self.class_ids[c]: self.node_pos[n] for c, n in chosen.items()}

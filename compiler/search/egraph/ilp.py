@@ -24,8 +24,9 @@ On the pruned e-graph (``extract.pruned``):
 ``scipy``'s ``milp`` takes no initial solution. A warm choice is returned instead of the
 program's when the solver finds nothing, or only a dearer choice, within the time limit
 (``IlpResult.source == "warm"``). A cutoff row (objective <= the warm choice's cost), the part of
-a warm start ``milp`` could take, made HiGHS slower on every synthetic size measured (on 50k
-e-nodes, 11 s to 47 s past a 10 s limit: the dense row slows its presolve), so there is none.
+a warm start ``milp`` could take, was tried and dropped: on the layered synthetic e-graph it made
+HiGHS slower at 10k e-nodes in every run (1.4 -> 1.9 s, 2.4 -> 2.7 s, 4.7 -> 6.3 s) and changed
+nothing at 1k; at 50k-100k both variants stopped at the limit without a choice or overran it.
 """
 from __future__ import annotations
 
@@ -139,7 +140,9 @@ def solve(view: EGraphView, *, time_limit: float = 10.0, warm: Choice | None = N
           rel_gap: float = 1e-6, max_cycles: int = 64) -> IlpResult:
     """The least-cost acyclic choice by the integer program (see the module docstring), within
     ``time_limit`` seconds (the best one found when the limit is reached; HiGHS reads its clock
-    between phases, so a large program can overrun by a few seconds) and a relative gap of
+    between phases: on the layered synthetic e-graph of 50k-100k e-nodes, on a loaded 2-core
+    machine, a 10-20 s limit was overrun by 5 s to 2 minutes before the root LP) and a
+    relative gap of
     ``rel_gap``; ``max_cycles``: see the module docstring. Raises ``ExtractionError`` when a
     root class has no computable e-node or ``warm`` is not a valid choice."""
     t0 = time.perf_counter()

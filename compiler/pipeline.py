@@ -340,20 +340,22 @@ def worst_layers(quant_rep: dict[str, Any], k: int = 3) -> str:
         or "none measured"
 
 
-def search_rules(g: Graph | None = None, mode: str | None = None) -> list[PatternRule]:
+def search_rules(g: Graph | None = None, mode: str | None = None,
+                 target: str | None = None) -> list[PatternRule]:
     """The search's rule set: the generated rules both ways (for ``g``, the directions whose
     left side uses only ops ``g`` has; None: all), then the hand-written search rules of the
     pass modules (``passes/merge_parallel.py``, ``passes/taso_family.py``,
     ``passes/split_heads.py``). ``mode="backtrack"``: without the rules the backtracking search
-    leaves out (``taso_family.NOT_IN_BACKTRACKING``); None or "egraph": all of them."""
+    leaves out (``taso_family.NOT_IN_BACKTRACKING``); None or "egraph": all of them. ``target``:
+    the head-layout rules that target's runtime runs well (``split_heads.rules_for``)."""
     from graphopt.passes.taso_family import NOT_IN_BACKTRACKING, RULES as TASO
     from graphopt.passes.merge_parallel import RULES
-    from graphopt.passes.split_heads import RULES as HEADS
+    from graphopt.passes.split_heads import rules_for
 
     from .search.ruleset import default_rules, graph_ops
 
-    out = (default_rules(ops=None if g is None else graph_ops(g)) + list(RULES) + list(HEADS)
-           + list(TASO))
+    out = (default_rules(ops=None if g is None else graph_ops(g)) + list(RULES)
+           + rules_for(target) + list(TASO))
     if mode == "backtrack":
         out = [r for r in out if r.name not in NOT_IN_BACKTRACKING]
     return out
@@ -392,7 +394,8 @@ def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
         from .search.stage import search_step
 
         g, search_rep = steps.run("search", lambda: search_step(
-            g, target, budget=budget, rules=search_rules(g, search), extra_rules=rules or (),
+            g, target, budget=budget, rules=search_rules(g, search, target),
+            extra_rules=rules or (),
             cost=cost, mode=search, progress=(lambda msg: progress(f"search: {msg}", None))
             if progress else None))
     quant_rep = None

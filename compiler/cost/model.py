@@ -423,7 +423,7 @@ class CostModel:
                     ok = (caps.epilogue and r.epilogues < caps.max_epilogue
                           and ni.out_numel == r.anchor_numel
                           and (caps.epilogue_ops is None or self._restricted_epilogue(
-                              n, ins, ri, region_of, caps.epilogue_ops)))
+                              n, ins, ri, region_of, caps.epilogue_ops, r.nodes[0])))
             elif k == Kind.INJECTIVE:
                 ok = caps.pointwise and rk in (Kind.POINTWISE, Kind.INJECTIVE)
             elif k == Kind.REDUCTION:
@@ -460,9 +460,11 @@ class CostModel:
 
     @staticmethod
     def _restricted_epilogue(n: Node, ins: list[Value], ri: int, region_of: dict[int, int],
-                             ops: frozenset[str]) -> bool:
+                             ops: frozenset[str], anchor: Node) -> bool:
         """Runtimes with a fixed epilogue list (ONNX Runtime CPU: Gemm bias, Conv+activation)
-        fuse only listed ops whose other operands are constants (a bias, a clip bound)."""
+        fuse only listed ops whose other operands are constants (a bias, a clip bound). A bias
+        add joins a matmul only as Gemm's: a 2-D weight and a bias over its columns (ONNX
+        Runtime runs a batched MatMul, e.g. per attention head, and its add as two kernels)."""
         if n.op not in ops:
             return False
         for v in ins:
@@ -470,7 +472,19 @@ class CostModel:
                 continue
             if v.node.op != "constant":
                 return False
+            if n.op == "add" and anchor.op == "matmul" and not _gemm_bias(anchor, v):
+                return False
         return True
+
+
+def _gemm_bias(mm: Node, bias: Value) -> bool:
+    """Whether ``bias`` added to matmul ``mm`` is a Gemm bias: a 2-D weight, and the bias one
+    row over its columns ([N] or [1, ..., 1, N])."""
+    w, b = mm.inputs[1].type, bias.type
+    if not (isinstance(w, TensorType) and isinstance(b, TensorType)) or w.shape is None \
+            or b.shape is None or len(w.shape) != 2:
+        return False
+    return all(d == 1 for d in b.shape[:-1]) and (not b.shape or b.shape[-1] in (1, w.shape[1]))
 
 
 def estimate(g: Graph, device: "Device | str" = "cpu") -> GraphCost:

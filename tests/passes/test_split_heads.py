@@ -151,3 +151,14 @@ def test_mean_taken_before_the_kv_heads_are_repeated() -> None:
     bad = Graph([x], [op("expand", mean, shape=(1, 2, 5, 4))])
     assert _refused(bad, "mean_before_repeat_unreshaped") == [
         "the repeat broadcasts a reduced axis or the reshape does more than insert unit dims"]
+
+
+def test_cpu_target_leaves_out_the_batched_matmul_forms() -> None:
+    from graphopt.passes.split_heads import BATCHED, rules_for
+
+    assert BATCHED and {r.name for r in rules_for("h100")} == set(BY_NAME)
+    cpu = {r.name for r in rules_for("cpu")}
+    assert not cpu & BATCHED
+    assert {"heads_through_split3", "mean_before_repeat"} <= cpu
+    names = {r.name for r in search_rules(_qkv_block(), target="cpu")}
+    assert "heads_through_split3" in names and not names & BATCHED

@@ -148,6 +148,8 @@ def _refine(ch: Choice, cost: float, sat: "Saturated", enc: object, model: _Mode
     while improved and time.perf_counter() < deadline:
         improved = False
         for cls in sorted(ch):
+            if improved:  # ch changed: start a new pass over its classes
+                break
             for i in range(len(sat.view.classes[cls])):
                 if i == ch[cls] or time.perf_counter() >= deadline:
                     continue

@@ -108,7 +108,7 @@ def backtrack(g: Graph, rules: "Sequence[PatternRule] | Matcher", cost: Callable
     return SearchResult(st.best, st.best_cost, st.c0, applied, budget.expanded, budget.explored,
                         time.perf_counter() - st.t0, st.stopped, rejected=st.rejected,
                         failed_checks=dict(matcher.failures), tried=st.tried,
-                        refused=st.refused)
+                        refused=st.refused, best_delta=st.best_delta)
 
 
 class _State:
@@ -129,6 +129,7 @@ class _State:
         self.rejected: dict[str, int] = {}
         self.tried: dict[str, int] = {}  # rewrites priced, per rule
         self.refused: dict[tuple[str, str], int] = {}  # rewrites refused, per (rule, reason)
+        self.best_delta: dict[str, float] = {}  # least cost change of a rewrite, per rule
         self.stopped = "exhausted"
         self.since_better = 0  # expansions since the best graph last improved
 
@@ -210,6 +211,8 @@ class _State:
                 if priced is None:
                     continue
                 est, ng, later = priced
+                if est - c < self.best_delta.get(r.name, float("inf")):
+                    self.best_delta[r.name] = est - c
                 if est < self.alpha * self.best_cost:
                     heapq.heappush(queue, (est, -len(npath), next(self.tie), ng, later, npath))
                 else:

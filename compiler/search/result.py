@@ -26,6 +26,9 @@ class SearchResult:
     tried: dict[str, int] = field(default_factory=dict)
     # matches whose rewrite the search refused, per (rule, reason): "cycle", "no-op", "rhs: ..."
     refused: dict[tuple[str, str], int] = field(default_factory=dict)
+    # per rule, the least estimated cost change (seconds) of a rewrite it made, over the graph
+    # it rewrote (the lazy pricing's estimate; the exact one's cost when built at once)
+    best_delta: dict[str, float] = field(default_factory=dict)
 
     @property
     def speedup(self) -> float:

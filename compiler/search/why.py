@@ -6,7 +6,7 @@ result (``search_step``'s ``why_not`` entry, ``format_search``'s short form).
   could not be built), per (rule, reason), with the count of places;
 * not cheaper: rewrites that were built and priced but are not on the path to the best graph
   (the cost model found them no cheaper, or a cheaper graph was found another way), per rule,
-  with the count of rewrites tried;
+  with the count of rewrites tried and the least estimated cost change of one (microseconds);
 * unmatched: how many rules of the set never matched at all;
 * absent ops: the generated rule directions that were not even loaded because their left side
   uses ops the graph lacks (``ruleset.default_rules(ops=...)``), and, for those one op short,
@@ -33,13 +33,17 @@ def why_not(res: SearchResult, rules: Sequence[Rule], g: Graph,
             refused[k] = refused.get(k, 0) + v
     rows = [{"rule": r, "reason": why, "count": n}
             for (r, why), n in sorted(refused.items(), key=lambda kv: (-kv[1], kv[0]))]
-    not_cheaper = [{"rule": r, "tried": n} for r, n in
-                   sorted(res.tried.items(), key=lambda kv: (-kv[1], kv[0]))
+    not_cheaper = [{"rule": r, "tried": n, "best_delta_us": _us(res.best_delta.get(r))}
+                   for r, n in sorted(res.tried.items(), key=lambda kv: (-kv[1], kv[0]))
                    if r not in res.applied]
     seen = {r for r, _ in refused} | set(res.tried)
     return {"refused": rows, "not_cheaper": not_cheaper,
             "unmatched": sum(1 for r in rules if r.name not in seen),
             "absent_ops": absent_ops(g, generated_dir)}
+
+
+def _us(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1e6, 3)
 
 
 def absent_ops(g: Graph, generated_dir: Any = None, top: int = 8) -> dict[str, Any]:
@@ -74,6 +78,7 @@ def format_why_not(w: dict[str, Any]) -> str:
         parts.append("refused: " + short([f"{r['rule']} ({r['reason']}) x{r['count']}"
                                           for r in w["refused"]]))
     if w["not_cheaper"]:
-        parts.append("not cheaper: " + short([f"{r['rule']} x{r['tried']}"
-                                              for r in w["not_cheaper"]]))
+        parts.append("not cheaper: " + short([f"{r['rule']} x{r['tried']}" + (
+            f" ({r['best_delta_us']:+.2f} us at best)" if r.get("best_delta_us") is not None
+            else "") for r in w["not_cheaper"]]))
     return "; ".join(parts)

@@ -171,6 +171,7 @@ def search(g: Graph, rules: Sequence[PatternRule], cost: Callable[[Graph], float
     rejected: dict[str, int] = {}
     tried: dict[str, int] = {}
     refused: dict[tuple[str, str], int] = {}
+    best_delta: dict[str, float] = {}
     n_windows = reused = 0
     stopped = "exhausted"
     cur = g
@@ -209,6 +210,8 @@ def search(g: Graph, rules: Sequence[PatternRule], cost: Callable[[Graph], float
                         tried[k] = tried.get(k, 0) + v
                     for kr, v in res.refused.items():
                         refused[kr] = refused.get(kr, 0) + v
+                    for k, d in res.best_delta.items():
+                        best_delta[k] = min(best_delta.get(k, d), d)
                     for k, v in res.applied.items():
                         applied[k] = applied.get(k, 0) + v
                     if res.stopped != "exhausted":
@@ -235,7 +238,7 @@ def search(g: Graph, rules: Sequence[PatternRule], cost: Callable[[Graph], float
         rejected["whole-graph-worse"] = rejected.get("whole-graph-worse", 0) + 1
     return SearchResult(cur, final, c0, applied, budget.expanded, budget.explored,
                         time.perf_counter() - t0, stopped, n_windows, reused, rejected,
-                        dict(matcher.failures), tried, refused)
+                        dict(matcher.failures), tried, refused, best_delta)
 
 
 def _used_outside(g: Graph, parts: list[list[Node]]) -> set[tuple[int, int]]:

@@ -56,6 +56,8 @@ def test_report_names_refused_and_not_cheaper_rules() -> None:
     assert all(r["count"] >= 1 for r in w["refused"])
     tried = {r["rule"]: r["tried"] for r in w["not_cheaper"]}
     assert tried.get("double_neg", 0) >= 1
+    delta = {r["rule"]: r["best_delta_us"] for r in w["not_cheaper"]}
+    assert delta["double_neg"] is not None and delta["double_neg"] >= 0  # never cheaper
     assert "heads_of_split3_matmul_bias" not in tried  # applied: not listed as not cheaper
     # heads_of_matmul and its variants never match here (the projection is split first)
     assert 1 <= w["unmatched"] < len(HEADS) + 1
@@ -80,6 +82,10 @@ def test_short_form_keeps_three_of_each() -> None:
          "not_cheaper": [], "unmatched": 0, "absent_ops": {}}
     assert format_why_not(w) == "refused: r0 (no) x5, r1 (no) x4, r2 (no) x3 +2 more"
     assert format_why_not({**w, "refused": []}) == ""
+    nc = [{"rule": "a", "tried": 4, "best_delta_us": 0.5}, {"rule": "b", "tried": 1,
+                                                           "best_delta_us": None}]
+    assert format_why_not({**w, "refused": [], "not_cheaper": nc}) == \
+        "not cheaper: a x4 (+0.50 us at best), b x1"
 
 
 def test_windowed_search_adds_up_the_windows() -> None:

@@ -3,6 +3,7 @@ and atomic writes. Shared by the ONNX frontend (``onnx.py``) and exporter (``onn
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import tempfile
@@ -339,20 +340,27 @@ def _external_const(t: "onnx.TensorProto", dt: DType, shape: tuple[int, ...],
                      external=(str(path), offset, length), file=fh)
 
 
+class DataFile(io.FileIO):
+    """A data file held open by the constants read from it, closed when the last one goes."""
+
+    def __del__(self) -> None:
+        self.close()
+
+
 # the data files constants were found in, open while a constant reads from them, by path and
 # identity: a file replaced at its path is a new entry, the old one still read by its constants
-_open_files: "weakref.WeakValueDictionary[tuple[str, int, int, int, int], BinaryIO]" = \
+_open_files: "weakref.WeakValueDictionary[tuple[str, int, int, int, int], DataFile]" = \
     weakref.WeakValueDictionary()
 
 
-def shared_file(path: Path) -> BinaryIO:
+def shared_file(path: Path) -> DataFile:
     """``path`` opened for reading, one file object for all constants of the same file (as it
     is now: its device, inode, size and modification time)."""
     st = path.stat()
     key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     fh = _open_files.get(key)
     if fh is None:
-        fh = open(path, "rb")
+        fh = DataFile(path, "rb")
         _open_files[key] = fh
     return fh
 
@@ -436,7 +444,7 @@ class MemorySink:
         return len(self.parts) - 1, sum(len(c) for c in got)
 
 
-def _read_chunks(src: "str | BinaryIO", offset: int, length: int, chunk: int = 1 << 24
+def _read_chunks(src: "str | DataFile", offset: int, length: int, chunk: int = 1 << 24
                  ) -> Any:
     """``length`` bytes at ``offset`` of a file (a path, or an open file read at absolute
     positions), in chunks."""
@@ -457,7 +465,7 @@ def _read_chunks(src: "str | BinaryIO", offset: int, length: int, chunk: int = 1
         raise ExportError(f"cannot read external data {name!r}: {e}") from None
 
 
-def _file_view(src: "str | BinaryIO", offset: int, length: int) -> memoryview:
+def _file_view(src: "str | DataFile", offset: int, length: int) -> memoryview:
     """``length`` bytes at ``offset`` of a file as a read-only view of its memory map."""
     import mmap
 

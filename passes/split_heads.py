@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from graphopt.ir.node import Node, Value, op as build, op_multi
+from graphopt.ir.node import Value, op as build, op_multi
 from graphopt.ir.types import TensorType, dim_product
 from graphopt.rewrite.match import Match, MatchFail
 from graphopt.rewrite.passes import RewritePass

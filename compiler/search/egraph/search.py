@@ -21,6 +21,7 @@ from .view import Choice, EGraphView
 
 DEFAULT_MAX_RULES = 400  # generated rule directions per e-graph (egglog holds ~1.4 MB a rule)
 DEFAULT_ILP_LIMIT = 10.0  # seconds for the integer program of one e-graph
+DEFAULT_ROUNDS = 2  # e-graphs per (window of a) graph, each over the last one's result
 EGRAPH_WINDOW = 160  # ops per e-graph for large graphs (as the backtracking search's windows)
 
 
@@ -211,6 +212,7 @@ def egraph_search(g: Graph, rules: Sequence[object], cost: Callable[[Graph], flo
                   time_limit: float = DEFAULT_TIME_LIMIT, extract: str = "both",
                   max_rules: int = DEFAULT_MAX_RULES, ilp_limit: float = DEFAULT_ILP_LIMIT,
                   window: int = EGRAPH_WINDOW, savings: bool = True, refine: bool = True,
+                  rounds: int = DEFAULT_ROUNDS,
                   progress: Callable[[str], None] | None = None) -> SearchResult:
     """Equality saturation search of ``g`` under ``rules`` (the backtracking search's list).
 
@@ -222,7 +224,9 @@ def egraph_search(g: Graph, rules: Sequence[object], cost: Callable[[Graph], flo
     e-nodes, the ILP what is left of its share. ``extract``: "greedy", "ilp" or "both".
     ``savings``: price fused (producer, consumer) pairs for the extraction (the model's
     fusion, which per-node costs cannot see). ``refine``: improve the best extraction by hill
-    climbing on the whole-graph model until the e-graph's share of the budget is spent. The
+    climbing on the whole-graph model until the e-graph's share of the budget is spent.
+    ``rounds``: e-graphs in turn, each over the previous one's best graph, while one improves
+    (the rules applied in Python match only the graph an e-graph starts from). The
     result's ``explored`` counts e-nodes (summed over windows), ``expanded`` saturation
     iterations; ``stopped`` is the last window's saturation stop reason (or "time" when the
     budget ran out before a window); ``rejected`` counts which extraction won per e-graph
@@ -242,22 +246,32 @@ def egraph_search(g: Graph, rules: Sequence[object], cost: Callable[[Graph], flo
     stopped = "saturated"
 
     def run(h: Graph, share: float) -> Graph:
+        """``rounds`` e-graphs in turn, each over the last one's best graph (so rules applied
+        in Python see what the previous round made), while a round improves."""
         nonlocal enodes, iterations, stopped, n_windows
-        out, used, st, won = _one(h, rules, model, node_limit=node_limit,
-                                  time_limit=min(time_limit, share / 2), extract=extract,
-                                  max_rules=max_rules, ilp_limit=ilp_limit,
-                                  deadline=time.perf_counter() + share,
-                                  savings=savings, refine=refine, progress=progress)
-        n_windows += 1
-        enodes += st.enodes
-        iterations += st.iterations
-        stopped = st.stopped
-        tally["won:" + won] = tally.get("won:" + won, 0) + 1
-        if st.unpriced:
-            tally["unpriced-enodes"] = tally.get("unpriced-enodes", 0) + st.unpriced
-        for k, v in used.items():
-            applied[k] = applied.get(k, 0) + v
-        return out
+        end = time.perf_counter() + share
+        for k in range(rounds):
+            part = (end - time.perf_counter()) / (rounds - k)
+            if part <= 0:
+                break
+            out, used, st, won = _one(h, rules, model, node_limit=node_limit,
+                                      time_limit=min(time_limit, part / 2), extract=extract,
+                                      max_rules=max_rules, ilp_limit=ilp_limit,
+                                      deadline=time.perf_counter() + part,
+                                      savings=savings, refine=refine, progress=progress)
+            n_windows += 1
+            enodes += st.enodes
+            iterations += st.iterations
+            stopped = st.stopped
+            tally["won:" + won] = tally.get("won:" + won, 0) + 1
+            if st.unpriced:
+                tally["unpriced-enodes"] = tally.get("unpriced-enodes", 0) + st.unpriced
+            for r, v in used.items():
+                applied[r] = applied.get(r, 0) + v
+            if out is h:
+                break
+            h = out
+        return h
 
     ops = [n for n in g.nodes if n.op not in ("input", "constant")]
     if len(ops) <= window:

@@ -6,9 +6,9 @@
 One table: for each model, the estimated saving (fusion-aware cost model of ``--target``) and
 search time of backtracking (graphs explored) and of the e-graph mode (e-nodes, saturation
 iterations, why saturation stopped, e-graphs / windows reused), the rules applied by each, and
-Tensat's published saving for reference. Both searches get the same rule list
-(``graphopt.pipeline.search_rules``) and budget; each model is searched by both modes one after
-the other in this process.
+Tensat's published saving for reference. Each search gets its mode's rule list
+(``graphopt.pipeline.search_rules(g, mode, target)``) and the same budget; each model is
+searched by both modes one after the other in this process.
 """
 from __future__ import annotations
 
@@ -52,9 +52,9 @@ def main() -> None:
     for name in a.models.split(","):
         g = build[name]()
         ops = sum(1 for n in g.nodes if n.op not in ("input", "constant"))
-        rules = search_rules(g)
         row = {}
         for mode in ("backtrack", "egraph"):
+            rules = search_rules(g, mode, a.target)
             t = time.perf_counter()
             _, rep = search_step(g, a.target, rules=rules, budget=a.budget, mode=mode,
                                  egraph=opts if mode == "egraph" else None)

@@ -202,3 +202,19 @@ def test_python_only_rule_is_seeded() -> None:
     res = egraph_search(g, [r], MODEL, budget=5)
     assert res.applied == {"distribute": 1}
     assert res.graph.op_counts()["matmul"] == 1
+
+
+def test_windows_of_a_larger_graph() -> None:
+    from bench.taso_models import TINY
+    from graphopt.pipeline import search_rules
+    from graphopt.search.egraph.search import egraph_search
+
+    g = TINY["nasrnn"]()
+    rules = [r for r in search_rules(g, "egraph") if r.kind != "generated"]
+    res = egraph_search(g, rules, MODEL, budget=6, window=40, refine=False)
+    assert res.windows > 1
+    assert res.cost <= res.initial_cost
+    args = [np.random.default_rng(1).standard_normal(t.shape).astype(np.float32)
+            for t in g.input_types]
+    for a, b in zip(run(g, *args), run(res.graph, *args)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -16,6 +16,12 @@ On the pruned e-graph (``extract.pruned``):
   and much tighter than order variables: most parts are a class and its reshuffle, a 2-cycle).
   A part with more gets Tensat's order variables: ``t_c`` in ``[0, S-1]`` per class of a part
   of ``S`` classes and ``t_c - t_k >= 1 - S (1 - x_n)`` for e-node ``n`` of ``c`` reading ``k``;
+* grounding, for each cyclic part and each enumerated cycle of more than two classes: a class
+  of the group is computed only as far as some e-node of the group reading nothing inside it
+  is chosen (``z_c <= e``, ``e <= sum x`` of those exits). An acyclic choice restricted to the
+  group has a sink, so this holds for every answer; without it the relaxation computes a class
+  from a cycle of thirds of views with no input below (tiny BERT: a root LP bound of 3
+  launches against 28);
 * fusion savings: ``y <= x_a``, ``y <= x_b`` per pair, ``-saving * y`` in the objective; with
   savings, a computed non-root class needs a chosen reader (``z_c <= sum x`` of its readers), so
   an unreached pair cannot buy its saving (the same when some e-node costs less than 0);
@@ -155,7 +161,8 @@ def solve(view: EGraphView, *, time_limit: float = 10.0, warm: Choice | None = N
     n_x, n_c, n_y = f.n_nodes, len(f.members), len(f.savings)
     cycles: list[list[int]] = []
     parts: list[list[int]] = []  # those with too many cycles: order variables
-    for p in cyclic_parts(f):
+    all_parts = cyclic_parts(f)
+    for p in all_parts:
         found = part_cycles(f, p, max_cycles)
         if found is None:
             parts.append(p)
@@ -167,7 +174,9 @@ def solve(view: EGraphView, *, time_limit: float = 10.0, warm: Choice | None = N
     for p in parts:
         for c in p:
             t_col[c] = base + len(t_col)
-    n_vars = base + len(t_col)
+    grounded = [p for p in all_parts if len(p) > 2] + [c for c in cycles if len(c) > 2]
+    e_base = base + len(t_col)
+    n_vars = e_base + len(grounded)
     scale = max([abs(x) for x in f.cost] + [abs(s) for s in f.savings.values()] + [1e-30])
 
     obj = np.zeros(n_vars)
@@ -198,6 +207,12 @@ def solve(view: EGraphView, *, time_limit: float = 10.0, warm: Choice | None = N
                      -np.inf, 0.0)
     for c, k in implied(f):
         rows.add([(n_x + c, 1.0), (n_x + k, -1.0)], -np.inf, 0.0)
+    for i, group in enumerate(grounded):  # a computed class of the group: some exit chosen
+        inside = set(group)
+        exits = [n for c in group for n in f.members[c] if inside.isdisjoint(f.kids[n])]
+        rows.add([(e_base + i, 1.0)] + [(n, -1.0) for n in exits], -np.inf, 0.0)
+        for c in group:
+            rows.add([(n_x + c, 1.0), (e_base + i, -1.0)], -np.inf, 0.0)
     for cyc in cycles:  # not every edge of a cycle: at most len - 1 of them chosen
         if len(cyc) > 2:  # a 2-cycle is already excluded by the rows above
             terms = [(n, 1.0) for c, k in zip(cyc, cyc[1:] + cyc[:1]) for n in f.members[c] if k in f.kids[n]]

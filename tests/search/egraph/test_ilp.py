@@ -37,6 +37,31 @@ def test_cheap_back_edge_is_not_taken() -> None:
     assert res.choice == {"x": 0, "a": 0, "b": 1, "r": 0} and res.cost == 5.0
 
 
+def test_cycle_of_free_views_is_grounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """a, b, c are views of each other around a 3-cycle, each also computable for 5; d is any of
+    them. Every acyclic answer pays 5 once, and the relaxation pays at least a third of it:
+    without grounding it takes a third of each view and nothing else (the cost of r alone)."""
+    real = ilp_mod.milp
+    relaxed: list[float] = []
+
+    def both(c: np.ndarray, *, integrality: np.ndarray, **kwargs: object) -> object:
+        relaxed.append(real(c, integrality=np.zeros_like(integrality), **kwargs).fun)
+        return real(c, integrality=integrality, **kwargs)
+
+    monkeypatch.setattr(ilp_mod, "milp", both)
+    v = EGraphView({
+        "x": [ENode("in", (), 0.0)],
+        "a": [ENode("view", ("b",), 0.0), ENode("real", ("x",), 5.0)],
+        "b": [ENode("view", ("c",), 0.0), ENode("real", ("x",), 5.0)],
+        "c": [ENode("view", ("a",), 0.0), ENode("real", ("x",), 5.0)],
+        "d": [ENode("t", ("a",), 0.0), ENode("t", ("b",), 0.0), ENode("t", ("c",), 0.0)],
+        "r": [ENode("out", ("d",), 1.0)],
+    }, ["r"])
+    res = solve(v)
+    assert res.optimal and res.cost == 6.0
+    assert relaxed[0] * 5.0 >= 1.0 + 5.0 / 3.0 - 1e-6  # the objective is scaled by the dearest e-node
+
+
 def test_no_order_variables_without_cycles() -> None:
     v = merge_view()
     res = solve(v)

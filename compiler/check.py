@@ -279,16 +279,6 @@ def run_onnx(model: Any, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     return cached_run(model, feeds, lambda: run_session(onnx_session(model), feeds))
 
 
-def prefetch_onnx(model: Any, feeds: Mapping[str, np.ndarray]) -> bool:
-    """Start ``run_onnx(model, feeds)`` of a model file in a background thread
-    (``check_cache.prefetch``): the check's run of the original then waits for it. False when
-    nothing was started (not a file, inputs that are not plain arrays, already known)."""
-    from .check_cache import prefetch
-
-    own = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in feeds.items()}
-    return prefetch(model, own, lambda: run_session(onnx_session(model), own))
-
-
 def run_graph(g: Graph, feeds: Mapping[str, np.ndarray], backend: str = "numpy"
               ) -> list[np.ndarray]:
     """Run an IR graph: ``numpy`` (reference interpreter), ``onnx`` (export + ONNX Runtime) or

@@ -1,34 +1,26 @@
 """The outputs of an ONNX model file run in ONNX Runtime, remembered for the same file and the
 same inputs, so the check of a large model runs the original once (``check.run_onnx``: the
 optimizer's check, the tensor-parallel check of every rank, a second ``optimize`` of the same
-file). ``prefetch`` starts that run in a background thread as soon as the inputs are known
-(``check.prefetch_onnx``, called by the pipeline after loading), so ONNX Runtime loads and runs
-the original while the optimizer rewrites the graph.
+file).
 
 A run is reused only when both keys match exactly: the model file as it is now (its path,
-device, inode, size and modification time, its bytes when small, and the same of every external
-data file it names) and the inputs (each one's name, dtype, shape and bytes). Models given as bytes or protos, and
-inputs or outputs that are not plain arrays (strings, sequences, maps), are never remembered.
+device, inode, size and modification time, its bytes when small, and the same of every
+external data file it names) and the inputs (each one's name, dtype, shape and bytes). Models
+given as bytes or protos, and inputs or outputs that are not plain arrays (strings, sequences,
+maps), are never remembered.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 KEEP = 4  # runs remembered (the most recent)
-# outputs by (model key, feeds key); a Future while a prefetched run is under way
-_runs: "OrderedDict[tuple[Any, ...], list[np.ndarray] | Future[list[Any]]]" = OrderedDict()
-_lock = threading.Lock()
-_pool: list[ThreadPoolExecutor] = []  # one worker, made on first prefetch
-
-
+_runs: "OrderedDict[tuple[Any, ...], list[np.ndarray]]" = OrderedDict()  # by (model, feeds)
 HASH_BYTES = 1 << 26  # files up to this size are identified by their content too
 
 
@@ -85,63 +77,30 @@ def _key(model: Any, feeds: Mapping[str, Any]) -> tuple[Any, ...] | None:
 
 
 def _remember(key: tuple[Any, ...], outs: list[Any]) -> None:
-    """Keep ``outs`` (read-only) under ``key`` when they are all arrays, else forget the key."""
-    with _lock:
-        if not all(isinstance(o, np.ndarray) for o in outs):
-            _runs.pop(key, None)
-            return
-        for o in outs:
-            o.flags.writeable = False
-        _runs[key] = list(outs)
-        _runs.move_to_end(key)
-        while len(_runs) > KEEP:
-            _runs.popitem(last=False)
+    """Keep ``outs`` (read-only) under ``key`` when they are all arrays."""
+    if not all(isinstance(o, np.ndarray) for o in outs):
+        return
+    for o in outs:
+        o.flags.writeable = False
+    _runs[key] = list(outs)
+    while len(_runs) > KEEP:
+        _runs.popitem(last=False)
 
 
 def cached_run(model: Any, feeds: Mapping[str, Any],
                run: Callable[[], list[Any]]) -> list[Any]:
     """``run()`` (the model's outputs on ``feeds``), or the outputs of an earlier run of the same
-    model file on the same inputs (waited for while a ``prefetch`` of it is under way; a
-    prefetch that failed is run again here, so its error is raised to this caller).
-    Remembered outputs are read-only arrays."""
+    model file on the same inputs. Remembered outputs are read-only arrays."""
     key = _key(model, feeds)
     if key is None:
         return run()
-    with _lock:
-        hit = _runs.get(key)
-    if isinstance(hit, Future):
-        try:
-            outs = hit.result()
-        except Exception:  # noqa: BLE001 -- raised again by the caller's own run below
-            with _lock:
-                _runs.pop(key, None)
-            return run()
-        _remember(key, outs)
-        return list(outs)
+    hit = _runs.get(key)
     if hit is not None:
-        with _lock:
-            _runs.move_to_end(key)
+        _runs.move_to_end(key)
         return list(hit)
     outs = run()
     _remember(key, outs)
     return outs
-
-
-def prefetch(model: Any, feeds: Mapping[str, Any], run: Callable[[], list[Any]]) -> bool:
-    """Start ``run()`` in a background thread, remembered under the model's and inputs' keys, so
-    that a later ``cached_run`` of the same waits for it instead of running again (ONNX Runtime
-    loads and runs the original while the optimizer works). False when the model or the
-    inputs cannot be remembered (nothing started) or the run is known already."""
-    key = _key(model, feeds)
-    if key is None:
-        return False
-    with _lock:
-        if key in _runs:
-            return False
-        if not _pool:
-            _pool.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="graphopt-check"))
-        _runs[key] = _pool[0].submit(run)
-    return True
 
 
 def clear() -> None:

@@ -307,20 +307,6 @@ def raise_opset_for_fused_ops(g: Graph) -> Graph:
     return Graph(g.inputs, g.outputs, g.output_names, g.name, replace(g.meta, opsets=opsets))
 
 
-def prefetch_original(src: Source, original: Graph, inputs: Any) -> None:
-    """Start ONNX Runtime's run of an ONNX source on the check's inputs in a background thread
-    (``check.prefetch_onnx``): it loads and runs while the graph is rewritten, and the check
-    takes its outputs. Inputs that cannot be made or read start nothing: the check itself
-    reports them, in its place."""
-    from .check import prefetch_onnx
-
-    try:
-        feeds = check_feeds(src, original, inputs)
-    except Exception:  # noqa: BLE001 -- raised again by the check, where it belongs
-        return
-    prefetch_onnx(src.model, feeds)
-
-
 def check_feeds(src: Source, original: Graph, inputs: Any) -> dict[str, Any]:
     """The inputs ``check_against`` runs on, as numpy arrays by input name."""
     from .check import coerce_inputs
@@ -375,8 +361,6 @@ def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
     original = steps.run("load", lambda: lift(src, dynamic=kv_cache is not None,
                                               fold_initializer_inputs=fold_initializer_inputs))
     steps.run("verify", lambda: verify(original))
-    if check and src.kind == "onnx":
-        prefetch_original(src, original, inputs)
     pipe = Pipeline(resolve_passes(passes), name="simplify", fixed_point=True,
                     progress=(lambda p, it: progress(f"simplify: {p} (round {it})", None))
                     if progress else None)

@@ -103,34 +103,6 @@ def test_a_small_file_rewritten_with_its_old_times_runs_again(
     assert np.all(check.run_onnx(str(p), {"x": x})[0] == 12.0)
 
 
-def test_prefetch_is_waited_for_and_a_failed_one_runs_again(tmp_path: Path) -> None:
-    import threading
-
-    p = _model(1.0, False, tmp_path)
-    x = {"x": np.ones((2, 4), np.float32)}
-    go, calls = threading.Event(), []
-
-    def slow() -> list[Any]:
-        go.wait(5)
-        calls.append("prefetch")
-        return [np.zeros(3)]
-
-    assert check_cache.prefetch(str(p), x, slow)
-    assert not check_cache.prefetch(str(p), x, slow)  # under way already
-    go.set()
-    got = check_cache.cached_run(str(p), x, lambda: calls.append("again") or [np.ones(3)])
-    assert calls == ["prefetch"] and np.array_equal(got[0], np.zeros(3))
-
-    def broken() -> list[Any]:
-        raise RuntimeError("ONNX Runtime refused")
-
-    y = {"x": np.full((2, 4), 2.0, np.float32)}
-    assert check_cache.prefetch(str(p), y, broken)
-    with pytest.raises(ValueError, match="the caller's own"):
-        check_cache.cached_run(str(p), y, lambda: (_ for _ in ()).throw(
-            ValueError("the caller's own run")))
-
-
 def test_optimize_runs_the_original_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                          ) -> None:
     import graphopt
@@ -138,7 +110,7 @@ def test_optimize_runs_the_original_once(tmp_path: Path, monkeypatch: pytest.Mon
     p = _model(1.0, False, tmp_path)
     s = Sessions(monkeypatch)
     graphopt.optimize(str(p), target="cpu", budget=0)
-    assert s.n == 2  # the original (prefetched while the graph is rewritten), the result
+    assert s.n == 2  # the original, the result
     s.n = 0
     graphopt.optimize(str(p), target="cpu", budget=0)
     assert s.n == 1  # the same file, the same generated inputs: only the result runs

@@ -1,4 +1,5 @@
-"""Reading an ONNX file without its large inline weights.
+"""Reading an ONNX file without its large inline weights, and writing a serialized model whose
+weights never entered its proto.
 
 A model file with its weights inline (``raw_data`` of the graph's initializers) is mostly those
 bytes. ``read_mapped`` parses everything else and turns each large inline initializer into an
@@ -6,10 +7,14 @@ external-data reference to the model file itself (its ``raw_data``'s offset and 
 so the weights are memory-mapped when something reads them (``onnx_io.tensor_to_const``) and the
 model proto the frontend checks, shape-infers and walks is small.
 
+``inline_parts`` is the way back for the exporter (``onnx_export.to_bytes``): a model built and
+serialized with its large tensors set aside as placeholders gets their bytes as ``raw_data``,
+giving exactly the bytes protobuf writes for the model holding them.
+
 Protobuf's Python API does not say where a field's bytes lie, so the few fields on the way to
 ``raw_data`` are found by reading the wire format (tag varint, then the field's payload):
 ``ModelProto.graph`` (7) -> ``GraphProto.initializer`` (5) -> ``TensorProto.raw_data`` (9).
-Every other byte is parsed by protobuf itself.
+Every other byte is parsed (or serialized) by protobuf itself.
 """
 from __future__ import annotations
 
@@ -93,7 +98,7 @@ class Mapped(NamedTuple):
     length: int
 
 
-def _initializer(buf: mmap.mmap, f: Field, min_bytes: int, numpy_types: frozenset[int]
+def _initializer(buf: "bytes | mmap.mmap", f: Field, min_bytes: int, numpy_types: frozenset[int]
                  ) -> tuple[bytes, tuple[int, int] | None]:
     """The TensorProto bytes of one initializer field, without its raw data when that is
     mapped, and the data's (offset, length) in the file (None: parsed whole)."""

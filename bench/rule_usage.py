@@ -2,10 +2,12 @@
 
     python -m bench.rule_usage --out usage.json                 # the shipped rules
     python -m bench.rule_usage --rules DIR --compare OTHER_DIR  # two rule sets side by side
+    python -m bench.rule_usage --transformers bert,gpt2,llama,vit --exporters torchscript
 
-For each model of ``bench.taso_models.MODELS`` and each target, runs ``search_step`` with the
-generated rules of ``--rules`` (default: the shipped set) plus the hand-written search rules
-(``passes/merge_parallel.RULES``), as ``pipeline.search_rules`` assembles them, under the budget
+For each model of ``bench.taso_models.MODELS`` (and with ``--transformers``, each transformers
+export of ``bench/cost_search.py``'s configs, after the pipeline's simplify and fuse steps) and
+each target, runs ``search_step`` with the generated rules of ``--rules`` (default: the shipped
+set) in place of the shipped ones in ``pipeline.search_rules``, under the budget
 ``bench/cost_search.py`` uses (wall-clock seconds and a patience counted in expansions: a search
 that stops for patience, as the benchmarks' do, is deterministic; one the clock stops is marked
 ``time``). Prints the estimated saving and the
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,9 +37,10 @@ def run(g: Graph, target: str, rules_dir: Path, budget: float, patience: int
         ) -> dict[str, Any]:
     """One search of ``g`` for ``target`` with the generated rules of ``rules_dir`` and the
     hand-written search rules: saving, time, graphs and the generated rules applied."""
-    from graphopt.passes.merge_parallel import RULES
+    from graphopt.pipeline import search_rules
 
-    rules = default_rules(rules_dir, ops=graph_ops(g)) + list(RULES)
+    hand = [r for r in search_rules(g, "backtrack", target) if r.kind != "generated"]
+    rules = default_rules(rules_dir, ops=graph_ops(g)) + hand
     generated = {e.name for e in scan(rules_dir)}
     t0 = time.perf_counter()
     b = Budget(seconds=budget, max_graphs=None, patience=patience)
@@ -51,6 +55,30 @@ def run(g: Graph, target: str, rules_dir: Path, budget: float, patience: int
                                          if k.rstrip("~") in generated})}
 
 
+def transformer_graphs(names: list[str], exporters: list[str], target: str, workdir: Path
+                       ) -> dict[str, Graph]:
+    """The transformers exports (``bench/cost_search.py``'s configs) as the pipeline hands them
+    to the search for ``target``: loaded, simplified and fused."""
+    import warnings
+
+    from bench.cost_search import TRANSFORMER_CONFIGS
+    from bench.export_transformers import export
+    from graphopt.pipeline import resolve_source, run as pipeline_run
+
+    out = {}
+    for name in names:
+        for exp in exporters:
+            src = workdir / f"{name}_{exp}.onnx"
+            if not src.exists():
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    export({"bert": "bert-base"}.get(name, name), str(src),
+                           dynamo=exp == "dynamo", trained_like=True, **TRANSFORMER_CONFIGS[name])
+            out[f"{name}-{exp}"] = pipeline_run(resolve_source(str(src)), target, budget=0,
+                                          check=False).graph
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(MODELS))
@@ -61,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rules", default=str(RULES_DIR), help="generated rule directory")
     p.add_argument("--compare", default=None, help="a second rule directory to compare with")
     p.add_argument("--out", default=None, help="write the usage (and savings) as JSON here")
+    p.add_argument("--transformers", default="",
+                   help="also these transformers exports (bert,gpt2,llama,vit)")
+    p.add_argument("--exporters", default="torchscript", help="torchscript,dynamo")
+    p.add_argument("--workdir", default=None, help="where the exports are kept (default: temp)")
     a = p.parse_args(argv)
     models = [m for m in a.models.split(",") if m]
     targets = [t for t in a.targets.split(",") if t]
@@ -80,18 +112,28 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(head))
     results: list[dict[str, Any]] = []
     used: set[str] = set()
+
+    def rows(label: str, g: Graph, t: str) -> None:
+        runs = [run(g, t, d, a.budget, a.patience) for d in dirs]
+        results.append({"model": label, "target": t, "runs": runs})
+        used.update(runs[0]["generated_applied"])
+        print(f"{label:13s} {t:6s}" + "".join(
+            f" {100 * r['saving']:8.1f}% {r['seconds']:6.1f} {len(r['generated_applied']):8d}"
+            + ("*" if r["stopped"] == "time" else "") for r in runs))
+        sys.stdout.flush()
+
     for name in models:
         g = MODELS[name]()
         for t in targets:
-            runs = [run(g, t, d, a.budget, a.patience) for d in dirs]
-            row = {"model": name, "target": t, "runs": runs}
-            results.append(row)
-            used.update(row["runs"][0]["generated_applied"])
-            print(f"{name:13s} {t:6s}" + "".join(
-                f" {100 * r['saving']:8.1f}% {r['seconds']:6.1f} {len(r['generated_applied']):8d}"
-                + ("*" if r["stopped"] == "time" else "")
-                for r in row["runs"]))
-            sys.stdout.flush()
+            rows(name, g, t)
+    names = [n for n in a.transformers.split(",") if n]
+    if names:
+        workdir = Path(a.workdir or tempfile.mkdtemp(prefix="rule-usage-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        exporters = [e for e in a.exporters.split(",") if e]
+        for t in targets:
+            for label, g in transformer_graphs(names, exporters, t, workdir).items():
+                rows(label, g, t)
     if a.compare:
         lost = [(r["model"], r["target"]) for r in results
                 if r["runs"][1]["saving"] < r["runs"][0]["saving"] - 1e-9]

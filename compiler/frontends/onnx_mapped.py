@@ -89,15 +89,6 @@ def fields(buf: "bytes | mmap.mmap", start: int, end: int) -> Iterator[Field]:
         pos = p
 
 
-class Mapped(NamedTuple):
-    """An initializer whose raw data stays in the file: its index among the graph's
-    initializers and where the data lies."""
-
-    index: int
-    offset: int
-    length: int
-
-
 def _initializer(buf: "bytes | mmap.mmap", f: Field, min_bytes: int, numpy_types: frozenset[int]
                  ) -> tuple[bytes, tuple[int, int] | None]:
     """The TensorProto bytes of one initializer field, without its raw data when that is

@@ -18,6 +18,7 @@ import time
 from bench.cost_search import _top_rules as _rules
 from bench.taso_models import MODELS, TENSAT_SPEEDUP, TINY
 from graphopt.pipeline import search_rules
+from graphopt.search.budget import Budget
 from graphopt.search.egraph import search as egraph_mod
 from graphopt.search.stage import search_step
 
@@ -34,6 +35,8 @@ def main() -> None:
     ap.add_argument("--max-rules", type=int, default=None,
                     help="generated rule directions per e-graph")
     ap.add_argument("--tiny", action="store_true", help="the tiny models of the tests")
+    ap.add_argument("--patience", type=int, default=20,
+                    help="backtracking: expansions without a better graph (as cost_search)")
     a = ap.parse_args()
     opts = {k: v for k, v in (("node_limit", a.node_limit), ("time_limit", a.time_limit),
                               ("max_rules", a.max_rules)) if v is not None}
@@ -56,7 +59,10 @@ def main() -> None:
         for mode in ("backtrack", "egraph"):
             rules = search_rules(g, mode, a.target)
             t = time.perf_counter()
-            _, rep = search_step(g, a.target, rules=rules, budget=a.budget, mode=mode,
+            # backtracking as bench/cost_search.py runs it: the wall clock, no graph cap
+            budget = Budget(seconds=a.budget, max_graphs=None, patience=a.patience) \
+                if mode == "backtrack" else a.budget
+            _, rep = search_step(g, a.target, rules=rules, budget=budget, mode=mode,
                                  egraph=opts if mode == "egraph" else None)
             row[mode] = (rep, time.perf_counter() - t)
         (bt, tb), (eg, te) = row["backtrack"], row["egraph"]

@@ -24,13 +24,13 @@ _runs: "OrderedDict[tuple[Any, ...], list[np.ndarray]]" = OrderedDict()  # by (m
 HASH_BYTES = 1 << 26  # files up to this size are identified by their content too
 
 
-def _stat(path: Path) -> tuple[Any, ...]:
-    """A file's path, device, inode, size and modification time, and for a file of at most
-    HASH_BYTES a digest of its bytes (a small file rewritten in place within the clock's
+def _stat(path: Path, content: bool = True) -> tuple[Any, ...]:
+    """A file's path, device, inode, size and modification time, and (``content``) for a file of
+    at most HASH_BYTES a digest of its bytes (a small file rewritten in place within the clock's
     granularity keeps its stat; a large one cannot be rewritten that fast)."""
     st = path.stat()
     key: tuple[Any, ...] = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    if st.st_size <= HASH_BYTES:
+    if content and st.st_size <= HASH_BYTES:
         key += (hashlib.blake2b(path.read_bytes(), digest_size=32).digest(),)
     return key
 
@@ -54,7 +54,8 @@ def model_key(model: Any) -> tuple[Any, ...] | None:
         key = (before, *(_stat((p.parent / f).resolve()) for f in files if f != p.name))
     except OSError:
         return None
-    return key if _stat(p) == before else None  # changed while read: not remembered
+    # changed while read: not remembered
+    return key if _stat(p, content=False) == before[:5] else None
 
 
 def feeds_key(feeds: Mapping[str, Any]) -> bytes | None:

@@ -135,12 +135,13 @@ def test_keep_pins_a_derivable_rule() -> None:
 
 
 def test_order_does_not_matter() -> None:
+    # the shipped linalg rules (pruned through graphs no larger than their sides) lose a few
+    # more when derivations may pass through larger graphs
     rules = load_dir(RULES_DIR / "linalg.rules")
-    rules = sorted(rules, key=lambda r: r.name)[:120]
-    a, _ = prune(rules)
+    a, _ = prune(rules, max_growth=None)
     shuffled = list(rules)
     random.Random(3).shuffle(shuffled)
-    b, _ = prune(shuffled)
+    b, _ = prune(shuffled, max_growth=None)
     assert [r.name for r in a] == [r.name for r in b]
     assert 0 < len(a) < len(rules)
 

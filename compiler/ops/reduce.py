@@ -676,7 +676,10 @@ class LogSoftmax(Softmax):
     def np_softmax(self, x: np.ndarray, axis: int) -> np.ndarray:
         if x.size == 0:
             return x.copy()
+        # shift by the max where it is finite (as ONNX Runtime and scipy's logsumexp do): a
+        # finite entry beside an infinite one is -inf, not the NaN of inf - inf
         m = np.max(x, axis=axis, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0)
         return x - m - np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
 
     def symbolic(self, xs: Sequence[np.ndarray], attrs: Attrs) -> tuple[np.ndarray, ...]:

@@ -36,6 +36,14 @@ def test_text_round_trip(g: Graph) -> None:
     _same_results(g, g2, feeds_for(g))
 
 
+def _finite_throughout(g: Graph, feeds: dict[str, np.ndarray]) -> bool:
+    """Whether every floating value the graph computes on ``feeds`` is finite."""
+    values = [v for n in g.nodes if n.op not in ("input", "constant") for v in n.outputs]
+    probe = Graph(g.inputs, values)
+    return all(np.isfinite(a).all() for a in map(np.asarray, run_graph(probe, feeds))
+               if a.dtype.kind in "fc")
+
+
 @settings(max_examples=200, deadline=None)
 @given(graphs())
 def test_onnx_round_trip(g: Graph) -> None:
@@ -46,6 +54,10 @@ def test_onnx_round_trip(g: Graph) -> None:
 
     note(str(g))
     feeds = feeds_for(g)
+    if not _finite_throughout(g, feeds):
+        # how NaN and inf propagate through reductions is each runtime's own: log_softmax of
+        # [inf, inf, 1] is [nan, nan, nan] in torch and [nan, nan, -inf] in ONNX Runtime
+        reject()
     expected = run_graph(g, feeds)
     model = onnx_export.to_model(g)
     try:

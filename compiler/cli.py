@@ -303,7 +303,7 @@ def _op_counts(m: Any) -> dict[str, int]:
 def _onnx_op_counts(path: str) -> dict[str, int]:
     from .frontends.onnx_io import read_model
 
-    return _op_counts(read_model(path))
+    return _op_counts(read_model(path, map_initializers=True))  # weights stay in the file
 
 
 def _file_size(path: str) -> int:

@@ -13,8 +13,10 @@ operands in a fixed order (the matcher takes them in either order).
 Meeting in the middle is a derivation only in the search's directions: the lhs reaches some
 graph M by any rewrites, and M leads back to the rhs, which holds when the rhs reached M
 through rewrites whose reverse the search also has (``Step.invertible``). A rule used in both
-directions needs that both ways. Only rewrites whose sides use the rule's own ops are tried
-(a derivation through other ops is missed, which only keeps a rule).
+directions needs that both ways. Only rewrites whose sides use the rule's own ops are tried,
+and (``max_growth``, default 0) only graphs with at most that many ops more than the rule's
+larger side are reached: the search rarely keeps a candidate that costs more. A derivation
+these bounds miss only keeps a rule.
 
 ``keep``: names of rules that are kept whatever (the rules the benchmarks' searches apply,
 ``bench/rule_usage.py``): a derivation in several steps is a deeper search, and a search under

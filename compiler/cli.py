@@ -77,6 +77,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     kv = _kv_args(args)
     folder_args = {"task": args.task, "batch": args.batch, "seq": args.seq,
                    "static": args.static} if folder else {}
+    if not kv and (args.output.endswith(("/", os.sep)) or os.path.isdir(args.output)):
+        raise _Usage("-o names a folder; optimize writes one .onnx file (give its path, e.g. "
+                     "DIR/model.onnx; a folder is written with --kv-cache)", where=args.output)
     _check_output_dir(args.output.rstrip("/\\") or args.output)
     if args.html:
         _check_output_dir(args.html)
@@ -570,6 +573,8 @@ def _one_line(e: BaseException) -> str:
 
     if isinstance(e, GraphOptError):
         return e.one_line()
+    if isinstance(e, _Usage):
+        return str(e)
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 

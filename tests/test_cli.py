@@ -206,6 +206,12 @@ def test_missing_output_directory(
         small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["optimize", str(small), "-o", str(tmp_path / "no" / "o.onnx")]) == EXIT_USAGE
     assert "output directory does not exist" in capsys.readouterr().err
+    # -o naming a folder (existing, or with a trailing separator): refused before any work
+    for out in (str(tmp_path), str(tmp_path / "new") + "/"):
+        assert main(["optimize", str(small), "-o", out]) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert f"graphopt: error: {out}: -o names a folder" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.onnx"]  # nothing written
 
 
 def test_inspect(small: Path, capsys: pytest.CaptureFixture[str]) -> None:

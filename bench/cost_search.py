@@ -111,7 +111,7 @@ def taso_table(models: list[str], targets: list[str], budget: float, patience: i
         for t in targets:
             b = Budget(seconds=budget, max_graphs=None, patience=patience)
             t0 = time.perf_counter()
-            out, rep = search_step(g, t, budget=b, rules=search_rules(g, "backtrack"))
+            out, rep = search_step(g, t, budget=b, rules=search_rules(g, "backtrack", t))
             wall = time.perf_counter() - t0
             summed = CostModel(t)
             s_before, s_after = summed.summed_time(g), summed.summed_time(out)

@@ -334,17 +334,35 @@ def search_rules(g: Graph | None = None, mode: str | None = None,
     ``passes/split_heads.py``). ``mode="backtrack"``: without the rules the backtracking search
     leaves out (``taso_family.NOT_IN_BACKTRACKING``); None or "egraph": all of them. ``target``:
     the head-layout rules that target's runtime runs well (``split_heads.rules_for``)."""
-    from graphopt.passes.taso_family import NOT_IN_BACKTRACKING, RULES as TASO
+    from graphopt.passes import split_heads, taso_family
     from graphopt.passes.merge_parallel import RULES
-    from graphopt.passes.split_heads import rules_for
 
     from .search.ruleset import default_rules, graph_ops
 
     out = (default_rules(ops=None if g is None else graph_ops(g)) + list(RULES)
-           + rules_for(target) + list(TASO))
+           + split_heads.rules_for(target) + taso_family.rules_for(target))
     if mode == "backtrack":
-        out = [r for r in out if r.name not in NOT_IN_BACKTRACKING]
+        out = [r for r in out if r.name not in taso_family.NOT_IN_BACKTRACKING]
     return out
+
+
+def search_rules_left_out(g: Graph | None = None, mode: str | None = None,
+                          target: str | None = None) -> dict[str, str]:
+    """The hand-written search rules ``search_rules(g, mode, target)`` leaves out, each with
+    the reason (the search report's ``left_out``); for ``g``, only those whose root op ``g``
+    has (the others could not have matched)."""
+    from graphopt.passes import merge_parallel, split_heads, taso_family
+
+    from .rewrite.pattern import pattern_nodes
+    from .search.ruleset import graph_ops
+
+    out = {**split_heads.left_out(target), **taso_family.left_out(target, mode)}
+    if g is None:
+        return out
+    ops = graph_ops(g)
+    lhs_ops = {r.name: {n.op for n in pattern_nodes(list(r.lhs))}
+               for r in (*merge_parallel.RULES, *split_heads.RULES, *taso_family.RULES)}
+    return {n: why for n, why in out.items() if lhs_ops.get(n, set()) <= ops}
 
 
 def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
@@ -377,11 +395,13 @@ def run(src: Source, target: str = "cpu", passes: Sequence[Any] | None = None,
     if budget is None or budget:
         from .search.stage import search_step
 
+        pre_search = g
         g, search_rep = steps.run("search", lambda: search_step(
             g, target, budget=budget, rules=search_rules(g, search, target),
             extra_rules=rules or (),
             cost=cost, mode=search, progress=(lambda msg: progress(f"search: {msg}", None))
             if progress else None))
+        search_rep["left_out"] = search_rules_left_out(pre_search, search, target)
     quant_rep = None
     if quantize is not None:
         from .quant.stage import quantize_step

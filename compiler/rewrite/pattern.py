@@ -126,12 +126,17 @@ def variables(roots: "list[Term]") -> list[Var]:
     return out
 
 
-def pattern_ops(roots: "list[Term]") -> int:
-    seen: set[int] = set()
+def pattern_nodes(roots: "list[Term]") -> list[PNode]:
+    """The op nodes of a pattern, each once."""
+    seen: dict[int, PNode] = {}
     stack = list(roots)
     while stack:
         n, _ = root_node(stack.pop())
         if n is not None and n.uid not in seen:
-            seen.add(n.uid)
+            seen[n.uid] = n
             stack.extend(n.inputs)
-    return len(seen)
+    return list(seen.values())
+
+
+def pattern_ops(roots: "list[Term]") -> int:
+    return len(pattern_nodes(roots))

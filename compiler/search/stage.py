@@ -125,7 +125,12 @@ def format_search(rep: dict[str, Any]) -> str:
             f"{rep['graphs_explored']} explored in {rep['seconds']:.2f} s "
             f"(stopped: {_stop_text(rep)}); rules applied: {rules}")
     why = format_why_not(rep["why_not"]) if rep.get("why_not") else ""
-    return f"{text}; {why}" if why else text
+    text = f"{text}; {why}" if why else text
+    if rep.get("left_out"):
+        reasons = sorted(set(rep["left_out"].values()))
+        text += (f"; {len(rep['left_out'])} hand-written rules left out for {rep['target']}: "
+                 + "; ".join(reasons))
+    return text
 
 
 def _stop_text(rep: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from graphopt.ir.types import DType, TensorType
 from graphopt.ir.verify import verify
 from graphopt.cost.model import CostModel
 from graphopt.passes import RULES_DIR, merge_parallel, taso_family
-from graphopt.pipeline import search_rules
+from graphopt.pipeline import search_rules, search_rules_left_out
 from graphopt.rewrite.driver import apply, matches
 from graphopt.rewrite.match import MatchFail, match_roots
 from graphopt.rewrite.rule import PatternRule
@@ -282,6 +282,21 @@ def test_search_rules_include_the_taso_family() -> None:
     assert {r.name for r in taso_family.RULES} <= names
     backtrack = {r.name for r in search_rules(g, "backtrack")}
     assert names - backtrack == set(taso_family.NOT_IN_BACKTRACKING) == {"merge_matmul_sum"}
+
+
+def test_cpu_targets_leave_out_the_separable_merge_and_say_so() -> None:
+    g = TINY["nasnet_a"]()
+    cpu = {r.name for r in search_rules(g, "backtrack", "cpu")}
+    h100 = {r.name for r in search_rules(g, "backtrack", "h100")}
+    assert taso_family.SLOW_ON_CPU and h100 - cpu >= taso_family.SLOW_ON_CPU
+    assert not cpu & taso_family.SLOW_ON_CPU
+    why = search_rules_left_out(g, "backtrack", "cpu")
+    assert set(taso_family.SLOW_ON_CPU) <= set(why)
+    assert "merged grouped conv slower" in why[next(iter(taso_family.SLOW_ON_CPU))]
+    assert not set(taso_family.SLOW_ON_CPU) & set(search_rules_left_out(g, "backtrack", "h100"))
+    # a graph without convs is not told about conv rules
+    assert not set(taso_family.SLOW_ON_CPU) & set(
+        search_rules_left_out(TINY["nasrnn"](), "backtrack", "cpu"))
 
 
 @pytest.mark.parametrize("model,expect", [

@@ -39,8 +39,6 @@ def matmul_unsupported(n: Node) -> str | None:
         return f"matmul on {a.dtype.value} x {b.dtype.value} (float operands of one dtype only)"
     if len(a.shape) < 2 or len(b.shape) < 2:
         return "matmul with a 1-D operand"
-    if len(b.shape) > 2 and (len(a.shape) != len(b.shape) or a.shape[:-2] != b.shape[:-2]):
-        return f"batched matmul {a} x {b} with broadcast batch dims"
     return None
 
 
@@ -66,8 +64,10 @@ def emit_matmul(region: Region) -> KernelSource:
         body.store(o, v)
     prec = ', input_precision="ieee"' if dt == DType.f32 else ""
     ep_args = [s.name for s in body.inputs]
-    sig = (["A", "sab", "sam", "sak", "B", "sbb", "sbk", "sbn"] + body.input_args() + outs +
-           ["M", "N", "K"] + body.dim_args() +
+    # two batch levels (outer, inner) with a stride each per operand: a broadcast batch dim
+    # is a stride of 0, so x [B, 1, S, K] @ w [H, K, D] reads each operand once
+    sig = (["A", "sab0", "sab1", "sam", "sak", "B", "sbb0", "sbb1", "sbk", "sbn"] +
+           body.input_args() + outs + ["M", "N", "K", "NB1"] + body.dim_args() +
            [f"{c}: tl.constexpr" for c in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")])
     kernel = [
         "@triton.jit",
@@ -85,12 +85,14 @@ def emit_matmul(region: Region) -> KernelSource:
             "pid_n = (pid % width) // size_m",
             "rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)",
             "rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)",
+            "b0 = pid_b // NB1",
+            "b1 = pid_b % NB1",
             "acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)",
             "for k0 in range(0, K, BLOCK_K):",
             "    rk = k0 + tl.arange(0, BLOCK_K)",
-            "    a = tl.load(A + pid_b * sab + rm[:, None] * sam + rk[None, :] * sak,",
+            "    a = tl.load(A + b0 * sab0 + b1 * sab1 + rm[:, None] * sam + rk[None, :] * sak,",
             "                mask=(rm[:, None] < M) & (rk[None, :] < K), other=0.0)",
-            "    b = tl.load(B + pid_b * sbb + rk[:, None] * sbk + rn[None, :] * sbn,",
+            "    b = tl.load(B + b0 * sbb0 + b1 * sbb1 + rk[:, None] * sbk + rn[None, :] * sbn,",
             "                mask=(rk[:, None] < K) & (rn[None, :] < N), other=0.0)",
             f"    acc += tl.dot(a, b{prec})",
             "offs = pid_b * M * N + rm[:, None] * N + rn[None, :]",
@@ -100,21 +102,28 @@ def emit_matmul(region: Region) -> KernelSource:
         ]),
     ]
     if batched:
-        prep = ["bshape = tuple(a.shape[:-2])",
-                "nb = numel(bshape)",
-                "a3 = a.reshape(nb, a.shape[-2], a.shape[-1])",
-                "b3 = b.reshape(nb, b.shape[-2], b.shape[-1])",
-                "M, K, N = a3.shape[1], a3.shape[2], b3.shape[2]",
+        # broadcast batch dims by expand (stride 0, no copy), then at most two batch levels:
+        # more are merged into the outer one (a copy only where the strides do not merge)
+        prep = ["bshape = tuple(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]))",
+                "a3 = a.expand(bshape + tuple(a.shape[-2:]))",
+                "b3 = b.expand(bshape + tuple(b.shape[-2:]))",
+                "if len(bshape) > 2:",
+                "    a3 = a3.reshape((-1,) + tuple(a3.shape[-3:]))",
+                "    b3 = b3.reshape((-1,) + tuple(b3.shape[-3:]))",
+                "elif len(bshape) == 1:",
+                "    a3, b3 = a3.unsqueeze(0), b3.unsqueeze(0)",
+                "nb, NB1 = a3.shape[0] * a3.shape[1], a3.shape[1]",
+                "M, K, N = a3.shape[2], a3.shape[3], b3.shape[3]",
                 "S = bshape + (M, N)",
                 "sa, sb = a3.stride(), b3.stride()"]
     else:
         prep = ["a3 = a.reshape(-1, a.shape[-1])",
                 "b3 = b",
-                "nb = 1",
+                "nb, NB1 = 1, 1",
                 "M, K, N = a3.shape[0], a3.shape[1], b3.shape[1]",
                 "S = tuple(a.shape[:-1]) + (N,)",
-                "sa = (0,) + tuple(a3.stride())",
-                "sb = (0,) + tuple(b3.stride())"]
+                "sa = (0, 0) + tuple(a3.stride())",
+                "sb = (0, 0) + tuple(b3.stride())"]
     launch = [
         f"def launch({', '.join(['a', 'b'] + ep_args + ['config=None'])}):",
         *indent([
@@ -124,8 +133,8 @@ def emit_matmul(region: Region) -> KernelSource:
             *[f"{o} = torch.empty(S, dtype={torch_dtype(v.type.dtype)}, device=a.device)"  # type: ignore[union-attr]
               for o, v in zip(outs, region.outputs)],
             "grid = (cdiv(M, config['BLOCK_M']) * cdiv(N, config['BLOCK_N']), nb)",
-            "kernel[grid](a3, sa[0], sa[1], sa[2], b3, sb[0], sb[1], sb[2], "
-            f"{', '.join(launcher_input_args(body.inputs, ep_args) + outs)}, M, N, K, "
+            "kernel[grid](a3, sa[0], sa[1], sa[2], sa[3], b3, sb[0], sb[1], sb[2], sb[3], "
+            f"{', '.join(launcher_input_args(body.inputs, ep_args) + outs)}, M, N, K, NB1, "
             f"{', '.join(f'S[{k}]' for k in range(len(shape)))}, "
             "BLOCK_M=config['BLOCK_M'], BLOCK_N=config['BLOCK_N'], BLOCK_K=config['BLOCK_K'], "
             "GROUP_M=config['GROUP_M'], num_warps=config['num_warps'], "

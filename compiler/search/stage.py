@@ -121,8 +121,7 @@ def format_search(rep: dict[str, Any]) -> str:
     text = (f"search ({rep['cost_model']} cost, {rep['target']}): estimated "
             f"{rep['cost_before_us']:.1f} -> {rep['cost_after_us']:.1f} us "
             f"({100 * rep['estimated_speedup']:.1f}% less), {rep['kernels_before']} -> "
-            f"{rep['kernels_after']} kernels; {rep['graphs_expanded']} graphs expanded, "
-            f"{rep['graphs_explored']} explored in {rep['seconds']:.2f} s "
+            f"{rep['kernels_after']} kernels; {_work_text(rep)} in {rep['seconds']:.2f} s "
             f"(stopped: {_stop_text(rep)}); rules applied: {rules}")
     why = format_why_not(rep["why_not"]) if rep.get("why_not") else ""
     text = f"{text}; {why}" if why else text
@@ -131,6 +130,16 @@ def format_search(rep: dict[str, Any]) -> str:
         text += (f"; {len(rep['left_out'])} hand-written rules left out for {rep['target']}: "
                  + "; ".join(reasons))
     return text
+
+
+def _work_text(rep: dict[str, Any]) -> str:
+    """What the search did: graphs for backtracking, e-nodes and saturation iterations for the
+    e-graph mode."""
+    sat = rep.get("saturation")
+    if rep.get("search_mode") == "egraph" and sat:
+        return (f"equality saturation: {sat['enodes']} e-nodes in {sat['iterations']} "
+                f"iterations over {sat['egraphs']} e-graphs")
+    return f"{rep['graphs_expanded']} graphs expanded, {rep['graphs_explored']} explored"
 
 
 def _stop_text(rep: dict[str, Any]) -> str:

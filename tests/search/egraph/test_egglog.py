@@ -150,13 +150,16 @@ def test_untranslatable_rules_are_listed() -> None:
 
 
 def test_search_step_egraph_mode() -> None:
-    from graphopt.search.stage import search_step
+    from graphopt.search.stage import format_search, search_step
 
     g, args = _three_matmuls()
     out, rep = search_step(g, "h100", mode="egraph", budget=5)
     assert rep["search_mode"] == "egraph"
     assert rep["saturation"]["egraphs"] == 1
     assert rep["cost_after_us"] <= rep["cost_before_us"]
+    text = format_search(rep)  # the text says what saturation did, not "graphs explored"
+    assert f"equality saturation: {rep['saturation']['enodes']} e-nodes in " in text
+    assert "graphs expanded" not in text
     for a, b in zip(run(g, *args), run(out, *args)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 

@@ -137,8 +137,15 @@ def _work_text(rep: dict[str, Any]) -> str:
     e-graph mode."""
     sat = rep.get("saturation")
     if rep.get("search_mode") == "egraph" and sat:
+        from .egraph.rules import NO_FORM
+
+        left = sum(n for k, n in rep.get("rejected", {}).items()
+                   if k.startswith("not in egglog: ") and k != "not in egglog: " + NO_FORM)
         return (f"equality saturation: {sat['enodes']} e-nodes in {sat['iterations']} "
-                f"iterations over {sat['egraphs']} e-graphs")
+                f"iterations over {sat['egraphs']} e-graphs"
+                + (f" ({left} rule directions left out of egglog, reasons in the report's "
+                   f"'rejected'; hand-written rules without an egglog form run in Python)"
+                   if left else ""))
     return f"{rep['graphs_expanded']} graphs expanded, {rep['graphs_explored']} explored"
 
 

@@ -230,7 +230,8 @@ def egraph_search(g: Graph, rules: Sequence[object], cost: Callable[[Graph], flo
     result's ``explored`` counts e-nodes (summed over windows), ``expanded`` saturation
     iterations; ``stopped`` is the last window's saturation stop reason (or "time" when the
     budget ran out before a window); ``rejected`` counts which extraction won per e-graph
-    ("won:input" / "won:greedy" / "won:ilp") and e-nodes left unpriced."""
+    ("won:input" / "won:greedy" / "won:ilp"), e-nodes left unpriced, and the rule directions
+    left out of egglog per reason ("not in egglog: <reason>", the most of any e-graph)."""
     from .. import windows as W
 
     require_egglog()
@@ -266,6 +267,9 @@ def egraph_search(g: Graph, rules: Sequence[object], cost: Callable[[Graph], flo
             tally["won:" + won] = tally.get("won:" + won, 0) + 1
             if st.unpriced:
                 tally["unpriced-enodes"] = tally.get("unpriced-enodes", 0) + st.unpriced
+            for why, n in st.untranslated.items():  # rule directions egglog did not get
+                key = "not in egglog: " + why
+                tally[key] = max(tally.get(key, 0), n)
             for r, v in used.items():
                 applied[r] = applied.get(r, 0) + v
             if out is h:

@@ -164,6 +164,16 @@ def test_search_step_egraph_mode() -> None:
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+def test_rules_left_out_of_egglog_are_reported() -> None:
+    from graphopt.search.stage import format_search, search_step
+
+    g, _ = _three_matmuls()
+    _, rep = search_step(g, "h100", mode="egraph", budget=5, egraph={"max_rules": 1})
+    capped = rep["rejected"].get("not in egglog: over the rule cap", 0)
+    assert capped > 0
+    assert "rule directions left out of egglog" in format_search(rep)
+
+
 def test_missing_egglog_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from graphopt.search.stage import search_step
 

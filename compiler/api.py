@@ -243,9 +243,6 @@ def _is_torch(x: Any) -> bool:
     return type(x).__module__.startswith("torch") and hasattr(x, "detach")
 
 
-SEARCH_MODES = ("backtrack", "egraph")
-
-
 def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
              passes: Sequence[Any] | None = None, check: bool = True, inputs: Any = None,
              progress: Progress | None = None, budget: Any = None,
@@ -308,6 +305,8 @@ def optimize(model: Any, example_inputs: Any = None, target: str = "cpu", *,
     and sequence axes unless ``static``.
     """
     from .kv.stage import make_options
+
+    from .search import MODES as SEARCH_MODES
 
     if search not in SEARCH_MODES:
         raise GraphOptError(f"search must be one of {', '.join(SEARCH_MODES)}, got {search!r}",

@@ -340,6 +340,7 @@ class _Usage(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     from .pipeline import TARGETS
+    from .search import MODES as SEARCH_MODES
 
     p = argparse.ArgumentParser(prog="graphopt", description="Graph-rewriting optimizer for "
                                 "deep-learning models (ONNX in, ONNX out).")
@@ -366,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(reported) (docs/determinism.md)")
     o.add_argument("--cost", choices=("analytic", "measured"), default="analytic",
                    help="cost model: roofline estimate, or ops profiled on this machine")
-    o.add_argument("--search", choices=("backtrack", "egraph"), default="backtrack",
+    o.add_argument("--search", choices=SEARCH_MODES, default="backtrack",
                    help="search mode: TASO's cost-ordered backtracking (default), or equality "
                         "saturation on egglog extracted by the cost model (needs "
                         "pip install 'graphopt[egraph]')")

@@ -349,8 +349,8 @@ def search_rules(g: Graph | None = None, mode: str | None = None,
 def search_rules_left_out(g: Graph | None = None, mode: str | None = None,
                           target: str | None = None) -> dict[str, str]:
     """The hand-written search rules ``search_rules(g, mode, target)`` leaves out, each with
-    the reason (the search report's ``left_out``); for ``g``, only those whose root op ``g``
-    has (the others could not have matched)."""
+    the reason (the search report's ``left_out``); for ``g``, only those whose left side uses
+    ops ``g`` has (the others could not have matched)."""
     from graphopt.passes import merge_parallel, split_heads, taso_family
 
     from .rewrite.pattern import pattern_nodes

@@ -10,6 +10,7 @@ from ..ir.graph import Graph
 from ..rewrite.driver import local
 from ..rewrite.fold import FoldRule
 from ..rewrite.rule import PatternRule
+from . import MODES
 from .backtrack import DEFAULT_ALPHA
 from .budget import Budget
 from .result import SearchResult
@@ -58,18 +59,18 @@ def search_step(g: Graph, target: str = "cpu", *, budget: "float | Budget | None
     rule_list = list(default_rules(ops=graph_ops(g)) if rules is None else rules) + \
         list(extra_rules)
     b = make_budget(budget)
+    budget_s = b.seconds if isinstance(budget, Budget) else float(
+        DEFAULT_BUDGET_S if budget is None else budget)
     if mode == "egraph":
         from .egraph.search import egraph_search
 
-        secs = b.seconds if isinstance(budget, Budget) else float(
-            DEFAULT_BUDGET_S if budget is None else budget)
-        res: SearchResult = egraph_search(g, rule_list, model, budget=secs, progress=progress,
-                                          **(egraph or {}))
+        res: SearchResult = egraph_search(g, rule_list, model, budget=budget_s,
+                                          progress=progress, **(egraph or {}))
     elif mode == "backtrack":
         res = search(g, rule_list, model, alpha=alpha, budget=b, window=window,
                      progress=progress)
     else:
-        raise GraphOptError(f"search mode must be 'backtrack' or 'egraph', got {mode!r}",
+        raise GraphOptError(f"search mode must be one of {', '.join(MODES)}, got {mode!r}",
                             where="search")
     out = res.graph
     folded = 0
@@ -83,8 +84,7 @@ def search_step(g: Graph, target: str = "cpu", *, budget: "float | Budget | None
         "cost_model": model.name,
         "rules": len(rule_list),
         "alpha": alpha,
-        "budget_s": b.seconds if isinstance(budget, Budget) else float(
-            DEFAULT_BUDGET_S if budget is None else budget),
+        "budget_s": budget_s,
         "max_explored": b.max_explored,
         "time_limit_s": b.seconds,
         "cost_before_us": round(before.time * 1e6, 3),

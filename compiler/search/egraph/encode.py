@@ -28,7 +28,6 @@ from ...ops.registry import get_op
 
 # the primes standing for symbolic dims: >= SYM_BASE, so a dim below it is static
 SYM_BASE = 1_000_003
-_SYM_PRIMES_FROM = 1_000_003
 
 # literal -> plain attrs (without dim attrs), shared by every encoding of the process
 _ATTRS: dict[str, Attrs] = {}
@@ -98,7 +97,7 @@ class Symbols:
         out = coef
         for s in syms:
             if s not in self.prime:
-                self.prime[s] = _next_prime(max(self.prime.values(), default=_SYM_PRIMES_FROM - 2)
+                self.prime[s] = _next_prime(max(self.prime.values(), default=SYM_BASE - 2)
                                             + 2)
             out *= self.prime[s]
         return out

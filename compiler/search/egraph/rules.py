@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from ...ir.graph import Graph
-from ...ir.node import Attrs, Node, Value
+from ...ir.node import Node, Value
 from ...ir.types import TensorType
 from ...rewrite.dims import DimExpr
 from ..ruleset import Entry
-from .encode import attr_literal, ctor, multi
+from .encode import SYM_BASE, attr_literal, ctor, multi
 
 CHEAP, EXPAND, MERGE, ANALYSIS = "cheap", "expand", "merge", "analysis"
 
@@ -190,7 +190,7 @@ def translate(src: Graph, dst: Graph, name: str, float_only: bool = False) -> Eg
     if len(in_dtypes) != 1:
         raise Untranslatable("inputs of different dtypes")
     (dtype,) = in_dtypes
-    pre = [f"(= ?dt (dtype ?i0))"] + [f"(= ?dt (dtype ?i{k}))" for k in range(1, len(src.inputs))]
+    pre = ["(= ?dt (dtype ?i0))"] + [f"(= ?dt (dtype ?i{k}))" for k in range(1, len(src.inputs))]
     if float_only:
         pre.append("(is_float ?dt)")
     items: list[tuple[str, DimExpr]] = []
@@ -242,7 +242,7 @@ def _value(local: dict[int, str], v: Value) -> str:
 
 # ---- hand-written rules --------------------------------------------------------------------------
 
-_SYM = "1000003"  # encode.SYM_BASE: a dim below it is static
+_SYM = str(SYM_BASE)  # a dim below it is static
 MAX_RANK = 8
 
 

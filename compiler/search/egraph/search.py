@@ -277,8 +277,7 @@ def egraph_search(g: Graph, rules: Sequence[object], cost: Callable[[Graph], flo
             h = out
         return h
 
-    ops = [n for n in g.nodes if n.op not in ("input", "constant")]
-    if len(ops) <= window:
+    if len(W._ops(g)) <= window:
         cur = run(g, budget)
     else:
         parts = W.partition(g, window)

@@ -14,7 +14,7 @@ from typing import Iterable
 from ...ir.node import Node
 from ...ir.text import format_attr
 from ...ops.registry import get_op
-from ..ruleset import Entry
+from ..ruleset import Entry, _sides
 
 _LINE = re.compile(r"= (\w+)\(([^)]*)\)(?: \{(.*)\})?\s*$")
 _KEYS: dict[tuple[str, bool], tuple[frozenset[str], frozenset[str], int]] = {}
@@ -70,10 +70,7 @@ def entry_keys(e: Entry, reverse: bool) -> tuple[frozenset[str], frozenset[str],
     """(left-side keys, right-side keys, right-side node count) of a direction."""
     k = (e.text, reverse)
     if k not in _KEYS:
-        t = e.text
-        i, j = t.index("\nlhs:\n"), t.index("\nrhs:\n")
-        end = t.index("\nend", j)
-        (lk, ln), (rk, rn) = text_keys(t[i + 6:j]), text_keys(t[j + 6:end])
+        (lk, ln), (rk, rn) = (text_keys(side) for side in _sides(e))
         _KEYS[k] = (rk, lk, ln) if reverse else (lk, rk, rn)
     return _KEYS[k]
 

@@ -21,19 +21,13 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from graphopt.ir.node import Value, op as build, op_multi
-from graphopt.ir.types import TensorType
+from graphopt.passes.merge_parallel import ACTIVATIONS, _shape
 from graphopt.rewrite.match import Match, MatchFail
 from graphopt.rewrite.passes import RewritePass
 from graphopt.rewrite.pattern import attr, op
 from graphopt.rewrite.rule import PatternRule, rule
 
 PASS = "search"
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
-
-
-def _shape(v: Value) -> tuple[Any, ...] | None:
-    t = v.type
-    return t.shape if isinstance(t, TensorType) else None
 
 
 def _matrix(m: Match, *names: str) -> "MatchFail | None":

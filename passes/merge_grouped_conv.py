@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from graphopt.ir.node import Value, op as build
+from graphopt.passes.merge_parallel import ACTIVATIONS
 from graphopt.ir.types import TensorType
 from graphopt.rewrite.match import Match, MatchFail
 from graphopt.rewrite.passes import RewritePass
@@ -164,7 +165,6 @@ def _search(name: str, lhs: Any, act: str | None = None) -> PatternRule:
     return rule(name, lhs, rhs, _check, source=__name__, kind="search", pass_name=PASS)
 
 
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
 RULES: list[PatternRule] = [
     _search("merge_grouped_conv", _lhs),

@@ -42,6 +42,9 @@ from graphopt.rewrite.rule import Builder, Check, Rule, rule
 PASS = "search"
 
 
+ACTIVATIONS = ("relu", "sigmoid", "tanh")  # the activations merges carry through
+
+
 def _shape(v: Value) -> tuple[Any, ...] | None:
     t = v.type
     return t.shape if isinstance(t, TensorType) else None
@@ -312,8 +315,8 @@ RULES: list[Rule] = [
     _search("merge_matmul_shared_lhs", _mm_shared_lhs, _mm_shared_lhs_rhs, _mm_shared_lhs_check),
     _search("merge_matmul_sum", _mm_sum, _mm_sum_rhs, _mm_sum_check),
     # before the plain conv merges: the replay sweep gives a place to the first rule matching it
-    *[_conv_pair_act(a, bias) for a in ("relu", "sigmoid", "tanh") for bias in (False, True)],
-    *[_conv_partial_act(a, bias) for a in ("relu", "sigmoid", "tanh") for bias in (False, True)],
+    *[_conv_pair_act(a, bias) for a in ACTIVATIONS for bias in (False, True)],
+    *[_conv_partial_act(a, bias) for a in ACTIVATIONS for bias in (False, True)],
     _search("merge_conv_shared_input", _conv_pair, _conv_rhs, _conv_check),
     _search("merge_conv_bias_shared_input", _conv_pair_bias, _conv_rhs, _conv_check),
     _search("enlarge_conv_kernel", _enlarge, _enlarge_rhs, _enlarge_check),

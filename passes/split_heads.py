@@ -34,7 +34,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from graphopt.ir.node import Value, op as build, op_multi
-from graphopt.ir.types import TensorType, dim_product
+from graphopt.passes.merge_parallel import _shape
+from graphopt.ir.types import dim_product
 from graphopt.rewrite.match import Match, MatchFail
 from graphopt.rewrite.passes import RewritePass
 from graphopt.rewrite.pattern import attr, op
@@ -42,11 +43,6 @@ from graphopt.rewrite.rule import Builder, Check, Rule, rule
 
 PASS = "search"
 HEADS_PERM = (0, 2, 1, 3)  # [B, S, H, D] -> [B, H, S, D]
-
-
-def _shape(v: Value) -> tuple[Any, ...] | None:
-    t = v.type
-    return t.shape if isinstance(t, TensorType) else None
 
 
 def _static(s: tuple[Any, ...] | None) -> bool:
